@@ -1,0 +1,154 @@
+//! patgate's own API for the Jira app, under `/v1` on the api listener (same mTLS and
+//! signature as the proxy):
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET /v1/integrations/{id}/users/{account}/pat` | the PAT status |
+//! | `PUT /v1/integrations/{id}/users/{account}/pat` `{"token": "…"}` | validates with the host, stores, answers the status |
+//! | `DELETE /v1/integrations/{id}/users/{account}/pat` | removes it, answers the status |
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use secrecy::SecretString;
+use serde::Serialize;
+
+use crate::body::{full, ResponseBody};
+use crate::error::{ErrorCode, Problem};
+use crate::proxy::{check_digest, is_valid_account_id, read_body};
+use crate::server::{IntegrationRuntime, Runtime};
+use crate::signature::Verified;
+use crate::vault::{Credential, PatMeta};
+
+/// The most a `/v1` request body may hold.
+const API_BODY_LIMIT: usize = 64 * 1024;
+
+/// The status of one user's PAT for one integration.
+#[derive(Debug, Serialize)]
+pub struct PatStatus {
+    pub integration: String,
+    pub account: String,
+    pub configured: bool,
+    pub host_login: Option<String>,
+    pub scopes_or_permissions: Vec<String>,
+    pub validated_at: Option<String>,
+    pub last_used_at: Option<String>,
+    pub require_user_pat: bool,
+}
+
+impl PatStatus {
+    pub fn new(
+        integration: &IntegrationRuntime,
+        account: &str,
+        meta: Option<PatMeta>,
+    ) -> PatStatus {
+        let rfc3339 = |secs: u64| {
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs),
+            )
+            .to_string()
+        };
+        PatStatus {
+            integration: integration.config.id.clone(),
+            account: account.to_string(),
+            configured: meta.is_some(),
+            host_login: meta.as_ref().map(|m| m.host_login.clone()),
+            scopes_or_permissions: meta.as_ref().map(|m| m.scopes.clone()).unwrap_or_default(),
+            validated_at: meta.as_ref().map(|m| rfc3339(m.validated_at)),
+            last_used_at: meta.as_ref().and_then(|m| m.last_used_at).map(rfc3339),
+            require_user_pat: integration.config.require_user_pat,
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutPat {
+    token: SecretString,
+}
+
+pub(crate) async fn handle(
+    runtime: &Runtime,
+    req: Request<Incoming>,
+    _verified: &Verified,
+) -> Result<Response<ResponseBody>, Problem> {
+    let path = req.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let ["v1", "integrations", id, "users", account, "pat"] = segments.as_slice() else {
+        return Err(Problem::new(
+            ErrorCode::NotFound,
+            "the /v1 API serves /v1/integrations/{id}/users/{account}/pat",
+        ));
+    };
+    let integration = runtime.integrations.get(*id).ok_or_else(|| {
+        Problem::new(
+            ErrorCode::UnknownIntegration,
+            format!("no integration `{id}` is configured"),
+        )
+    })?;
+    let account = percent_encoding::percent_decode_str(account)
+        .decode_utf8()
+        .ok()
+        .filter(|a| is_valid_account_id(a))
+        .ok_or_else(|| {
+            Problem::new(
+                ErrorCode::BadRequest,
+                "the account in the path is not an Atlassian accountId",
+            )
+        })?
+        .into_owned();
+    let vault = &runtime.vault;
+    let id = integration.config.id.as_str();
+    match *req.method() {
+        Method::GET => {
+            let meta = vault.user_pat_meta(id, &account)?;
+            json(&PatStatus::new(integration, &account, meta))
+        }
+        Method::PUT => {
+            let (parts, body) = req.into_parts();
+            let body = read_body(
+                parts.headers.get(http::header::CONTENT_LENGTH),
+                body,
+                API_BODY_LIMIT,
+            )
+            .await?;
+            check_digest(&parts.headers, &body)?;
+            let put: PutPat = serde_json::from_slice(&body).map_err(|e| {
+                // serde's message names the field, never the value.
+                Problem::new(
+                    ErrorCode::BadRequest,
+                    format!("the body must be {{\"token\": \"…\"}}: {e}"),
+                )
+            })?;
+            let credential = Credential::Token(put.token);
+            let meta =
+                crate::pat::validate_and_store(integration, vault, &account, &credential).await?;
+            tracing::info!(target: "patgate::audit", integration = id, account = %account, host_login = %meta.host_login, "user PAT stored");
+            json(&PatStatus::new(integration, &account, Some(meta)))
+        }
+        Method::DELETE => {
+            if vault.delete_user_pat(id, &account).await? {
+                tracing::info!(target: "patgate::audit", integration = id, account = %account, "user PAT removed");
+            }
+            json(&PatStatus::new(integration, &account, None))
+        }
+        _ => Err(Problem::new(
+            ErrorCode::MethodNotAllowed,
+            "use GET, PUT or DELETE",
+        )),
+    }
+}
+
+fn json(value: &impl Serialize) -> Result<Response<ResponseBody>, Problem> {
+    let bytes =
+        serde_json::to_vec(value).map_err(|e| Problem::new(ErrorCode::Internal, e.to_string()))?;
+    let mut response = Response::new(full(Bytes::from(bytes)));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}

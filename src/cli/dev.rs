@@ -1,0 +1,347 @@
+//! `patgate dev`: the quickstart. Everything under one folder (default `./dev`, gitignored):
+//! a dev CA, server and client certificates, an app signing key, a master key, a vault and a
+//! config; then patgate in front of the DEMO host (or a real host with `--upstream`), and the
+//! commands that show what it does.
+//!
+//! Material is made once and reused on later runs; the config is rewritten each run from the
+//! flags.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use clap::Args;
+use rand_core::{OsRng, RngCore as _};
+use secrecy::SecretString;
+
+use super::CliResult;
+use crate::config::Config;
+use crate::devpki::{ClientName, DevCa};
+use crate::server::{Runtime, Server};
+use crate::vault::{Credential, MasterKey, Vault};
+
+/// The Jira user the quickstart acts as (an Atlassian accountId).
+const DEMO_ACCOUNT: &str = "5b10ac8d82e05b22cc7d4ef5";
+const APP_KEYID: &str = "dev-app";
+
+#[derive(Debug, Args)]
+pub(crate) struct DevArgs {
+    /// Where to keep the dev material.
+    #[arg(long, default_value = "dev")]
+    dir: PathBuf,
+    /// Where patgate listens.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    listen: SocketAddr,
+    /// A real git host instead of the demo host, e.g. https://api.github.com or
+    /// https://ghe.example.com. Store its integration token first with
+    /// `patgate integration set-secret upstream --config DIR/patgate.toml`.
+    #[arg(long, requires = "kind")]
+    upstream: Option<String>,
+    /// The kind of the --upstream host.
+    #[arg(long, value_parser = ["github"])]
+    kind: Option<String>,
+    /// A PEM bundle of extra CAs for the --upstream host.
+    #[arg(long, requires = "upstream")]
+    extra_ca: Option<PathBuf>,
+}
+
+struct Paths {
+    dir: PathBuf,
+}
+
+impl Paths {
+    fn get(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+pub(crate) async fn run(args: DevArgs) -> CliResult {
+    let paths = Paths {
+        dir: args.dir.clone(),
+    };
+    std::fs::create_dir_all(&paths.dir)
+        .map_err(|e| format!("cannot create {}: {e}", paths.dir.display()))?;
+    set_mode(&paths.dir, 0o700)?;
+    ensure_pki(&paths)?;
+    if !paths.get(&format!("{APP_KEYID}.pem")).exists() {
+        crate::keys::generate(APP_KEYID, &paths.dir, false).map_err(|e| e.to_string())?;
+    }
+    let app_public = std::fs::read_to_string(paths.get(&format!("{APP_KEYID}.pub")))
+        .map_err(|e| format!("cannot read the app public key: {e}"))?;
+    let integration_token = ensure_secret(&paths.get("demo-integration.token"), "ghs_")?;
+    let alice_pat = ensure_secret(&paths.get("demo-alice.pat"), "ghp_")?;
+
+    let (integration_id, base_url, extra_ca, roots) = match &args.upstream {
+        None => {
+            let tls = crate::tls::server_config_without_client_auth(
+                &paths.get("demo-host.pem"),
+                &paths.get("demo-host-key.pem"),
+            )
+            .map_err(|e| e.to_string())?;
+            let accounts =
+                crate::demo::DemoAccounts::new(&integration_token, &[("alice", &alice_pat)]);
+            let addr = crate::demo::start(tls, accounts)
+                .await
+                .map_err(|e| format!("cannot start the demo host: {e}"))?;
+            (
+                "demo",
+                format!("https://localhost:{}", addr.port()),
+                Some("ca.pem".to_string()),
+                "none",
+            )
+        }
+        Some(url) => (
+            "upstream",
+            url.clone(),
+            args.extra_ca.as_ref().map(|p| absolute(p)),
+            "system",
+        ),
+    };
+    let config_path = paths.get("patgate.toml");
+    let toml = dev_config(
+        args.listen,
+        integration_id,
+        &base_url,
+        extra_ca.as_deref(),
+        roots,
+        app_public.trim(),
+    );
+    std::fs::write(&config_path, toml)
+        .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
+    let config = Config::load(&config_path).map_err(|e| e.to_string())?;
+
+    let key_path = paths.get("master-key");
+    if !key_path.exists() {
+        MasterKey::generate()
+            .write_new(&key_path)
+            .map_err(|e| e.to_string())?;
+    }
+    let key = MasterKey::load_file(&key_path).map_err(|e| e.to_string())?;
+    let vault = match Vault::open(&config.state_dir, &key) {
+        Ok(v) => v,
+        Err(crate::vault::VaultError::NotInitialized { .. }) => {
+            Vault::init(&config.state_dir, &key).map_err(|e| e.to_string())?
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    if args.upstream.is_none() {
+        vault
+            .put_integration_secret(
+                integration_id,
+                &Credential::Token(integration_token.clone()),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+    } else if vault
+        .integration_secret(integration_id)
+        .map_err(|e| e.to_string())?
+        .is_none()
+    {
+        drop(vault);
+        return Err(format!(
+            "store the host's integration token first (it is read from standard input):\n  patgate integration set-secret upstream --config {} < token-file",
+            config_path.display()
+        ));
+    }
+
+    crate::telemetry::init(&config.log)?;
+    let runtime =
+        Runtime::build(config, Arc::new(vault), SystemTime::now()).map_err(|e| e.to_string())?;
+    let server = Server::bind(runtime)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let addr = server.local_addr().map_err(|e| e.to_string())?;
+    println!(
+        "{}",
+        instructions(
+            &paths,
+            addr,
+            integration_id,
+            &base_url,
+            args.upstream.is_none()
+        )
+    );
+    server
+        .run(super::shutdown_signal(), std::time::Duration::from_secs(5))
+        .await;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn absolute(path: &Path) -> String {
+    std::fs::canonicalize(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("chmod {}: {e}", path.display()))
+}
+
+/// The dev CA and the certificates it issues, made once.
+fn ensure_pki(paths: &Paths) -> Result<(), String> {
+    let err = |e: crate::devpki::PkiError| format!("making dev certificates: {e}");
+    let (ca_pem, ca_key) = (paths.get("ca.pem"), paths.get("ca-key.pem"));
+    let ca = if ca_pem.exists() && ca_key.exists() {
+        let cert = std::fs::read_to_string(&ca_pem).map_err(|e| e.to_string())?;
+        let key = std::fs::read_to_string(&ca_key).map_err(|e| e.to_string())?;
+        DevCa::load(&cert, &key).map_err(err)?
+    } else {
+        let ca = DevCa::generate("patgate dev CA").map_err(err)?;
+        write_private(&ca_key, ca.key_pem())?;
+        std::fs::write(&ca_pem, ca.cert_pem()).map_err(|e| e.to_string())?;
+        ca
+    };
+    if !paths.get("server.pem").exists() {
+        let server = ca.issue_server(&["localhost", "127.0.0.1"]).map_err(err)?;
+        write_private(&paths.get("server-key.pem"), &server.key_pem)?;
+        std::fs::write(paths.get("server.pem"), &server.cert_pem).map_err(|e| e.to_string())?;
+    }
+    if !paths.get("client.pem").exists() {
+        let client = ca
+            .issue_client("jira-app (dev)", &[ClientName::Dns("jira-app.dev.local")])
+            .map_err(err)?;
+        write_private(
+            &paths.get("client.pem"),
+            &format!("{}{}", client.cert_pem, client.key_pem),
+        )?;
+    }
+    if !paths.get("demo-host.pem").exists() {
+        let host = ca.issue_server(&["localhost", "127.0.0.1"]).map_err(err)?;
+        write_private(&paths.get("demo-host-key.pem"), &host.key_pem)?;
+        std::fs::write(paths.get("demo-host.pem"), &host.cert_pem).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), String> {
+    crate::keys::write_private(path, text.as_bytes()).map_err(|e| e.to_string())
+}
+
+/// A random demo token with a GitHub-like prefix, kept in a private file.
+fn ensure_secret(path: &Path, prefix: &str) -> Result<SecretString, String> {
+    if !path.exists() {
+        let mut bytes = [0u8; 18];
+        OsRng.fill_bytes(&mut bytes);
+        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        write_private(path, &format!("{prefix}{token}\n"))?;
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(SecretString::from(text.trim().to_string()))
+}
+
+fn dev_config(
+    listen: SocketAddr,
+    id: &str,
+    base_url: &str,
+    extra_ca: Option<&str>,
+    roots: &str,
+    app_public_key: &str,
+) -> String {
+    let extra_ca = extra_ca
+        .map(|p| format!("extra_ca = \"{p}\"\n"))
+        .unwrap_or_default();
+    format!(
+        r#"# Written by `patgate dev` on each run; edit the flags, not this file.
+state_dir = "state"
+
+[master_key]
+file = "master-key"
+
+[api]
+listen = "{listen}"
+cert = "server.pem"
+key = "server-key.pem"
+client_ca = "ca.pem"
+allowed_client_sans = ["dns:jira-app.dev.local"]
+
+[[app_keys]]
+keyid = "{APP_KEYID}"
+ed25519_public_key = "{app_public_key}"
+
+[[integrations]]
+id = "{id}"
+kind = "github"
+base_url = "{base_url}"
+roots = "{roots}"
+{extra_ca}require_user_pat = true
+
+[log]
+level = "info"
+"#
+    )
+}
+
+fn instructions(paths: &Paths, addr: SocketAddr, id: &str, base_url: &str, demo: bool) -> String {
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| {
+            let cwd = std::env::current_dir().ok()?;
+            Some(
+                p.strip_prefix(&cwd)
+                    .map(|r| PathBuf::from(".").join(r))
+                    .unwrap_or(p),
+            )
+        })
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "patgate".into());
+    let d = paths.dir.display();
+    let base = format!("https://localhost:{}/git/{id}", addr.port());
+    // github.com's API lives at the root of api.github.com; Enterprise Server's under /api/v3.
+    let prefix = if base_url.contains("://api.github.com") {
+        ""
+    } else {
+        "/api/v3"
+    };
+    let common = format!("--cacert {d}/ca.pem --cert {d}/client.pem --key {d}/{APP_KEYID}.pem");
+    let branch = r#"'{"ref":"refs/heads/PROJ-1-fix-login","sha":"aa218f56b14c9653891f9e74264a383fa43fefbd"}'"#;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\npatgate is serving on https://{addr} (Require User PAT is on for integration `{id}`)."
+    );
+    if demo {
+        let _ = writeln!(s, "Behind it is the DEMO host (a stand-in for GitHub Enterprise that prints which credential it received).");
+    }
+    let _ = writeln!(s, "In another terminal, from this directory:\n");
+    let _ = writeln!(
+        s,
+        "# 1. A read: done with the integration token (Patgate-Credential: integration)"
+    );
+    let _ = writeln!(s, "{exe} request {common} {base}{prefix}/repos/acme/api\n");
+    let _ = writeln!(
+        s,
+        "# 2. Create a branch as Jira user {DEMO_ACCOUNT}: refused, 403 user-pat-required"
+    );
+    let _ = writeln!(
+        s,
+        "{exe} request {common} --account {DEMO_ACCOUNT} -d {branch} {base}{prefix}/repos/acme/api/git/refs\n"
+    );
+    let _ = writeln!(s, "# 3. Store that user's PAT (patgate checks it with the host first, then keeps it encrypted)");
+    if demo {
+        let _ = writeln!(
+            s,
+            "printf '{{\"token\":\"%s\"}}' \"$(cat {d}/demo-alice.pat)\" | {exe} request {common} -X PUT -d @- https://localhost:{}/v1/integrations/{id}/users/{DEMO_ACCOUNT}/pat\n",
+            addr.port()
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "printf '{{\"token\":\"%s\"}}' \"$(cat YOUR-PAT-FILE)\" | {exe} request {common} -X PUT -d @- https://localhost:{}/v1/integrations/{id}/users/{DEMO_ACCOUNT}/pat\n",
+            addr.port()
+        );
+    }
+    let _ = writeln!(s, "# 4. The same create-branch again: 201 Created, done with the user's PAT (Patgate-Credential: user)");
+    let _ = writeln!(
+        s,
+        "{exe} request {common} --account {DEMO_ACCOUNT} -d {branch} {base}{prefix}/repos/acme/api/git/refs\n"
+    );
+    let _ = writeln!(s, "Ctrl-C stops patgate. Config: {d}/patgate.toml");
+    s
+}

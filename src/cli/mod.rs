@@ -1,0 +1,445 @@
+//! The `patgate` command line: the service itself (`run`), the quickstart (`dev`), and the
+//! admin and app-team tools.
+//!
+//! Secrets are read from standard input, never from arguments (argv is world-readable in
+//! `/proc`).
+
+mod dev;
+mod request;
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use clap::{Args, Parser, Subcommand};
+use secrecy::SecretString;
+
+use crate::config::{Config, MasterKeySource};
+use crate::server::{IntegrationRuntime, Runtime, Server};
+use crate::vault::{Credential, MasterKey, Vault, VaultError};
+
+/// How long in-flight requests get to finish after SIGTERM or Ctrl-C.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+const DEFAULT_CONFIG: &str = "/etc/patgate/patgate.toml";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "patgate",
+    version,
+    about = "Credential gateway between Git Integration for Jira and your git host"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct ConfigArg {
+    /// The configuration file.
+    #[arg(long, short = 'c', env = "PATGATE_CONFIG", default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service.
+    Run(ConfigArg),
+    /// A complete local setup: dev CA and certificates, app key, master key, vault, config,
+    /// and patgate in front of a demo GitHub host (or a real host with --upstream).
+    Dev(dev::DevArgs),
+    /// Configuration file tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// The credential vault.
+    #[command(subcommand)]
+    Vault(VaultCommand),
+    /// Integration credentials.
+    #[command(subcommand)]
+    Integration(IntegrationCommand),
+    /// Users' personal access tokens.
+    #[command(subcommand)]
+    Pat(PatCommand),
+    /// App signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Send one signed request over mutual TLS and print the answer (like curl -i).
+    Request(request::RequestArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Check a configuration file, including the certificates and keys it names.
+    Check {
+        /// The file to check.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum VaultCommand {
+    /// Create the vault (and the master key file, when it is configured and missing).
+    Init(ConfigArg),
+    /// List what the vault holds: metadata only, never a secret.
+    List(ConfigArg),
+}
+
+#[derive(Debug, Subcommand)]
+enum IntegrationCommand {
+    /// Store the integration's credential, read from standard input.
+    SetSecret(SetSecretArgs),
+}
+
+#[derive(Debug, Args)]
+struct SetSecretArgs {
+    /// The integration id.
+    id: String,
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The credential's form.
+    #[arg(long = "type", value_enum, default_value = "token")]
+    kind: SecretKind,
+    /// For `username-password`: the user name (the password comes from standard input).
+    #[arg(long)]
+    username: Option<String>,
+    /// For `aws`: the access key id (the secret access key comes from standard input, and an
+    /// optional session token on a second line).
+    #[arg(long)]
+    access_key_id: Option<String>,
+    /// For `aws`: the region.
+    #[arg(long)]
+    region: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum SecretKind {
+    Token,
+    UsernamePassword,
+    Aws,
+}
+
+#[derive(Debug, Subcommand)]
+enum PatCommand {
+    /// Validate a PAT with the git host and store it (the token is read from standard input).
+    Set(PatArgs),
+    /// Show whether a user has a PAT, whose it is and when it was validated.
+    Status(PatArgs),
+    /// Remove a user's PAT.
+    Delete(PatArgs),
+}
+
+#[derive(Debug, Args)]
+struct PatArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The integration id.
+    #[arg(long)]
+    integration: String,
+    /// The user's Atlassian accountId.
+    #[arg(long)]
+    account: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Make an app signing key: Ed25519 (default) or an HMAC-SHA256 secret.
+    Gen {
+        /// The key id the app will send as `keyid`.
+        #[arg(long)]
+        keyid: String,
+        /// Where to write the files.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// Make an HMAC-SHA256 shared secret instead of an Ed25519 key pair.
+        #[arg(long)]
+        hmac: bool,
+    },
+}
+
+/// Runs the command line; the binary's `main` is only this.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("patgate: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("patgate: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Errors end the process with one line on stderr.
+type CliResult = Result<ExitCode, String>;
+
+async fn dispatch(command: Command) -> CliResult {
+    match command {
+        Command::Run(args) => run(&args.config).await,
+        Command::Dev(args) => dev::run(args).await,
+        Command::Config(ConfigCommand::Check { file }) => config_check(&file),
+        Command::Vault(VaultCommand::Init(args)) => vault_init(&args.config),
+        Command::Vault(VaultCommand::List(args)) => vault_list(&args.config),
+        Command::Integration(IntegrationCommand::SetSecret(args)) => set_secret(args).await,
+        Command::Pat(command) => pat(command).await,
+        Command::Keys(KeysCommand::Gen { keyid, out, hmac }) => keys_gen(&keyid, &out, hmac),
+        Command::Request(args) => request::run(args).await,
+    }
+}
+
+fn load_config(path: &Path) -> Result<Config, String> {
+    Config::load(path).map_err(|e| e.to_string())
+}
+
+/// The master key, from where the config says.
+pub fn load_master_key(source: &MasterKeySource) -> Result<MasterKey, String> {
+    match source {
+        MasterKeySource::File(path) => MasterKey::load_file(path),
+        MasterKeySource::SystemdCredential => MasterKey::from_systemd_credential(),
+    }
+    .map_err(|e| e.to_string())
+}
+
+fn open_vault(config: &Config) -> Result<Vault, String> {
+    let key = load_master_key(&config.master_key)?;
+    Vault::open(&config.state_dir, &key).map_err(|e| match e {
+        VaultError::Locked { .. } => format!(
+            "{e}. While the service runs, store PATs through the /v1 API (see docs/protocol.md), or stop it first"
+        ),
+        other => other.to_string(),
+    })
+}
+
+async fn run(config_path: &Path) -> CliResult {
+    let config = load_config(config_path)?;
+    crate::telemetry::init(&config.log)?;
+    let started_at = SystemTime::now();
+    let vault = Arc::new(open_vault(&config)?);
+    let runtime = Runtime::build(config, vault, started_at).map_err(|e| e.to_string())?;
+    let server = Server::bind(runtime)
+        .await
+        .map_err(|e| format!("cannot listen: {e}"))?;
+    let addr = server.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(%addr, integrations = server.runtime().integrations.len(), "patgate is serving");
+    server.run(shutdown_signal(), SHUTDOWN_GRACE).await;
+    tracing::info!("patgate stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub(crate) async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot watch SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: shutting down"),
+    }
+}
+
+fn config_check(file: &Path) -> CliResult {
+    let config = load_config(file)?;
+    crate::server::check_materials(&config).map_err(|e| e.to_string())?;
+    if let MasterKeySource::File(path) = &config.master_key {
+        if path.exists() {
+            MasterKey::load_file(path)
+                .map_err(|e| format!("{}: master_key.file: {e}", file.display()))?;
+        }
+    }
+    println!(
+        "{}: OK ({} integration(s), {} app key(s))",
+        file.display(),
+        config.integrations.len(),
+        config.app_keys.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn vault_init(config_path: &Path) -> CliResult {
+    let config = load_config(config_path)?;
+    if let MasterKeySource::File(path) = &config.master_key {
+        if !path.exists() {
+            MasterKey::generate()
+                .write_new(path)
+                .map_err(|e| e.to_string())?;
+            println!("made a new master key at {} (mode 0600); back it up: without it the vault cannot be read", path.display());
+        }
+    }
+    let key = load_master_key(&config.master_key)?;
+    Vault::init(&config.state_dir, &key).map_err(|e| e.to_string())?;
+    println!("made the vault in {}", config.state_dir.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn vault_list(config_path: &Path) -> CliResult {
+    let config = load_config(config_path)?;
+    let vault = open_vault(&config)?;
+    let records = vault.list().map_err(|e| e.to_string())?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&records).map_err(|e| e.to_string())?
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads a secret from standard input: the first line, without its line ending.
+fn read_secret_lines(what: &str) -> Result<Vec<SecretString>, String> {
+    use std::io::IsTerminal as _;
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprintln!("Enter {what}, then Ctrl-D:");
+    }
+    let mut text = zeroize::Zeroizing::new(String::new());
+    stdin
+        .lock()
+        .take(64 * 1024)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read standard input: {e}"))?;
+    let lines: Vec<SecretString> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| SecretString::from(l.to_string()))
+        .collect();
+    if lines.is_empty() {
+        return Err(format!("no {what} on standard input"));
+    }
+    Ok(lines)
+}
+
+async fn set_secret(args: SetSecretArgs) -> CliResult {
+    let config = load_config(&args.config.config)?;
+    let integration = config
+        .integrations
+        .iter()
+        .find(|i| i.id == args.id)
+        .ok_or_else(|| {
+            format!(
+                "no integration `{}` in {}",
+                args.id,
+                config.source.display()
+            )
+        })?;
+    let mut lines = read_secret_lines("the secret")?.into_iter();
+    let first = lines.next().ok_or("no secret on standard input")?;
+    let credential = match args.kind {
+        SecretKind::Token => Credential::Token(first),
+        SecretKind::UsernamePassword => Credential::UsernamePassword {
+            username: args
+                .username
+                .ok_or("--username is required with --type username-password")?,
+            password: first,
+        },
+        SecretKind::Aws => Credential::Aws {
+            access_key_id: args
+                .access_key_id
+                .ok_or("--access-key-id is required with --type aws")?,
+            secret_access_key: first,
+            session_token: lines.next(),
+            region: args.region.ok_or("--region is required with --type aws")?,
+        },
+    };
+    let adapter = crate::hosts::HostAdapter::for_integration(integration);
+    adapter
+        .apply_credential(&mut http::HeaderMap::new(), &credential)
+        .map_err(|e| {
+            format!(
+                "integration `{}` ({}): {e}",
+                args.id,
+                integration.kind.as_str()
+            )
+        })?;
+    let vault = open_vault(&config)?;
+    vault
+        .put_integration_secret(&args.id, &credential)
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(target: "patgate::audit", integration = %args.id, "integration secret changed");
+    println!(
+        "stored the {} secret of integration `{}`",
+        credential.kind_name(),
+        args.id
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn pat(command: PatCommand) -> CliResult {
+    let (args, action) = match command {
+        PatCommand::Set(a) => (a, "set"),
+        PatCommand::Status(a) => (a, "status"),
+        PatCommand::Delete(a) => (a, "delete"),
+    };
+    if !crate::proxy::is_valid_account_id(&args.account) {
+        return Err(format!("`{}` is not an Atlassian accountId", args.account));
+    }
+    let config = load_config(&args.config.config)?;
+    let (index, integration) = config
+        .integrations
+        .iter()
+        .enumerate()
+        .find(|(_, i)| i.id == args.integration)
+        .ok_or_else(|| {
+            format!(
+                "no integration `{}` in {}",
+                args.integration,
+                config.source.display()
+            )
+        })?;
+    let runtime =
+        IntegrationRuntime::build(&config.source, index, integration).map_err(|e| e.to_string())?;
+    let vault = open_vault(&config)?;
+    let meta = match action {
+        "set" => {
+            let token = read_secret_lines("the personal access token")?
+                .into_iter()
+                .next()
+                .ok_or("no token")?;
+            let credential = Credential::Token(token);
+            let meta = crate::pat::validate_and_store(&runtime, &vault, &args.account, &credential)
+                .await
+                .map_err(|e| format!("not stored: {e}"))?;
+            tracing::info!(target: "patgate::audit", integration = %args.integration, account = %args.account, "user PAT stored");
+            Some(meta)
+        }
+        "delete" => {
+            let removed = vault
+                .delete_user_pat(&args.integration, &args.account)
+                .await
+                .map_err(|e| e.to_string())?;
+            if !removed {
+                eprintln!("there was no PAT for this user");
+            }
+            None
+        }
+        _ => vault
+            .user_pat_meta(&args.integration, &args.account)
+            .map_err(|e| e.to_string())?,
+    };
+    let status = crate::api::PatStatus::new(&runtime, &args.account, meta);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&status).map_err(|e| e.to_string())?
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn keys_gen(keyid: &str, out: &Path, hmac: bool) -> CliResult {
+    let made = crate::keys::generate(keyid, out, hmac).map_err(|e| e.to_string())?;
+    println!("{made}");
+    Ok(ExitCode::SUCCESS)
+}

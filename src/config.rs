@@ -1,0 +1,847 @@
+//! The configuration file: typed, validated once, and reported precisely when wrong.
+//!
+//! One TOML file. Unknown keys are errors (`deny_unknown_fields`), so a typo never silently
+//! falls back to a default. Relative paths are resolved against the directory of the file, so
+//! a config and its certificates can move together. `config/patgate.example.toml` documents
+//! every key with its default; a test keeps the two in step.
+//!
+//! [`Config::load`] checks the syntax and the values. It does not read certificates or keys:
+//! [`crate::server::Runtime::build`] does, and reports failures with the same
+//! [`ConfigError`] shape (file, key, reason), so `patgate config check` covers both.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Where a bad setting is and why it is bad.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {key}: {reason}", file.display())]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// Dotted path of the key, e.g. `integrations[0].base_url`; empty for whole-file errors.
+    pub key: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub fn new(file: &Path, key: impl Into<String>, reason: impl fmt::Display) -> Self {
+        ConfigError {
+            file: file.to_path_buf(),
+            key: key.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from (for messages and reloads).
+    pub source: PathBuf,
+    pub state_dir: PathBuf,
+    pub master_key: MasterKeySource,
+    pub api: ApiListener,
+    pub signatures: SignatureSettings,
+    pub app_keys: Vec<AppKeyConfig>,
+    pub integrations: Vec<Integration>,
+    pub log: LogSettings,
+}
+
+/// Where the vault's master key comes from. It never sits in this file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MasterKeySource {
+    /// A file readable by the service user alone (mode 0600 or stricter).
+    File(PathBuf),
+    /// `$CREDENTIALS_DIRECTORY/master-key`, from systemd's `LoadCredential=`.
+    SystemdCredential,
+}
+
+/// The listener the Jira app calls: TLS with a required client certificate.
+#[derive(Debug, Clone)]
+pub struct ApiListener {
+    pub listen: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+    /// When non-empty, the client certificate must carry one of these SANs
+    /// (`dns:name` or `uri:value`).
+    pub allowed_client_sans: Vec<ClientSan>,
+    pub handshake_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+}
+
+/// One entry of the client certificate allow-list.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ClientSan {
+    Dns(String),
+    Uri(String),
+}
+
+impl fmt::Display for ClientSan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientSan::Dns(name) => write!(f, "dns:{name}"),
+            ClientSan::Uri(uri) => write!(f, "uri:{uri}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SignatureSettings {
+    pub max_skew: Duration,
+    pub max_validity: Duration,
+    pub nonce_cache_entries: usize,
+}
+
+/// A key the Jira app signs with.
+#[derive(Debug, Clone)]
+pub struct AppKeyConfig {
+    pub keyid: String,
+    pub material: AppKeyMaterial,
+}
+
+#[derive(Debug, Clone)]
+pub enum AppKeyMaterial {
+    /// Raw 32-byte Ed25519 public key, standard base64.
+    Ed25519PublicKey(String),
+    /// A file holding the shared HMAC secret (at least 32 bytes; raw, or base64 on one line).
+    HmacSecretFile(PathBuf),
+}
+
+/// A git host patgate forwards to.
+#[derive(Debug, Clone)]
+pub struct Integration {
+    pub id: String,
+    pub kind: HostKind,
+    /// Scheme, authority and optional path prefix, without a trailing slash.
+    pub base_url: http::Uri,
+    pub roots: TrustRoots,
+    pub extra_ca: Option<PathBuf>,
+    pub require_user_pat: bool,
+    pub allow_other_writes: bool,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_body_bytes: usize,
+}
+
+/// Which host adapter applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostKind {
+    /// GitHub Enterprise Server (`/api/v3`) and github.com (`https://api.github.com`).
+    Github,
+}
+
+impl HostKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostKind::Github => "github",
+        }
+    }
+}
+
+/// The CA certificates patgate trusts for an integration's host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrustRoots {
+    /// The operating system's store (plus `extra_ca`).
+    System,
+    /// Mozilla's root program as shipped in patgate (plus `extra_ca`).
+    Webpki,
+    /// Only `extra_ca`: for a host with a private CA, trust nothing else.
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// A `tracing` filter, e.g. `info` or `patgate=debug,hyper=info`.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+// ---- the file as written -------------------------------------------------------------------
+
+/// Defaults live here, next to the keys; the example file repeats them and a test checks
+/// that it does.
+pub mod defaults {
+    pub const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+    pub const HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+    pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+    pub const MAX_SKEW_SECONDS: u64 = 5;
+    pub const MAX_VALIDITY_SECONDS: u64 = 60;
+    /// Upper bound for both windows, from the contract.
+    pub const WINDOW_CAP_SECONDS: u64 = 300;
+    pub const NONCE_CACHE_ENTRIES: usize = 200_000;
+    pub const CONNECT_TIMEOUT_MS: u64 = 5_000;
+    pub const REQUEST_TIMEOUT_MS: u64 = 30_000;
+    pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+    pub const LOG_LEVEL: &str = "info";
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    state_dir: PathBuf,
+    master_key: RawMasterKey,
+    api: RawApi,
+    #[serde(default)]
+    signatures: RawSignatures,
+    #[serde(default)]
+    app_keys: Vec<RawAppKey>,
+    #[serde(default)]
+    integrations: Vec<RawIntegration>,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMasterKey {
+    file: Option<PathBuf>,
+    #[serde(default)]
+    systemd_credential: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    listen: String,
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: PathBuf,
+    #[serde(default)]
+    allowed_client_sans: Vec<String>,
+    #[serde(default = "d_handshake")]
+    handshake_timeout_ms: u64,
+    #[serde(default = "d_header_read")]
+    header_read_timeout_ms: u64,
+    #[serde(default = "d_max_header")]
+    max_header_bytes: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSignatures {
+    #[serde(default = "d_skew")]
+    max_skew_seconds: u64,
+    #[serde(default = "d_validity")]
+    max_validity_seconds: u64,
+    #[serde(default = "d_nonces")]
+    nonce_cache_entries: usize,
+}
+
+impl Default for RawSignatures {
+    fn default() -> Self {
+        RawSignatures {
+            max_skew_seconds: defaults::MAX_SKEW_SECONDS,
+            max_validity_seconds: defaults::MAX_VALIDITY_SECONDS,
+            nonce_cache_entries: defaults::NONCE_CACHE_ENTRIES,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAppKey {
+    keyid: String,
+    ed25519_public_key: Option<String>,
+    hmac_secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIntegration {
+    id: String,
+    kind: HostKind,
+    base_url: String,
+    #[serde(default = "d_roots")]
+    roots: TrustRoots,
+    extra_ca: Option<PathBuf>,
+    #[serde(default)]
+    require_user_pat: bool,
+    #[serde(default)]
+    allow_other_writes: bool,
+    #[serde(default = "d_connect")]
+    connect_timeout_ms: u64,
+    #[serde(default = "d_request")]
+    request_timeout_ms: u64,
+    #[serde(default = "d_body")]
+    max_body_bytes: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    #[serde(default = "d_level")]
+    level: String,
+    #[serde(default = "d_format")]
+    format: LogFormat,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            level: d_level(),
+            format: d_format(),
+        }
+    }
+}
+
+fn d_handshake() -> u64 {
+    defaults::HANDSHAKE_TIMEOUT_MS
+}
+fn d_header_read() -> u64 {
+    defaults::HEADER_READ_TIMEOUT_MS
+}
+fn d_max_header() -> usize {
+    defaults::MAX_HEADER_BYTES
+}
+fn d_skew() -> u64 {
+    defaults::MAX_SKEW_SECONDS
+}
+fn d_validity() -> u64 {
+    defaults::MAX_VALIDITY_SECONDS
+}
+fn d_nonces() -> usize {
+    defaults::NONCE_CACHE_ENTRIES
+}
+fn d_roots() -> TrustRoots {
+    TrustRoots::System
+}
+fn d_connect() -> u64 {
+    defaults::CONNECT_TIMEOUT_MS
+}
+fn d_request() -> u64 {
+    defaults::REQUEST_TIMEOUT_MS
+}
+fn d_body() -> usize {
+    defaults::MAX_BODY_BYTES
+}
+fn d_level() -> String {
+    defaults::LOG_LEVEL.to_string()
+}
+fn d_format() -> LogFormat {
+    LogFormat::Text
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path, "", format!("cannot read the file: {e}")))?;
+        Config::parse(path, &text)
+    }
+
+    /// Validates `text` as if it were the file at `path` (relative paths resolve against
+    /// its directory).
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let deserializer = toml::Deserializer::new(text);
+        let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let key = e.path().to_string();
+            let key = if key == "." { String::new() } else { key };
+            ConfigError::new(path, key, toml_reason(e.inner()))
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Validator { file: path, base }.config(raw)
+    }
+}
+
+/// toml's messages start with a multi-line source excerpt; keep the line number and the
+/// reason on one line.
+fn toml_reason(err: &toml::de::Error) -> String {
+    let message = err.message().trim().to_string();
+    match err.span() {
+        Some(span) => message + &format!(" (at byte {})", span.start),
+        None => message,
+    }
+}
+
+struct Validator<'a> {
+    file: &'a Path,
+    base: &'a Path,
+}
+
+impl Validator<'_> {
+    fn err(&self, key: impl Into<String>, reason: impl fmt::Display) -> ConfigError {
+        ConfigError::new(self.file, key, reason)
+    }
+
+    fn path(&self, p: PathBuf) -> PathBuf {
+        if p.is_absolute() {
+            p
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let master_key = match (raw.master_key.file, raw.master_key.systemd_credential) {
+            (Some(file), false) => MasterKeySource::File(self.path(file)),
+            (None, true) => MasterKeySource::SystemdCredential,
+            (Some(_), true) => {
+                return Err(self.err(
+                    "master_key",
+                    "set either `file` or `systemd_credential = true`, not both",
+                ))
+            }
+            (None, false) => return Err(self.err(
+                "master_key",
+                "set `file` (a file only the service user can read) or `systemd_credential = true`",
+            )),
+        };
+        let api = self.api(raw.api)?;
+        let signatures = self.signatures(raw.signatures)?;
+        let app_keys = self.app_keys(raw.app_keys)?;
+        let integrations = self.integrations(raw.integrations)?;
+        if raw.log.level.trim().is_empty() {
+            return Err(self.err("log.level", "must not be empty"));
+        }
+        Ok(Config {
+            source: self.file.to_path_buf(),
+            state_dir: self.path(raw.state_dir),
+            master_key,
+            api,
+            signatures,
+            app_keys,
+            integrations,
+            log: LogSettings {
+                level: raw.log.level,
+                format: raw.log.format,
+            },
+        })
+    }
+
+    fn api(&self, raw: RawApi) -> Result<ApiListener, ConfigError> {
+        let listen = raw.listen.parse::<SocketAddr>().map_err(|_| {
+            self.err(
+                "api.listen",
+                format!("`{}` is not an address:port like 0.0.0.0:8443", raw.listen),
+            )
+        })?;
+        let mut allowed = Vec::new();
+        for (i, entry) in raw.allowed_client_sans.iter().enumerate() {
+            let key = format!("api.allowed_client_sans[{i}]");
+            let san = if let Some(name) = entry.strip_prefix("dns:") {
+                ClientSan::Dns(name.to_ascii_lowercase())
+            } else if let Some(uri) = entry.strip_prefix("uri:") {
+                ClientSan::Uri(uri.to_string())
+            } else {
+                return Err(self.err(key, format!("`{entry}` must start with `dns:` or `uri:`")));
+            };
+            if entry.len() <= 4 {
+                return Err(self.err(key, "the name after the prefix is empty"));
+            }
+            allowed.push(san);
+        }
+        if raw.handshake_timeout_ms == 0 {
+            return Err(self.err("api.handshake_timeout_ms", "must be greater than 0"));
+        }
+        if raw.header_read_timeout_ms == 0 {
+            return Err(self.err("api.header_read_timeout_ms", "must be greater than 0"));
+        }
+        if raw.max_header_bytes < 1024 {
+            return Err(self.err("api.max_header_bytes", "must be at least 1024"));
+        }
+        Ok(ApiListener {
+            listen,
+            cert: self.path(raw.cert),
+            key: self.path(raw.key),
+            client_ca: self.path(raw.client_ca),
+            allowed_client_sans: allowed,
+            handshake_timeout: Duration::from_millis(raw.handshake_timeout_ms),
+            header_read_timeout: Duration::from_millis(raw.header_read_timeout_ms),
+            max_header_bytes: raw.max_header_bytes,
+        })
+    }
+
+    fn signatures(&self, raw: RawSignatures) -> Result<SignatureSettings, ConfigError> {
+        let cap = defaults::WINDOW_CAP_SECONDS;
+        if raw.max_skew_seconds > cap {
+            return Err(self.err(
+                "signatures.max_skew_seconds",
+                format!("{} is over the cap of {cap} seconds", raw.max_skew_seconds),
+            ));
+        }
+        if raw.max_validity_seconds == 0 || raw.max_validity_seconds > cap {
+            return Err(self.err(
+                "signatures.max_validity_seconds",
+                format!("must be between 1 and {cap} seconds"),
+            ));
+        }
+        if raw.nonce_cache_entries < 1000 {
+            return Err(self.err("signatures.nonce_cache_entries", "must be at least 1000"));
+        }
+        Ok(SignatureSettings {
+            max_skew: Duration::from_secs(raw.max_skew_seconds),
+            max_validity: Duration::from_secs(raw.max_validity_seconds),
+            nonce_cache_entries: raw.nonce_cache_entries,
+        })
+    }
+
+    fn app_keys(&self, raw: Vec<RawAppKey>) -> Result<Vec<AppKeyConfig>, ConfigError> {
+        let mut seen = HashSet::new();
+        let mut keys = Vec::with_capacity(raw.len());
+        for (i, key) in raw.into_iter().enumerate() {
+            let at = |field: &str| format!("app_keys[{i}].{field}");
+            if key.keyid.is_empty()
+                || key.keyid.len() > 128
+                || key.keyid.chars().any(char::is_control)
+            {
+                return Err(self.err(at("keyid"), "must be 1 to 128 printable characters"));
+            }
+            if !seen.insert(key.keyid.clone()) {
+                return Err(self.err(at("keyid"), format!("`{}` is listed twice", key.keyid)));
+            }
+            let material = match (key.ed25519_public_key, key.hmac_secret_file) {
+                (Some(public), None) => AppKeyMaterial::Ed25519PublicKey(public),
+                (None, Some(file)) => AppKeyMaterial::HmacSecretFile(self.path(file)),
+                _ => {
+                    return Err(self.err(
+                        format!("app_keys[{i}]"),
+                        "set exactly one of `ed25519_public_key` and `hmac_secret_file`",
+                    ))
+                }
+            };
+            keys.push(AppKeyConfig {
+                keyid: key.keyid,
+                material,
+            });
+        }
+        Ok(keys)
+    }
+
+    fn integrations(&self, raw: Vec<RawIntegration>) -> Result<Vec<Integration>, ConfigError> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::with_capacity(raw.len());
+        for (i, integ) in raw.into_iter().enumerate() {
+            let at = |field: &str| format!("integrations[{i}].{field}");
+            if !is_valid_integration_id(&integ.id) {
+                return Err(self.err(
+                    at("id"),
+                    format!(
+                        "`{}` must be 1 to 64 of a-z, 0-9, `-` and `_`, starting with a letter or digit",
+                        integ.id
+                    ),
+                ));
+            }
+            if !seen.insert(integ.id.clone()) {
+                return Err(self.err(at("id"), format!("`{}` is listed twice", integ.id)));
+            }
+            let base_url =
+                parse_base_url(&integ.base_url).map_err(|why| self.err(at("base_url"), why))?;
+            if integ.roots == TrustRoots::None && integ.extra_ca.is_none() {
+                return Err(self.err(
+                    at("roots"),
+                    "`none` trusts only `extra_ca`, which is not set",
+                ));
+            }
+            for (field, value) in [
+                ("connect_timeout_ms", integ.connect_timeout_ms),
+                ("request_timeout_ms", integ.request_timeout_ms),
+            ] {
+                if value == 0 {
+                    return Err(self.err(at(field), "must be greater than 0"));
+                }
+            }
+            if integ.max_body_bytes == 0 {
+                return Err(self.err(at("max_body_bytes"), "must be greater than 0"));
+            }
+            out.push(Integration {
+                id: integ.id,
+                kind: integ.kind,
+                base_url,
+                roots: integ.roots,
+                extra_ca: integ.extra_ca.map(|p| self.path(p)),
+                require_user_pat: integ.require_user_pat,
+                allow_other_writes: integ.allow_other_writes,
+                connect_timeout: Duration::from_millis(integ.connect_timeout_ms),
+                request_timeout: Duration::from_millis(integ.request_timeout_ms),
+                max_body_bytes: integ.max_body_bytes,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Integration ids appear in URLs (`/git/{id}/…`) and vault keys, so they are kept to a
+/// small alphabet with no case or encoding ambiguity.
+pub fn is_valid_integration_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && id.as_bytes()[0].is_ascii_alphanumeric()
+}
+
+fn parse_base_url(text: &str) -> Result<http::Uri, String> {
+    let uri: http::Uri = text
+        .parse()
+        .map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(format!(
+            "`{text}` must be an https:// URL: patgate sends credentials to it"
+        ));
+    }
+    if uri.authority().is_none() {
+        return Err(format!("`{text}` has no host"));
+    }
+    if uri.query().is_some() {
+        return Err(format!("`{text}` must not have a query"));
+    }
+    // Keep the prefix without its trailing slash: the forwarded path starts with one.
+    let path = uri.path().trim_end_matches('/');
+    let normalised = format!(
+        "https://{}{}",
+        uri.authority().map(|a| a.as_str()).unwrap_or(""),
+        path
+    );
+    normalised
+        .parse()
+        .map_err(|e| format!("`{text}` is not a URL: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+state_dir = "state"
+[master_key]
+file = "master-key"
+[api]
+listen = "127.0.0.1:8443"
+cert = "server.pem"
+key = "server-key.pem"
+client_ca = "ca.pem"
+[[integrations]]
+id = "ghe"
+kind = "github"
+base_url = "https://ghe.example.com/"
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/patgate/patgate.toml"), text)
+    }
+
+    #[test]
+    fn minimal_file_gets_defaults_and_resolves_paths() {
+        let cfg = parse(MINIMAL).unwrap();
+        assert_eq!(cfg.state_dir, Path::new("/etc/patgate/state"));
+        assert_eq!(
+            cfg.master_key,
+            MasterKeySource::File("/etc/patgate/master-key".into())
+        );
+        assert_eq!(cfg.signatures.max_skew, Duration::from_secs(5));
+        assert_eq!(cfg.signatures.max_validity, Duration::from_secs(60));
+        let ghe = &cfg.integrations[0];
+        assert_eq!(ghe.base_url, "https://ghe.example.com");
+        assert!(!ghe.require_user_pat);
+        assert_eq!(ghe.max_body_bytes, 1024 * 1024);
+        assert_eq!(ghe.roots, TrustRoots::System);
+    }
+
+    #[test]
+    fn unknown_key_names_its_path() {
+        let text = MINIMAL.replace(
+            "kind = \"github\"",
+            "kind = \"github\"\nrequire_user_pats = true",
+        );
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.key, "integrations[0].require_user_pats");
+        assert!(
+            err.reason.starts_with("unknown field `require_user_pats`"),
+            "{err}"
+        );
+        assert!(err.to_string().starts_with("/etc/patgate/patgate.toml: "));
+    }
+
+    #[test]
+    fn wrong_type_names_its_path() {
+        let text = MINIMAL.replace(
+            "kind = \"github\"",
+            "kind = \"github\"\nrequire_user_pat = \"yes\"",
+        );
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.key, "integrations[0].require_user_pat");
+    }
+
+    #[test]
+    fn unknown_kind_is_refused() {
+        let err = parse(&MINIMAL.replace("\"github\"", "\"gitea\"")).unwrap_err();
+        assert_eq!(err.key, "integrations[0].kind");
+        assert!(err.reason.contains("gitea"), "{err}");
+    }
+
+    #[test]
+    fn plain_http_base_url_is_refused() {
+        let err = parse(&MINIMAL.replace("https://ghe", "http://ghe")).unwrap_err();
+        assert_eq!(err.key, "integrations[0].base_url");
+        assert!(err.reason.contains("https"));
+    }
+
+    #[test]
+    fn bad_integration_id_and_duplicates_are_refused() {
+        let err = parse(&MINIMAL.replace("id = \"ghe\"", "id = \"GHE/x\"")).unwrap_err();
+        assert_eq!(err.key, "integrations[0].id");
+        let twice = format!("{MINIMAL}\n[[integrations]]\nid = \"ghe\"\nkind = \"github\"\nbase_url = \"https://x.example\"\n");
+        let err = parse(&twice).unwrap_err();
+        assert_eq!(err.key, "integrations[1].id");
+    }
+
+    #[test]
+    fn window_is_capped() {
+        let text = format!("{MINIMAL}\n[signatures]\nmax_validity_seconds = 301\n");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.key, "signatures.max_validity_seconds");
+        let text = format!("{MINIMAL}\n[signatures]\nmax_skew_seconds = 400\n");
+        assert_eq!(parse(&text).unwrap_err().key, "signatures.max_skew_seconds");
+    }
+
+    #[test]
+    fn master_key_needs_exactly_one_source() {
+        let both = MINIMAL.replace(
+            "file = \"master-key\"",
+            "file = \"k\"\nsystemd_credential = true",
+        );
+        assert_eq!(parse(&both).unwrap_err().key, "master_key");
+        let none = MINIMAL.replace("file = \"master-key\"", "");
+        assert_eq!(parse(&none).unwrap_err().key, "master_key");
+    }
+
+    #[test]
+    fn client_san_allow_list_needs_prefixes() {
+        let text = MINIMAL.replace(
+            "client_ca = \"ca.pem\"",
+            "client_ca = \"ca.pem\"\nallowed_client_sans = [\"dns:App.Example\", \"jira\"]",
+        );
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.key, "api.allowed_client_sans[1]");
+    }
+
+    #[test]
+    fn app_key_needs_one_material() {
+        let text = format!("{MINIMAL}\n[[app_keys]]\nkeyid = \"a\"\n");
+        assert_eq!(parse(&text).unwrap_err().key, "app_keys[0]");
+    }
+
+    #[test]
+    fn syntax_error_is_reported_with_position() {
+        let err = parse("state_dir = \n").unwrap_err();
+        assert!(err.reason.contains("at byte"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod example_file {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../config/patgate.example.toml");
+
+    /// The keys serde accepts in a section, read from its own "unknown field" message.
+    fn accepted_keys(section_toml: &str, key_path: &str) -> Vec<String> {
+        let err = Config::parse(Path::new("x.toml"), section_toml).unwrap_err();
+        assert!(err.key.starts_with(key_path), "{err}");
+        // "unknown field `zzz`, expected `a`", "… expected `a` or `b`", "… expected one of `a`, `b`, …"
+        let list = err
+            .reason
+            .split(", expected")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{err}"));
+        list.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn the_example_parses() {
+        let cfg = Config::parse(Path::new("/etc/patgate/patgate.toml"), EXAMPLE).unwrap();
+        assert_eq!(cfg.integrations.len(), 1);
+        assert_eq!(
+            cfg.signatures.nonce_cache_entries,
+            defaults::NONCE_CACHE_ENTRIES
+        );
+    }
+
+    #[test]
+    fn the_example_documents_every_key_with_its_default() {
+        let base = "state_dir = \"s\"\n[master_key]\nfile = \"k\"\n[api]\nlisten = \"127.0.0.1:1\"\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"a\"\n";
+        let sections = [
+            (format!("zzz = 1\n{base}"), ""),
+            (
+                base.replace("file = \"k\"", "file = \"k\"\nzzz = 1"),
+                "master_key",
+            ),
+            (format!("{base}zzz = 1\n"), "api"),
+            (format!("{base}[signatures]\nzzz = 1\n"), "signatures"),
+            (format!("{base}[[app_keys]]\nzzz = 1\n"), "app_keys"),
+            (format!("{base}[[integrations]]\nzzz = 1\n"), "integrations"),
+            (format!("{base}[log]\nzzz = 1\n"), "log"),
+        ];
+        for (toml, path) in sections {
+            for key in accepted_keys(&toml, path) {
+                let documented = EXAMPLE.lines().any(|line| {
+                    let line = line.trim_start_matches('#').trim();
+                    line.starts_with(&format!("{key} ="))
+                        || line.starts_with(&format!("[{key}]"))
+                        || line.starts_with(&format!("[[{key}]]"))
+                });
+                assert!(
+                    documented,
+                    "config/patgate.example.toml does not document `{path}.{key}`"
+                );
+            }
+        }
+        for (key, default) in [
+            (
+                "handshake_timeout_ms",
+                defaults::HANDSHAKE_TIMEOUT_MS.to_string(),
+            ),
+            (
+                "header_read_timeout_ms",
+                defaults::HEADER_READ_TIMEOUT_MS.to_string(),
+            ),
+            ("max_header_bytes", defaults::MAX_HEADER_BYTES.to_string()),
+            ("max_skew_seconds", defaults::MAX_SKEW_SECONDS.to_string()),
+            (
+                "max_validity_seconds",
+                defaults::MAX_VALIDITY_SECONDS.to_string(),
+            ),
+            (
+                "nonce_cache_entries",
+                defaults::NONCE_CACHE_ENTRIES.to_string(),
+            ),
+            (
+                "connect_timeout_ms",
+                defaults::CONNECT_TIMEOUT_MS.to_string(),
+            ),
+            (
+                "request_timeout_ms",
+                defaults::REQUEST_TIMEOUT_MS.to_string(),
+            ),
+            ("max_body_bytes", defaults::MAX_BODY_BYTES.to_string()),
+            ("level", format!("\"{}\"", defaults::LOG_LEVEL)),
+        ] {
+            assert!(
+                EXAMPLE
+                    .lines()
+                    .any(|l| l.trim() == format!("{key} = {default}")),
+                "the example should show `{key} = {default}`"
+            );
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! GitHub Enterprise Server (REST under `/api/v3`) and github.com (`https://api.github.com`).
+//!
+//! | operation | request |
+//! |---|---|
+//! | create branch | `POST /repos/{o}/{r}/git/refs` with `"ref": "refs/heads/…"` |
+//! | delete branch | `DELETE /repos/{o}/{r}/git/refs/heads/…` |
+//! | create pull request | `POST /repos/{o}/{r}/pulls` |
+//! | who am I | `GET /user` |
+//!
+//! The same endpoint that creates a branch also creates tags (`refs/tags/…`); only
+//! `refs/heads/` counts as a branch, anything else is an other-write.
+
+use http::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, USER_AGENT};
+use http::{Method, StatusCode};
+use secrecy::ExposeSecret;
+
+use super::{segments, set_default, HostIdentity, UnsupportedCredential, WhoAmIError};
+use crate::policy::Operation;
+use crate::vault::Credential;
+
+/// `access_token` in the query was GitHub's (long removed) way to pass a token.
+pub const CREDENTIAL_QUERY_PARAMS: &[&str] = &["access_token"];
+
+/// Shown to users and admins where a PAT is asked for.
+pub const TOKEN_HELP: &str = "Create a token on GitHub under Settings → Developer settings → Personal access tokens. \
+A classic token needs the `repo` scope; a fine-grained token needs Contents and Pull requests: read and write on the repositories you work with.";
+
+/// The scope a classic PAT needs for the three actions on private repositories.
+const REQUIRED_CLASSIC_SCOPE: &str = "repo";
+
+/// The GitHub adapter's per-integration data.
+#[derive(Debug, Clone)]
+pub struct Github {
+    /// `""` for api.github.com, `/api/v3` for Enterprise Server.
+    api_prefix: &'static str,
+}
+
+impl Github {
+    pub fn new(base_url: &http::Uri) -> Github {
+        let api_prefix = if base_url.host() == Some("api.github.com") {
+            ""
+        } else {
+            "/api/v3"
+        };
+        Github { api_prefix }
+    }
+
+    pub fn who_am_i_request(
+        &self,
+        credential: &Credential,
+    ) -> Result<(Method, String, HeaderMap), UnsupportedCredential> {
+        let mut headers = HeaderMap::new();
+        apply_credential(&mut headers, credential)?;
+        default_headers(&mut headers);
+        Ok((Method::GET, format!("{}/user", self.api_prefix), headers))
+    }
+}
+
+/// Classifies a request; `path` is the raw path below the integration (GHES paths keep
+/// their `/api/v3`).
+pub fn classify(method: &Method, path: &str, body: &[u8]) -> Operation {
+    if method == Method::GET || method == Method::HEAD {
+        return Operation::Read;
+    }
+    let path = path.strip_prefix("/api/v3").unwrap_or(path);
+    let segs: Vec<&str> = segments(path).collect();
+    // Tolerate one trailing slash, as GitHub does.
+    let segs = match segs.split_last() {
+        Some((&"", rest)) => rest,
+        _ => &segs[..],
+    };
+    let repo_path = match segs {
+        ["repos", owner, repo, rest @ ..] if !owner.is_empty() && !repo.is_empty() => rest,
+        _ => return Operation::OtherWrite,
+    };
+    match (method, repo_path) {
+        (&Method::POST, ["git", "refs"]) if creates_a_branch(body) => Operation::CreateBranch,
+        (&Method::DELETE, ["git", "refs", "heads", branch @ ..])
+            if !branch.is_empty() && branch.iter().all(|s| !s.is_empty()) =>
+        {
+            Operation::DeleteBranch
+        }
+        (&Method::POST, ["pulls"]) => Operation::CreatePullRequest,
+        _ => Operation::OtherWrite,
+    }
+}
+
+/// `POST /git/refs` creates a branch when its `ref` is under `refs/heads/`.
+fn creates_a_branch(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct CreateRef<'a> {
+        #[serde(rename = "ref", borrow)]
+        reference: std::borrow::Cow<'a, str>,
+    }
+    match serde_json::from_slice::<CreateRef<'_>>(body) {
+        Ok(create) => create
+            .reference
+            .strip_prefix("refs/heads/")
+            .is_some_and(|name| !name.is_empty()),
+        Err(_) => false,
+    }
+}
+
+/// `Authorization: Bearer <token>`, marked sensitive so HTTP/2 never indexes it.
+pub fn apply_credential(
+    headers: &mut HeaderMap,
+    credential: &Credential,
+) -> Result<(), UnsupportedCredential> {
+    let Credential::Token(token) = credential else {
+        return Err(UnsupportedCredential(credential.kind_name()));
+    };
+    let mut value = HeaderValue::try_from(format!("Bearer {}", token.expose_secret()))
+        .map_err(|_| UnsupportedCredential("token with characters not allowed in a header"))?;
+    value.set_sensitive(true);
+    headers.insert(AUTHORIZATION, value);
+    Ok(())
+}
+
+/// GitHub refuses requests without a User-Agent; keep the app's when it sent one.
+pub fn default_headers(headers: &mut HeaderMap) {
+    set_default(
+        headers,
+        USER_AGENT,
+        concat!("patgate/", env!("CARGO_PKG_VERSION")),
+    );
+    set_default(headers, ACCEPT, "application/vnd.github+json");
+}
+
+/// Reads `GET /user`: the login, and for classic tokens the scopes from `X-OAuth-Scopes`.
+pub fn who_am_i_answer(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<HostIdentity, WhoAmIError> {
+    match status {
+        StatusCode::OK => {}
+        StatusCode::UNAUTHORIZED => {
+            return Err(WhoAmIError::Rejected(
+                "GitHub answered 401: the token is wrong, expired or revoked".into(),
+            ))
+        }
+        StatusCode::FORBIDDEN if is_rate_limited(headers) => {
+            return Err(WhoAmIError::UnexpectedAnswer(
+                "GitHub is rate limiting this token; try again later".into(),
+            ))
+        }
+        StatusCode::FORBIDDEN => {
+            return Err(WhoAmIError::Rejected(
+                "GitHub answered 403: the token may not use the API (SSO authorisation or IP allow-list?)".into(),
+            ))
+        }
+        other => {
+            return Err(WhoAmIError::UnexpectedAnswer(format!(
+                "GET /user answered {other}"
+            )))
+        }
+    }
+    #[derive(serde::Deserialize)]
+    struct User {
+        login: String,
+    }
+    let user: User = serde_json::from_slice(body).map_err(|_| {
+        WhoAmIError::UnexpectedAnswer("GET /user did not return a user with a login".into())
+    })?;
+    // Classic tokens list their scopes; fine-grained tokens have no such header and GitHub
+    // checks their permissions on each request.
+    let scopes: Option<Vec<String>> = headers
+        .get("x-oauth-scopes")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        });
+    if let Some(scopes) = &scopes {
+        if !scopes.iter().any(|s| s == REQUIRED_CLASSIC_SCOPE) {
+            return Err(WhoAmIError::InsufficientScope {
+                needed: "the `repo` scope".into(),
+                has: if scopes.is_empty() {
+                    "no scopes".into()
+                } else {
+                    scopes.join(", ")
+                },
+            });
+        }
+    }
+    Ok(HostIdentity {
+        login: user.login,
+        scopes: scopes.unwrap_or_default(),
+    })
+}
+
+/// GitHub signals rate limits with 403 or 429 and these headers.
+pub fn is_rate_limited(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-ratelimit-remaining")
+        .is_some_and(|v| v.as_bytes() == b"0")
+        || headers.contains_key(http::header::RETRY_AFTER)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BRANCH: &[u8] =
+        br#"{"ref":"refs/heads/PROJ-1","sha":"aa218f56b14c9653891f9e74264a383fa43fefbd"}"#;
+
+    #[test]
+    fn classifies_ghes_and_github_com_paths() {
+        for prefix in ["/api/v3", ""] {
+            let p = |rest: &str| format!("{prefix}{rest}");
+            assert_eq!(
+                classify(&Method::POST, &p("/repos/acme/api/git/refs"), BRANCH),
+                Operation::CreateBranch
+            );
+            assert_eq!(
+                classify(
+                    &Method::DELETE,
+                    &p("/repos/acme/api/git/refs/heads/feature/x"),
+                    b""
+                ),
+                Operation::DeleteBranch
+            );
+            assert_eq!(
+                classify(&Method::POST, &p("/repos/acme/api/pulls"), b"{}"),
+                Operation::CreatePullRequest
+            );
+            assert_eq!(
+                classify(&Method::POST, &p("/repos/acme/api/pulls/"), b"{}"),
+                Operation::CreatePullRequest
+            );
+            assert_eq!(
+                classify(&Method::GET, &p("/repos/acme/api/git/refs"), b""),
+                Operation::Read
+            );
+            assert_eq!(classify(&Method::HEAD, &p("/user"), b""), Operation::Read);
+        }
+    }
+
+    #[test]
+    fn everything_else_is_an_other_write() {
+        let cases: &[(Method, &str, &[u8])] = &[
+            (
+                Method::POST,
+                "/api/v3/repos/acme/api/git/refs",
+                br#"{"ref":"refs/tags/v1","sha":"a"}"#,
+            ),
+            (
+                Method::POST,
+                "/api/v3/repos/acme/api/git/refs",
+                br#"{"ref":"refs/heads/"}"#,
+            ),
+            (Method::POST, "/api/v3/repos/acme/api/git/refs", b"not json"),
+            (
+                Method::PATCH,
+                "/api/v3/repos/acme/api/git/refs/heads/main",
+                b"{}",
+            ),
+            (
+                Method::DELETE,
+                "/api/v3/repos/acme/api/git/refs/tags/v1",
+                b"",
+            ),
+            (
+                Method::DELETE,
+                "/api/v3/repos/acme/api/git/refs/heads/",
+                b"",
+            ),
+            (Method::DELETE, "/api/v3/repos/acme/api", b""),
+            (Method::PUT, "/api/v3/repos/acme/api/pulls/1/merge", b"{}"),
+            (Method::POST, "/api/v3/repos/acme/api/pulls/1/merge", b"{}"),
+            (Method::POST, "/api/v3/repos//api/pulls", b"{}"),
+            (Method::POST, "/api/v3/repos/acme/api/%70ulls", b"{}"),
+            (Method::POST, "/graphql", b"{}"),
+            (Method::OPTIONS, "/api/v3/repos/acme/api", b""),
+        ];
+        for (method, path, body) in cases {
+            assert_eq!(
+                classify(method, path, body),
+                Operation::OtherWrite,
+                "{method} {path}"
+            );
+        }
+    }
+
+    #[test]
+    fn bearer_credential_is_sensitive() {
+        let mut headers = HeaderMap::new();
+        apply_credential(&mut headers, &Credential::Token("ghp_x".to_string().into())).unwrap();
+        assert_eq!(headers[AUTHORIZATION], "Bearer ghp_x");
+        assert!(headers[AUTHORIZATION].is_sensitive());
+        let pw = Credential::UsernamePassword {
+            username: "u".into(),
+            password: "p".to_string().into(),
+        };
+        assert!(apply_credential(&mut headers, &pw).is_err());
+    }
+
+    #[test]
+    fn who_am_i_reads_login_and_checks_classic_scopes() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-oauth-scopes", HeaderValue::from_static("repo, read:org"));
+        let id = who_am_i_answer(StatusCode::OK, &headers, br#"{"login":"alice","id":1}"#).unwrap();
+        assert_eq!(id.login, "alice");
+        assert_eq!(id.scopes, ["repo", "read:org"]);
+
+        headers.insert("x-oauth-scopes", HeaderValue::from_static("read:user"));
+        let err = who_am_i_answer(StatusCode::OK, &headers, br#"{"login":"alice"}"#).unwrap_err();
+        assert!(
+            matches!(err, WhoAmIError::InsufficientScope { .. }),
+            "{err}"
+        );
+
+        // Fine-grained: no scopes header.
+        let id = who_am_i_answer(StatusCode::OK, &HeaderMap::new(), br#"{"login":"bob"}"#).unwrap();
+        assert!(id.scopes.is_empty());
+
+        let err = who_am_i_answer(StatusCode::UNAUTHORIZED, &HeaderMap::new(), b"{}").unwrap_err();
+        assert!(matches!(err, WhoAmIError::Rejected(_)));
+    }
+
+    #[test]
+    fn api_prefix_follows_the_host() {
+        let ghes = Github::new(&"https://ghe.example.com".parse().unwrap());
+        let dotcom = Github::new(&"https://api.github.com".parse().unwrap());
+        let token = Credential::Token("t".to_string().into());
+        assert_eq!(ghes.who_am_i_request(&token).unwrap().1, "/api/v3/user");
+        assert_eq!(dotcom.who_am_i_request(&token).unwrap().1, "/user");
+    }
+}

@@ -1,0 +1,204 @@
+//! Host adapters: what each git host's requests mean, and how its credentials are applied.
+//!
+//! Everything here is pure: classification reads the method, the raw path, the query and
+//! (where a host needs it) the body; credential application edits a header map. Sockets live
+//! in [`crate::upstream`].
+//!
+//! Paths are handled as the raw bytes the app sent. Nothing is percent-decoded or
+//! normalised: GitLab, for one, needs `%2F` to reach it intact, and a decoded path could be
+//! classified differently from what the host later executes. Classification fails closed: a
+//! path that does not match a known action exactly is an [`Operation::OtherWrite`] unless the
+//! method is a read.
+
+pub mod github;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::Method;
+
+use crate::config::{HostKind, Integration};
+use crate::policy::Operation;
+use crate::upstream::UpstreamError;
+use crate::vault::Credential;
+
+/// The host-specific half of forwarding a request.
+#[derive(Debug, Clone)]
+pub enum HostAdapter {
+    Github(github::Github),
+}
+
+impl HostAdapter {
+    pub fn for_integration(integration: &Integration) -> HostAdapter {
+        match integration.kind {
+            HostKind::Github => HostAdapter::Github(github::Github::new(&integration.base_url)),
+        }
+    }
+
+    /// What the request does. `path` is the raw path after `/git/{integration}`.
+    pub fn classify(&self, method: &Method, path: &str, body: &[u8]) -> Operation {
+        match self {
+            HostAdapter::Github(_) => github::classify(method, path, body),
+        }
+    }
+
+    /// Query parameters that carry credentials on this host; they are removed.
+    pub fn credential_query_params(&self) -> &'static [&'static str] {
+        match self {
+            HostAdapter::Github(_) => github::CREDENTIAL_QUERY_PARAMS,
+        }
+    }
+
+    /// Request headers that carry credentials on this host, beyond [`COMMON_CREDENTIAL_HEADERS`].
+    pub fn credential_headers(&self) -> &'static [&'static str] {
+        match self {
+            HostAdapter::Github(_) => &[],
+        }
+    }
+
+    /// Puts `credential` on the outgoing request in the host's own scheme.
+    pub fn apply_credential(
+        &self,
+        headers: &mut HeaderMap,
+        credential: &Credential,
+    ) -> Result<(), UnsupportedCredential> {
+        match self {
+            HostAdapter::Github(_) => github::apply_credential(headers, credential),
+        }
+    }
+
+    /// The "who am I" request for a credential: method, path below the base URL, headers.
+    pub fn who_am_i_request(
+        &self,
+        credential: &Credential,
+    ) -> Result<(Method, String, HeaderMap), UnsupportedCredential> {
+        match self {
+            HostAdapter::Github(gh) => gh.who_am_i_request(credential),
+        }
+    }
+
+    /// Reads the host's answer to [`Self::who_am_i_request`].
+    pub fn who_am_i_answer(
+        &self,
+        status: http::StatusCode,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<HostIdentity, WhoAmIError> {
+        match self {
+            HostAdapter::Github(_) => github::who_am_i_answer(status, headers, body),
+        }
+    }
+
+    /// Where on the host a user makes a token, and what it needs (for users and docs).
+    pub fn token_help(&self) -> &'static str {
+        match self {
+            HostAdapter::Github(_) => github::TOKEN_HELP,
+        }
+    }
+
+    /// Headers every request to this host gets when the app did not set them.
+    pub fn default_headers(&self, headers: &mut HeaderMap) {
+        match self {
+            HostAdapter::Github(_) => github::default_headers(headers),
+        }
+    }
+}
+
+/// Credential headers removed from every inbound request, whatever the host: the app never
+/// chooses the credential, patgate does.
+pub const COMMON_CREDENTIAL_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "private-token",
+    "job-token",
+    "sudo",
+    "x-amz-security-token",
+];
+
+/// Who a credential belongs to, as the host says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostIdentity {
+    pub login: String,
+    /// Scopes (classic tokens) or permissions the host reported; empty when it reports none.
+    pub scopes: Vec<String>,
+}
+
+/// The credential kind does not fit the host (e.g. an AWS key pair for GitHub).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("a {0} credential cannot be used with this host")]
+pub struct UnsupportedCredential(pub &'static str);
+
+/// Why a token could not be confirmed by the host.
+#[derive(Debug, thiserror::Error)]
+pub enum WhoAmIError {
+    #[error("the git host refused the token: {0}")]
+    Rejected(String),
+    #[error("the token lacks {needed}; it has: {has}")]
+    InsufficientScope { needed: String, has: String },
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("the git host gave an unexpected answer: {0}")]
+    UnexpectedAnswer(String),
+    #[error(transparent)]
+    UnsupportedCredential(#[from] UnsupportedCredential),
+}
+
+/// Removes the query parameters named in `names` from a raw query string, keeping every
+/// other byte as it was. Names are compared after percent-decoding, so `access%5Ftoken`
+/// is caught too. Returns `None` when nothing is left.
+pub fn strip_query_params<'q>(query: &'q str, names: &[&str]) -> Option<std::borrow::Cow<'q, str>> {
+    use std::borrow::Cow;
+    if names.is_empty() {
+        return (!query.is_empty()).then_some(Cow::Borrowed(query));
+    }
+    let is_credential = |pair: &str| {
+        let name = pair.split('=').next().unwrap_or("");
+        let decoded = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+        let decoded = decoded.replace('+', " ");
+        names.iter().any(|n| decoded.eq_ignore_ascii_case(n))
+    };
+    if !query.split('&').any(is_credential) {
+        return (!query.is_empty()).then_some(Cow::Borrowed(query));
+    }
+    let kept: Vec<&str> = query.split('&').filter(|p| !is_credential(p)).collect();
+    let joined = kept.join("&");
+    (!joined.is_empty()).then_some(Cow::Owned(joined))
+}
+
+/// Sets `name` to `value` unless the request already has it.
+pub(crate) fn set_default(headers: &mut HeaderMap, name: HeaderName, value: &'static str) {
+    headers
+        .entry(name)
+        .or_insert_with(|| HeaderValue::from_static(value));
+}
+
+/// Splits a raw path into segments without decoding. `"/a/b/"` gives `["a", "b", ""]`.
+pub(crate) fn segments(path: &str) -> impl Iterator<Item = &str> {
+    path.strip_prefix('/').unwrap_or(path).split('/')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_credential_params_and_keeps_the_rest_byte_for_byte() {
+        let q = "per_page=100&access_token=abc&ref=a%2Fb";
+        assert_eq!(
+            strip_query_params(q, &["access_token"]).as_deref(),
+            Some("per_page=100&ref=a%2Fb")
+        );
+        assert_eq!(
+            strip_query_params("access%5Ftoken=abc", &["access_token"]),
+            None
+        );
+        assert_eq!(
+            strip_query_params("ACCESS_TOKEN=x&a=1", &["access_token"]).as_deref(),
+            Some("a=1")
+        );
+        // Untouched queries are borrowed, not rebuilt.
+        assert!(matches!(
+            strip_query_params("a=%2F&b", &["access_token"]),
+            Some(std::borrow::Cow::Borrowed("a=%2F&b"))
+        ));
+    }
+}

@@ -1,0 +1,46 @@
+#![forbid(unsafe_code)]
+//! patgate: a self-hosted credential gateway between Git Integration for Jira (a cloud app)
+//! and a git host inside the customer's network.
+//!
+//! The app calls patgate over mutual TLS with RFC 9421 signed requests; patgate decides which
+//! credential the host must see (the integration token, or with *Require User PAT* the acting
+//! Jira user's own personal access token), takes it from an encrypted local vault, and
+//! forwards the request to the host.
+//!
+//! # Layout
+//! Modules follow a request, and dependencies point down the flow:
+//!
+//! | step | module |
+//! |---|---|
+//! | configuration, validated once | [`config`] |
+//! | api listener: TLS with client certificates, accept loop | [`tls`], [`server`] |
+//! | per-request flow | [`proxy`] (git host paths), [`api`] (patgate's own `/v1`) |
+//! | RFC 9421 signatures, RFC 9530 digests, replay cache | [`signature`] |
+//! | what a request does on the host, credential schemes | [`hosts`] (pure) |
+//! | which credential, or which refusal | [`policy`] (pure) |
+//! | encrypted credential store | [`vault`] |
+//! | PAT validation with the host, then storage | [`pat`] |
+//! | upstream connector: pooled, rustls, timeouts | [`upstream`] |
+//! | every error as problem+json, in one place | [`error`] |
+//! | logs | [`telemetry`] |
+//! | command line, quickstart, demo host | [`cli`], [`demo`], [`devpki`], [`keys`], [`client`] |
+
+pub mod api;
+pub mod body;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod demo;
+pub mod devpki;
+pub mod error;
+pub mod hosts;
+pub mod keys;
+pub mod pat;
+pub mod policy;
+pub mod proxy;
+pub mod server;
+pub mod signature;
+pub mod telemetry;
+pub mod tls;
+pub mod upstream;
+pub mod vault;

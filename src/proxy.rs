@@ -1,0 +1,557 @@
+//! One request, from the api listener to the git host and back:
+//! allow-list → target URI → signature → route → body + digest → classify → policy → vault →
+//! upstream request → streamed response.
+//!
+//! Every refusal is a [`Problem`]; nothing reaches the host before the signature, the body's
+//! digest and the policy have all passed.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, Version};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+
+use crate::body::ResponseBody;
+use crate::error::{ErrorCode, Problem};
+use crate::hosts::{self, COMMON_CREDENTIAL_HEADERS};
+use crate::policy::{self, Decision, Facts, Operation};
+use crate::server::{unix_now, Connection, IntegrationRuntime, Runtime};
+use crate::signature::{digest, Message, Requirements, Verified};
+
+/// Names the acting Jira user (an Atlassian accountId).
+pub const ACCOUNT_HEADER: &str = "patgate-account";
+/// Tells the app which credential the host saw: `user` or `integration`.
+pub const CREDENTIAL_HEADER: &str = "patgate-credential";
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Entry point for every request on the api listener.
+pub async fn handle(
+    runtime: &Runtime,
+    conn: &Connection,
+    req: Request<Incoming>,
+) -> Response<ResponseBody> {
+    let started = Instant::now();
+    let request_id = request_id(req.headers());
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let outcome = route(runtime, conn, req, &request_id).await;
+    let (response, summary) = match outcome {
+        Ok((response, summary)) => (response, summary),
+        Err(problem) => {
+            let code = problem.code.as_str();
+            (
+                problem.into_response(Some(&request_id)),
+                Summary::refused(code),
+            )
+        }
+    };
+    tracing::info!(
+        target: "patgate::access",
+        request_id = %request_id,
+        client = %conn.client_subject,
+        method = %method,
+        path = %path,
+        integration = summary.integration.as_deref().unwrap_or("-"),
+        account = summary.account.as_deref().unwrap_or("-"),
+        operation = summary.operation.map_or("-", Operation::as_str),
+        credential = summary.credential.map_or("-", Decision::as_str),
+        status = response.status().as_u16(),
+        code = summary.code.unwrap_or("-"),
+        latency_us = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    let mut response = response;
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
+/// What the decision log line says about a request.
+#[derive(Debug, Default)]
+struct Summary {
+    integration: Option<String>,
+    account: Option<String>,
+    operation: Option<Operation>,
+    credential: Option<Decision>,
+    code: Option<&'static str>,
+}
+
+impl Summary {
+    fn refused(code: &'static str) -> Summary {
+        Summary {
+            code: Some(code),
+            ..Summary::default()
+        }
+    }
+}
+
+async fn route(
+    runtime: &Runtime,
+    conn: &Connection,
+    req: Request<Incoming>,
+    request_id: &str,
+) -> Result<(Response<ResponseBody>, Summary), Problem> {
+    if !conn.client_allowed {
+        return Err(Problem::new(
+            ErrorCode::ClientNotAllowed,
+            "the client certificate carries none of the SANs on api.allowed_client_sans",
+        ));
+    }
+    let target_uri = target_uri(&req)?;
+    let has_body = !req.body().is_end_stream();
+    let verified = runtime
+        .verifier
+        .verify(
+            &Message {
+                method: req.method(),
+                target_uri: &target_uri,
+                headers: req.headers(),
+            },
+            Requirements { has_body },
+            unix_now(),
+        )
+        .map_err(Problem::from)?;
+    let path = req.uri().path();
+    if let Some(rest) = path.strip_prefix("/git/") {
+        let (id, host_path) = match rest.find('/') {
+            Some(slash) => (&rest[..slash], &rest[slash..]),
+            None => (rest, "/"),
+        };
+        let integration = runtime.integrations.get(id).ok_or_else(|| {
+            Problem::new(
+                ErrorCode::UnknownIntegration,
+                format!("no integration `{id}` is configured"),
+            )
+        })?;
+        let host_path = host_path.to_string();
+        forward(runtime, integration, req, &host_path, &verified, request_id).await
+    } else if path.starts_with("/v1/") {
+        crate::api::handle(runtime, req, &verified)
+            .await
+            .map(|r| (r, Summary::default()))
+    } else {
+        Err(Problem::new(
+            ErrorCode::NotFound,
+            "patgate serves /git/{integration}/… and /v1/…",
+        ))
+    }
+}
+
+/// The absolute URI the app must have signed as `@target-uri`: `https://` + the authority it
+/// addressed + the raw path and query.
+fn target_uri(req: &Request<Incoming>) -> Result<String, Problem> {
+    let bad = |why: &str| Problem::new(ErrorCode::BadRequest, why.to_string());
+    let hosts: Vec<&HeaderValue> = req.headers().get_all(header::HOST).iter().collect();
+    if hosts.len() > 1 {
+        return Err(bad("more than one Host header"));
+    }
+    let host = hosts
+        .first()
+        .map(|v| v.to_str())
+        .transpose()
+        .map_err(|_| bad("Host is not visible ASCII"))?;
+    let authority = match req.version() {
+        Version::HTTP_2 | Version::HTTP_3 => {
+            let authority = req
+                .uri()
+                .authority()
+                .map(|a| a.as_str())
+                .ok_or_else(|| bad("HTTP/2 request without :authority"))?;
+            if host.is_some_and(|h| !h.eq_ignore_ascii_case(authority)) {
+                return Err(bad("Host differs from :authority"));
+            }
+            authority
+        }
+        _ => {
+            if req.uri().authority().is_some() {
+                return Err(bad(
+                    "absolute-form request targets are not accepted; send the path only",
+                ));
+            }
+            host.ok_or_else(|| bad("the Host header is missing"))?
+        }
+    };
+    if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) {
+        return Err(bad("the Host header is not a host[:port]"));
+    }
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .filter(|pq| pq.starts_with('/'))
+        .ok_or_else(|| bad("the request target must be a path starting with /"))?;
+    Ok(format!("https://{authority}{path_and_query}"))
+}
+
+async fn forward(
+    runtime: &Runtime,
+    integration: &IntegrationRuntime,
+    req: Request<Incoming>,
+    host_path: &str,
+    _verified: &Verified,
+    request_id: &str,
+) -> Result<(Response<ResponseBody>, Summary), Problem> {
+    let config = &integration.config;
+    let mut summary = Summary {
+        integration: Some(config.id.clone()),
+        ..Summary::default()
+    };
+    refuse_dot_segments(host_path)?;
+    let account = account(req.headers())?;
+    summary.account = account.clone();
+    let (parts, body) = req.into_parts();
+    let body = read_body(
+        parts.headers.get(header::CONTENT_LENGTH),
+        body,
+        config.max_body_bytes,
+    )
+    .await?;
+    check_digest(&parts.headers, &body)?;
+
+    let operation = integration
+        .adapter
+        .classify(&parts.method, host_path, &body);
+    summary.operation = Some(operation);
+    let attach = |problem: Problem, summary: &Summary| {
+        tracing::debug!(integration = ?summary.integration, operation = ?summary.operation, code = problem.code.as_str(), "refused");
+        problem
+    };
+    if operation.is_action() && account.is_none() {
+        return Err(attach(
+            Problem::new(
+                ErrorCode::BadRequest,
+                "create branch, delete branch and create pull request must name the acting Jira user in Patgate-Account",
+            ),
+            &summary,
+        ));
+    }
+    let user_pat = match (
+        &account,
+        policy::consults_user_pat(operation, config.require_user_pat),
+    ) {
+        (Some(account), true) => runtime.vault.user_pat(&config.id, account)?,
+        _ => None,
+    };
+    let decision = policy::decide(Facts {
+        operation,
+        require_user_pat: config.require_user_pat,
+        host_supports_pats: true,
+        user_has_pat: user_pat.is_some(),
+        allow_other_writes: config.allow_other_writes,
+    })
+    .map_err(Problem::from)?;
+    summary.credential = Some(decision);
+    let credential = match decision {
+        Decision::UseUserPat => user_pat.map(|(credential, _meta)| credential),
+        Decision::UseIntegrationToken => runtime.vault.integration_secret(&config.id)?,
+    }
+    .ok_or_else(|| {
+        Problem::new(
+            ErrorCode::Unavailable,
+            format!(
+                "integration `{}` has no secret in the vault; an admin must run `patgate integration set-secret {}`",
+                config.id, config.id
+            ),
+        )
+    })?;
+
+    let query = parts
+        .uri
+        .query()
+        .and_then(|q| hosts::strip_query_params(q, integration.adapter.credential_query_params()));
+    let uri = integration
+        .upstream
+        .uri(host_path, query.as_deref())
+        .map_err(|e| {
+            Problem::new(
+                ErrorCode::BadRequest,
+                format!("the path cannot be forwarded: {e}"),
+            )
+        })?;
+    let mut headers =
+        forwarded_request_headers(&parts.headers, integration.adapter.credential_headers());
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        headers.insert(REQUEST_ID_HEADER, value);
+    }
+    integration.adapter.default_headers(&mut headers);
+    integration
+        .adapter
+        .apply_credential(&mut headers, &credential)
+        .map_err(|e| {
+            Problem::new(
+                ErrorCode::Unavailable,
+                format!("the stored credential does not fit this host: {e}"),
+            )
+        })?;
+    drop(credential);
+
+    let mut upstream_req = Request::new(Full::new(body));
+    *upstream_req.method_mut() = parts.method;
+    *upstream_req.uri_mut() = uri;
+    *upstream_req.headers_mut() = headers;
+    let response = integration.upstream.send(upstream_req).await?;
+
+    let (mut head, incoming) = response.into_parts();
+    strip_hop_by_hop(&mut head.headers);
+    head.headers.insert(
+        CREDENTIAL_HEADER,
+        HeaderValue::from_static(decision.as_str()),
+    );
+    head.version = Version::HTTP_11;
+    let body = incoming
+        .map_err(|e| Box::new(e) as crate::body::BoxError)
+        .boxed_unsync();
+    Ok((Response::from_parts(head, body), summary))
+}
+
+/// The request id: the app's `X-Request-Id` when it is short and printable, else a new one.
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(new_request_id)
+}
+
+fn new_request_id() -> String {
+    use rand_core::RngCore;
+    let mut bytes = [0u8; 12];
+    rand_core::OsRng.fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An Atlassian accountId: 24 hex digits, or `NNNNNN:uuid`. Anything outside a small ASCII
+/// alphabet is refused so that look-alikes (other case folding, Unicode, spaces) cannot name
+/// another user's vault record.
+pub fn is_valid_account_id(account: &str) -> bool {
+    !account.is_empty()
+        && account.len() <= 128
+        && account
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'-' | b'_' | b'.'))
+}
+
+fn account(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    let mut values = headers.get_all(ACCOUNT_HEADER).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(Problem::new(
+            ErrorCode::BadRequest,
+            "more than one Patgate-Account header",
+        ));
+    }
+    let account = value
+        .to_str()
+        .ok()
+        .filter(|a| is_valid_account_id(a))
+        .ok_or_else(|| {
+            Problem::new(
+                ErrorCode::BadRequest,
+                "Patgate-Account must be an Atlassian accountId (letters, digits, `:`, `-`, `_`, `.`)",
+            )
+        })?;
+    Ok(Some(account.to_string()))
+}
+
+/// Refuses `.` and `..` segments, also when percent-encoded or hidden behind an encoded
+/// slash: the host would resolve them and the request could leave the path it was
+/// classified by.
+fn refuse_dot_segments(path: &str) -> Result<(), Problem> {
+    for segment in hosts::segments(path) {
+        let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
+        let is_dot = |piece: &str| piece == "." || piece == "..";
+        if is_dot(&decoded) || decoded.split(['/', '\\']).any(is_dot) {
+            return Err(Problem::new(
+                ErrorCode::BadRequest,
+                "dot segments (`.`, `..`) are not allowed in the path",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Reads the whole body, refusing it as soon as it passes `limit`. Bodies are buffered
+/// because their digest must be checked before the host sees a byte; the limit bounds what
+/// one request can hold.
+pub(crate) async fn read_body(
+    content_length: Option<&HeaderValue>,
+    body: Incoming,
+    limit: usize,
+) -> Result<Bytes, Problem> {
+    let too_large = || {
+        Problem::new(
+            ErrorCode::BodyTooLarge,
+            format!("the body is over the limit of {limit} bytes"),
+        )
+    };
+    if let Some(length) = content_length {
+        let length: u64 = length
+            .to_str()
+            .ok()
+            .and_then(|l| l.parse().ok())
+            .ok_or_else(|| Problem::new(ErrorCode::BadRequest, "Content-Length is not a number"))?;
+        if length > limit as u64 {
+            return Err(too_large());
+        }
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(err) => Err(Problem::new(
+            ErrorCode::BadRequest,
+            format!("the request body could not be read: {err}"),
+        )),
+    }
+}
+
+/// When there is a body, or a Content-Digest anyway, the digest must match the bytes.
+pub(crate) fn check_digest(headers: &HeaderMap, body: &[u8]) -> Result<(), Problem> {
+    let values: Vec<&HeaderValue> = headers.get_all("content-digest").iter().collect();
+    match values.as_slice() {
+        [] if body.is_empty() => Ok(()),
+        [] => Err(Problem::new(
+            ErrorCode::SignatureInvalid,
+            "a request with a body must carry a signed Content-Digest",
+        )),
+        [value] => {
+            let value = value.to_str().map_err(|_| {
+                Problem::new(
+                    ErrorCode::SignatureInvalid,
+                    "Content-Digest is not visible ASCII",
+                )
+            })?;
+            digest::verify(value, body).map_err(Problem::from)
+        }
+        _ => Err(Problem::new(
+            ErrorCode::SignatureInvalid,
+            "send Content-Digest as one header field",
+        )),
+    }
+}
+
+/// Hop-by-hop fields (RFC 9110 §7.6.1) and the fields named in `Connection`.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHENTICATE,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// The inbound headers minus everything that must not reach the host: hop-by-hop fields,
+/// `Host` (the client sets the host's), every credential, and patgate's own signature
+/// fields. `Content-Length` is recomputed from the buffered body.
+fn forwarded_request_headers(inbound: &HeaderMap, host_credential_headers: &[&str]) -> HeaderMap {
+    let mut headers = inbound.clone();
+    strip_hop_by_hop(&mut headers);
+    for name in COMMON_CREDENTIAL_HEADERS
+        .iter()
+        .chain(host_credential_headers)
+        .chain(&[
+            "host",
+            "content-length",
+            "expect",
+            "signature",
+            "signature-input",
+            ACCOUNT_HEADER,
+        ])
+    {
+        headers.remove(*name);
+    }
+    headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_segments_are_refused_in_every_spelling() {
+        for path in [
+            "/api/v3/../other",
+            "/api/v3/./x",
+            "/api/v3/%2e%2e/x",
+            "/api/v3/%2E%2e/x",
+            "/api/v3/.%2e/x",
+            "/api/v3/a%2F..%2Fb",
+            "/api/v3/a%5C..%5Cb",
+            "/..",
+        ] {
+            assert!(refuse_dot_segments(path).is_err(), "{path}");
+        }
+        for path in [
+            "/api/v3/repos/a/b/git/refs/heads/fix...x",
+            "/api/v3/x%2Fy",
+            "/.well-known/x",
+            "/",
+        ] {
+            assert!(refuse_dot_segments(path).is_ok(), "{path}");
+        }
+    }
+
+    #[test]
+    fn account_ids_are_strict() {
+        assert!(is_valid_account_id("5b10ac8d82e05b22cc7d4ef5"));
+        assert!(is_valid_account_id(
+            "557058:f58131cb-b67d-43c7-b30d-6b58d40bd077"
+        ));
+        for bad in [
+            "",
+            " 5b10",
+            "5b10 ",
+            "5b1\u{0430}",
+            "a/b",
+            "a\tb",
+            &"x".repeat(129),
+        ] {
+            assert!(!is_valid_account_id(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn forwarded_headers_drop_credentials_and_hop_by_hop() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("authorization", "Bearer app"),
+            ("cookie", "s=1"),
+            ("private-token", "x"),
+            ("signature", "sig=:AA==:"),
+            ("signature-input", "sig=()"),
+            ("patgate-account", "abc"),
+            ("connection", "x-secret-hop"),
+            ("x-secret-hop", "1"),
+            ("host", "patgate"),
+            ("content-type", "application/json"),
+            ("x-github-api-version", "2022-11-28"),
+        ] {
+            h.append(k, HeaderValue::from_static(v));
+        }
+        let out = forwarded_request_headers(&h, &[]);
+        let names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["content-type", "x-github-api-version"]);
+    }
+}

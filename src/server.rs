@@ -1,0 +1,311 @@
+//! The running service: what is built from the config at start ([`Runtime`]) and the api
+//! listener's accept loop ([`Server`]).
+//!
+//! `Server::bind` then `Server::run(shutdown)` is the whole life cycle, so tests bind
+//! `127.0.0.1:0`, drive the real server over real TLS, and stop it with a future.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{AppKeyMaterial, Config, ConfigError, Integration};
+use crate::hosts::HostAdapter;
+use crate::signature::{AppKey, KeyRing, Verifier, Window};
+use crate::upstream::Upstream;
+use crate::vault::Vault;
+
+/// One integration, ready to forward to.
+#[derive(Debug)]
+pub struct IntegrationRuntime {
+    pub config: Integration,
+    pub adapter: HostAdapter,
+    pub upstream: Upstream,
+}
+
+impl IntegrationRuntime {
+    pub fn build(file: &Path, index: usize, config: &Integration) -> Result<Self, ConfigError> {
+        let upstream = Upstream::new(config)
+            .map_err(|e| ConfigError::new(file, format!("integrations[{index}].extra_ca"), e))?;
+        Ok(IntegrationRuntime {
+            adapter: HostAdapter::for_integration(config),
+            upstream,
+            config: config.clone(),
+        })
+    }
+}
+
+/// Everything a request needs, built once from a validated config.
+#[derive(Debug)]
+pub struct Runtime {
+    pub config: Config,
+    pub verifier: Verifier,
+    pub integrations: HashMap<String, IntegrationRuntime>,
+    pub vault: Arc<Vault>,
+    pub tls: Arc<rustls::ServerConfig>,
+}
+
+/// What the config's files hold, loaded and checked: the parts of a [`Runtime`] that do
+/// not need the vault. `patgate config check` builds this too.
+#[derive(Debug)]
+pub struct Materials {
+    pub tls: rustls::ServerConfig,
+    pub keys: KeyRing,
+    pub window: Window,
+    pub integrations: HashMap<String, IntegrationRuntime>,
+}
+
+/// Loads every certificate and key the config names, and builds the upstream clients.
+pub fn check_materials(config: &Config) -> Result<Materials, ConfigError> {
+    let file = &config.source;
+    let api = &config.api;
+    let tls = crate::tls::api_server_config(&api.cert, &api.key, &api.client_ca)
+        .map_err(|e| ConfigError::new(file, "api", e))?;
+    let keys = load_app_keys(config)?;
+    let window = Window::new(
+        config.signatures.max_skew.as_secs(),
+        config.signatures.max_validity.as_secs(),
+    )
+    .map_err(|e| ConfigError::new(file, "signatures", e))?;
+    let mut integrations = HashMap::with_capacity(config.integrations.len());
+    for (index, integration) in config.integrations.iter().enumerate() {
+        integrations.insert(
+            integration.id.clone(),
+            IntegrationRuntime::build(file, index, integration)?,
+        );
+    }
+    Ok(Materials {
+        tls,
+        keys,
+        window,
+        integrations,
+    })
+}
+
+impl Runtime {
+    /// Loads certificates and keys and builds the upstream clients. `started_at` is the
+    /// process start: signatures created earlier are refused (the nonce cache is new).
+    pub fn build(
+        config: Config,
+        vault: Arc<Vault>,
+        started_at: SystemTime,
+    ) -> Result<Runtime, ConfigError> {
+        let materials = check_materials(&config)?;
+        let not_before = started_at
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_secs();
+        let verifier = Verifier::new(
+            materials.keys,
+            materials.window,
+            config.signatures.nonce_cache_entries,
+            not_before,
+        );
+        Ok(Runtime {
+            config,
+            verifier,
+            integrations: materials.integrations,
+            vault,
+            tls: Arc::new(materials.tls),
+        })
+    }
+}
+
+/// Reads the app's keys. HMAC secret files must be private to the service user, like the
+/// master key.
+pub fn load_app_keys(config: &Config) -> Result<KeyRing, ConfigError> {
+    let file = &config.source;
+    let mut keys = Vec::with_capacity(config.app_keys.len());
+    for (i, key) in config.app_keys.iter().enumerate() {
+        let app_key = match &key.material {
+            AppKeyMaterial::Ed25519PublicKey(b64) => AppKey::ed25519_from_base64(&key.keyid, b64)
+                .map_err(|e| {
+                ConfigError::new(file, format!("app_keys[{i}].ed25519_public_key"), e)
+            })?,
+            AppKeyMaterial::HmacSecretFile(path) => {
+                let at = format!("app_keys[{i}].hmac_secret_file");
+                let secret =
+                    read_private_base64_file(path).map_err(|e| ConfigError::new(file, &at, e))?;
+                AppKey::hmac(&key.keyid, &secret).map_err(|e| ConfigError::new(file, &at, e))?
+            }
+        };
+        keys.push(app_key);
+    }
+    KeyRing::from_keys(keys).map_err(|e| ConfigError::new(file, "app_keys", e))
+}
+
+/// Reads a secret kept as base64 on one line, refusing files others can read.
+pub fn read_private_base64_file(path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{} is readable by others (mode {mode:04o}); run chmod 600 on it",
+            path.display()
+        ));
+    }
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+    );
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|_| format!("{} does not hold one line of base64", path.display()))?;
+    Ok(zeroize::Zeroizing::new(bytes))
+}
+
+/// What is known about a connection once its handshake is done.
+#[derive(Debug)]
+pub struct Connection {
+    pub peer: SocketAddr,
+    /// The client certificate's subject, for logs.
+    pub client_subject: String,
+    /// Whether the certificate is on the SAN allow-list (or there is none).
+    pub client_allowed: bool,
+}
+
+/// The api listener.
+#[derive(Debug)]
+pub struct Server {
+    runtime: Arc<Runtime>,
+    listener: TcpListener,
+}
+
+impl Server {
+    /// Binds the api listener.
+    pub async fn bind(runtime: Runtime) -> std::io::Result<Server> {
+        let listener = TcpListener::bind(runtime.config.api.listen).await?;
+        Ok(Server {
+            runtime: Arc::new(runtime),
+            listener,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets open connections finish
+    /// their requests (up to `grace`), and flushes the vault.
+    pub async fn run(self, shutdown: impl Future<Output = ()>, grace: Duration) {
+        let acceptor = TlsAcceptor::from(self.runtime.tls.clone());
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        let api = &self.runtime.config.api;
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(api.header_read_timeout)
+            .max_buf_size(api.max_header_bytes.max(8192));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(api.max_header_bytes).unwrap_or(u32::MAX))
+            .max_concurrent_streams(256)
+            // Caps the number of streams a client can reset without them ever being answered
+            // (CVE-2023-44487, "rapid reset").
+            .max_pending_accept_reset_streams(64);
+        let builder = Arc::new(builder);
+        tokio::pin!(shutdown);
+        loop {
+            let (tcp, peer) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(err) => {
+                        // EMFILE and the like: back off instead of spinning.
+                        tracing::warn!(error = %err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let runtime = self.runtime.clone();
+            let builder = builder.clone();
+            let watcher = graceful.watcher();
+            tokio::spawn(async move {
+                let handshake = tokio::time::timeout(
+                    runtime.config.api.handshake_timeout,
+                    acceptor.accept(tcp),
+                )
+                .await;
+                let tls = match handshake {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(err)) => {
+                        tracing::info!(%peer, error = %err, "TLS handshake refused");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::info!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                let connection = {
+                    let (_, session) = tls.get_ref();
+                    // The verifier requires a certificate, so one is always present here.
+                    let leaf = session.peer_certificates().and_then(|c| c.first());
+                    let (subject, sans) = leaf
+                        .map(|c| (crate::tls::subject(c), crate::tls::client_sans(c)))
+                        .unwrap_or_default();
+                    Arc::new(Connection {
+                        peer,
+                        client_allowed: crate::tls::client_allowed(
+                            &runtime.config.api.allowed_client_sans,
+                            &sans,
+                        ),
+                        client_subject: subject,
+                    })
+                };
+                if !connection.client_allowed {
+                    tracing::info!(%peer, subject = %connection.client_subject, "client certificate not on the allow-list");
+                }
+                let service = service_fn(move |req| {
+                    let runtime = runtime.clone();
+                    let connection = connection.clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            crate::proxy::handle(&runtime, &connection, req).await,
+                        )
+                    }
+                });
+                let conn = builder.serve_connection(TokioIo::new(tls), service);
+                if let Err(err) = watcher.watch(conn.into_owned()).await {
+                    tracing::debug!(%peer, error = %err, "connection ended with an error");
+                }
+            });
+        }
+        drop(self.listener);
+        tokio::select! {
+            () = graceful.shutdown() => tracing::info!("all connections closed"),
+            () = tokio::time::sleep(grace) => tracing::warn!(grace_seconds = grace.as_secs(), "grace period over; closing remaining connections"),
+        }
+        if let Err(err) = self.runtime.vault.flush().await {
+            tracing::error!(error = %err, "vault flush at shutdown failed");
+        }
+    }
+}
+
+/// Seconds since the Unix epoch, for signature windows and vault timestamps.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
+}

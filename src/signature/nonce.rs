@@ -1,0 +1,209 @@
+//! The replay cache: each `(keyid, nonce)` is accepted once while its
+//! signature could still be accepted.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use super::SignatureError;
+
+const SHARDS: usize = 16;
+
+/// A bounded, sharded set of `(keyid, nonce)` pairs with expiry times.
+pub(crate) struct NonceCache {
+    shards: Box<[Mutex<Shard>]>,
+    /// Entries across all shards; reserved before an insert so the bound
+    /// holds without a global lock.
+    len: AtomicUsize,
+    capacity: usize,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+#[derive(Default)]
+struct Shard {
+    /// Entry -> last second at which its signature can still be accepted.
+    entries: HashMap<Box<str>, u64>,
+    /// Same entries ordered by expiry, so pruning only looks at the head.
+    by_expiry: BinaryHeap<Reverse<(u64, Box<str>)>>,
+    /// Largest `now` this shard was pruned at: anything that expired before
+    /// it may have been forgotten, so such a pair can no longer be admitted
+    /// (this keeps a clock stepping backwards from reopening a replay).
+    horizon: u64,
+}
+
+impl Shard {
+    /// Drops entries that expired before `now`; returns how many.
+    fn prune(&mut self, now: u64) -> usize {
+        self.horizon = self.horizon.max(now);
+        let mut n = 0;
+        while let Some(Reverse((exp, _))) = self.by_expiry.peek() {
+            if *exp >= self.horizon {
+                break;
+            }
+            if let Some(Reverse((_, key))) = self.by_expiry.pop() {
+                self.entries.remove(&key);
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+impl std::fmt::Debug for NonceCache {
+    // Only the sizes: the entries are many and say who called when.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NonceCache")
+            .field("len", &self.len.load(Ordering::Relaxed))
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+impl NonceCache {
+    pub(crate) fn new(capacity: usize) -> Self {
+        NonceCache {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            len: AtomicUsize::new(0),
+            capacity,
+            hasher: std::collections::hash_map::RandomState::new(),
+        }
+    }
+
+    fn lock(&self, i: usize) -> MutexGuard<'_, Shard> {
+        // A panic under the lock cannot leave a half-updated entry behind
+        // that would matter more than losing the cache, so keep going.
+        self.shards[i]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records `(keyid, nonce)` valid until `expiry` (inclusive).
+    /// `Replayed` if already present, `NonceCacheFull` if no room is left
+    /// after pruning every shard.
+    pub(crate) fn insert(
+        &self,
+        keyid: &str,
+        nonce: &str,
+        expiry: u64,
+        now: u64,
+    ) -> Result<(), SignatureError> {
+        // Length-prefixed so no (keyid, nonce) split is ambiguous.
+        let key: Box<str> = format!("{}:{keyid}{nonce}", keyid.len()).into_boxed_str();
+        let idx = (self.hasher.hash_one(&key) as usize) % SHARDS;
+        for attempt in 0..2 {
+            {
+                let mut shard = self.lock(idx);
+                let pruned = shard.prune(now);
+                self.len.fetch_sub(pruned, Ordering::AcqRel);
+                if expiry < shard.horizon {
+                    return Err(SignatureError::Expired(
+                        "signature is older than the replay cache horizon".to_owned(),
+                    ));
+                }
+                if shard.entries.contains_key(&key) {
+                    return Err(SignatureError::Replayed);
+                }
+                let reserved = self
+                    .len
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                        (n < self.capacity).then_some(n + 1)
+                    })
+                    .is_ok();
+                if reserved {
+                    shard.entries.insert(key.clone(), expiry);
+                    shard.by_expiry.push(Reverse((expiry, key)));
+                    return Ok(());
+                }
+            }
+            if attempt == 0 {
+                // Full: other shards may hold expired entries nobody pruned yet.
+                self.prune_all(now);
+            }
+        }
+        Err(SignatureError::NonceCacheFull)
+    }
+
+    fn prune_all(&self, now: u64) {
+        for i in 0..SHARDS {
+            let pruned = self.lock(i).prune(now);
+            self.len.fetch_sub(pruned, Ordering::AcqRel);
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_and_expiry() {
+        let c = NonceCache::new(4);
+        c.insert("k", "n1", 100, 50).unwrap();
+        assert_eq!(c.insert("k", "n1", 100, 60), Err(SignatureError::Replayed));
+        // Same nonce, other key: distinct.
+        c.insert("k2", "n1", 100, 60).unwrap();
+        // The length prefix keeps ("k", "2n1") apart from ("k2", "n1").
+        c.insert("k", "2n1", 100, 60).unwrap();
+        // Still a replay at the last valid second.
+        assert_eq!(c.insert("k", "n1", 100, 100), Err(SignatureError::Replayed));
+        assert_eq!(c.len(), 3);
+    }
+
+    #[test]
+    fn full_then_pruned() {
+        let c = NonceCache::new(2);
+        c.insert("k", "a", 10, 0).unwrap();
+        c.insert("k", "b", 20, 0).unwrap();
+        assert_eq!(
+            c.insert("k", "c", 30, 5),
+            Err(SignatureError::NonceCacheFull)
+        );
+        // At 11 "a" has expired, wherever its shard is.
+        c.insert("k", "c", 30, 11).unwrap();
+        assert_eq!(c.len(), 2);
+        assert_eq!(
+            c.insert("k", "d", 30, 11),
+            Err(SignatureError::NonceCacheFull)
+        );
+    }
+
+    #[test]
+    fn clock_going_back_cannot_reopen_a_pruned_nonce() {
+        let c = NonceCache::new(8);
+        c.insert("k", "a", 10, 0).unwrap();
+        c.prune_all(20); // "a" is forgotten
+                         // Back in time "a" would be inside its window again: refuse it
+                         // rather than admit a replay.
+        assert!(matches!(
+            c.insert("k", "a", 10, 5),
+            Err(SignatureError::Expired(_))
+        ));
+        // Pairs expiring after the horizon are still fine.
+        c.insert("k", "b", 25, 5).unwrap();
+    }
+
+    #[test]
+    fn concurrent_inserts_respect_capacity() {
+        let c = std::sync::Arc::new(NonceCache::new(100));
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    (0..50)
+                        .filter(|i| c.insert("k", &format!("{t}-{i}"), 100, 1).is_ok())
+                        .count()
+                })
+            })
+            .collect();
+        let ok: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(ok, 100);
+        assert_eq!(c.len(), 100);
+    }
+}

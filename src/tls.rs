@@ -1,0 +1,225 @@
+//! TLS material: the api listener's server config (client certificates required), the
+//! client-certificate SAN allow-list, and the root stores for upstream hosts.
+//!
+//! rustls with the `ring` provider; TLS 1.2 and 1.3 only.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+
+use crate::config::{ClientSan, TrustRoots};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} holds no PEM certificate")]
+    NoCertificate { path: String },
+    #[error("{path}: {reason}")]
+    BadPem { path: String, reason: String },
+    #[error("{path} holds no PEM private key (PKCS#8, PKCS#1 or SEC1)")]
+    NoPrivateKey { path: String },
+    #[error("{0}")]
+    Config(String),
+}
+
+/// The ring provider, installed explicitly so no process-wide default is needed.
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Reads every certificate of a PEM file.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bytes = read(path)?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::BadPem {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: path.display().to_string(),
+        });
+    }
+    Ok(certs)
+}
+
+/// Reads the first private key of a PEM file. Errors never include the file's content.
+pub fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let bytes = zeroize::Zeroizing::new(read(path)?);
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|_| TlsError::NoPrivateKey {
+        path: path.display().to_string(),
+    })
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// A root store holding the certificates of one PEM file.
+pub fn root_store(path: &Path) -> Result<RootCertStore, TlsError> {
+    let mut store = RootCertStore::empty();
+    for cert in load_certs(path)? {
+        store.add(cert).map_err(|e| TlsError::BadPem {
+            path: path.display().to_string(),
+            reason: format!("not a usable CA certificate: {e}"),
+        })?;
+    }
+    Ok(store)
+}
+
+/// The api listener: server certificate, client certificates required and verified
+/// against `client_ca`, ALPN h2 and http/1.1.
+pub fn api_server_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: &Path,
+) -> Result<ServerConfig, TlsError> {
+    let provider = provider();
+    let roots = Arc::new(root_store(client_ca)?);
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+        .build()
+        .map_err(|e| TlsError::Config(format!("client_ca {}: {e}", client_ca.display())))?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(load_certs(cert)?, load_private_key(key)?)
+        .map_err(|e| {
+            TlsError::Config(format!(
+                "{} and {} do not form a usable certificate and key: {e}",
+                cert.display(),
+                key.display()
+            ))
+        })?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A server config without client certificates (the demo host; later the connect page).
+pub fn server_config_without_client_auth(
+    cert: &Path,
+    key: &Path,
+) -> Result<ServerConfig, TlsError> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(load_certs(cert)?, load_private_key(key)?)
+        .map_err(|e| TlsError::Config(format!("{} and {}: {e}", cert.display(), key.display())))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// The SANs of a client certificate that the allow-list can name.
+pub fn client_sans(cert: &CertificateDer<'_>) -> Vec<ClientSan> {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = parsed.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(dns) => Some(ClientSan::Dns(dns.to_ascii_lowercase())),
+            GeneralName::URI(uri) => Some(ClientSan::Uri((*uri).to_string())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The subject of a certificate as text, for logs.
+pub fn subject(cert: &CertificateDer<'_>) -> String {
+    x509_parser::parse_x509_certificate(cert.as_ref())
+        .map(|(_, c)| c.subject().to_string())
+        .unwrap_or_else(|_| "<unparseable>".into())
+}
+
+/// Whether a client certificate may call: always when the allow-list is empty.
+pub fn client_allowed(allowed: &[ClientSan], cert_sans: &[ClientSan]) -> bool {
+    allowed.is_empty() || cert_sans.iter().any(|san| allowed.contains(san))
+}
+
+/// Roots for an integration's host.
+pub fn upstream_roots(
+    roots: TrustRoots,
+    extra_ca: Option<&Path>,
+) -> Result<RootCertStore, TlsError> {
+    let mut store = RootCertStore::empty();
+    match roots {
+        TrustRoots::System => {
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                // The system store can hold certificates rustls cannot use; skip those.
+                let _ = store.add(cert);
+            }
+            if store.is_empty() {
+                tracing::warn!(
+                    "no usable system CA certificates found; using the bundled webpki roots"
+                );
+                store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            }
+        }
+        TrustRoots::Webpki => store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        TrustRoots::None => {}
+    }
+    if let Some(path) = extra_ca {
+        for cert in load_certs(path)? {
+            store.add(cert).map_err(|e| TlsError::BadPem {
+                path: path.display().to_string(),
+                reason: format!("not a usable CA certificate: {e}"),
+            })?;
+        }
+    }
+    Ok(store)
+}
+
+/// Client config for an integration's host: its roots, TLS 1.2/1.3, no client certificate.
+pub fn upstream_client_config(roots: RootCertStore) -> Result<rustls::ClientConfig, TlsError> {
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_list_matches_dns_and_uri_sans() {
+        let allowed = vec![
+            ClientSan::Dns("jira-app.example".into()),
+            ClientSan::Uri("spiffe://acme/jira".into()),
+        ];
+        assert!(client_allowed(&[], &[]));
+        assert!(client_allowed(
+            &allowed,
+            &[ClientSan::Dns("jira-app.example".into())]
+        ));
+        assert!(client_allowed(
+            &allowed,
+            &[ClientSan::Uri("spiffe://acme/jira".into())]
+        ));
+        assert!(!client_allowed(
+            &allowed,
+            &[ClientSan::Dns("other.example".into())]
+        ));
+        assert!(!client_allowed(&allowed, &[]));
+    }
+}

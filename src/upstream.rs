@@ -1,0 +1,140 @@
+//! The connector to git hosts: one pooled HTTP/1.1 + HTTP/2 client per integration, over
+//! rustls with the integration's roots, with connect and response timeouts.
+//!
+//! Kept apart from the listener side (as Pingora keeps connectors apart from listeners) so
+//! that failures are blamed on the right party: anything from here is the host's or the
+//! network's, and maps to 502/504.
+
+use std::error::Error as StdError;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, Uri};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::Integration;
+use crate::tls::{self, TlsError};
+
+/// What went wrong talking to the host. Messages name the host, never a credential.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot connect to the git host: {0}")]
+    Unreachable(String),
+    #[error("TLS with the git host failed: {0}")]
+    Tls(String),
+    #[error("the git host did not answer within {}s", after.as_secs_f64())]
+    Timeout { after: Duration },
+    #[error("the connection to the git host failed: {0}")]
+    Protocol(String),
+}
+
+/// A pooled client for one integration's host.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// `https://host[:port]` plus the base URL's path prefix (no trailing slash).
+    base: String,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+}
+
+impl Upstream {
+    pub fn new(integration: &Integration) -> Result<Upstream, TlsError> {
+        let roots = tls::upstream_roots(integration.roots, integration.extra_ca.as_deref())?;
+        let tls_config = tls::upstream_client_config(roots)?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(integration.connect_timeout));
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config)
+            .https_only()
+            .enable_all_versions()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .build(connector);
+        Ok(Upstream {
+            client,
+            base: integration
+                .base_url
+                .to_string()
+                .trim_end_matches('/')
+                .to_string(),
+            connect_timeout: integration.connect_timeout,
+            request_timeout: integration.request_timeout,
+        })
+    }
+
+    /// The host URI for a raw path (starting with `/`) and optional raw query. Bytes are
+    /// copied as they are: never decoded, never normalised.
+    pub fn uri(&self, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
+        let mut uri =
+            String::with_capacity(self.base.len() + path.len() + 1 + query.map_or(0, str::len));
+        uri.push_str(&self.base);
+        uri.push_str(path);
+        if let Some(query) = query {
+            uri.push('?');
+            uri.push_str(query);
+        }
+        Ok(Uri::try_from(uri)?)
+    }
+
+    /// Sends a request and waits for the response head, within the integration's timeout.
+    /// The body is streamed by the caller.
+    pub async fn send(
+        &self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        match tokio::time::timeout(self.request_timeout, self.client.request(request)).await {
+            Err(_) => Err(UpstreamError::Timeout {
+                after: self.request_timeout,
+            }),
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(err)) => Err(classify(&err, self.connect_timeout)),
+        }
+    }
+}
+
+/// Decides whose fault a client error is by walking its causes. `io::Error::source()` skips
+/// the error it wraps (it returns that error's source), so each one is unwrapped by hand.
+fn classify(err: &hyper_util::client::legacy::Error, connect_timeout: Duration) -> UpstreamError {
+    let mut tls = None;
+    let mut timed_out = false;
+    let mut cause: Option<&(dyn StdError + 'static)> = Some(err);
+    let mut innermost = err.to_string();
+    while let Some(current) = cause {
+        innermost = current.to_string();
+        if let Some(rustls_err) = current.downcast_ref::<rustls::Error>() {
+            tls = Some(rustls_err.to_string());
+        }
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                timed_out = true;
+            }
+            if let Some(inner) = io.get_ref() {
+                // Visit the wrapped error itself next (it may be another io::Error).
+                cause = Some(inner as &(dyn StdError + 'static));
+                continue;
+            }
+        }
+        cause = current.source();
+    }
+    if let Some(reason) = tls {
+        UpstreamError::Tls(reason)
+    } else if timed_out {
+        UpstreamError::Timeout {
+            after: connect_timeout,
+        }
+    } else if err.is_connect() {
+        UpstreamError::Unreachable(innermost)
+    } else {
+        UpstreamError::Protocol(innermost)
+    }
+}

@@ -1,0 +1,145 @@
+//! The one error type of the vault.
+//!
+//! No message here may carry a secret: none holds a credential, key material, the content of
+//! a key file, or an error from parsing decrypted data (serde messages can quote the input).
+
+use std::path::PathBuf;
+
+/// Everything the vault and the master key can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VaultError {
+    /// `open` found no vault in the directory.
+    #[error("there is no vault in {path}: run `patgate vault init` first", path = .path.display())]
+    NotInitialized {
+        /// The vault directory.
+        path: PathBuf,
+    },
+
+    /// `init` found a vault already in the directory.
+    #[error("a vault already exists in {path}; refusing to initialise it again", path = .path.display())]
+    AlreadyInitialized {
+        /// The vault directory.
+        path: PathBuf,
+    },
+
+    /// The master key cannot decrypt the vault's key-check record.
+    #[error("the master key does not match this vault (key version {key_version})")]
+    WrongMasterKey {
+        /// The vault's key version.
+        key_version: u32,
+    },
+
+    /// Another process (or another `Vault` in this process) has the vault open.
+    #[error("the vault at {path} is in use by another process (is patgate running?)", path = .path.display())]
+    Locked {
+        /// The vault directory.
+        path: PathBuf,
+    },
+
+    /// Stored data that cannot be read back: a damaged store, or a record that fails to
+    /// decode or to authenticate. A record in this state is never returned.
+    #[error("the vault at {path} is corrupt: {what}", path = .path.display())]
+    Corrupt {
+        /// The vault directory.
+        path: PathBuf,
+        /// What is damaged, and where.
+        what: String,
+    },
+
+    /// The vault was written by a newer (or unknown) version of patgate.
+    #[error("the vault at {path} has format version {found}; this patgate reads version {supported}", path = .path.display())]
+    UnsupportedFormat {
+        /// The vault directory.
+        path: PathBuf,
+        /// The format version found on disk.
+        found: u32,
+        /// The format version this build reads.
+        supported: u32,
+    },
+
+    /// An integration or account id the vault will not store.
+    #[error("invalid {field} id: {reason}")]
+    InvalidId {
+        /// `integration` or `account`.
+        field: &'static str,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+
+    /// A credential whose encoding exceeds the vault's record limit.
+    #[error("the credential is too large to store ({size} bytes encoded; the limit is {limit})")]
+    CredentialTooLarge {
+        /// The encoded size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+
+    /// The master key file is readable or writable by group or others.
+    #[error(
+        "the master key file {path} has mode {mode:04o}: it must not be readable or writable by \
+         group or others (run `chmod 600 {path}`)",
+        path = .path.display()
+    )]
+    MasterKeyPermissions {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+
+    /// The master key file does not hold a master key.
+    #[error("the master key file {path} is not valid: {reason}", path = .path.display())]
+    MasterKeyInvalid {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong; never the content.
+        reason: String,
+    },
+
+    /// `write_new` found a file already at the path.
+    #[error("{path} already exists; refusing to overwrite a master key", path = .path.display())]
+    MasterKeyExists {
+        /// The key file.
+        path: PathBuf,
+    },
+
+    /// `from_systemd_credential` without `$CREDENTIALS_DIRECTORY`.
+    #[error(
+        "$CREDENTIALS_DIRECTORY is not set: master_key.systemd_credential needs patgate to run as a \
+         systemd service with `LoadCredential=master-key:<file>` (or `LoadCredentialEncrypted=`); \
+         otherwise configure master_key.file"
+    )]
+    NoCredentialsDirectory,
+
+    /// The operating system's random number generator failed.
+    #[error("the operating system's random number generator failed: {0}")]
+    Random(rand_core::Error),
+
+    /// A file-system operation failed.
+    #[error("could not {action} {path}: {source}", path = .path.display())]
+    Io {
+        /// What was being done, e.g. `read`.
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// sled failed (other than corruption or the lock).
+    #[error("the vault store at {path} failed: {source}", path = .path.display())]
+    Storage {
+        /// The vault directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: sled::Error,
+    },
+
+    /// Encryption failed; it cannot for credentials within the size limit.
+    #[error("encrypting the record failed")]
+    Encrypt,
+}

@@ -1,0 +1,226 @@
+//! The admin command line, run as the real binary.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use common::*;
+
+fn patgate(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_patgate"))
+        .args(args)
+        .env_remove("PATGATE_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn config_check_names_file_key_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("patgate.toml");
+    std::fs::write(
+        &file,
+        "state_dir = \"s\"\n[master_key]\nfile = \"k\"\n[api]\nlisten = \"127.0.0.1:1\"\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"a\"\n[[integrations]]\nid = \"ghe\"\nkind = \"github\"\nbase_url = \"https://ghe.example.com\"\nrequire_user_pats = true\n",
+    )
+    .unwrap();
+    let out = patgate(&["config", "check", file.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(1));
+    let message = text(&out);
+    assert!(
+        message.contains(&format!(
+            "{}: integrations[0].require_user_pats: unknown field `require_user_pats`",
+            file.display()
+        )),
+        "{message}"
+    );
+
+    // Syntax is fine but a certificate is missing: the key that names it is reported.
+    std::fs::write(
+        &file,
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .replace("require_user_pats = true\n", ""),
+    )
+    .unwrap();
+    let out = patgate(&["config", "check", file.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(1));
+    let message = text(&out);
+    assert!(
+        message.contains(": api: cannot read") || message.contains(": api: "),
+        "{message}"
+    );
+}
+
+#[test]
+fn the_example_config_passes_the_syntax_check() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/patgate.example.toml");
+    patgate::config::Config::load(&example).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_commands_manage_the_vault_without_printing_secrets() {
+    let ca = std::sync::Arc::new(patgate::devpki::DevCa::generate("cli CA").unwrap());
+    let host = RecordingHost::start(&ca, HostMode::Normal).await;
+    let setup = Setup::with_ca(
+        std::sync::Arc::new(tempfile::tempdir().unwrap()),
+        ca,
+        &host,
+        &Options::default(),
+    )
+    .await;
+    let config = setup.config_path.to_str().unwrap().to_string();
+    let cfg = config.clone();
+    let run = move |args: Vec<String>, stdin: Option<String>| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            patgate(&args, stdin.as_deref())
+        })
+    };
+    let args = |a: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = a.iter().map(|s| s.to_string()).collect();
+        v.extend(["--config".to_string(), cfg.clone()]);
+        v
+    };
+
+    let out = run(
+        args(&["integration", "set-secret", "ghe"]),
+        Some(format!("{INTEGRATION_TOKEN}\n")),
+    )
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    // A PAT is validated with the host before it is stored.
+    let out = run(
+        args(&["pat", "set", "--integration", "ghe", "--account", ACCOUNT_A]),
+        Some(format!("{PAT_A}\n")),
+    )
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("\"host_login\": \"alice\""),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        host.last().authorization(),
+        Some(&*format!("Bearer {PAT_A}"))
+    );
+    let out = run(
+        args(&["pat", "set", "--integration", "ghe", "--account", ACCOUNT_B]),
+        Some("ghp_WrongToken\n".into()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("not stored"), "{}", text(&out));
+
+    let out = run(
+        args(&[
+            "pat",
+            "status",
+            "--integration",
+            "ghe",
+            "--account",
+            ACCOUNT_B,
+        ]),
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(
+        text(&out).contains("\"configured\": false"),
+        "{}",
+        text(&out)
+    );
+    let out = run(args(&["vault", "list"]), None).await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let listing = text(&out);
+    assert!(
+        listing.contains(ACCOUNT_A) && listing.contains("alice"),
+        "{listing}"
+    );
+    for secret in [INTEGRATION_TOKEN, PAT_A] {
+        assert!(!listing.contains(secret));
+    }
+    let out = run(
+        args(&[
+            "pat",
+            "delete",
+            "--integration",
+            "ghe",
+            "--account",
+            ACCOUNT_A,
+        ]),
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(
+        text(&out).contains("\"configured\": false"),
+        "{}",
+        text(&out)
+    );
+
+    // While the service holds the vault, the CLI says so instead of failing obscurely.
+    let gw = setup.start().await;
+    let out = run(args(&["vault", "list"]), None).await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("in use"), "{}", text(&out));
+    gw.stop().await;
+}
+
+#[test]
+fn keys_gen_writes_a_private_key_only_the_owner_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = patgate(
+        &[
+            "keys",
+            "gen",
+            "--keyid",
+            "jira-2026",
+            "--out",
+            dir.path().to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("ed25519_public_key = "));
+    let mode = std::fs::metadata(dir.path().join("jira-2026.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let out = patgate(
+        &[
+            "keys",
+            "gen",
+            "--keyid",
+            "bad id",
+            "--out",
+            dir.path().to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -1,0 +1,542 @@
+//! The test harness: a real patgate on 127.0.0.1:0 with rcgen certificates, a real sled
+//! vault in a temp dir, and an in-process TLS git host that records every request it gets.
+//!
+//! Nothing of patgate is mocked: tests drive it over real sockets with the same signed mTLS
+//! client the app would use.
+
+#![allow(dead_code, unreachable_pub)] // each test binary uses a different part of the harness
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use patgate::client::{Outgoing, SignedClient};
+use patgate::devpki::{ClientName, DevCa, Issued};
+use patgate::server::{Runtime, Server};
+use patgate::signature::SigningKey;
+use patgate::vault::{Credential, MasterKey, Vault};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_rustls::TlsAcceptor;
+
+pub const ACCOUNT_A: &str = "5b10ac8d82e05b22cc7d4ef5";
+pub const ACCOUNT_B: &str = "557058:f58131cb-b67d-43c7-b30d-6b58d40bd077";
+pub const INTEGRATION_TOKEN: &str = "ghs_IntegrationTokenDoNotLeak0123456789";
+pub const PAT_A: &str = "ghp_UserAPatDoNotLeak0123456789abcdefghij";
+pub const PAT_B: &str = "ghp_UserBPatDoNotLeak0123456789abcdefghij";
+pub const APP_KEYID: &str = "app-ed25519";
+pub const HMAC_KEYID: &str = "app-hmac";
+pub const BRANCH_BODY: &str =
+    r#"{"ref":"refs/heads/PROJ-1-fix","sha":"aa218f56b14c9653891f9e74264a383fa43fefbd"}"#;
+
+// ---- the git host ------------------------------------------------------------------------
+
+/// One request as the git host received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: Method,
+    /// Raw path and query, exactly as they arrived.
+    pub path_and_query: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Recorded {
+    pub fn authorization(&self) -> Option<&str> {
+        self.headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+    }
+}
+
+/// How the host behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostMode {
+    /// Answers like GitHub for the calls the tests make.
+    Normal,
+    /// Accepts connections and requests and never answers.
+    Silent,
+}
+
+/// An in-process TLS git host that records what it receives.
+#[derive(Debug, Clone)]
+pub struct RecordingHost {
+    pub addr: SocketAddr,
+    pub requests: Arc<Mutex<Vec<Recorded>>>,
+    /// token → (login, X-OAuth-Scopes) for `GET /user`.
+    pub users: Arc<Mutex<HashMap<String, (String, String)>>>,
+}
+
+impl RecordingHost {
+    pub async fn start(ca: &DevCa, mode: HostMode) -> RecordingHost {
+        let issued = ca.issue_server(&["localhost", "127.0.0.1"]).unwrap();
+        let tls = server_config(&issued);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = RecordingHost {
+            addr: listener.local_addr().unwrap(),
+            requests: Arc::default(),
+            users: Arc::default(),
+        };
+        host.add_user(INTEGRATION_TOKEN, "integration-bot", "repo");
+        host.add_user(PAT_A, "alice", "repo, read:org");
+        host.add_user(PAT_B, "bob", "repo");
+        let acceptor = TlsAcceptor::from(Arc::new(tls));
+        let state = host.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = service_fn(move |req| {
+                        let state = state.clone();
+                        async move { Ok::<_, std::convert::Infallible>(state.answer(req, mode).await) }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        host
+    }
+
+    pub fn add_user(&self, token: &str, login: &str, scopes: &str) {
+        self.users
+            .lock()
+            .unwrap()
+            .insert(token.to_string(), (login.to_string(), scopes.to_string()));
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("https://localhost:{}", self.addr.port())
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    pub fn last(&self) -> Recorded {
+        self.requests()
+            .last()
+            .cloned()
+            .expect("the host received no request")
+    }
+
+    async fn answer(&self, req: Request<Incoming>, mode: HostMode) -> Response<Full<Bytes>> {
+        let (parts, body) = req.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let recorded = Recorded {
+            method: parts.method.clone(),
+            path_and_query: parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_default(),
+            headers: parts.headers.clone(),
+            body,
+        };
+        self.requests.lock().unwrap().push(recorded.clone());
+        if mode == HostMode::Silent {
+            std::future::pending::<()>().await;
+        }
+        let token = recorded
+            .authorization()
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .map(str::to_string);
+        let user = token.and_then(|t| self.users.lock().unwrap().get(&t).cloned());
+        let Some((login, scopes)) = user else {
+            return respond(
+                StatusCode::UNAUTHORIZED,
+                &[],
+                r#"{"message":"Bad credentials"}"#,
+            );
+        };
+        let path = parts.uri.path();
+        let status = match parts.method {
+            Method::GET | Method::HEAD => StatusCode::OK,
+            Method::POST => StatusCode::CREATED,
+            Method::DELETE => StatusCode::NO_CONTENT,
+            _ => StatusCode::OK,
+        };
+        if path.ends_with("/user") {
+            return respond(
+                StatusCode::OK,
+                &[("x-oauth-scopes", &scopes)],
+                &format!(r#"{{"login":"{login}"}}"#),
+            );
+        }
+        respond(
+            status,
+            &[("x-host-saw-login", &login)],
+            &format!(r#"{{"acted_as":"{login}"}}"#),
+        )
+    }
+}
+
+fn respond(status: StatusCode, headers: &[(&str, &str)], body: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    for (k, v) in headers {
+        r.headers_mut().insert(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    r
+}
+
+pub fn server_config(issued: &Issued) -> rustls::ServerConfig {
+    use rustls::pki_types::pem::PemObject;
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(issued.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(patgate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config
+}
+
+// ---- patgate -----------------------------------------------------------------------------
+
+/// Options for one test gateway.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub require_user_pat: bool,
+    pub allow_other_writes: bool,
+    pub allowed_client_sans: Vec<String>,
+    /// Overrides the integration's base URL (e.g. a closed port).
+    pub base_url: Option<String>,
+    pub request_timeout_ms: u64,
+    pub max_body_bytes: usize,
+    pub log_level: String,
+    /// Extra TOML appended to the config.
+    pub extra_toml: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            require_user_pat: true,
+            allow_other_writes: false,
+            allowed_client_sans: Vec::new(),
+            base_url: None,
+            request_timeout_ms: 5_000,
+            max_body_bytes: 1024 * 1024,
+            log_level: "info".into(),
+            extra_toml: String::new(),
+        }
+    }
+}
+
+/// A running patgate plus everything a test needs to call it.
+#[derive(Debug)]
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub dir: Arc<tempfile::TempDir>,
+    pub ca: Arc<DevCa>,
+    pub signing_key: SigningKey,
+    pub config_path: PathBuf,
+    pub runtime: Arc<Runtime>,
+    shutdown: Option<oneshot::Sender<()>>,
+    stopped: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Everything on disk for a gateway: kept apart so a test can restart on the same files.
+#[derive(Debug)]
+pub struct Setup {
+    pub dir: Arc<tempfile::TempDir>,
+    pub ca: Arc<DevCa>,
+    pub config_path: PathBuf,
+    pub signing_key_pem: String,
+}
+
+impl Setup {
+    /// Writes certificates, keys, master key and config, and makes the vault with the
+    /// integration token in it.
+    pub async fn new(host: &RecordingHost, opts: &Options) -> Setup {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let ca = Arc::new(DevCa::generate("patgate test CA").unwrap());
+        Setup::with_ca(dir, ca, host, opts).await
+    }
+
+    /// Like [`Setup::new`], with the CA that also signed the host's certificate.
+    pub async fn with_ca(
+        dir: Arc<tempfile::TempDir>,
+        ca: Arc<DevCa>,
+        host: &RecordingHost,
+        opts: &Options,
+    ) -> Setup {
+        let d = dir.path();
+        write(d, "ca.pem", ca.cert_pem());
+        let server = ca.issue_server(&["localhost", "127.0.0.1"]).unwrap();
+        write(d, "server.pem", &server.cert_pem);
+        write_private(d, "server-key.pem", &server.key_pem);
+        let client = ca
+            .issue_client(
+                "jira-app test",
+                &[
+                    ClientName::Dns("jira-app.test"),
+                    ClientName::Uri("spiffe://acme/jira"),
+                ],
+            )
+            .unwrap();
+        write_private(
+            d,
+            "client.pem",
+            &format!("{}{}", client.cert_pem, client.key_pem),
+        );
+        let generated = patgate::keys::generate(APP_KEYID, d, false).unwrap();
+        let hmac = patgate::keys::generate(HMAC_KEYID, d, true).unwrap();
+        MasterKey::generate()
+            .write_new(&d.join("master-key"))
+            .unwrap();
+        let sans = opts
+            .allowed_client_sans
+            .iter()
+            .map(|s| format!("\"{s}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let config = format!(
+            r#"state_dir = "state"
+[master_key]
+file = "master-key"
+[api]
+listen = "127.0.0.1:0"
+cert = "server.pem"
+key = "server-key.pem"
+client_ca = "ca.pem"
+allowed_client_sans = [{sans}]
+{ed}
+{hmac}
+[[integrations]]
+id = "ghe"
+kind = "github"
+base_url = "{base}"
+roots = "none"
+extra_ca = "ca.pem"
+require_user_pat = {rup}
+allow_other_writes = {aow}
+connect_timeout_ms = 2000
+request_timeout_ms = {rt}
+max_body_bytes = {mb}
+
+[log]
+level = "{level}"
+{extra}
+"#,
+            ed = generated.config_snippet,
+            hmac = hmac.config_snippet,
+            base = opts.base_url.clone().unwrap_or_else(|| host.base_url()),
+            rup = opts.require_user_pat,
+            aow = opts.allow_other_writes,
+            rt = opts.request_timeout_ms,
+            mb = opts.max_body_bytes,
+            level = opts.log_level,
+            extra = opts.extra_toml,
+        );
+        let config_path = d.join("patgate.toml");
+        write(d, "patgate.toml", &config);
+        let key = MasterKey::load_file(&d.join("master-key")).unwrap();
+        let vault = Vault::init(&d.join("state"), &key).unwrap();
+        vault
+            .put_integration_secret(
+                "ghe",
+                &Credential::Token(INTEGRATION_TOKEN.to_string().into()),
+            )
+            .await
+            .unwrap();
+        drop(vault);
+        Setup {
+            signing_key_pem: std::fs::read_to_string(d.join(format!("{APP_KEYID}.pem"))).unwrap(),
+            dir,
+            ca,
+            config_path,
+        }
+    }
+
+    /// Starts patgate on these files.
+    pub async fn start(&self) -> Gateway {
+        let config = patgate::config::Config::load(&self.config_path).unwrap();
+        let key = MasterKey::load_file(&self.dir.path().join("master-key")).unwrap();
+        let vault = Arc::new(Vault::open(&config.state_dir, &key).unwrap());
+        // A second earlier, so signatures made in this same second are not "before start".
+        let started = SystemTime::now() - Duration::from_secs(1);
+        let runtime = Runtime::build(config, vault, started).unwrap();
+        let server = Server::bind(runtime).await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let runtime = server.runtime().clone();
+        let (tx, rx) = oneshot::channel();
+        let stopped = tokio::spawn(server.run(
+            async {
+                let _ = rx.await;
+            },
+            Duration::from_secs(2),
+        ));
+        Gateway {
+            addr,
+            dir: self.dir.clone(),
+            ca: self.ca.clone(),
+            signing_key: SigningKey::ed25519_from_pkcs8_pem(APP_KEYID, &self.signing_key_pem)
+                .unwrap(),
+            config_path: self.config_path.clone(),
+            runtime,
+            shutdown: Some(tx),
+            stopped: Some(stopped),
+        }
+    }
+}
+
+impl Gateway {
+    /// A host and a gateway in front of it, with default options.
+    pub async fn start(opts: Options) -> (Gateway, RecordingHost) {
+        let ca = Arc::new(DevCa::generate("patgate test CA").unwrap());
+        let host = RecordingHost::start(&ca, HostMode::Normal).await;
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let setup = Setup::with_ca(dir, ca, &host, &opts).await;
+        (setup.start().await, host)
+    }
+
+    /// Stops the server and waits until it let go of the vault.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(handle) = self.stopped.take() {
+            handle.await.unwrap();
+        }
+        // The runtime holds the vault; wait until every other holder has dropped it.
+        drop(self.runtime);
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{}", self.addr.port(), path)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The app's client: the right CA, client certificate and Ed25519 key.
+    pub fn client(&self) -> SignedClient {
+        self.client_with(self.signing_key.clone(), false)
+    }
+
+    pub fn client_with(&self, key: SigningKey, http2: bool) -> SignedClient {
+        SignedClient::new(
+            &self.path("ca.pem"),
+            &self.path("client.pem"),
+            None,
+            key,
+            http2,
+        )
+        .unwrap()
+    }
+
+    /// The app's HMAC key.
+    pub fn hmac_key(&self) -> SigningKey {
+        let secret =
+            patgate::server::read_private_base64_file(&self.path(&format!("{HMAC_KEYID}.hmac")))
+                .unwrap();
+        SigningKey::hmac(HMAC_KEYID, &secret).unwrap()
+    }
+
+    /// Stores a PAT straight into the running vault.
+    pub async fn store_pat(&self, account: &str, token: &str) {
+        let meta = patgate::vault::PatMeta {
+            host_login: "test".into(),
+            scopes: vec!["repo".into()],
+            validated_at: 0,
+            created_at: 0,
+            updated_at: 0,
+            last_used_at: None,
+        };
+        self.runtime
+            .vault
+            .put_user_pat(
+                "ghe",
+                account,
+                &Credential::Token(token.to_string().into()),
+                &meta,
+            )
+            .await
+            .unwrap();
+    }
+
+    pub fn get(&self, path: &str) -> Outgoing {
+        Outgoing {
+            method: Method::GET,
+            url: self.url(path),
+            ..Outgoing::default()
+        }
+    }
+
+    pub fn create_branch(&self, account: Option<&str>) -> Outgoing {
+        Outgoing {
+            method: Method::POST,
+            url: self.url("/git/ghe/api/v3/repos/acme/api/git/refs"),
+            body: Some(Bytes::from_static(BRANCH_BODY.as_bytes())),
+            account: account.map(str::to_string),
+            ..Outgoing::default()
+        }
+    }
+}
+
+/// The `code` of a problem+json answer.
+pub fn problem_code(response: &Response<Bytes>) -> String {
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap()),
+        Some("application/problem+json"),
+        "not a problem: {} {}",
+        response.status(),
+        String::from_utf8_lossy(response.body())
+    );
+    let v: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+    v["code"].as_str().unwrap().to_string()
+}
+
+pub fn json(response: &Response<Bytes>) -> serde_json::Value {
+    serde_json::from_slice(response.body())
+        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(response.body())))
+}
+
+pub fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).unwrap();
+}
+
+pub fn write_private(dir: &Path, name: &str, text: &str) {
+    patgate::keys::write_private(&dir.join(name), text.as_bytes()).unwrap();
+}
+
+/// A request signed and then changed, for tamper tests.
+pub fn signed(client: &SignedClient, out: &Outgoing) -> Request<Full<Bytes>> {
+    client.sign(out).unwrap()
+}

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every test of patgate, installing what the tests need when it is missing.
+# Usage: bash tests/run.sh [extra cargo test arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The interop tests sign and verify with an independent RFC 9421 implementation (PyPI
+# http-message-signatures). It lives in a private virtualenv under target/.
+venv=target/interop-venv
+if ! "$venv/bin/python" -c 'import http_message_signatures' 2>/dev/null; then
+  echo "tests/run.sh: installing http-message-signatures into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'http-message-signatures==3.0.0'
+fi
+export PATGATE_INTEROP_PYTHON="$PWD/$venv/bin/python"
+
+cargo test --locked --all-targets "$@"
+# Doc tests are not part of --all-targets.
+cargo test --locked --doc "$@"
