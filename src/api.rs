@@ -18,7 +18,6 @@ use crate::body::{full, ResponseBody};
 use crate::error::{ErrorCode, Problem};
 use crate::proxy::{check_digest, is_valid_account_id, read_body};
 use crate::server::{IntegrationRuntime, Runtime};
-use crate::signature::Verified;
 use crate::vault::{Credential, PatMeta};
 
 /// The most a `/v1` request body may hold.
@@ -71,7 +70,6 @@ struct PutPat {
 pub(crate) async fn handle(
     runtime: &Runtime,
     req: Request<Incoming>,
-    _verified: &Verified,
 ) -> Result<Response<ResponseBody>, Problem> {
     let path = req.uri().path().to_string();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();

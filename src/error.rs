@@ -337,6 +337,15 @@ mod tests {
     }
 
     #[test]
+    fn the_protocol_document_lists_every_code() {
+        let doc = include_str!("../docs/protocol.md");
+        for code in ErrorCode::ALL {
+            let row = format!("| {} | `{}` |", code.status().as_u16(), code.as_str());
+            assert!(doc.contains(&row), "docs/protocol.md has no row `{row}`");
+        }
+    }
+
+    #[test]
     fn problem_body_is_rfc9457() {
         let mut p = Problem::new(ErrorCode::UserPatRequired, "no PAT");
         p.setup_url = Some("https://patgate.example/connect/abc".into());

@@ -19,7 +19,7 @@ use crate::error::{ErrorCode, Problem};
 use crate::hosts::{self, COMMON_CREDENTIAL_HEADERS};
 use crate::policy::{self, Decision, Facts, Operation};
 use crate::server::{unix_now, Connection, IntegrationRuntime, Runtime};
-use crate::signature::{digest, Message, Requirements, Verified};
+use crate::signature::{digest, Message, Requirements};
 
 /// Names the acting Jira user (an Atlassian accountId).
 pub const ACCOUNT_HEADER: &str = "patgate-account";
@@ -37,15 +37,12 @@ pub async fn handle(
     let request_id = request_id(req.headers());
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let outcome = route(runtime, conn, req, &request_id).await;
-    let (response, summary) = match outcome {
-        Ok((response, summary)) => (response, summary),
+    let mut summary = Summary::default();
+    let response = match route(runtime, conn, req, &request_id, &mut summary).await {
+        Ok(response) => response,
         Err(problem) => {
-            let code = problem.code.as_str();
-            (
-                problem.into_response(Some(&request_id)),
-                Summary::refused(code),
-            )
+            summary.code = Some(problem.code.as_str());
+            problem.into_response(Some(&request_id))
         }
     };
     tracing::info!(
@@ -80,21 +77,13 @@ struct Summary {
     code: Option<&'static str>,
 }
 
-impl Summary {
-    fn refused(code: &'static str) -> Summary {
-        Summary {
-            code: Some(code),
-            ..Summary::default()
-        }
-    }
-}
-
 async fn route(
     runtime: &Runtime,
     conn: &Connection,
     req: Request<Incoming>,
     request_id: &str,
-) -> Result<(Response<ResponseBody>, Summary), Problem> {
+    summary: &mut Summary,
+) -> Result<Response<ResponseBody>, Problem> {
     if !conn.client_allowed {
         return Err(Problem::new(
             ErrorCode::ClientNotAllowed,
@@ -103,7 +92,7 @@ async fn route(
     }
     let target_uri = target_uri(&req)?;
     let has_body = !req.body().is_end_stream();
-    let verified = runtime
+    runtime
         .verifier
         .verify(
             &Message {
@@ -128,11 +117,9 @@ async fn route(
             )
         })?;
         let host_path = host_path.to_string();
-        forward(runtime, integration, req, &host_path, &verified, request_id).await
+        forward(runtime, integration, req, &host_path, request_id, summary).await
     } else if path.starts_with("/v1/") {
-        crate::api::handle(runtime, req, &verified)
-            .await
-            .map(|r| (r, Summary::default()))
+        crate::api::handle(runtime, req).await
     } else {
         Err(Problem::new(
             ErrorCode::NotFound,
@@ -192,14 +179,11 @@ async fn forward(
     integration: &IntegrationRuntime,
     req: Request<Incoming>,
     host_path: &str,
-    _verified: &Verified,
     request_id: &str,
-) -> Result<(Response<ResponseBody>, Summary), Problem> {
+    summary: &mut Summary,
+) -> Result<Response<ResponseBody>, Problem> {
     let config = &integration.config;
-    let mut summary = Summary {
-        integration: Some(config.id.clone()),
-        ..Summary::default()
-    };
+    summary.integration = Some(config.id.clone());
     refuse_dot_segments(host_path)?;
     let account = account(req.headers())?;
     summary.account = account.clone();
@@ -216,17 +200,10 @@ async fn forward(
         .adapter
         .classify(&parts.method, host_path, &body);
     summary.operation = Some(operation);
-    let attach = |problem: Problem, summary: &Summary| {
-        tracing::debug!(integration = ?summary.integration, operation = ?summary.operation, code = problem.code.as_str(), "refused");
-        problem
-    };
     if operation.is_action() && account.is_none() {
-        return Err(attach(
-            Problem::new(
-                ErrorCode::BadRequest,
-                "create branch, delete branch and create pull request must name the acting Jira user in Patgate-Account",
-            ),
-            &summary,
+        return Err(Problem::new(
+            ErrorCode::BadRequest,
+            "create branch, delete branch and create pull request must name the acting Jira user in Patgate-Account",
         ));
     }
     let user_pat = match (
@@ -305,7 +282,7 @@ async fn forward(
     let body = incoming
         .map_err(|e| Box::new(e) as crate::body::BoxError)
         .boxed_unsync();
-    Ok((Response::from_parts(head, body), summary))
+    Ok(Response::from_parts(head, body))
 }
 
 /// The request id: the app's `X-Request-Id` when it is short and printable, else a new one.

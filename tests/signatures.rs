@@ -175,3 +175,21 @@ fn clone_request(request: &http::Request<Full<Bytes>>) -> http::Request<Full<Byt
     *copy.headers_mut() = request.headers().clone();
     copy
 }
+
+#[tokio::test]
+async fn signatures_made_before_patgate_started_are_refused() {
+    // The replay cache is new after a restart, so a request signed earlier (but still inside
+    // the 60 s window) could be a replay of one the previous process already served.
+    let (gw, host) = Gateway::start(Options::default()).await;
+    let request = sign_request(
+        &gw.signing_key,
+        &gw.get("/git/ghe/api/v3/user"),
+        unix_now() - 30,
+    )
+    .unwrap();
+    let response = gw.client().send_signed(request).await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(problem_code(&response), "signature-expired");
+    assert!(host.requests().is_empty());
+    gw.stop().await;
+}

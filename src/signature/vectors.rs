@@ -351,21 +351,30 @@ mod tests {
         }
     }
 
+    /// docs/protocol.md carries the worked examples between two markers. Run with
+    /// `PATGATE_UPDATE_DOCS=1` to rewrite that section from the code.
     #[test]
     fn document_is_up_to_date() {
-        let doc = include_str!("../../docs/protocol-signing.md");
+        const BEGIN: &str = "<!-- BEGIN GENERATED: patgate::signature::vectors::worked_examples(); do not edit by hand -->\n";
+        const END: &str = "<!-- END GENERATED -->";
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/protocol.md");
+        let doc = std::fs::read_to_string(&path).unwrap();
+        let start = doc
+            .find(BEGIN)
+            .expect("docs/protocol.md has no BEGIN GENERATED marker")
+            + BEGIN.len();
+        let end = doc
+            .find(END)
+            .expect("docs/protocol.md has no END GENERATED marker");
+        let fresh = worked_examples();
+        if std::env::var_os("PATGATE_UPDATE_DOCS").is_some() {
+            let updated = format!("{}{}{}", &doc[..start], fresh, &doc[end..]);
+            std::fs::write(&path, updated).unwrap();
+            return;
+        }
         assert!(
-            doc.contains(&worked_examples()),
-            "docs/protocol-signing.md is stale: regenerate its Worked examples section from \
-             signature::vectors::worked_examples()"
+            doc[start..end] == fresh,
+            "docs/protocol.md is stale: run `PATGATE_UPDATE_DOCS=1 cargo test --lib document_is_up_to_date`"
         );
-    }
-
-    /// `cargo test print_worked_examples -- --ignored --nocapture` prints the
-    /// section to paste into the document.
-    #[test]
-    #[ignore]
-    fn print_worked_examples() {
-        print!("<<<BEGIN>>>{}<<<END>>>", worked_examples());
     }
 }
