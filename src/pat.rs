@@ -3,9 +3,7 @@
 //! Shared by the `/v1` API and `patgate pat set`, so a PAT is never stored without the host
 //! having said whose it is.
 
-use bytes::Bytes;
-use http::Request;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 
 use crate::hosts::{HostIdentity, WhoAmIError};
 use crate::server::{unix_now, IntegrationRuntime};
@@ -20,14 +18,20 @@ pub async fn who_am_i(
     integration: &IntegrationRuntime,
     credential: &Credential,
 ) -> Result<HostIdentity, WhoAmIError> {
-    let (method, path, headers) = integration.adapter.who_am_i_request(credential)?;
-    let uri = integration.upstream.uri(&path, None).map_err(|e| {
-        WhoAmIError::UnexpectedAnswer(format!("cannot build the who-am-I URL: {e}"))
-    })?;
-    let mut request = Request::new(Full::new(Bytes::new()));
-    *request.method_mut() = method;
-    *request.uri_mut() = uri;
-    *request.headers_mut() = headers;
+    let mut request = integration.adapter.who_am_i_request();
+    if request.uri().scheme().is_none() {
+        let path = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_string();
+        *request.uri_mut() = integration.upstream.uri(&path, None).map_err(|e| {
+            WhoAmIError::UnexpectedAnswer(format!("cannot build the who-am-I URL: {e}"))
+        })?;
+    }
+    integration
+        .adapter
+        .apply_credential(&mut request, credential)?;
     let response = integration.upstream.send(request).await?;
     let (head, body) = response.into_parts();
     let body = Limited::new(body, WHO_AM_I_LIMIT)

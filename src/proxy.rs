@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Version};
 use http_body::Body as _;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::body::ResponseBody;
@@ -255,9 +255,13 @@ async fn forward(
         headers.insert(REQUEST_ID_HEADER, value);
     }
     integration.adapter.default_headers(&mut headers);
+    let mut upstream_req = Request::new(body);
+    *upstream_req.method_mut() = parts.method;
+    *upstream_req.uri_mut() = uri;
+    *upstream_req.headers_mut() = headers;
     integration
         .adapter
-        .apply_credential(&mut headers, &credential)
+        .apply_credential(&mut upstream_req, &credential)
         .map_err(|e| {
             Problem::new(
                 ErrorCode::Unavailable,
@@ -265,11 +269,6 @@ async fn forward(
             )
         })?;
     drop(credential);
-
-    let mut upstream_req = Request::new(Full::new(body));
-    *upstream_req.method_mut() = parts.method;
-    *upstream_req.uri_mut() = uri;
-    *upstream_req.headers_mut() = headers;
     let response = integration.upstream.send(upstream_req).await?;
 
     let (mut head, incoming) = response.into_parts();

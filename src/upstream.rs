@@ -88,10 +88,8 @@ impl Upstream {
 
     /// Sends a request and waits for the response head, within the integration's timeout.
     /// The body is streamed by the caller.
-    pub async fn send(
-        &self,
-        request: Request<Full<Bytes>>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    pub async fn send(&self, request: Request<Bytes>) -> Result<Response<Incoming>, UpstreamError> {
+        let request = request.map(Full::new);
         match tokio::time::timeout(self.request_timeout, self.client.request(request)).await {
             Err(_) => Err(UpstreamError::Timeout {
                 after: self.request_timeout,

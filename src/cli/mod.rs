@@ -355,15 +355,13 @@ async fn set_secret(args: SetSecretArgs) -> CliResult {
         },
     };
     let adapter = crate::hosts::HostAdapter::for_integration(integration);
-    adapter
-        .apply_credential(&mut http::HeaderMap::new(), &credential)
-        .map_err(|e| {
-            format!(
-                "integration `{}` ({}): {e}",
-                args.id,
-                integration.kind.as_str()
-            )
-        })?;
+    adapter.accepts(&credential).map_err(|e| {
+        format!(
+            "integration `{}` ({}): {e}",
+            args.id,
+            integration.kind.as_str()
+        )
+    })?;
     let vault = open_vault(&config)?;
     vault
         .put_integration_secret(&args.id, &credential)

@@ -10,8 +10,9 @@
 //! The same endpoint that creates a branch also creates tags (`refs/tags/…`); only
 //! `refs/heads/` counts as a branch, anything else is an other-write.
 
+use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, USER_AGENT};
-use http::{Method, StatusCode};
+use http::{Method, Request, StatusCode};
 use secrecy::ExposeSecret;
 
 use super::{segments, set_default, HostIdentity, UnsupportedCredential, WhoAmIError};
@@ -45,14 +46,14 @@ impl Github {
         Github { api_prefix }
     }
 
-    pub fn who_am_i_request(
-        &self,
-        credential: &Credential,
-    ) -> Result<(Method, String, HeaderMap), UnsupportedCredential> {
-        let mut headers = HeaderMap::new();
-        apply_credential(&mut headers, credential)?;
-        default_headers(&mut headers);
-        Ok((Method::GET, format!("{}/user", self.api_prefix), headers))
+    /// `GET /user` (under `/api/v3` on Enterprise Server).
+    pub fn who_am_i_request(&self) -> Request<Bytes> {
+        let mut request = Request::new(Bytes::new());
+        *request.uri_mut() = format!("{}/user", self.api_prefix)
+            .parse()
+            .expect("a fixed path is a valid URI");
+        default_headers(request.headers_mut());
+        request
     }
 }
 
@@ -98,6 +99,14 @@ fn creates_a_branch(body: &[u8]) -> bool {
             .strip_prefix("refs/heads/")
             .is_some_and(|name| !name.is_empty()),
         Err(_) => false,
+    }
+}
+
+/// GitHub takes tokens only: PATs, and app installation or OAuth tokens.
+pub fn accepts(credential: &Credential) -> Result<(), UnsupportedCredential> {
+    match credential {
+        Credential::Token(_) => Ok(()),
+        other => Err(UnsupportedCredential(other.kind_name())),
     }
 }
 
@@ -325,8 +334,7 @@ mod tests {
     fn api_prefix_follows_the_host() {
         let ghes = Github::new(&"https://ghe.example.com".parse().unwrap());
         let dotcom = Github::new(&"https://api.github.com".parse().unwrap());
-        let token = Credential::Token("t".to_string().into());
-        assert_eq!(ghes.who_am_i_request(&token).unwrap().1, "/api/v3/user");
-        assert_eq!(dotcom.who_am_i_request(&token).unwrap().1, "/user");
+        assert_eq!(ghes.who_am_i_request().uri(), "/api/v3/user");
+        assert_eq!(dotcom.who_am_i_request().uri(), "/user");
     }
 }

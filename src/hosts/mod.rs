@@ -12,8 +12,9 @@
 
 pub mod github;
 
+use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use http::Method;
+use http::{Method, Request};
 
 use crate::config::{HostKind, Integration};
 use crate::policy::Operation;
@@ -54,24 +55,30 @@ impl HostAdapter {
         }
     }
 
-    /// Puts `credential` on the outgoing request in the host's own scheme.
-    pub fn apply_credential(
-        &self,
-        headers: &mut HeaderMap,
-        credential: &Credential,
-    ) -> Result<(), UnsupportedCredential> {
+    /// Whether this host can use `credential` at all (checked before it is stored).
+    pub fn accepts(&self, credential: &Credential) -> Result<(), UnsupportedCredential> {
         match self {
-            HostAdapter::Github(_) => github::apply_credential(headers, credential),
+            HostAdapter::Github(_) => github::accepts(credential),
         }
     }
 
-    /// The "who am I" request for a credential: method, path below the base URL, headers.
-    pub fn who_am_i_request(
+    /// Puts `credential` on the outgoing request in the host's own scheme. The request is
+    /// final (absolute URI, headers, body), so schemes that sign the whole request can.
+    pub fn apply_credential(
         &self,
+        request: &mut Request<Bytes>,
         credential: &Credential,
-    ) -> Result<(Method, String, HeaderMap), UnsupportedCredential> {
+    ) -> Result<(), UnsupportedCredential> {
         match self {
-            HostAdapter::Github(gh) => gh.who_am_i_request(credential),
+            HostAdapter::Github(_) => github::apply_credential(request.headers_mut(), credential),
+        }
+    }
+
+    /// The "who am I" request, without a credential: the caller resolves its URI against
+    /// the base URL (when it is a path) and applies the credential being checked.
+    pub fn who_am_i_request(&self) -> Request<Bytes> {
+        match self {
+            HostAdapter::Github(gh) => gh.who_am_i_request(),
         }
     }
 
