@@ -198,7 +198,7 @@ async fn forward(
 
     let operation = integration
         .adapter
-        .classify(&parts.method, host_path, &body);
+        .classify(&parts.method, host_path, &parts.headers, &body);
     summary.operation = Some(operation);
     if operation.is_action() && account.is_none() {
         return Err(Problem::new(
@@ -216,7 +216,7 @@ async fn forward(
     let decision = policy::decide(Facts {
         operation,
         require_user_pat: config.require_user_pat,
-        host_supports_pats: true,
+        host_supports_pats: integration.adapter.supports_pats(),
         user_has_pat: user_pat.is_some(),
         allow_other_writes: config.allow_other_writes,
     })

@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{AppKeyMaterial, Config, ConfigError, Integration};
-use crate::hosts::HostAdapter;
+use crate::hosts::{adapter_for, HostAdapter};
 use crate::signature::{AppKey, KeyRing, Verifier, Window};
 use crate::upstream::Upstream;
 use crate::vault::Vault;
@@ -28,7 +28,7 @@ use crate::vault::Vault;
 #[derive(Debug)]
 pub struct IntegrationRuntime {
     pub config: Integration,
-    pub adapter: HostAdapter,
+    pub adapter: Arc<dyn HostAdapter>,
     pub upstream: Upstream,
 }
 
@@ -37,7 +37,7 @@ impl IntegrationRuntime {
         let upstream = Upstream::new(config)
             .map_err(|e| ConfigError::new(file, format!("integrations[{index}].extra_ca"), e))?;
         Ok(IntegrationRuntime {
-            adapter: HostAdapter::for_integration(config),
+            adapter: adapter_for(config),
             upstream,
             config: config.clone(),
         })

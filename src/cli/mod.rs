@@ -354,7 +354,7 @@ async fn set_secret(args: SetSecretArgs) -> CliResult {
             region: args.region.ok_or("--region is required with --type aws")?,
         },
     };
-    let adapter = crate::hosts::HostAdapter::for_integration(integration);
+    let adapter = crate::hosts::adapter_for(integration);
     adapter.accepts(&credential).map_err(|e| {
         format!(
             "integration `{}` ({}): {e}",

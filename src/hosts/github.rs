@@ -15,7 +15,7 @@ use http::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, USER_AGENT};
 use http::{Method, Request, StatusCode};
 use secrecy::ExposeSecret;
 
-use super::{segments, set_default, HostIdentity, UnsupportedCredential, WhoAmIError};
+use super::{segments, set_default, HostAdapter, HostIdentity, UnsupportedCredential, WhoAmIError};
 use crate::policy::Operation;
 use crate::vault::Credential;
 
@@ -45,15 +45,60 @@ impl Github {
         };
         Github { api_prefix }
     }
+}
+
+impl HostAdapter for Github {
+    fn classify(
+        &self,
+        method: &Method,
+        path: &str,
+        _headers: &HeaderMap,
+        body: &[u8],
+    ) -> Operation {
+        classify(method, path, body)
+    }
+
+    fn credential_query_params(&self) -> &'static [&'static str] {
+        CREDENTIAL_QUERY_PARAMS
+    }
+
+    fn accepts(&self, credential: &Credential) -> Result<(), UnsupportedCredential> {
+        accepts(credential)
+    }
+
+    fn apply_credential(
+        &self,
+        request: &mut Request<Bytes>,
+        credential: &Credential,
+    ) -> Result<(), UnsupportedCredential> {
+        apply_credential(request.headers_mut(), credential)
+    }
+
+    fn default_headers(&self, headers: &mut HeaderMap) {
+        default_headers(headers)
+    }
 
     /// `GET /user` (under `/api/v3` on Enterprise Server).
-    pub fn who_am_i_request(&self) -> Request<Bytes> {
+    fn who_am_i_request(&self) -> Request<Bytes> {
         let mut request = Request::new(Bytes::new());
         *request.uri_mut() = format!("{}/user", self.api_prefix)
             .parse()
             .expect("a fixed path is a valid URI");
         default_headers(request.headers_mut());
         request
+    }
+
+    fn who_am_i_answer(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<HostIdentity, WhoAmIError> {
+        who_am_i_answer(status, headers, body)
+    }
+
+    fn token_help(&self) -> &'static str {
+        TOKEN_HELP
     }
 }
 

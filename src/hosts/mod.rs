@@ -21,91 +21,66 @@ use crate::policy::Operation;
 use crate::upstream::UpstreamError;
 use crate::vault::Credential;
 
-/// The host-specific half of forwarding a request.
-#[derive(Debug, Clone)]
-pub enum HostAdapter {
-    Github(github::Github),
-}
+/// A git host kind: the host-specific half of forwarding a request.
+///
+/// Adding a host kind is one module implementing this trait plus one line in
+/// [`adapter_for`]; the policy, the vault and the proxy do not change. Implementations are
+/// pure: no sockets, no clock reads except where a credential scheme signs with the time.
+pub trait HostAdapter: Send + Sync + std::fmt::Debug {
+    /// What the request does. `path` is the raw path after `/git/{integration}`; `body` is
+    /// the whole request body (for hosts whose actions are told apart by it).
+    fn classify(&self, method: &Method, path: &str, headers: &HeaderMap, body: &[u8]) -> Operation;
 
-impl HostAdapter {
-    pub fn for_integration(integration: &Integration) -> HostAdapter {
-        match integration.kind {
-            HostKind::Github => HostAdapter::Github(github::Github::new(&integration.base_url)),
-        }
-    }
-
-    /// What the request does. `path` is the raw path after `/git/{integration}`.
-    pub fn classify(&self, method: &Method, path: &str, body: &[u8]) -> Operation {
-        match self {
-            HostAdapter::Github(_) => github::classify(method, path, body),
-        }
+    /// False for hosts that have no personal access tokens (TFS 2013 and 2015).
+    fn supports_pats(&self) -> bool {
+        true
     }
 
     /// Query parameters that carry credentials on this host; they are removed.
-    pub fn credential_query_params(&self) -> &'static [&'static str] {
-        match self {
-            HostAdapter::Github(_) => github::CREDENTIAL_QUERY_PARAMS,
-        }
+    fn credential_query_params(&self) -> &'static [&'static str] {
+        &[]
     }
 
-    /// Request headers that carry credentials on this host, beyond [`COMMON_CREDENTIAL_HEADERS`].
-    pub fn credential_headers(&self) -> &'static [&'static str] {
-        match self {
-            HostAdapter::Github(_) => &[],
-        }
+    /// Request headers that carry credentials on this host, beyond
+    /// [`COMMON_CREDENTIAL_HEADERS`]; they are removed.
+    fn credential_headers(&self) -> &'static [&'static str] {
+        &[]
     }
 
     /// Whether this host can use `credential` at all (checked before it is stored).
-    pub fn accepts(&self, credential: &Credential) -> Result<(), UnsupportedCredential> {
-        match self {
-            HostAdapter::Github(_) => github::accepts(credential),
-        }
-    }
+    fn accepts(&self, credential: &Credential) -> Result<(), UnsupportedCredential>;
 
     /// Puts `credential` on the outgoing request in the host's own scheme. The request is
     /// final (absolute URI, headers, body), so schemes that sign the whole request can.
-    pub fn apply_credential(
+    fn apply_credential(
         &self,
         request: &mut Request<Bytes>,
         credential: &Credential,
-    ) -> Result<(), UnsupportedCredential> {
-        match self {
-            HostAdapter::Github(_) => github::apply_credential(request.headers_mut(), credential),
-        }
-    }
+    ) -> Result<(), UnsupportedCredential>;
 
-    /// The "who am I" request, without a credential: the caller resolves its URI against
-    /// the base URL (when it is a path) and applies the credential being checked.
-    pub fn who_am_i_request(&self) -> Request<Bytes> {
-        match self {
-            HostAdapter::Github(gh) => gh.who_am_i_request(),
-        }
-    }
+    /// Headers every request to this host gets when the app did not set them.
+    fn default_headers(&self, _headers: &mut HeaderMap) {}
 
-    /// Reads the host's answer to [`Self::who_am_i_request`].
-    pub fn who_am_i_answer(
+    /// The "who am I" request, without a credential. A path-only URI is resolved against the
+    /// integration's base URL; the caller then applies the credential being checked.
+    fn who_am_i_request(&self) -> Request<Bytes>;
+
+    /// Reads the host's answer to [`HostAdapter::who_am_i_request`].
+    fn who_am_i_answer(
         &self,
         status: http::StatusCode,
         headers: &HeaderMap,
         body: &[u8],
-    ) -> Result<HostIdentity, WhoAmIError> {
-        match self {
-            HostAdapter::Github(_) => github::who_am_i_answer(status, headers, body),
-        }
-    }
+    ) -> Result<HostIdentity, WhoAmIError>;
 
     /// Where on the host a user makes a token, and what it needs (for users and docs).
-    pub fn token_help(&self) -> &'static str {
-        match self {
-            HostAdapter::Github(_) => github::TOKEN_HELP,
-        }
-    }
+    fn token_help(&self) -> &'static str;
+}
 
-    /// Headers every request to this host gets when the app did not set them.
-    pub fn default_headers(&self, headers: &mut HeaderMap) {
-        match self {
-            HostAdapter::Github(_) => github::default_headers(headers),
-        }
+/// The adapter for an integration's host kind.
+pub fn adapter_for(integration: &Integration) -> std::sync::Arc<dyn HostAdapter> {
+    match integration.kind {
+        HostKind::Github => std::sync::Arc::new(github::Github::new(&integration.base_url)),
     }
 }
 
