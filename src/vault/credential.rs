@@ -15,6 +15,11 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 use zeroize::Zeroizing;
 
+use super::crypto::Wiped;
+
+/// Secrets whose decoding fits this many bytes are decoded in a stack buffer.
+const STACK_SECRET: usize = 1024;
+
 /// A credential for a git host. `Debug` shows the non-secret fields only; the secrets
 /// print as `SecretBox<str>([REDACTED])`.
 #[derive(Debug, Clone)]
@@ -240,11 +245,20 @@ impl Visitor<'_> for B64Visitor {
     }
 
     fn visit_str<E: de::Error>(self, text: &str) -> Result<B64Secret, E> {
-        let mut buf = Zeroizing::new(vec![0u8; base64::decoded_len_estimate(text.len())]);
+        let estimate = base64::decoded_len_estimate(text.len());
+        // Usual secrets decode on the stack, so a read allocates only its result.
+        let mut stack = [0u8; STACK_SECRET];
+        let mut heap = Vec::new();
+        let buf = Wiped(if estimate <= STACK_SECRET {
+            &mut stack[..estimate]
+        } else {
+            heap.resize(estimate, 0);
+            &mut heap[..]
+        });
         let n = STANDARD
-            .decode_slice(text, &mut buf[..])
+            .decode_slice(text, &mut buf.0[..])
             .map_err(|_| E::custom("bad base64"))?;
-        let secret = std::str::from_utf8(&buf[..n]).map_err(|_| E::custom("not UTF-8"))?;
+        let secret = std::str::from_utf8(&buf.0[..n]).map_err(|_| E::custom("not UTF-8"))?;
         // Copied once into an exactly sized box (no shrinking reallocation later); `buf` is
         // wiped when it drops.
         Ok(B64Secret(SecretString::from(secret)))

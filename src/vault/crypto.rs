@@ -92,7 +92,7 @@ impl Sealer {
 }
 
 /// Wipes the slice when dropped, on every path out (including a panic in the reader).
-struct Wiped<'a>(&'a mut [u8]);
+pub(crate) struct Wiped<'a>(pub(crate) &'a mut [u8]);
 
 impl Drop for Wiped<'_> {
     fn drop(&mut self) {

@@ -139,6 +139,15 @@ pub enum VaultError {
         source: sled::Error,
     },
 
+    /// A flush did not run to its end; the write it followed may not be durable.
+    #[error("flushing the vault at {path} failed: {reason}", path = .path.display())]
+    FlushFailed {
+        /// The vault directory.
+        path: PathBuf,
+        /// What happened.
+        reason: &'static str,
+    },
+
     /// Encryption failed; it cannot for credentials within the size limit.
     #[error("encrypting the record failed")]
     Encrypt,

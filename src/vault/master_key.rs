@@ -230,7 +230,6 @@ pub(crate) fn sync_parent_dir(path: &Path) -> Result<(), VaultError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt as _;
 
     fn write_mode(path: &Path, content: &[u8], mode: u32) {
         fs::write(path, content).unwrap();

@@ -11,7 +11,7 @@
 //!   damaged record without scanning records; `open` is O(1) in the number of records.
 //! - Writes are flushed to disk before they are acknowledged.
 //!
-//! See [`record`](self::record) for the byte layouts.
+//! `record.rs` documents the byte layouts of keys, associated data and values.
 
 mod credential;
 mod crypto;
@@ -27,7 +27,7 @@ use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use zeroize::Zeroizing;
@@ -57,6 +57,8 @@ const INITIAL_KEY_VERSION: u32 = 1;
 const LOCK_FILE: &str = "vault.lock";
 /// The file sled keeps its data in; its absence means there is no vault.
 const SLED_DB_FILE: &str = "db";
+/// How long `open` waits for sled's own file lock once it holds `vault.lock`.
+const SLED_LOCK_WAIT: Duration = Duration::from_secs(2);
 /// The largest credential encoding stored. Real ones are under a few KiB (AWS session tokens
 /// are the longest); the cap keeps a bad caller from bloating the store.
 const MAX_PLAINTEXT: usize = 64 * 1024;
@@ -110,6 +112,8 @@ pub struct RecordSummary {
 }
 
 /// The credential vault. Cheap to clone (the clones share one open store) and `Send + Sync`.
+///
+/// The async methods need a Tokio runtime: their flush runs on a blocking thread.
 #[derive(Clone)]
 pub struct Vault {
     inner: Arc<Inner>,
@@ -121,7 +125,8 @@ struct Inner {
     sealer: Sealer,
     records: sled::Tree,
     db: sled::Db,
-    // Declared last so it is released only after sled has closed its files.
+    // Declared last, so it is released only after our sled handles are dropped. (sled's
+    // background I/O may keep its own file a moment longer; `open_sled` waits that out.)
     _lock: DirLock,
 }
 
@@ -498,13 +503,15 @@ impl Vault {
         Ok(removed.is_some())
     }
 
-    /// Every record's metadata, in key order (integration secrets first). Decrypts nothing.
+    /// Every record's metadata: integration secrets, then user PATs, each sorted by id.
+    /// Decrypts nothing.
     /// Reads the whole store: for admin listings, not for request paths.
     pub fn list(&self) -> Result<Vec<RecordSummary>, VaultError> {
         self.summaries(self.inner.records.iter())
     }
 
-    /// The metadata of every user PAT of one integration (a prefix scan). Decrypts nothing.
+    /// The metadata of every user PAT of one integration (a prefix scan), sorted by account.
+    /// Decrypts nothing.
     pub fn list_user_pats(&self, integration: &str) -> Result<Vec<RecordSummary>, VaultError> {
         let integration = record::validate_id("integration", integration)?;
         self.summaries(
@@ -525,14 +532,24 @@ impl Vault {
         Ok(n)
     }
 
-    /// Flushes every write to disk (fsync).
+    /// Flushes every write to disk (fsync). Needs a Tokio runtime.
     pub async fn flush(&self) -> Result<(), VaultError> {
-        self.inner
-            .db
-            .flush_async()
-            .await
-            .map_err(|e| self.storage(e))?;
-        Ok(())
+        // Not sled's `flush_async`: in sled 0.34.7 it runs the flush on sled's own small I/O
+        // thread pool, which the flush then waits on; concurrent flushes fill the pool and
+        // deadlock (sled issues #1308, #1241; fixed on sled's main branch, never released).
+        // The synchronous flush on a Tokio blocking thread does the same work without that.
+        let db = self.inner.db.clone();
+        match tokio::task::spawn_blocking(move || db.flush()).await {
+            Ok(flushed) => flushed.map(drop).map_err(|e| self.storage(e)),
+            Err(e) => Err(VaultError::FlushFailed {
+                path: self.inner.path.clone(),
+                reason: if e.is_panic() {
+                    "the flush panicked"
+                } else {
+                    "the flush was cancelled (is the runtime shutting down?)"
+                },
+            }),
+        }
     }
 
     fn summaries(&self, iter: sled::Iter) -> Result<Vec<RecordSummary>, VaultError> {
@@ -561,6 +578,8 @@ impl Vault {
                 last_used_at: meta.last_used_at,
             });
         }
+        // Key order puts short ids first (length prefixes); people read listings by name.
+        out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
     }
 
@@ -751,7 +770,10 @@ fn ensure_private_dir(dir: &Path) -> Result<(), VaultError> {
 /// taking the lock. Taking our own lock first gives a clean `Locked` and keeps a second
 /// opener's hands off sled's files. flock locks belong to the open file description, so a
 /// second open in the same process conflicts just like one in another process.
-struct DirLock(#[allow(dead_code)] File);
+struct DirLock {
+    // Never read: holding the open file is what holds the lock.
+    _file: File,
+}
 
 impl DirLock {
     fn acquire(dir: &Path) -> Result<DirLock, VaultError> {
@@ -765,7 +787,7 @@ impl DirLock {
             .open(&path)
             .map_err(|source| io_error("open the lock file", &path, source))?;
         match file.try_lock() {
-            Ok(()) => Ok(DirLock(file)),
+            Ok(()) => Ok(DirLock { _file: file }),
             Err(std::fs::TryLockError::WouldBlock) => Err(VaultError::Locked {
                 path: dir.to_path_buf(),
             }),
@@ -779,23 +801,33 @@ fn open_sled(dir: &Path, options: &VaultOptions) -> Result<sled::Db, VaultError>
         .path(dir)
         .cache_capacity(options.cache_capacity_bytes)
         .mode(sled::Mode::LowSpace);
-    // sled 0.34 panics instead of erring on some damaged files; a damaged vault must be an
-    // error the admin can read, not a crash.
-    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
-    match opened {
-        Ok(Ok(db)) => Ok(db),
-        Ok(Err(e)) => Err(match e {
-            sled::Error::Io(ref io) if io.to_string().starts_with("could not acquire lock") => {
-                VaultError::Locked {
-                    path: dir.to_path_buf(),
+    // We hold `vault.lock` here, so sled's own lock on `db` being taken means a sled instance
+    // of this process that was just dropped: sled 0.34 lets background I/O jobs keep the file
+    // (and its flock) open a little after the last handle goes. Wait that out, briefly.
+    let deadline = Instant::now() + SLED_LOCK_WAIT;
+    loop {
+        // sled 0.34 panics instead of erring on some damaged files; a damaged vault must be
+        // an error the admin can read, not a crash.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
+        return match opened {
+            Ok(Ok(db)) => Ok(db),
+            Ok(Err(sled::Error::Io(ref io)))
+                if io.to_string().starts_with("could not acquire lock") =>
+            {
+                if Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
                 }
+                Err(VaultError::Locked {
+                    path: dir.to_path_buf(),
+                })
             }
-            other => storage(dir, other),
-        }),
-        Err(_) => Err(VaultError::Corrupt {
-            path: dir.to_path_buf(),
-            what: "sled could not recover its files (it panicked while opening them)".into(),
-        }),
+            Ok(Err(other)) => Err(storage(dir, other)),
+            Err(_) => Err(VaultError::Corrupt {
+                path: dir.to_path_buf(),
+                what: "sled could not recover its files (it panicked while opening them)".into(),
+            }),
+        };
     }
 }
 

@@ -61,7 +61,7 @@ pub(crate) enum Kind {
 }
 
 /// Which record: the identity a ciphertext is bound to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum RecordId {
     /// The shared secret of an integration, used when no user PAT applies.

@@ -1,6 +1,7 @@
 //! Tests of the vault as a whole: round trips, what lands on disk, tampering, locking.
 
 use std::fs;
+use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
@@ -210,22 +211,22 @@ async fn list_shows_metadata_only() {
 
     let list = vault.list().unwrap();
     assert_eq!(list.len(), 3);
-    // Key order: integration secrets (kind byte 1), then PATs.
+    // Integration secrets, then PATs, each by id.
     assert_eq!(
         list[0].id,
-        RecordId::IntegrationSecret {
-            integration: "ghe-prod".into()
-        }
-    );
-    assert_eq!(list[0].credential_kind, "token");
-    assert_eq!(
-        list[1].id,
         RecordId::IntegrationSecret {
             integration: "codecommit".into()
         }
     );
-    assert_eq!(list[1].credential_kind, "aws-access-key");
-    assert_eq!(list[1].host_login, None);
+    assert_eq!(list[0].credential_kind, "aws-access-key");
+    assert_eq!(list[0].host_login, None);
+    assert_eq!(
+        list[1].id,
+        RecordId::IntegrationSecret {
+            integration: "ghe-prod".into()
+        }
+    );
+    assert_eq!(list[1].credential_kind, "token");
     assert_eq!(
         list[2],
         RecordSummary {
@@ -277,7 +278,8 @@ async fn list_user_pats_is_a_prefix_scan_of_one_integration() {
         .collect();
     assert_eq!(
         ids,
-        [ACCOUNT_A, ACCOUNT_B].map(|a| RecordId::UserPat {
+        // Sorted by account: "557058:…" before "5b10…".
+        [ACCOUNT_B, ACCOUNT_A].map(|a| RecordId::UserPat {
             integration: "ghe".into(),
             account: a.into()
         })
@@ -413,7 +415,11 @@ async fn no_plaintext_on_disk() {
 
     // The scan itself can fail: a file holding a secret's base64 is found.
     fs::write(dir.join("control"), STANDARD.encode(password)).unwrap();
-    assert_eq!(leaks(&dir, &secrets).len(), 1);
+    let found = leaks(&dir, &secrets);
+    assert!(
+        !found.is_empty() && found.iter().all(|f| f.contains("control")),
+        "{found:#?}"
+    );
 }
 
 #[tokio::test]
@@ -720,59 +726,8 @@ fn sleds_own_lock_is_mapped_to_locked() {
     assert!(matches!(err, VaultError::Locked { .. }), "{err:?}");
 }
 
-const CHILD_DIR_VAR: &str = "PATGATE_VAULT_TEST_LOCK_DIR";
-
-/// Run by `another_process_holding_the_vault_locks_it` as a child process: holds the vault
-/// open until its standard input closes.
-#[test]
-#[ignore = "helper run as a child process"]
-fn lock_holder_child() {
-    let Some(dir) = std::env::var_os(CHILD_DIR_VAR) else {
-        return;
-    };
-    let vault = Vault::open(Path::new(&dir), &key(1)).unwrap();
-    println!("LOCKED");
-    let mut line = String::new();
-    while std::io::stdin().read_line(&mut line).unwrap() > 0 {}
-    drop(vault);
-}
-
-#[test]
-fn another_process_holding_the_vault_locks_it() {
-    use std::io::BufRead as _;
-    use std::process::{Command, Stdio};
-
-    let (_tmp, dir, vault) = new_vault();
-    drop(vault);
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "vault::tests::lock_holder_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_DIR_VAR, &dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut ready = false;
-    for line in stdout.lines() {
-        if line.unwrap().contains("LOCKED") {
-            ready = true;
-            break;
-        }
-    }
-    assert!(ready, "the child did not open the vault");
-    let err = Vault::open(&dir, &key(1)).unwrap_err();
-    assert!(matches!(err, VaultError::Locked { .. }), "{err:?}");
-    drop(child.stdin.take());
-    assert!(child.wait().unwrap().success());
-    Vault::open(&dir, &key(1)).unwrap();
-}
+// Another process holding the vault is tested end to end in tests/cli.rs (the CLI against a
+// running server).
 
 #[test]
 fn damaged_key_check_and_vault_metadata() {
@@ -998,13 +953,35 @@ async fn oversized_credentials_are_refused() {
     ));
 }
 
+/// Ends the test process if `done` is not dropped within `limit`: a deadlock must fail the
+/// run, not hang it (Tokio's timer is not among the vault's features).
+fn watchdog(limit: std::time::Duration, what: &'static str) -> std::sync::mpsc::Sender<()> {
+    let (done, wait) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(limit) {
+            // Straight to stderr: the harness's capture would swallow eprintln! on exit.
+            let _ = writeln!(
+                std::io::stderr(),
+                "{what}: still running after {limit:?}; deadlocked"
+            );
+            std::process::exit(101);
+        }
+    });
+    done
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_are_all_durable() {
+    // sled 0.34.7's flush_async deadlocks under exactly this load (see Vault::flush).
+    let _watchdog = watchdog(
+        std::time::Duration::from_secs(60),
+        "concurrent_writes_are_all_durable",
+    );
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("v");
     let vault = Vault::init(&dir, &key(1)).unwrap();
     let mut tasks = Vec::new();
-    for t in 0..8 {
+    for t in 0..32 {
         let vault = vault.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..20 {
@@ -1026,8 +1003,8 @@ async fn concurrent_writes_are_all_durable() {
     }
     drop(vault);
     let vault = Vault::open(&dir, &key(1)).unwrap();
-    assert_eq!(vault.count().unwrap(), 8 * 20 + 1);
-    for t in 0..8 {
+    assert_eq!(vault.count().unwrap(), 32 * 20 + 1);
+    for t in 0..32 {
         for i in 0..20 {
             let (cred, _) = vault
                 .user_pat("ghe", &format!("acct-{t}-{i}"))
