@@ -15,8 +15,11 @@ pub fn init(settings: &LogSettings) -> Result<(), String> {
         _ => EnvFilter::try_new(&settings.level),
     }
     .map_err(|e| format!("log.level: {e}"))?;
+    use std::io::IsTerminal as _;
+    // Colours only for a person at a terminal; journald and files get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let result = match settings.format {
         LogFormat::Text => builder.try_init(),

@@ -156,6 +156,10 @@ pub fn accepts(credential: &Credential) -> Result<(), UnsupportedCredential> {
 }
 
 /// `Authorization: Bearer <token>`, marked sensitive so HTTP/2 never indexes it.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the token is written onto the upstream request here"
+)]
 pub fn apply_credential(
     headers: &mut HeaderMap,
     credential: &Credential,

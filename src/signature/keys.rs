@@ -41,6 +41,10 @@ impl HmacSecret {
     }
 
     /// The secret bytes; keep the borrow short.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the one accessor that hands HMAC key bytes to the MAC"
+    )]
     pub fn expose(&self) -> &[u8] {
         self.0.expose_secret()
     }

@@ -144,6 +144,10 @@ enum WireRef<'a> {
 }
 
 impl<'a> From<&'a Credential> for WireRef<'a> {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the credential is serialised for encryption here"
+    )]
     fn from(credential: &'a Credential) -> Self {
         match credential {
             Credential::Token(token) => WireRef::Token {
@@ -266,6 +270,7 @@ impl Visitor<'_> for B64Visitor {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods, reason = "tests compare secrets")]
 pub(crate) mod tests {
     use super::*;
 

@@ -127,6 +127,10 @@ impl MasterKey {
     }
 
     /// The key bytes, for building the cipher.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the one accessor that hands the key to the cipher"
+    )]
     pub(crate) fn expose(&self) -> &[u8; MASTER_KEY_LEN] {
         self.0.expose_secret()
     }

@@ -1,4 +1,5 @@
 //! Tests of the vault as a whole: round trips, what lands on disk, tampering, locking.
+#![allow(clippy::disallowed_methods, reason = "tests compare secrets")]
 
 use std::fs;
 use std::io::Write as _;
