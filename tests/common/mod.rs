@@ -233,6 +233,7 @@ pub struct Options {
     /// Overrides the integration's base URL (e.g. a closed port).
     pub base_url: Option<String>,
     pub request_timeout_ms: u64,
+    pub header_read_timeout_ms: u64,
     pub max_body_bytes: usize,
     pub log_level: String,
     /// Extra TOML appended to the config.
@@ -247,6 +248,7 @@ impl Default for Options {
             allowed_client_sans: Vec::new(),
             base_url: None,
             request_timeout_ms: 5_000,
+            header_read_timeout_ms: 10_000,
             max_body_bytes: 1024 * 1024,
             log_level: "info".into(),
             extra_toml: String::new(),
@@ -332,6 +334,7 @@ cert = "server.pem"
 key = "server-key.pem"
 client_ca = "ca.pem"
 allowed_client_sans = [{sans}]
+header_read_timeout_ms = {hrt}
 {ed}
 {hmac}
 [[integrations]]
@@ -356,6 +359,7 @@ level = "{level}"
             rup = opts.require_user_pat,
             aow = opts.allow_other_writes,
             rt = opts.request_timeout_ms,
+            hrt = opts.header_read_timeout_ms,
             mb = opts.max_body_bytes,
             level = opts.log_level,
             extra = opts.extra_toml,
