@@ -10,6 +10,7 @@
 //! path that does not match a known action exactly is an [`Operation::OtherWrite`] unless the
 //! method is a read.
 
+pub mod codecommit;
 pub mod github;
 
 use bytes::Bytes;
@@ -81,6 +82,7 @@ pub trait HostAdapter: Send + Sync + std::fmt::Debug {
 pub fn adapter_for(integration: &Integration) -> std::sync::Arc<dyn HostAdapter> {
     match integration.kind {
         HostKind::Github => std::sync::Arc::new(github::Github::new(&integration.base_url)),
+        HostKind::Codecommit => std::sync::Arc::new(codecommit::CodeCommit::new(integration)),
     }
 }
 
