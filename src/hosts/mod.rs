@@ -74,6 +74,30 @@ pub trait HostAdapter: Send + Sync + std::fmt::Debug {
         body: &[u8],
     ) -> Result<HostIdentity, WhoAmIError>;
 
+    /// For integration credentials only: a second who-am-I request to send when the host
+    /// answered [`HostAdapter::who_am_i_request`] with `status`, for credentials that belong
+    /// to no user (GitHub App installation tokens get 403 on `GET /user`). `None`: the first
+    /// answer stands.
+    fn integration_who_am_i_fallback(
+        &self,
+        _status: http::StatusCode,
+        _headers: &HeaderMap,
+    ) -> Option<Request<Bytes>> {
+        None
+    }
+
+    /// Reads the answer to [`HostAdapter::integration_who_am_i_fallback`].
+    fn integration_who_am_i_fallback_answer(
+        &self,
+        status: http::StatusCode,
+        _headers: &HeaderMap,
+        _body: &[u8],
+    ) -> Result<HostIdentity, WhoAmIError> {
+        Err(WhoAmIError::UnexpectedAnswer(format!(
+            "the second who-am-I request answered {status}"
+        )))
+    }
+
     /// Where on the host a user makes a token, and what it needs (for users and docs).
     fn token_help(&self) -> &'static str;
 }
