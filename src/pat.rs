@@ -76,9 +76,7 @@ pub async fn who_am_i(
 ) -> Result<HostIdentity, WhoAmIError> {
     let request = integration.adapter.who_am_i_request();
     let (status, headers, body) = send(integration, request, credential).await?;
-    integration
-        .adapter
-        .who_am_i_answer(status, &headers, &body)
+    integration.adapter.who_am_i_answer(status, &headers, &body)
 }
 
 /// Asks the host whose integration credential this is. Beyond [`who_am_i`], an integration
@@ -90,9 +88,7 @@ pub async fn who_am_i_integration(
 ) -> Result<HostIdentity, WhoAmIError> {
     let request = integration.adapter.who_am_i_request();
     let (status, headers, body) = send(integration, request, credential).await?;
-    let first = integration
-        .adapter
-        .who_am_i_answer(status, &headers, &body);
+    let first = integration.adapter.who_am_i_answer(status, &headers, &body);
     let Some(fallback) = integration
         .adapter
         .integration_who_am_i_fallback(status, &headers)

@@ -7,10 +7,10 @@ cd "$(dirname "$0")/.."
 # The interop tests sign and verify with an independent RFC 9421 implementation (PyPI
 # http-message-signatures). It lives in a private virtualenv under target/.
 venv=target/interop-venv
-if ! "$venv/bin/python" -c 'import http_message_signatures' 2>/dev/null; then
-  echo "tests/run.sh: installing http-message-signatures into $venv"
+if ! "$venv/bin/python" -c 'import http_message_signatures, botocore' 2>/dev/null; then
+  echo "tests/run.sh: installing http-message-signatures and botocore into $venv"
   python3 -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'http-message-signatures==3.0.0'
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'http-message-signatures==3.0.0' 'botocore==1.43.11'
 fi
 export PATGATE_INTEROP_PYTHON="$PWD/$venv/bin/python"
 

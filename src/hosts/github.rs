@@ -472,8 +472,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(id.login, "installation (3 repositories)");
-        let err =
-            installation_answer(StatusCode::FORBIDDEN, &HeaderMap::new(), b"{}").unwrap_err();
+        let err = installation_answer(StatusCode::FORBIDDEN, &HeaderMap::new(), b"{}").unwrap_err();
         assert!(matches!(err, WhoAmIError::Rejected(_)), "{err}");
     }
 
