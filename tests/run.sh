@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The interop tests sign and verify with an independent RFC 9421 implementation (PyPI
-# http-message-signatures). It lives in a private virtualenv under target/.
+# The interop tests sign and verify with independent implementations: RFC 9421 (PyPI
+# http-message-signatures) and AWS SigV4 (PyPI botocore, pinned to the version
+# shared/specs/codecommit was cut from). They live in a private virtualenv under target/.
 venv=target/interop-venv
 if ! "$venv/bin/python" -c 'import http_message_signatures, botocore' 2>/dev/null; then
   echo "tests/run.sh: installing http-message-signatures and botocore into $venv"
