@@ -331,10 +331,11 @@ fn read_secret_lines(what: &str) -> Result<Vec<SecretString>, String> {
 
 async fn set_secret(args: SetSecretArgs) -> CliResult {
     let config = load_config(&args.config.config)?;
-    let integration = config
+    let (index, integration) = config
         .integrations
         .iter()
-        .find(|i| i.id == args.id)
+        .enumerate()
+        .find(|(_, i)| i.id == args.id)
         .ok_or_else(|| {
             format!(
                 "no integration `{}` in {}",
@@ -364,11 +365,6 @@ async fn set_secret(args: SetSecretArgs) -> CliResult {
                 .ok_or("--region is required with --type aws")?,
         },
     };
-    let index = config
-        .integrations
-        .iter()
-        .position(|i| i.id == args.id)
-        .unwrap_or_default();
     let runtime =
         IntegrationRuntime::build(&config.source, index, integration).map_err(|e| e.to_string())?;
     runtime.adapter.accepts(&credential).map_err(|e| {
