@@ -1,8 +1,9 @@
 //! Host adapters: what each git host's requests mean, and how its credentials are applied.
 //!
-//! Everything here is pure: classification reads the method, the raw path, the query and
-//! (where a host needs it) the body; credential application edits a header map. Sockets live
-//! in [`crate::upstream`].
+//! Everything here is pure: classification reads the method, the raw path, the query, the
+//! headers (CodeCommit: `X-Amz-Target`) and (where a host needs it) the body; credential
+//! application edits the final request (CodeCommit signs it with SigV4 and the current
+//! time). Sockets live in [`crate::upstream`].
 //!
 //! Paths are handled as the raw bytes the app sent. Nothing is percent-decoded or
 //! normalised: GitLab, for one, needs `%2F` to reach it intact, and a decoded path could be
