@@ -4,21 +4,20 @@
 //! | request | answer |
 //! |---|---|
 //! | `GET /v1/integrations/{id}/users/{account}/pat` | the PAT status |
-//! | `PUT /v1/integrations/{id}/users/{account}/pat` `{"token": "…"}` | validates with the host, stores, answers the status |
+//! | `PUT /v1/integrations/{id}/users/{account}/pat` `{"token": "…"}` (CodeCommit: `{"access_key_id": "…", "secret_access_key": "…", "session_token"?: "…"}`) | validates with the host, stores, answers the status |
 //! | `DELETE /v1/integrations/{id}/users/{account}/pat` | removes it, answers the status |
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
-use secrecy::SecretString;
 use serde::Serialize;
 
 use crate::body::{full, ResponseBody};
 use crate::error::{ErrorCode, Problem};
 use crate::proxy::{check_digest, is_valid_account_id, read_body};
 use crate::server::{IntegrationRuntime, Runtime};
-use crate::vault::{Credential, PatMeta};
+use crate::vault::PatMeta;
 
 /// The most a `/v1` request body may hold.
 const API_BODY_LIMIT: usize = 64 * 1024;
@@ -59,12 +58,6 @@ impl PatStatus {
             require_user_pat: integration.config.require_user_pat,
         }
     }
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PutPat {
-    token: SecretString,
 }
 
 pub(crate) async fn handle(
@@ -112,14 +105,16 @@ pub(crate) async fn handle(
             )
             .await?;
             check_digest(&parts.headers, &body)?;
-            let put: PutPat = serde_json::from_slice(&body).map_err(|e| {
+            let put: crate::pat::PatInput = serde_json::from_slice(&body).map_err(|e| {
                 // serde's message names the field, never the value.
                 Problem::new(
                     ErrorCode::BadRequest,
-                    format!("the body must be {{\"token\": \"…\"}}: {e}"),
+                    format!("the body must be {{\"token\": \"…\"}} (CodeCommit: {{\"access_key_id\": \"…\", \"secret_access_key\": \"…\"}}): {e}"),
                 )
             })?;
-            let credential = Credential::Token(put.token);
+            let credential = put
+                .into_credential(&integration.config)
+                .map_err(|why| Problem::new(ErrorCode::BadRequest, why))?;
             let meta =
                 crate::pat::validate_and_store(integration, vault, &account, &credential).await?;
             tracing::info!(target: "patgate::audit", integration = id, account = %account, host_login = %meta.host_login, "user PAT stored");

@@ -127,6 +127,18 @@ pub struct Integration {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
+    /// Set for `kind = "codecommit"` only.
+    pub codecommit: Option<CodeCommitSettings>,
+}
+
+/// What a CodeCommit integration needs beyond a base URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeCommitSettings {
+    /// The AWS region requests are signed for, e.g. `eu-west-1`.
+    pub region: String,
+    /// Where STS `GetCallerIdentity` (who am I) is sent: `https://sts.{region}.amazonaws.com`
+    /// unless the file says otherwise.
+    pub sts_endpoint: http::Uri,
 }
 
 /// Which host adapter applies.
@@ -135,12 +147,15 @@ pub struct Integration {
 pub enum HostKind {
     /// GitHub Enterprise Server (`/api/v3`) and github.com (`https://api.github.com`).
     Github,
+    /// AWS CodeCommit (`https://codecommit.{region}.amazonaws.com`, JSON 1.1, SigV4).
+    Codecommit,
 }
 
 impl HostKind {
     pub fn as_str(self) -> &'static str {
         match self {
             HostKind::Github => "github",
+            HostKind::Codecommit => "codecommit",
         }
     }
 }
@@ -279,6 +294,10 @@ struct RawIntegration {
     request_timeout_ms: u64,
     #[serde(default = "d_body")]
     max_body_bytes: usize,
+    /// CodeCommit only.
+    region: Option<String>,
+    /// CodeCommit only.
+    sts_endpoint: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -558,6 +577,22 @@ impl Validator<'_> {
             if integ.max_body_bytes == 0 {
                 return Err(self.err(at("max_body_bytes"), "must be greater than 0"));
             }
+            let codecommit = match integ.kind {
+                HostKind::Codecommit => {
+                    Some(self.codecommit(&at, &base_url, integ.region, integ.sts_endpoint)?)
+                }
+                _ => {
+                    for (field, value) in [
+                        ("region", &integ.region),
+                        ("sts_endpoint", &integ.sts_endpoint),
+                    ] {
+                        if value.is_some() {
+                            return Err(self.err(at(field), "is only for kind = \"codecommit\""));
+                        }
+                    }
+                    None
+                }
+            };
             out.push(Integration {
                 id: integ.id,
                 kind: integ.kind,
@@ -569,10 +604,79 @@ impl Validator<'_> {
                 connect_timeout: Duration::from_millis(integ.connect_timeout_ms),
                 request_timeout: Duration::from_millis(integ.request_timeout_ms),
                 max_body_bytes: integ.max_body_bytes,
+                codecommit,
             });
         }
         Ok(out)
     }
+
+    /// The region comes from the file or from a base URL `codecommit.{region}.amazonaws.com`;
+    /// the STS endpoint defaults to the region's.
+    fn codecommit(
+        &self,
+        at: &dyn Fn(&str) -> String,
+        base_url: &http::Uri,
+        region: Option<String>,
+        sts_endpoint: Option<String>,
+    ) -> Result<CodeCommitSettings, ConfigError> {
+        let region = match region {
+            Some(region) if is_valid_aws_region(&region) => region,
+            Some(region) => {
+                return Err(self.err(
+                    at("region"),
+                    format!("`{region}` is not an AWS region like eu-west-1"),
+                ))
+            }
+            None => region_of_codecommit_host(base_url.host().unwrap_or("")).ok_or_else(|| {
+                self.err(
+                    at("region"),
+                    "is required when base_url is not https://codecommit.{region}.amazonaws.com",
+                )
+            })?,
+        };
+        let sts_endpoint = match sts_endpoint {
+            Some(text) => parse_base_url(&text).map_err(|why| self.err(at("sts_endpoint"), why))?,
+            None => default_sts_endpoint(&region, base_url.host().unwrap_or(""))
+                .parse()
+                .map_err(|e| self.err(at("sts_endpoint"), format!("{e}")))?,
+        };
+        Ok(CodeCommitSettings {
+            region,
+            sts_endpoint,
+        })
+    }
+}
+
+/// `eu-west-1`, `us-gov-west-1`, `cn-north-1`: lowercase letters, digits and dashes.
+fn is_valid_aws_region(region: &str) -> bool {
+    !region.is_empty()
+        && region.len() <= 32
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !region.starts_with('-')
+        && !region.ends_with('-')
+}
+
+/// The region in `codecommit.{region}.amazonaws.com` (or `codecommit-fips.…`, or `.com.cn`).
+fn region_of_codecommit_host(host: &str) -> Option<String> {
+    let rest = host
+        .strip_prefix("codecommit.")
+        .or_else(|| host.strip_prefix("codecommit-fips."))?;
+    let region = rest
+        .strip_suffix(".amazonaws.com")
+        .or_else(|| rest.strip_suffix(".amazonaws.com.cn"))?;
+    is_valid_aws_region(region).then(|| region.to_string())
+}
+
+/// `https://sts.{region}.amazonaws.com`, or `.com.cn` when CodeCommit is in a China region.
+fn default_sts_endpoint(region: &str, codecommit_host: &str) -> String {
+    let suffix = if codecommit_host.ends_with(".amazonaws.com.cn") {
+        "amazonaws.com.cn"
+    } else {
+        "amazonaws.com"
+    };
+    format!("https://sts.{region}.{suffix}")
 }
 
 /// Integration ids appear in URLs (`/git/{id}/…`) and vault keys, so they are kept to a
@@ -738,6 +842,66 @@ base_url = "https://ghe.example.com/"
     }
 
     #[test]
+    fn codecommit_region_and_sts_endpoint_default_from_the_base_url() {
+        let text = MINIMAL.replace("\"github\"", "\"codecommit\"").replace(
+            "https://ghe.example.com/",
+            "https://codecommit.eu-west-1.amazonaws.com",
+        );
+        let cfg = parse(&text).unwrap();
+        let cc = cfg.integrations[0].codecommit.as_ref().unwrap();
+        assert_eq!(cc.region, "eu-west-1");
+        assert_eq!(cc.sts_endpoint, "https://sts.eu-west-1.amazonaws.com/");
+
+        let text = MINIMAL.replace("\"github\"", "\"codecommit\"").replace(
+            "https://ghe.example.com/",
+            "https://codecommit-fips.cn-north-1.amazonaws.com.cn",
+        );
+        let cc = parse(&text).unwrap().integrations[0]
+            .codecommit
+            .clone()
+            .unwrap();
+        assert_eq!(cc.region, "cn-north-1");
+        assert_eq!(cc.sts_endpoint, "https://sts.cn-north-1.amazonaws.com.cn/");
+    }
+
+    #[test]
+    fn codecommit_behind_another_url_needs_a_region() {
+        let cc = MINIMAL.replace("\"github\"", "\"codecommit\"");
+        let err = parse(&cc).unwrap_err();
+        assert_eq!(err.key, "integrations[0].region");
+        let text = cc.replace(
+            "kind = \"codecommit\"",
+            "kind = \"codecommit\"\nregion = \"us-east-2\"\nsts_endpoint = \"https://127.0.0.1:9/\"",
+        );
+        let cc = parse(&text).unwrap().integrations[0]
+            .codecommit
+            .clone()
+            .unwrap();
+        assert_eq!(cc.region, "us-east-2");
+        assert_eq!(cc.sts_endpoint, "https://127.0.0.1:9");
+        let bad = cc_with(&text, "region = \"us-east-2\"", "region = \"US East\"");
+        assert_eq!(parse(&bad).unwrap_err().key, "integrations[0].region");
+        let plain = cc_with(&text, "https://127.0.0.1:9/", "http://127.0.0.1:9/");
+        assert_eq!(
+            parse(&plain).unwrap_err().key,
+            "integrations[0].sts_endpoint"
+        );
+    }
+
+    fn cc_with(text: &str, from: &str, to: &str) -> String {
+        text.replace(from, to)
+    }
+
+    #[test]
+    fn aws_keys_are_refused_on_other_kinds() {
+        let text = MINIMAL.replace(
+            "kind = \"github\"",
+            "kind = \"github\"\nregion = \"eu-west-1\"",
+        );
+        assert_eq!(parse(&text).unwrap_err().key, "integrations[0].region");
+    }
+
+    #[test]
     fn syntax_error_is_reported_with_position() {
         let err = parse("state_dir = \n").unwrap_err();
         assert!(err.reason.contains("at byte"), "{err}");
@@ -770,7 +934,9 @@ mod example_file {
     #[test]
     fn the_example_parses() {
         let cfg = Config::parse(Path::new("/etc/patgate/patgate.toml"), EXAMPLE).unwrap();
-        assert_eq!(cfg.integrations.len(), 1);
+        assert_eq!(cfg.integrations.len(), 2);
+        let cc = cfg.integrations[1].codecommit.as_ref().unwrap();
+        assert_eq!(cc.region, "eu-west-1");
         assert_eq!(
             cfg.signatures.nonce_cache_entries,
             defaults::NONCE_CACHE_ENTRIES

@@ -3,8 +3,12 @@
 //! Shared by the `/v1` API and `patgate pat set`, so a PAT is never stored without the host
 //! having said whose it is.
 
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Limited};
+use secrecy::SecretString;
 
+use crate::config::Integration;
 use crate::hosts::{HostIdentity, WhoAmIError};
 use crate::server::{unix_now, IntegrationRuntime};
 use crate::upstream::UpstreamError;
@@ -13,12 +17,102 @@ use crate::vault::{Credential, PatMeta, Vault, VaultError};
 /// The most of a who-am-I answer patgate reads.
 const WHO_AM_I_LIMIT: usize = 256 * 1024;
 
+/// What a user enters as a "PAT": a token, or on CodeCommit their own access key pair (the
+/// region is the integration's). The `/v1` PUT body has this shape.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatInput {
+    pub token: Option<SecretString>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<SecretString>,
+    pub session_token: Option<SecretString>,
+}
+
+impl PatInput {
+    /// The credential, when the fields form exactly one of `{token}` and
+    /// `{access_key_id, secret_access_key[, session_token]}`; the error says which fields
+    /// are wrong, never a value.
+    pub fn into_credential(self, integration: &Integration) -> Result<Credential, String> {
+        match self {
+            PatInput {
+                token: Some(token),
+                access_key_id: None,
+                secret_access_key: None,
+                session_token: None,
+            } => Ok(Credential::Token(token)),
+            PatInput {
+                token: None,
+                access_key_id: Some(access_key_id),
+                secret_access_key: Some(secret_access_key),
+                session_token,
+            } => {
+                let region = integration
+                    .codecommit
+                    .as_ref()
+                    .map(|c| c.region.clone())
+                    .ok_or_else(|| {
+                        format!(
+                            "integration `{}` is a {} host: send {{\"token\": \"…\"}}",
+                            integration.id,
+                            integration.kind.as_str()
+                        )
+                    })?;
+                Ok(Credential::Aws {
+                    access_key_id,
+                    secret_access_key,
+                    session_token,
+                    region,
+                })
+            }
+            _ => Err("send either {\"token\": \"…\"} or {\"access_key_id\": \"…\", \"secret_access_key\": \"…\"} (with an optional \"session_token\")".into()),
+        }
+    }
+}
+
 /// Asks the host whose `credential` this is.
 pub async fn who_am_i(
     integration: &IntegrationRuntime,
     credential: &Credential,
 ) -> Result<HostIdentity, WhoAmIError> {
-    let mut request = integration.adapter.who_am_i_request();
+    let request = integration.adapter.who_am_i_request();
+    let (status, headers, body) = send(integration, request, credential).await?;
+    integration.adapter.who_am_i_answer(status, &headers, &body)
+}
+
+/// Asks the host whose integration credential this is. Beyond [`who_am_i`], an integration
+/// credential may be one that no user owns (a GitHub App installation token, refused on
+/// `/user`): when the host's answer calls for it, the adapter's second request decides.
+pub async fn who_am_i_integration(
+    integration: &IntegrationRuntime,
+    credential: &Credential,
+) -> Result<HostIdentity, WhoAmIError> {
+    let request = integration.adapter.who_am_i_request();
+    let (status, headers, body) = send(integration, request, credential).await?;
+    let first = integration.adapter.who_am_i_answer(status, &headers, &body);
+    let Some(fallback) = integration
+        .adapter
+        .integration_who_am_i_fallback(status, &headers)
+    else {
+        return first;
+    };
+    let (status, headers, body) = send(integration, fallback, credential).await?;
+    integration
+        .adapter
+        .integration_who_am_i_fallback_answer(status, &headers, &body)
+        .map_err(|second| match (first, second) {
+            (Err(WhoAmIError::Rejected(a)), WhoAmIError::Rejected(b)) => {
+                WhoAmIError::Rejected(format!("{a}; and {b}"))
+            }
+            (_, second) => second,
+        })
+}
+
+/// Sends a who-am-I request with `credential` applied; answers status, headers and body.
+async fn send(
+    integration: &IntegrationRuntime,
+    mut request: Request<Bytes>,
+    credential: &Credential,
+) -> Result<(StatusCode, HeaderMap, Bytes), WhoAmIError> {
     if request.uri().scheme().is_none() {
         let path = request
             .uri()
@@ -43,9 +137,7 @@ pub async fn who_am_i(
             )))
         })?
         .to_bytes();
-    integration
-        .adapter
-        .who_am_i_answer(head.status, &head.headers, &body)
+    Ok((head.status, head.headers, body))
 }
 
 /// Why a PAT was not stored.
@@ -65,6 +157,10 @@ pub async fn validate_and_store(
     account: &str,
     credential: &Credential,
 ) -> Result<PatMeta, StoreError> {
+    integration
+        .adapter
+        .accepts(credential)
+        .map_err(WhoAmIError::from)?;
     let identity = who_am_i(integration, credential).await?;
     let now = unix_now();
     let created_at = vault

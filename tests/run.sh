@@ -4,13 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The interop tests sign and verify with an independent RFC 9421 implementation (PyPI
-# http-message-signatures). It lives in a private virtualenv under target/.
+# The interop tests sign and verify with independent implementations: RFC 9421 (PyPI
+# http-message-signatures) and AWS SigV4 (PyPI botocore, pinned to the version
+# shared/specs/codecommit was cut from). They live in a private virtualenv under target/.
 venv=target/interop-venv
-if ! "$venv/bin/python" -c 'import http_message_signatures' 2>/dev/null; then
-  echo "tests/run.sh: installing http-message-signatures into $venv"
+if ! "$venv/bin/python" -c 'import http_message_signatures, botocore' 2>/dev/null; then
+  echo "tests/run.sh: installing http-message-signatures and botocore into $venv"
   python3 -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'http-message-signatures==3.0.0'
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'http-message-signatures==3.0.0' 'botocore==1.43.11'
 fi
 export PATGATE_INTEROP_PYTHON="$PWD/$venv/bin/python"
 

@@ -108,9 +108,12 @@ struct SetSecretArgs {
     /// optional session token on a second line).
     #[arg(long)]
     access_key_id: Option<String>,
-    /// For `aws`: the region.
+    /// For `aws`: the region. Default: the integration's (`region` in the config).
     #[arg(long)]
     region: Option<String>,
+    /// Store without asking the host whose credential it is (for a host not reachable yet).
+    #[arg(long)]
+    no_validate: bool,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -140,6 +143,10 @@ struct PatArgs {
     /// The user's Atlassian accountId.
     #[arg(long)]
     account: String,
+    /// `set` on CodeCommit: the user's access key id; standard input then holds the secret
+    /// access key, and for temporary credentials the session token on a second line.
+    #[arg(long)]
+    access_key_id: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -324,10 +331,11 @@ fn read_secret_lines(what: &str) -> Result<Vec<SecretString>, String> {
 
 async fn set_secret(args: SetSecretArgs) -> CliResult {
     let config = load_config(&args.config.config)?;
-    let integration = config
+    let (index, integration) = config
         .integrations
         .iter()
-        .find(|i| i.id == args.id)
+        .enumerate()
+        .find(|(_, i)| i.id == args.id)
         .ok_or_else(|| {
             format!(
                 "no integration `{}` in {}",
@@ -351,28 +359,50 @@ async fn set_secret(args: SetSecretArgs) -> CliResult {
                 .ok_or("--access-key-id is required with --type aws")?,
             secret_access_key: first,
             session_token: lines.next(),
-            region: args.region.ok_or("--region is required with --type aws")?,
+            region: args
+                .region
+                .or_else(|| integration.codecommit.as_ref().map(|c| c.region.clone()))
+                .ok_or("--region is required with --type aws")?,
         },
     };
-    let adapter = crate::hosts::adapter_for(integration);
-    adapter.accepts(&credential).map_err(|e| {
+    let runtime =
+        IntegrationRuntime::build(&config.source, index, integration).map_err(|e| e.to_string())?;
+    runtime.adapter.accepts(&credential).map_err(|e| {
         format!(
             "integration `{}` ({}): {e}",
             args.id,
             integration.kind.as_str()
         )
     })?;
+    // Asked before the vault is opened, so a refused credential leaves the vault as it was.
+    let host_login = if args.no_validate {
+        None
+    } else {
+        let identity = crate::pat::who_am_i_integration(&runtime, &credential)
+            .await
+            .map_err(|e| {
+                format!("not stored: {e} (use --no-validate to store it without asking the host)")
+            })?;
+        Some(identity.login)
+    };
     let vault = open_vault(&config)?;
     vault
         .put_integration_secret(&args.id, &credential)
         .await
         .map_err(|e| e.to_string())?;
     tracing::info!(target: "patgate::audit", integration = %args.id, "integration secret changed");
-    println!(
-        "stored the {} secret of integration `{}`",
-        credential.kind_name(),
-        args.id
-    );
+    match host_login {
+        Some(login) => println!(
+            "stored the {} secret of integration `{}`; the host says it belongs to {login}",
+            credential.kind_name(),
+            args.id
+        ),
+        None => println!(
+            "stored the {} secret of integration `{}` without validating it (--no-validate)",
+            credential.kind_name(),
+            args.id
+        ),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -403,11 +433,23 @@ async fn pat(command: PatCommand) -> CliResult {
     let vault = open_vault(&config)?;
     let meta = match action {
         "set" => {
-            let token = read_secret_lines("the personal access token")?
-                .into_iter()
-                .next()
-                .ok_or("no token")?;
-            let credential = Credential::Token(token);
+            let mut lines = read_secret_lines("the personal access token")?.into_iter();
+            let first = lines.next().ok_or("no token")?;
+            let input = match args.access_key_id.clone() {
+                Some(access_key_id) => crate::pat::PatInput {
+                    token: None,
+                    access_key_id: Some(access_key_id),
+                    secret_access_key: Some(first),
+                    session_token: lines.next(),
+                },
+                None => crate::pat::PatInput {
+                    token: Some(first),
+                    access_key_id: None,
+                    secret_access_key: None,
+                    session_token: None,
+                },
+            };
+            let credential = input.into_credential(integration)?;
             let meta = crate::pat::validate_and_store(&runtime, &vault, &args.account, &credential)
                 .await
                 .map_err(|e| format!("not stored: {e}"))?;

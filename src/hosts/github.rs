@@ -5,7 +5,7 @@
 //! | create branch | `POST /repos/{o}/{r}/git/refs` with `"ref": "refs/heads/…"` |
 //! | delete branch | `DELETE /repos/{o}/{r}/git/refs/heads/…` |
 //! | create pull request | `POST /repos/{o}/{r}/pulls` |
-//! | who am I | `GET /user` |
+//! | who am I | `GET /user`; for integration credentials refused there with 403, `GET /installation/repositories` (GitHub App installation tokens) |
 //!
 //! The same endpoint that creates a branch also creates tags (`refs/tags/…`); only
 //! `refs/heads/` counts as a branch, anything else is an other-write.
@@ -97,9 +97,80 @@ impl HostAdapter for Github {
         who_am_i_answer(status, headers, body)
     }
 
+    /// GitHub App installation tokens get 403 on `/user`; `/installation/repositories`
+    /// confirms them. Not for a rate-limited 403, which says nothing about the token.
+    fn integration_who_am_i_fallback(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+    ) -> Option<Request<Bytes>> {
+        if status != StatusCode::FORBIDDEN || is_rate_limited(headers) {
+            return None;
+        }
+        let mut request = Request::new(Bytes::new());
+        *request.uri_mut() = format!("{}/installation/repositories?per_page=1", self.api_prefix)
+            .parse()
+            .expect("a fixed path is a valid URI");
+        default_headers(request.headers_mut());
+        Some(request)
+    }
+
+    fn integration_who_am_i_fallback_answer(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<HostIdentity, WhoAmIError> {
+        installation_answer(status, headers, body)
+    }
+
     fn token_help(&self) -> &'static str {
         TOKEN_HELP
     }
+}
+
+/// Reads `GET /installation/repositories`: an installation token's identity is
+/// `installation (N repositories)`, N being the repositories it may reach.
+pub fn installation_answer(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<HostIdentity, WhoAmIError> {
+    match status {
+        StatusCode::OK => {}
+        StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS if is_rate_limited(headers) => {
+            return Err(WhoAmIError::UnexpectedAnswer(
+                "GitHub is rate limiting this token; try again later".into(),
+            ))
+        }
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND => {
+            return Err(WhoAmIError::Rejected(format!(
+                "GET /installation/repositories answered {status}: not an app installation token either"
+            )))
+        }
+        other => {
+            return Err(WhoAmIError::UnexpectedAnswer(format!(
+                "GET /installation/repositories answered {other}"
+            )))
+        }
+    }
+    #[derive(serde::Deserialize)]
+    struct Installation {
+        total_count: u64,
+    }
+    let installation: Installation = serde_json::from_slice(body).map_err(|_| {
+        WhoAmIError::UnexpectedAnswer(
+            "GET /installation/repositories did not return a total_count".into(),
+        )
+    })?;
+    let n = installation.total_count;
+    Ok(HostIdentity {
+        login: format!(
+            "installation ({n} {})",
+            if n == 1 { "repository" } else { "repositories" }
+        ),
+        scopes: Vec::new(),
+    })
 }
 
 /// Classifies a request; `path` is the raw path below the integration (GHES paths keep
@@ -377,6 +448,36 @@ mod tests {
 
         let err = who_am_i_answer(StatusCode::UNAUTHORIZED, &HeaderMap::new(), b"{}").unwrap_err();
         assert!(matches!(err, WhoAmIError::Rejected(_)));
+    }
+
+    #[test]
+    fn installation_tokens_are_confirmed_on_installation_repositories() {
+        let gh = Github::new(&"https://ghe.example.com".parse().unwrap());
+        let fallback = gh
+            .integration_who_am_i_fallback(StatusCode::FORBIDDEN, &HeaderMap::new())
+            .unwrap();
+        assert_eq!(
+            fallback.uri(),
+            "/api/v3/installation/repositories?per_page=1"
+        );
+        assert!(gh
+            .integration_who_am_i_fallback(StatusCode::UNAUTHORIZED, &HeaderMap::new())
+            .is_none());
+        let mut limited = HeaderMap::new();
+        limited.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
+        assert!(gh
+            .integration_who_am_i_fallback(StatusCode::FORBIDDEN, &limited)
+            .is_none());
+
+        let id = installation_answer(
+            StatusCode::OK,
+            &HeaderMap::new(),
+            br#"{"total_count":3,"repositories":[{"id":1}]}"#,
+        )
+        .unwrap();
+        assert_eq!(id.login, "installation (3 repositories)");
+        let err = installation_answer(StatusCode::FORBIDDEN, &HeaderMap::new(), b"{}").unwrap_err();
+        assert!(matches!(err, WhoAmIError::Rejected(_)), "{err}");
     }
 
     #[test]

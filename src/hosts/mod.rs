@@ -1,8 +1,9 @@
 //! Host adapters: what each git host's requests mean, and how its credentials are applied.
 //!
-//! Everything here is pure: classification reads the method, the raw path, the query and
-//! (where a host needs it) the body; credential application edits a header map. Sockets live
-//! in [`crate::upstream`].
+//! Everything here is pure: classification reads the method, the raw path, the query, the
+//! headers (CodeCommit: `X-Amz-Target`) and (where a host needs it) the body; credential
+//! application edits the final request (CodeCommit signs it with SigV4 and the current
+//! time). Sockets live in [`crate::upstream`].
 //!
 //! Paths are handled as the raw bytes the app sent. Nothing is percent-decoded or
 //! normalised: GitLab, for one, needs `%2F` to reach it intact, and a decoded path could be
@@ -10,6 +11,7 @@
 //! path that does not match a known action exactly is an [`Operation::OtherWrite`] unless the
 //! method is a read.
 
+pub mod codecommit;
 pub mod github;
 
 use bytes::Bytes;
@@ -73,6 +75,30 @@ pub trait HostAdapter: Send + Sync + std::fmt::Debug {
         body: &[u8],
     ) -> Result<HostIdentity, WhoAmIError>;
 
+    /// For integration credentials only: a second who-am-I request to send when the host
+    /// answered [`HostAdapter::who_am_i_request`] with `status`, for credentials that belong
+    /// to no user (GitHub App installation tokens get 403 on `GET /user`). `None`: the first
+    /// answer stands.
+    fn integration_who_am_i_fallback(
+        &self,
+        _status: http::StatusCode,
+        _headers: &HeaderMap,
+    ) -> Option<Request<Bytes>> {
+        None
+    }
+
+    /// Reads the answer to [`HostAdapter::integration_who_am_i_fallback`].
+    fn integration_who_am_i_fallback_answer(
+        &self,
+        status: http::StatusCode,
+        _headers: &HeaderMap,
+        _body: &[u8],
+    ) -> Result<HostIdentity, WhoAmIError> {
+        Err(WhoAmIError::UnexpectedAnswer(format!(
+            "the second who-am-I request answered {status}"
+        )))
+    }
+
     /// Where on the host a user makes a token, and what it needs (for users and docs).
     fn token_help(&self) -> &'static str;
 }
@@ -81,6 +107,7 @@ pub trait HostAdapter: Send + Sync + std::fmt::Debug {
 pub fn adapter_for(integration: &Integration) -> std::sync::Arc<dyn HostAdapter> {
     match integration.kind {
         HostKind::Github => std::sync::Arc::new(github::Github::new(&integration.base_url)),
+        HostKind::Codecommit => std::sync::Arc::new(codecommit::CodeCommit::new(integration)),
     }
 }
 
