@@ -198,6 +198,10 @@ fn is_read(operation: &str) -> bool {
 /// `x-amz-target` and `content-type` when present, and `x-amz-security-token` for temporary
 /// credentials. Other headers travel unsigned, as AWS allows, so nothing that a hop may
 /// rewrite (User-Agent, tracing headers) can break the signature.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the key pair signs the upstream request here"
+)]
 pub fn sign_request(
     request: &mut Request<Bytes>,
     credential: &Credential,
