@@ -527,7 +527,9 @@ level = "{level}"
     pub async fn try_start(&self) -> Result<Gateway, String> {
         let mut config = patgate::config::Config::load(&self.config_path).unwrap();
         let key = MasterKey::load_file(&self.dir.path().join("master-key")).unwrap();
-        let vault = Arc::new(Vault::open(&config.state_dir, &key).unwrap());
+        let vault = Arc::new(
+            Vault::open(&config.state_dir, &key).map_err(|e| format!("opening the vault: {e}"))?,
+        );
         // The same async start step as `patgate run`: detect TFS releases first.
         patgate::server::detect_host_versions(&mut config, &vault)
             .await
