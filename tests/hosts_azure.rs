@@ -252,7 +252,15 @@ async fn every_policy_row() {
     use Expect::*;
     // (host: "services" or a server release, require_user_pat, allow_other_writes,
     //  request, account, expected)
-    let mut rows: Vec<(&str, bool, bool, Action, Option<&str>, Expect)> = Vec::new();
+    type Row = (
+        &'static str,
+        bool,
+        bool,
+        Action,
+        Option<&'static str>,
+        Expect,
+    );
+    let mut rows: Vec<Row> = Vec::new();
     for host in ["services", "2017", "2022"] {
         rows.extend([
             (
@@ -626,9 +634,7 @@ async fn a_failed_detection_is_a_clear_start_error() {
         Options::default(),
     )
     .await;
-    let err = gw
-        .err()
-        .expect("patgate started without knowing the release");
+    let err = gw.expect_err("patgate started without knowing the release");
     assert!(err.contains("integrations[0].version"), "{err}");
     assert!(err.contains("integration `ghe`"), "{err}");
     assert!(err.contains("set `version`"), "{err}");
@@ -646,7 +652,7 @@ async fn a_failed_detection_is_a_clear_start_error() {
         },
     )
     .await;
-    let err = gw.err().expect("patgate started with a refused secret");
+    let err = gw.expect_err("patgate started with a refused secret");
     assert!(
         err.contains("refused the integration's credentials (HTTP 401"),
         "{err}"
@@ -738,4 +744,48 @@ async fn requests_match_the_azure_devops_descriptions() {
             .contains("sourceRefName"));
         gw.stop().await;
     }
+}
+
+/// `patgate config check` asks the server too (the vault is not locked while the service is
+/// stopped), and reports a failed detection naming the integration.
+#[tokio::test(flavor = "multi_thread")]
+async fn config_check_reports_a_failed_detection() {
+    let ca = Arc::new(DevCa::generate("patgate test CA").unwrap());
+    let host = RecordingHost::start(&ca, HostMode::Normal).await;
+    let opts = Options {
+        kind: "tfs",
+        base_url: Some(format!("{}/tfs/DefaultCollection", host.base_url())),
+        ..Options::default()
+    };
+    let setup = Setup::with_ca(Arc::new(tempfile::tempdir().unwrap()), ca, &host, &opts).await;
+    let check = |config: std::path::PathBuf| async move {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_patgate"))
+                .args(["config", "check"])
+                .arg(&config)
+                .env_remove("PATGATE_CONFIG")
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap()
+    };
+    let out = check(setup.config_path.clone()).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "integrations[0].version: detecting the server release of integration `ghe` failed"
+        ),
+        "{stderr}"
+    );
+    // Once the server answers, the same file passes.
+    *host.tfs_probe.lock().unwrap() = TfsProbe::Locations("6.0");
+    let out = check(setup.config_path.clone()).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -265,9 +265,18 @@ async fn config_check(file: &Path) -> CliResult {
         // Detection asks the server with the integration's secret, so it needs the vault.
         // While the service runs the vault is locked: say so rather than fail a good file.
         match open_vault(&config) {
-            Ok(vault) => crate::server::detect_host_versions(&mut config, &vault)
-                .await
-                .map_err(|e| e.to_string())?,
+            Ok(vault) => {
+                crate::server::detect_host_versions(&mut config, &vault)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                for integration in &config.integrations {
+                    if let Some(crate::config::TfsVersion::Release(release)) =
+                        integration.tfs_version
+                    {
+                        println!("integration `{}`: {release}", integration.id);
+                    }
+                }
+            }
             Err(why) => eprintln!(
                 "note: TFS `version = \"auto\"` was not checked: the vault cannot be opened ({why})"
             ),
