@@ -115,7 +115,7 @@ impl HostAdapter for Azure {
             (Deployment::Services, Credential::Token(_)) => Ok(()),
             (Deployment::Server(Some(release)), Credential::Token(_)) if !release.has_pats() => {
                 Err(UnsupportedCredential(
-                    "token (TFS 2013 and 2015 have no personal access tokens; use --type username-password)",
+                    "token (TFS 2013 and 2015 have no personal access tokens: store a user name and password)",
                 ))
             }
             (Deployment::Server(_), Credential::Token(_) | Credential::UsernamePassword { .. }) => {

@@ -527,9 +527,19 @@ level = "{level}"
     pub async fn try_start(&self) -> Result<Gateway, String> {
         let mut config = patgate::config::Config::load(&self.config_path).unwrap();
         let key = MasterKey::load_file(&self.dir.path().join("master-key")).unwrap();
-        let vault = Arc::new(
-            Vault::open(&config.state_dir, &key).map_err(|e| format!("opening the vault: {e}"))?,
-        );
+        // The vault made by `Setup` (or a stopped gateway) may still be letting go of its
+        // lock for a moment after it was dropped (sled's background flusher holds it), so a
+        // lock held right after start is retried briefly instead of failing the test.
+        let mut tries = 0;
+        let vault = loop {
+            match Vault::open(&config.state_dir, &key) {
+                Err(patgate::vault::VaultError::Locked { .. }) if tries < 100 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => break Arc::new(other.map_err(|e| format!("opening the vault: {e}"))?),
+            }
+        };
         // The same async start step as `patgate run`: detect TFS releases first.
         patgate::server::detect_host_versions(&mut config, &vault)
             .await
