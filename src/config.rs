@@ -129,6 +129,9 @@ pub struct Integration {
     pub max_body_bytes: usize,
     /// Set for `kind = "codecommit"` only.
     pub codecommit: Option<CodeCommitSettings>,
+    /// The server release, for `tfs` only (`None` for every other kind). `auto` is replaced
+    /// by the detected release at start ([`crate::server::detect_host_versions`]).
+    pub tfs_version: Option<TfsVersion>,
 }
 
 /// What a CodeCommit integration needs beyond a base URL.
@@ -141,6 +144,70 @@ pub struct CodeCommitSettings {
     pub sts_endpoint: http::Uri,
 }
 
+/// The `version` key of a `tfs` integration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TfsVersion {
+    /// Ask the server at start.
+    Auto,
+    Release(TfsRelease),
+}
+
+/// Azure DevOps Server / Team Foundation Server releases, oldest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TfsRelease {
+    Tfs2013,
+    Tfs2015,
+    Tfs2017,
+    Tfs2018,
+    Server2019,
+    Server2020,
+    Server2022,
+}
+
+impl TfsRelease {
+    pub const ALL: [TfsRelease; 7] = [
+        TfsRelease::Tfs2013,
+        TfsRelease::Tfs2015,
+        TfsRelease::Tfs2017,
+        TfsRelease::Tfs2018,
+        TfsRelease::Server2019,
+        TfsRelease::Server2020,
+        TfsRelease::Server2022,
+    ];
+
+    /// The year as written in the config file.
+    pub fn year(self) -> u16 {
+        match self {
+            TfsRelease::Tfs2013 => 2013,
+            TfsRelease::Tfs2015 => 2015,
+            TfsRelease::Tfs2017 => 2017,
+            TfsRelease::Tfs2018 => 2018,
+            TfsRelease::Server2019 => 2019,
+            TfsRelease::Server2020 => 2020,
+            TfsRelease::Server2022 => 2022,
+        }
+    }
+
+    /// Personal access tokens exist from TFS 2017 on.
+    pub fn has_pats(self) -> bool {
+        self >= TfsRelease::Tfs2017
+    }
+}
+
+impl fmt::Display for TfsRelease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TfsRelease::Tfs2013
+            | TfsRelease::Tfs2015
+            | TfsRelease::Tfs2017
+            | TfsRelease::Tfs2018 => {
+                write!(f, "TFS {}", self.year())
+            }
+            _ => write!(f, "Azure DevOps Server {}", self.year()),
+        }
+    }
+}
+
 /// Which host adapter applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -149,6 +216,12 @@ pub enum HostKind {
     Github,
     /// AWS CodeCommit (`https://codecommit.{region}.amazonaws.com`, JSON 1.1, SigV4).
     Codecommit,
+    /// GitLab self-managed and gitlab.com (`/api/v4`).
+    Gitlab,
+    /// Azure DevOps Services: `https://dev.azure.com/{org}` or `https://{org}.visualstudio.com`.
+    AzureDevops,
+    /// Azure DevOps Server / Team Foundation Server 2013 to 2022: the collection URL.
+    Tfs,
 }
 
 impl HostKind {
@@ -156,6 +229,9 @@ impl HostKind {
         match self {
             HostKind::Github => "github",
             HostKind::Codecommit => "codecommit",
+            HostKind::Gitlab => "gitlab",
+            HostKind::AzureDevops => "azure-devops",
+            HostKind::Tfs => "tfs",
         }
     }
 }
@@ -203,6 +279,8 @@ pub mod defaults {
     pub const REQUEST_TIMEOUT_MS: u64 = 30_000;
     pub const MAX_BODY_BYTES: usize = 1024 * 1024;
     pub const LOG_LEVEL: &str = "info";
+    /// `version` of a `tfs` integration.
+    pub const TFS_VERSION: &str = "auto";
 }
 
 #[derive(Debug, Deserialize)]
@@ -298,6 +376,15 @@ struct RawIntegration {
     region: Option<String>,
     /// CodeCommit only.
     sts_endpoint: Option<String>,
+    version: Option<RawTfsVersion>,
+}
+
+/// `version = 2015` and `version = "2015"` both read naturally; accept both.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawTfsVersion {
+    Year(i64),
+    Text(String),
 }
 
 #[derive(Debug, Deserialize)]
@@ -593,6 +680,25 @@ impl Validator<'_> {
                     None
                 }
             };
+            let tfs_version = match (integ.kind, integ.version) {
+                (HostKind::Tfs, None) => Some(
+                    parse_tfs_version(&RawTfsVersion::Text(defaults::TFS_VERSION.into()))
+                        .map_err(|why| self.err(at("version"), why))?,
+                ),
+                (HostKind::Tfs, Some(raw)) => {
+                    Some(parse_tfs_version(&raw).map_err(|why| self.err(at("version"), why))?)
+                }
+                (_, None) => None,
+                (kind, Some(_)) => {
+                    return Err(self.err(
+                        at("version"),
+                        format!(
+                            "only `tfs` integrations have a version, not `{}`",
+                            kind.as_str()
+                        ),
+                    ))
+                }
+            };
             out.push(Integration {
                 id: integ.id,
                 kind: integ.kind,
@@ -605,6 +711,7 @@ impl Validator<'_> {
                 request_timeout: Duration::from_millis(integ.request_timeout_ms),
                 max_body_bytes: integ.max_body_bytes,
                 codecommit,
+                tfs_version,
             });
         }
         Ok(out)
@@ -677,6 +784,23 @@ fn default_sts_endpoint(region: &str, codecommit_host: &str) -> String {
         "amazonaws.com"
     };
     format!("https://sts.{region}.{suffix}")
+}
+
+fn parse_tfs_version(raw: &RawTfsVersion) -> Result<TfsVersion, String> {
+    let text = match raw {
+        RawTfsVersion::Year(year) => year.to_string(),
+        RawTfsVersion::Text(text) => text.trim().to_ascii_lowercase(),
+    };
+    if text == "auto" {
+        return Ok(TfsVersion::Auto);
+    }
+    TfsRelease::ALL
+        .into_iter()
+        .find(|r| r.year().to_string() == text)
+        .map(TfsVersion::Release)
+        .ok_or_else(|| {
+            format!("`{text}` is not one of 2013, 2015, 2017, 2018, 2019, 2020, 2022, auto")
+        })
 }
 
 /// Integration ids appear in URLs (`/git/{id}/…`) and vault keys, so they are kept to a
@@ -787,6 +911,35 @@ base_url = "https://ghe.example.com/"
         let err = parse(&MINIMAL.replace("\"github\"", "\"gitea\"")).unwrap_err();
         assert_eq!(err.key, "integrations[0].kind");
         assert!(err.reason.contains("gitea"), "{err}");
+    }
+
+    #[test]
+    fn tfs_version_defaults_to_auto_and_belongs_to_tfs_only() {
+        let tfs = MINIMAL.replace("\"github\"", "\"tfs\"");
+        assert_eq!(
+            parse(&tfs).unwrap().integrations[0].tfs_version,
+            Some(TfsVersion::Auto)
+        );
+        for (written, release) in [
+            ("2015", TfsRelease::Tfs2015),
+            ("\"2022\"", TfsRelease::Server2022),
+        ] {
+            let text = tfs.replace(
+                "kind = \"tfs\"",
+                &format!("kind = \"tfs\"\nversion = {written}"),
+            );
+            assert_eq!(
+                parse(&text).unwrap().integrations[0].tfs_version,
+                Some(TfsVersion::Release(release))
+            );
+        }
+        let bad = tfs.replace("kind = \"tfs\"", "kind = \"tfs\"\nversion = 2016");
+        let err = parse(&bad).unwrap_err();
+        assert_eq!(err.key, "integrations[0].version");
+        assert!(err.reason.contains("2016"), "{err}");
+        let github = MINIMAL.replace("kind = \"github\"", "kind = \"github\"\nversion = 2015");
+        assert_eq!(parse(&github).unwrap_err().key, "integrations[0].version");
+        assert_eq!(parse(MINIMAL).unwrap().integrations[0].tfs_version, None);
     }
 
     #[test]
@@ -1009,5 +1162,12 @@ mod example_file {
                 "the example should show `{key} = {default}`"
             );
         }
+        // `version` belongs to `tfs` integrations only, so the example (a GitHub one) shows
+        // it commented out, with its default.
+        let version = format!("# version = \"{}\"", defaults::TFS_VERSION);
+        assert!(
+            EXAMPLE.lines().any(|l| l.trim() == version),
+            "the example should show `{version}`"
+        );
     }
 }

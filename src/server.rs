@@ -18,7 +18,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{AppKeyMaterial, Config, ConfigError, Integration};
+use crate::config::{AppKeyMaterial, Config, ConfigError, HostKind, Integration, TfsVersion};
 use crate::hosts::{adapter_for, HostAdapter};
 use crate::signature::{AppKey, KeyRing, Verifier, Window};
 use crate::upstream::Upstream;
@@ -99,6 +99,18 @@ impl Runtime {
         vault: Arc<Vault>,
         started_at: SystemTime,
     ) -> Result<Runtime, ConfigError> {
+        if let Some(index) = config
+            .integrations
+            .iter()
+            .position(|i| i.tfs_version == Some(TfsVersion::Auto))
+        {
+            // A programming error, not an admin's: the start step was skipped.
+            return Err(ConfigError::new(
+                &config.source,
+                format!("integrations[{index}].version"),
+                "`auto` must be detected before the service is built (server::detect_host_versions)",
+            ));
+        }
         let materials = check_materials(&config)?;
         let not_before = started_at
             .duration_since(UNIX_EPOCH)
@@ -118,6 +130,47 @@ impl Runtime {
             tls: Arc::new(materials.tls),
         })
     }
+}
+
+/// The async start step before [`Runtime::build`]: every `tfs` integration with
+/// `version = "auto"` asks its server which release it is (with the integration's secret),
+/// and the config then holds that release. A server that cannot be asked, or does not say,
+/// is a start error naming the integration: patgate never guesses whether a host has PATs.
+pub async fn detect_host_versions(config: &mut Config, vault: &Vault) -> Result<(), ConfigError> {
+    let file = config.source.clone();
+    for (index, integration) in config.integrations.iter_mut().enumerate() {
+        if integration.kind != HostKind::Tfs || integration.tfs_version != Some(TfsVersion::Auto) {
+            continue;
+        }
+        let at = format!("integrations[{index}].version");
+        let fail = |why: &dyn std::fmt::Display| {
+            ConfigError::new(
+                &file,
+                &at,
+                format!(
+                    "detecting the server release of integration `{}` failed: {why}",
+                    integration.id
+                ),
+            )
+        };
+        let upstream = Upstream::new(integration).map_err(|e| fail(&e))?;
+        let secret = vault
+            .integration_secret(&integration.id)
+            .map_err(|e| fail(&e))?
+            .ok_or_else(|| fail(&crate::hosts::azure::DetectError::NoSecret))?;
+        let detected = crate::hosts::azure::detect_version(&upstream, &secret)
+            .await
+            .map_err(|e| fail(&e))?;
+        tracing::info!(
+            integration = %integration.id,
+            release = %detected.release,
+            api_version = %detected.api_version,
+            probe = detected.probe,
+            "detected the TFS / Azure DevOps Server release"
+        );
+        integration.tfs_version = Some(TfsVersion::Release(detected.release));
+    }
+    Ok(())
 }
 
 /// Reads the app's keys. HMAC secret files must be private to the service user, like the

@@ -194,7 +194,7 @@ async fn dispatch(command: Command) -> CliResult {
     match command {
         Command::Run(args) => run(&args.config).await,
         Command::Dev(args) => dev::run(args).await,
-        Command::Config(ConfigCommand::Check { file }) => config_check(&file),
+        Command::Config(ConfigCommand::Check { file }) => config_check(&file).await,
         Command::Vault(VaultCommand::Init(args)) => vault_init(&args.config),
         Command::Vault(VaultCommand::List(args)) => vault_list(&args.config),
         Command::Integration(IntegrationCommand::SetSecret(args)) => set_secret(args).await,
@@ -228,10 +228,13 @@ fn open_vault(config: &Config) -> Result<Vault, String> {
 }
 
 async fn run(config_path: &Path) -> CliResult {
-    let config = load_config(config_path)?;
+    let mut config = load_config(config_path)?;
     crate::telemetry::init(&config.log)?;
     let started_at = SystemTime::now();
     let vault = Arc::new(open_vault(&config)?);
+    crate::server::detect_host_versions(&mut config, &vault)
+        .await
+        .map_err(|e| e.to_string())?;
     let runtime = Runtime::build(config, vault, started_at).map_err(|e| e.to_string())?;
     let server = Server::bind(runtime)
         .await
@@ -259,8 +262,33 @@ pub(crate) async fn shutdown_signal() {
     }
 }
 
-fn config_check(file: &Path) -> CliResult {
-    let config = load_config(file)?;
+async fn config_check(file: &Path) -> CliResult {
+    let mut config = load_config(file)?;
+    if config
+        .integrations
+        .iter()
+        .any(|i| i.tfs_version == Some(crate::config::TfsVersion::Auto))
+    {
+        // Detection asks the server with the integration's secret, so it needs the vault.
+        // While the service runs the vault is locked: say so rather than fail a good file.
+        match open_vault(&config) {
+            Ok(vault) => {
+                crate::server::detect_host_versions(&mut config, &vault)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                for integration in &config.integrations {
+                    if let Some(crate::config::TfsVersion::Release(release)) =
+                        integration.tfs_version
+                    {
+                        println!("integration `{}`: {release}", integration.id);
+                    }
+                }
+            }
+            Err(why) => eprintln!(
+                "note: TFS `version = \"auto\"` was not checked: the vault cannot be opened ({why})"
+            ),
+        }
+    }
     crate::server::check_materials(&config).map_err(|e| e.to_string())?;
     if let MasterKeySource::File(path) = &config.master_key {
         if path.exists() {
@@ -416,7 +444,7 @@ async fn pat(command: PatCommand) -> CliResult {
         return Err(format!("`{}` is not an Atlassian accountId", args.account));
     }
     let config = load_config(&args.config.config)?;
-    let (index, integration) = config
+    let (index, _) = config
         .integrations
         .iter()
         .enumerate()
@@ -428,9 +456,14 @@ async fn pat(command: PatCommand) -> CliResult {
                 config.source.display()
             )
         })?;
+    let vault = open_vault(&config)?;
+    let mut config = config;
+    crate::server::detect_host_versions(&mut config, &vault)
+        .await
+        .map_err(|e| e.to_string())?;
+    let integration = &config.integrations[index];
     let runtime =
         IntegrationRuntime::build(&config.source, index, integration).map_err(|e| e.to_string())?;
-    let vault = open_vault(&config)?;
     let meta = match action {
         "set" => {
             let mut lines = read_secret_lines("the personal access token")?.into_iter();

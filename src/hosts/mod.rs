@@ -11,8 +11,10 @@
 //! path that does not match a known action exactly is an [`Operation::OtherWrite`] unless the
 //! method is a read.
 
+pub mod azure;
 pub mod codecommit;
 pub mod github;
+pub mod gitlab;
 
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -108,6 +110,10 @@ pub fn adapter_for(integration: &Integration) -> std::sync::Arc<dyn HostAdapter>
     match integration.kind {
         HostKind::Github => std::sync::Arc::new(github::Github::new(&integration.base_url)),
         HostKind::Codecommit => std::sync::Arc::new(codecommit::CodeCommit::new(integration)),
+        HostKind::Gitlab => std::sync::Arc::new(gitlab::Gitlab),
+        HostKind::AzureDevops | HostKind::Tfs => {
+            std::sync::Arc::new(azure::Azure::new(integration))
+        }
     }
 }
 

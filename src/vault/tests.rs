@@ -738,7 +738,7 @@ fn damaged_key_check_and_vault_metadata() {
     drop((meta, vault));
 
     let tamper = |f: &dyn Fn(&sled::Tree)| {
-        let db = sled::Config::new().path(&dir).open().unwrap();
+        let db = open_sled(&dir, &VaultOptions::default()).unwrap();
         f(&db.open_tree(META_TREE).unwrap());
         db.flush().unwrap();
     };
@@ -800,7 +800,7 @@ fn init_will_not_cover_records_without_a_key_check() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("v");
     {
-        let db = sled::Config::new().path(&dir).open().unwrap();
+        let db = open_sled(&dir, &VaultOptions::default()).unwrap();
         db.open_tree(RECORDS_TREE)
             .unwrap()
             .insert(b"x", b"y")

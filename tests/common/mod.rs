@@ -6,6 +6,8 @@
 
 #![allow(dead_code, unreachable_pub)] // each test binary uses a different part of the harness
 
+pub mod conformance;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -35,6 +37,8 @@ pub const PAT_A: &str = "ghp_UserAPatDoNotLeak0123456789abcdefghij";
 pub const PAT_B: &str = "ghp_UserBPatDoNotLeak0123456789abcdefghij";
 pub const APP_KEYID: &str = "app-ed25519";
 pub const HMAC_KEYID: &str = "app-hmac";
+/// The integration every test gateway has, whatever its kind.
+pub const INTEGRATION_ID: &str = "ghe";
 pub const BRANCH_BODY: &str =
     r#"{"ref":"refs/heads/PROJ-1-fix","sha":"aa218f56b14c9653891f9e74264a383fa43fefbd"}"#;
 
@@ -67,13 +71,27 @@ pub enum HostMode {
     Silent,
 }
 
+/// What the host says when patgate asks a TFS server for its release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TfsProbe {
+    /// `OPTIONS …/_apis` lists resource locations whose highest `maxVersion` is this.
+    Locations(&'static str),
+    /// `OPTIONS` is refused (405); `GET …/_apis/projects?api-version=99.0` answers 400
+    /// naming this as the latest version.
+    OutOfRange(&'static str),
+    /// Neither probe answers (404).
+    Nothing,
+}
+
 /// An in-process TLS git host that records what it receives.
 #[derive(Debug, Clone)]
 pub struct RecordingHost {
     pub addr: SocketAddr,
     pub requests: Arc<Mutex<Vec<Recorded>>>,
-    /// token → (login, X-OAuth-Scopes) for `GET /user`.
+    /// credential → (login, scopes) for the who-am-I calls. The credential is a token
+    /// (`Bearer`, `PRIVATE-TOKEN`, or the password of `Basic`), or `user:password`.
     pub users: Arc<Mutex<HashMap<String, (String, String)>>>,
+    pub tfs_probe: Arc<Mutex<TfsProbe>>,
 }
 
 impl RecordingHost {
@@ -85,6 +103,7 @@ impl RecordingHost {
             addr: listener.local_addr().unwrap(),
             requests: Arc::default(),
             users: Arc::default(),
+            tfs_probe: Arc::new(Mutex::new(TfsProbe::Nothing)),
         };
         host.add_user(INTEGRATION_TOKEN, "integration-bot", "repo");
         host.add_user(PAT_A, "alice", "repo, read:org");
@@ -158,11 +177,7 @@ impl RecordingHost {
         if mode == HostMode::Silent {
             std::future::pending::<()>().await;
         }
-        let token = recorded
-            .authorization()
-            .and_then(|a| a.strip_prefix("Bearer "))
-            .map(str::to_string);
-        let user = token.and_then(|t| self.users.lock().unwrap().get(&t).cloned());
+        let user = self.authenticate(&recorded.headers);
         let Some((login, scopes)) = user else {
             return respond(
                 StatusCode::UNAUTHORIZED,
@@ -177,6 +192,11 @@ impl RecordingHost {
             Method::DELETE => StatusCode::NO_CONTENT,
             _ => StatusCode::OK,
         };
+        if let Some(answer) =
+            self.answer_gitlab_or_azure(&parts.method, &parts.uri, &login, &scopes)
+        {
+            return answer;
+        }
         if path.ends_with("/user") {
             return respond(
                 StatusCode::OK,
@@ -189,6 +209,108 @@ impl RecordingHost {
             &[("x-host-saw-login", &login)],
             &format!(r#"{{"acted_as":"{login}"}}"#),
         )
+    }
+}
+
+impl RecordingHost {
+    /// The user a request's credential names: `Authorization: Bearer` (GitHub),
+    /// `PRIVATE-TOKEN` (GitLab), or `Authorization: Basic` (Azure DevOps: any user name and a
+    /// PAT, or a TFS account's `user:password`).
+    fn authenticate(&self, headers: &HeaderMap) -> Option<(String, String)> {
+        use base64::Engine as _;
+        let users = self.users.lock().unwrap();
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        if let Some(token) = header("authorization").and_then(|a| a.strip_prefix("Bearer ")) {
+            return users.get(token).cloned();
+        }
+        if let Some(token) = header("private-token") {
+            return users.get(token).cloned();
+        }
+        let basic = header("authorization").and_then(|a| a.strip_prefix("Basic "))?;
+        let pair = base64::engine::general_purpose::STANDARD
+            .decode(basic)
+            .ok()?;
+        let pair = String::from_utf8(pair).ok()?;
+        if let Some(user) = users.get(&pair) {
+            return Some(user.clone());
+        }
+        let (_, password) = pair.split_once(':')?;
+        users.get(password).cloned()
+    }
+
+    /// GitLab's `GET /api/v4/user`, Azure DevOps' `GET …/_apis/connectionData`, and the TFS
+    /// release probes.
+    fn answer_gitlab_or_azure(
+        &self,
+        method: &Method,
+        uri: &http::Uri,
+        login: &str,
+        scopes: &str,
+    ) -> Option<Response<Full<Bytes>>> {
+        let path = uri.path();
+        if method == Method::GET && path.ends_with("/api/v4/user") {
+            if scopes == "read_repository" {
+                return Some(respond(
+                    StatusCode::FORBIDDEN,
+                    &[],
+                    r#"{"error":"insufficient_scope","error_description":"The request requires higher privileges than provided by the access token.","scope":"api read_user"}"#,
+                ));
+            }
+            return Some(respond(
+                StatusCode::OK,
+                &[],
+                &serde_json::json!({"id": 7, "username": login, "name": login}).to_string(),
+            ));
+        }
+        if method == Method::GET && path.ends_with("/_apis/connectionData") {
+            let body = serde_json::json!({
+                "authenticatedUser": {
+                    "id": "4c1a1b7e-1111-4f1e-9d4a-000000000007",
+                    "descriptor": "Microsoft.IdentityModel.Claims.ClaimsIdentity;x",
+                    "providerDisplayName": login,
+                    "isActive": true,
+                    "properties": {"Account": {"$type": "System.String", "$value": login}}
+                },
+                "authorizedUser": {"id": "4c1a1b7e-1111-4f1e-9d4a-000000000007", "providerDisplayName": login},
+                "instanceId": "5a1d3b1e-0000-0000-0000-000000000000",
+                "deploymentType": "onPremises"
+            });
+            return Some(respond(StatusCode::OK, &[], &body.to_string()));
+        }
+        let probe = *self.tfs_probe.lock().unwrap();
+        if method == Method::OPTIONS && path.ends_with("/_apis") {
+            return Some(match probe {
+                TfsProbe::Locations(max) => {
+                    let body = serde_json::json!({"count": 2, "value": [
+                        {"id": "1", "area": "git", "resourceName": "refs", "routeTemplate": "{project}/_apis/git/repositories/{repositoryId}/refs", "resourceVersion": 1, "minVersion": "1.0", "maxVersion": "1.0", "releasedVersion": "1.0"},
+                        {"id": "2", "area": "git", "resourceName": "pullRequests", "routeTemplate": "{project}/_apis/git/repositories/{repositoryId}/pullRequests", "resourceVersion": 1, "minVersion": "1.0", "maxVersion": max, "releasedVersion": "1.0"}
+                    ]});
+                    respond(StatusCode::OK, &[], &body.to_string())
+                }
+                TfsProbe::OutOfRange(_) => respond(StatusCode::METHOD_NOT_ALLOWED, &[], "{}"),
+                TfsProbe::Nothing => respond(StatusCode::NOT_FOUND, &[], "{}"),
+            });
+        }
+        if method == Method::GET
+            && path.ends_with("/_apis/projects")
+            && uri.query() == Some("api-version=99.0")
+        {
+            return Some(match probe {
+                TfsProbe::OutOfRange(latest) => respond(
+                    StatusCode::BAD_REQUEST,
+                    &[],
+                    &serde_json::json!({
+                        "$id": "1",
+                        "message": format!("The requested REST API version of 99.0 is out of range for this server. The latest REST API version this server supports is {latest}."),
+                        "typeKey": "VssVersionOutOfRangeException",
+                        "errorCode": 0
+                    })
+                    .to_string(),
+                ),
+                _ => respond(StatusCode::NOT_FOUND, &[], "{}"),
+            });
+        }
+        None
     }
 }
 
@@ -238,6 +360,12 @@ pub struct Options {
     pub log_level: String,
     /// Extra TOML appended to the config.
     pub extra_toml: String,
+    /// The integration's `kind`.
+    pub kind: &'static str,
+    /// Extra keys inside the integration's table (e.g. `version = 2015`).
+    pub integration_toml: String,
+    /// The integration's secret; `Token(INTEGRATION_TOKEN)` when not set.
+    pub integration_secret: Option<Credential>,
 }
 
 impl Default for Options {
@@ -252,6 +380,9 @@ impl Default for Options {
             max_body_bytes: 1024 * 1024,
             log_level: "info".into(),
             extra_toml: String::new(),
+            kind: "github",
+            integration_toml: String::new(),
+            integration_secret: None,
         }
     }
 }
@@ -339,7 +470,7 @@ header_read_timeout_ms = {hrt}
 {hmac}
 [[integrations]]
 id = "ghe"
-kind = "github"
+kind = "{kind}"
 base_url = "{base}"
 roots = "none"
 extra_ca = "ca.pem"
@@ -348,6 +479,7 @@ allow_other_writes = {aow}
 connect_timeout_ms = 2000
 request_timeout_ms = {rt}
 max_body_bytes = {mb}
+{integration_toml}
 
 [log]
 level = "{level}"
@@ -363,6 +495,8 @@ level = "{level}"
             mb = opts.max_body_bytes,
             level = opts.log_level,
             extra = opts.extra_toml,
+            kind = opts.kind,
+            integration_toml = opts.integration_toml,
         );
         let config_path = d.join("patgate.toml");
         write(d, "patgate.toml", &config);
@@ -371,7 +505,10 @@ level = "{level}"
         vault
             .put_integration_secret(
                 "ghe",
-                &Credential::Token(INTEGRATION_TOKEN.to_string().into()),
+                &opts
+                    .integration_secret
+                    .clone()
+                    .unwrap_or_else(|| Credential::Token(INTEGRATION_TOKEN.to_string().into())),
             )
             .await
             .unwrap();
@@ -386,12 +523,34 @@ level = "{level}"
 
     /// Starts patgate on these files.
     pub async fn start(&self) -> Gateway {
-        let config = patgate::config::Config::load(&self.config_path).unwrap();
+        self.try_start().await.unwrap()
+    }
+
+    /// Starts patgate on these files, or says why it would not start (as `patgate run`
+    /// would print it).
+    pub async fn try_start(&self) -> Result<Gateway, String> {
+        let mut config = patgate::config::Config::load(&self.config_path).unwrap();
         let key = MasterKey::load_file(&self.dir.path().join("master-key")).unwrap();
-        let vault = Arc::new(Vault::open(&config.state_dir, &key).unwrap());
+        // The vault made by `Setup` (or a stopped gateway) may still be letting go of its
+        // lock for a moment after it was dropped (sled's background flusher holds it), so a
+        // lock held right after start is retried briefly instead of failing the test.
+        let mut tries = 0;
+        let vault = loop {
+            match Vault::open(&config.state_dir, &key) {
+                Err(patgate::vault::VaultError::Locked { .. }) if tries < 100 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => break Arc::new(other.map_err(|e| format!("opening the vault: {e}"))?),
+            }
+        };
+        // The same async start step as `patgate run`: detect TFS releases first.
+        patgate::server::detect_host_versions(&mut config, &vault)
+            .await
+            .map_err(|e| e.to_string())?;
         // A second earlier, so signatures made in this same second are not "before start".
         let started = SystemTime::now() - Duration::from_secs(1);
-        let runtime = Runtime::build(config, vault, started).unwrap();
+        let runtime = Runtime::build(config, vault, started).map_err(|e| e.to_string())?;
         let server = Server::bind(runtime).await.unwrap();
         let addr = server.local_addr().unwrap();
         let runtime = server.runtime().clone();
@@ -402,7 +561,7 @@ level = "{level}"
             },
             Duration::from_secs(2),
         ));
-        Gateway {
+        Ok(Gateway {
             addr,
             dir: self.dir.clone(),
             ca: self.ca.clone(),
@@ -412,7 +571,7 @@ level = "{level}"
             runtime,
             shutdown: Some(tx),
             stopped: Some(stopped),
-        }
+        })
     }
 }
 
