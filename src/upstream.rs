@@ -100,6 +100,24 @@ impl Upstream {
     }
 }
 
+impl Upstream {
+    /// Whether the host answers at all: `HEAD` on the base URL, without a credential. Any
+    /// HTTP status counts as reachable; connect, TLS and timeout failures are returned.
+    pub async fn probe(&self) -> Result<http::StatusCode, UpstreamError> {
+        let uri = self
+            .uri("/", None)
+            .map_err(|e| UpstreamError::Unreachable(e.to_string()))?;
+        let mut request = Request::new(Bytes::new());
+        *request.method_mut() = http::Method::HEAD;
+        *request.uri_mut() = uri;
+        request.headers_mut().insert(
+            http::header::USER_AGENT,
+            http::HeaderValue::from_static(concat!("patgate/", env!("CARGO_PKG_VERSION"))),
+        );
+        Ok(self.send(request).await?.status())
+    }
+}
+
 /// Decides whose fault a client error is by walking its causes. `io::Error::source()` skips
 /// the error it wraps (it returns that error's source), so each one is unwrapped by hand.
 fn classify(err: &hyper_util::client::legacy::Error, connect_timeout: Duration) -> UpstreamError {

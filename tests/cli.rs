@@ -70,6 +70,64 @@ fn config_check_names_file_key_and_reason() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_check_reports_a_host_that_does_not_answer() {
+    let ca = std::sync::Arc::new(patgate::devpki::DevCa::generate("check CA").unwrap());
+    let host = RecordingHost::start(&ca, HostMode::Normal).await;
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let setup = Setup::with_ca(dir.clone(), ca.clone(), &host, &Options::default()).await;
+    let file = setup.config_path.to_str().unwrap().to_string();
+    let check = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            patgate(&args, None)
+        })
+    };
+    let out = check(vec!["config".into(), "check".into(), file.clone()])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("integration `ghe` (github)"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(host.last().method, http::Method::HEAD);
+    assert!(
+        host.last().authorization().is_none(),
+        "the probe must carry no credential"
+    );
+
+    // The same file pointing at a port where nothing listens.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let toml = std::fs::read_to_string(&file).unwrap().replace(
+        &host.base_url(),
+        &format!("https://localhost:{}", closed.port()),
+    );
+    std::fs::write(&file, toml).unwrap();
+    let out = check(vec!["config".into(), "check".into(), file.clone()])
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let message = text(&out);
+    assert!(
+        message.contains(&format!("{file}: integrations[0].base_url: cannot connect")),
+        "{message}"
+    );
+    let out = check(vec![
+        "config".into(),
+        "check".into(),
+        "--offline".into(),
+        file.clone(),
+    ])
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}
+
 #[test]
 fn the_example_config_passes_the_syntax_check() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/patgate.example.toml");

@@ -71,10 +71,14 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum ConfigCommand {
-    /// Check a configuration file, including the certificates and keys it names.
+    /// Check a configuration file, including the certificates and keys it names, and that
+    /// every integration's host answers.
     Check {
         /// The file to check.
         file: PathBuf,
+        /// Do not contact the hosts (for a file prepared before the network is in place).
+        #[arg(long)]
+        offline: bool,
     },
 }
 
@@ -194,7 +198,9 @@ async fn dispatch(command: Command) -> CliResult {
     match command {
         Command::Run(args) => run(&args.config).await,
         Command::Dev(args) => dev::run(args).await,
-        Command::Config(ConfigCommand::Check { file }) => config_check(&file).await,
+        Command::Config(ConfigCommand::Check { file, offline }) => {
+            config_check(&file, offline).await
+        }
         Command::Vault(VaultCommand::Init(args)) => vault_init(&args.config),
         Command::Vault(VaultCommand::List(args)) => vault_list(&args.config),
         Command::Integration(IntegrationCommand::SetSecret(args)) => set_secret(args).await,
@@ -241,6 +247,20 @@ async fn run(config_path: &Path) -> CliResult {
         .map_err(|e| format!("cannot listen: {e}"))?;
     let addr = server.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, integrations = server.runtime().integrations.len(), "patgate is serving");
+    // A host that is down at start is worth a warning, not a refusal to start: patgate keeps
+    // serving the other integrations and answers 502 for this one until it is back.
+    for integration in server.runtime().integrations.values() {
+        let id = integration.config.id.clone();
+        let upstream = integration.upstream.clone();
+        tokio::spawn(async move {
+            match upstream.probe().await {
+                Ok(status) => {
+                    tracing::info!(integration = %id, status = status.as_u16(), "host answers")
+                }
+                Err(err) => tracing::warn!(integration = %id, error = %err, "host does not answer"),
+            }
+        });
+    }
     server.run(shutdown_signal(), SHUTDOWN_GRACE).await;
     tracing::info!("patgate stopped");
     Ok(ExitCode::SUCCESS)
@@ -262,7 +282,7 @@ pub(crate) async fn shutdown_signal() {
     }
 }
 
-async fn config_check(file: &Path) -> CliResult {
+async fn config_check(file: &Path, offline: bool) -> CliResult {
     let mut config = load_config(file)?;
     if config
         .integrations
@@ -289,7 +309,27 @@ async fn config_check(file: &Path) -> CliResult {
             ),
         }
     }
-    crate::server::check_materials(&config).map_err(|e| e.to_string())?;
+    let materials = crate::server::check_materials(&config).map_err(|e| e.to_string())?;
+    if !offline {
+        for (index, integration) in config.integrations.iter().enumerate() {
+            let Some(runtime) = materials.integrations.get(&integration.id) else {
+                continue;
+            };
+            let status = runtime.upstream.probe().await.map_err(|e| {
+                format!(
+                    "{}: integrations[{index}].base_url: {e} (run with --offline to skip this check)",
+                    file.display()
+                )
+            })?;
+            println!(
+                "integration `{}` ({}): {} answers (HTTP {})",
+                integration.id,
+                integration.kind.as_str(),
+                integration.base_url,
+                status.as_u16()
+            );
+        }
+    }
     if let MasterKeySource::File(path) = &config.master_key {
         if path.exists() {
             MasterKey::load_file(path)
