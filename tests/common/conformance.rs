@@ -46,10 +46,22 @@ fn resolve<'a>(spec: &'a Value, value: &'a Value) -> &'a Value {
     }
 }
 
-/// Whether a raw path matches a template: `{x}` is one non-empty raw segment.
-fn matches_template(template: &str, path: &str) -> bool {
+/// Whether a raw path matches a template: `{x}` is one non-empty raw segment. With
+/// `greedy_last`, a parameter at the very end takes the rest of the path (GitHub's `{ref}`
+/// is `heads/feature/x`); that is tried only when no template matches segment for segment.
+fn matches_template(template: &str, path: &str, greedy_last: bool) -> bool {
     let t: Vec<&str> = template.trim_start_matches('/').split('/').collect();
-    let p: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let mut p: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let last_is_param = t
+        .last()
+        .is_some_and(|s| s.starts_with('{') && s.ends_with('}'));
+    if greedy_last
+        && last_is_param
+        && p.len() > t.len()
+        && p[t.len() - 1..].iter().all(|s| !s.is_empty())
+    {
+        p.truncate(t.len());
+    }
     t.len() == p.len()
         && t.iter().zip(&p).all(|(t, p)| {
             if t.starts_with('{') && t.ends_with('}') {
@@ -70,10 +82,14 @@ pub fn check(spec: &Value, request: &Recorded) -> Result<String, String> {
     let paths = spec["paths"]
         .as_object()
         .ok_or("the description has no paths")?;
-    let (template, operation) = paths
-        .iter()
-        .filter(|(template, _)| matches_template(template, path))
-        .find_map(|(template, item)| item.get(&method).map(|op| (template, op)))
+    let find = |greedy_last: bool| {
+        paths
+            .iter()
+            .filter(|(template, _)| matches_template(template, path, greedy_last))
+            .find_map(|(template, item)| item.get(&method).map(|op| (template, op)))
+    };
+    let (template, operation) = find(false)
+        .or_else(|| find(true))
         .ok_or_else(|| format!("no operation for {} {path}", request.method))?;
     let id = operation["operationId"].as_str().unwrap_or("?").to_string();
     let at = |why: String| format!("{id} ({} {template}): {why}", request.method);
