@@ -282,3 +282,82 @@ fn keys_gen_writes_a_private_key_only_the_owner_can_read() {
     );
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// `patgate run`, the service's own entry point: it serves with the config's files, and
+/// SIGTERM stops it cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_serves_until_sigterm() {
+    use tokio::io::AsyncBufReadExt;
+    let ca = std::sync::Arc::new(patgate::devpki::DevCa::generate("run CA").unwrap());
+    let host = RecordingHost::start(&ca, HostMode::Normal).await;
+    let setup = Setup::with_ca(
+        std::sync::Arc::new(tempfile::tempdir().unwrap()),
+        ca,
+        &host,
+        &Options::default(),
+    )
+    .await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_patgate"))
+        .args(["run", "--config", setup.config_path.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.split("addr=").nth(1) {
+                return rest.split_whitespace().next().unwrap().to_string();
+            }
+        }
+        panic!("patgate run ended without serving");
+    })
+    .await
+    .expect("patgate run did not start serving in time");
+    let port = addr.rsplit(':').next().unwrap();
+    let dir = setup.dir.path();
+    let key =
+        patgate::signature::SigningKey::ed25519_from_pkcs8_pem(APP_KEYID, &setup.signing_key_pem)
+            .unwrap();
+    let client = patgate::client::SignedClient::new(
+        &dir.join("ca.pem"),
+        &dir.join("client.pem"),
+        None,
+        key,
+        false,
+    )
+    .unwrap();
+    let response = client
+        .send(&patgate::client::Outgoing {
+            url: format!("https://localhost:{port}/git/ghe/api/v3/repos/acme/api"),
+            ..patgate::client::Outgoing::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["patgate-credential"], "integration");
+    assert_eq!(
+        host.last().authorization(),
+        Some(&*format!("Bearer {INTEGRATION_TOKEN}"))
+    );
+
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait())
+        .await
+        .expect("patgate run did not stop after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let mut rest = Vec::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        rest.push(line);
+    }
+    assert!(
+        rest.iter().any(|l| l.contains("patgate stopped")),
+        "{rest:?}"
+    );
+}
