@@ -52,6 +52,9 @@ pub struct Runtime {
     pub integrations: HashMap<String, IntegrationRuntime>,
     pub vault: Arc<Vault>,
     pub tls: Arc<rustls::ServerConfig>,
+    /// The connect page's links and TLS, when `[connect]` is configured.
+    pub connect: Option<crate::connect::Links>,
+    pub connect_tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// What the config's files hold, loaded and checked: the parts of a [`Runtime`] that do
@@ -62,6 +65,8 @@ pub struct Materials {
     pub keys: KeyRing,
     pub window: Window,
     pub integrations: HashMap<String, IntegrationRuntime>,
+    /// The connect listener's TLS (no client certificates), when configured.
+    pub connect_tls: Option<rustls::ServerConfig>,
 }
 
 /// Loads every certificate and key the config names, and builds the upstream clients.
@@ -83,8 +88,17 @@ pub fn check_materials(config: &Config) -> Result<Materials, ConfigError> {
             IntegrationRuntime::build(file, index, integration)?,
         );
     }
+    let connect_tls = config
+        .connect
+        .as_ref()
+        .map(|c| {
+            crate::tls::server_config_without_client_auth(&c.cert, &c.key)
+                .map_err(|e| ConfigError::new(file, "connect", e))
+        })
+        .transpose()?;
     Ok(Materials {
         tls,
+        connect_tls,
         keys,
         window,
         integrations,
@@ -122,12 +136,15 @@ impl Runtime {
             config.signatures.nonce_cache_entries,
             not_before,
         );
+        let connect = config.connect.as_ref().map(crate::connect::Links::new);
         Ok(Runtime {
             config,
             verifier,
             integrations: materials.integrations,
             vault,
             tls: Arc::new(materials.tls),
+            connect,
+            connect_tls: materials.connect_tls.map(Arc::new),
         })
     }
 }
@@ -233,16 +250,30 @@ pub struct Connection {
 pub struct Server {
     runtime: Arc<Runtime>,
     listener: TcpListener,
+    /// The connect page's listener, when `[connect]` is configured.
+    connect_listener: Option<TcpListener>,
 }
 
 impl Server {
     /// Binds the api listener.
     pub async fn bind(runtime: Runtime) -> std::io::Result<Server> {
         let listener = TcpListener::bind(runtime.config.api.listen).await?;
+        let connect_listener = match &runtime.config.connect {
+            Some(connect) => Some(TcpListener::bind(connect.listen).await?),
+            None => None,
+        };
         Ok(Server {
             runtime: Arc::new(runtime),
             listener,
+            connect_listener,
         })
+    }
+
+    /// The connect listener's address, when it is configured.
+    pub fn connect_addr(&self) -> Option<SocketAddr> {
+        self.connect_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -274,6 +305,18 @@ impl Server {
             // (CVE-2023-44487, "rapid reset").
             .max_pending_accept_reset_streams(64);
         let builder = Arc::new(builder);
+        let (stop_connect, connect_stopped) = tokio::sync::watch::channel(false);
+        if let (Some(listener), Some(tls)) =
+            (self.connect_listener, self.runtime.connect_tls.clone())
+        {
+            tokio::spawn(serve_connect(
+                self.runtime.clone(),
+                listener,
+                TlsAcceptor::from(tls),
+                builder.clone(),
+                connect_stopped,
+            ));
+        }
         tokio::pin!(shutdown);
         loop {
             let (tcp, peer) = tokio::select! {
@@ -345,6 +388,7 @@ impl Server {
             });
         }
         drop(self.listener);
+        let _ = stop_connect.send(true);
         tokio::select! {
             () = graceful.shutdown() => tracing::info!("all connections closed"),
             () = tokio::time::sleep(grace) => tracing::warn!(grace_seconds = grace.as_secs(), "grace period over; closing remaining connections"),
@@ -352,6 +396,50 @@ impl Server {
         if let Err(err) = self.runtime.vault.flush().await {
             tracing::error!(error = %err, "vault flush at shutdown failed");
         }
+    }
+}
+
+/// The connect page's accept loop: server TLS only, every request to [`crate::connect`].
+async fn serve_connect(
+    runtime: Arc<Runtime>,
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    tracing::warn!(error = %err, "connect listener: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let acceptor = acceptor.clone();
+        let runtime = runtime.clone();
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let handshake =
+                tokio::time::timeout(runtime.config.api.handshake_timeout, acceptor.accept(tcp))
+                    .await;
+            let Ok(Ok(tls)) = handshake else {
+                tracing::debug!(%peer, "connect listener: TLS handshake failed");
+                return;
+            };
+            let service = service_fn(move |req| {
+                let runtime = runtime.clone();
+                async move {
+                    Ok::<_, std::convert::Infallible>(crate::connect::handle(&runtime, req).await)
+                }
+            });
+            if let Err(err) = builder.serve_connection(TokioIo::new(tls), service).await {
+                tracing::debug!(%peer, error = %err, "connect connection ended with an error");
+            }
+        });
     }
 }
 
