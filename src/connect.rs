@@ -35,7 +35,7 @@ use sha2::Sha256;
 use crate::body::{full, ResponseBody};
 use crate::config::ConnectListener;
 use crate::server::{unix_now, IntegrationRuntime, Runtime};
-use crate::vault::{Credential, PatMeta};
+use crate::vault::PatMeta;
 
 /// At most this many used links are remembered; beyond it (after pruning expired ones) new
 /// links are refused to open rather than letting an old one be reused.
@@ -332,17 +332,34 @@ Actions that need your own token cannot be done through this integration; ask yo
         }
         None => body.push_str("<p>You have no token set up for this integration yet.</p>"),
     }
+    // CodeCommit users bring their own IAM access key pair instead of a token.
+    let fields = if integration.config.codecommit.is_some() {
+        "<label for=\"access_key_id\">Access key ID</label>\
+<input type=\"text\" id=\"access_key_id\" name=\"access_key_id\" required autocomplete=\"off\" spellcheck=\"false\">\
+<label for=\"secret_access_key\">Secret access key</label>\
+<input type=\"password\" id=\"secret_access_key\" name=\"secret_access_key\" required autocomplete=\"off\">\
+<label for=\"session_token\">Session token (temporary keys only)</label>\
+<input type=\"password\" id=\"session_token\" name=\"session_token\" autocomplete=\"off\">"
+            .to_string()
+    } else {
+        format!(
+            "<label for=\"token\">{} personal access token</label>\
+<input type=\"password\" id=\"token\" name=\"token\" required autocomplete=\"off\" spellcheck=\"false\">",
+            escape(&host)
+        )
+    };
     let _ = write!(
         body,
         "<p>{}</p>\
 <form method=\"post\" action=\"/connect/pat\">\
-<input type=\"hidden\" name=\"page\" value=\"{page}\">\
-<label for=\"token\">{} personal access token</label>\
-<input type=\"password\" id=\"token\" name=\"token\" required autocomplete=\"off\" spellcheck=\"false\">\
+<input type=\"hidden\" name=\"page\" value=\"{page}\">{fields}\
 <button type=\"submit\">{}</button></form>",
         escape(integration.adapter.token_help()),
-        escape(&host),
-        if meta.is_some() { "Replace token" } else { "Save token" },
+        if meta.is_some() {
+            "Replace token"
+        } else {
+            "Save token"
+        },
         page = escape(page_token),
     );
     if meta.is_some() {
@@ -504,20 +521,35 @@ pub(crate) async fn handle(runtime: &Runtime, req: Request<Incoming>) -> Respons
                 return user_page(integration, None, &page_token, None, StatusCode::FORBIDDEN);
             }
             let current = runtime.vault.user_pat_meta(id, account).ok().flatten();
-            let token = fields
-                .get("token")
-                .map(|t| t.trim().to_string())
-                .filter(|t| !t.is_empty());
-            let Some(token) = token else {
-                return user_page(
-                    integration,
-                    current.as_ref(),
-                    &page_token,
-                    Some(("err", "Enter a token.")),
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                );
+            let field = |name: &str| {
+                fields
+                    .get(name)
+                    .map(|v| v.trim().to_string())
+                    .filter(|v| !v.is_empty())
             };
-            let credential = Credential::Token(SecretString::from(token));
+            let input = crate::pat::PatInput {
+                token: field("token").map(SecretString::from),
+                access_key_id: field("access_key_id"),
+                secret_access_key: field("secret_access_key").map(SecretString::from),
+                session_token: field("session_token").map(SecretString::from),
+            };
+            let credential = match input.into_credential(&integration.config) {
+                Ok(credential) => credential,
+                Err(_) => {
+                    let ask = if integration.config.codecommit.is_some() {
+                        "Enter your access key ID and secret access key."
+                    } else {
+                        "Enter a token."
+                    };
+                    return user_page(
+                        integration,
+                        current.as_ref(),
+                        &page_token,
+                        Some(("err", ask)),
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                    );
+                }
+            };
             match crate::pat::validate_and_store(integration, &runtime.vault, account, &credential)
                 .await
             {
