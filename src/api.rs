@@ -119,7 +119,13 @@ pub(crate) async fn handle(
     }
     match *req.method() {
         Method::GET => {
-            let meta = vault.user_pat_meta(id, &account)?;
+            let mut meta = vault.user_pat_meta(id, &account)?;
+            // A use not yet written to the vault (they are written in batches) is newer.
+            if let (Some(meta), Some(pending)) =
+                (meta.as_mut(), runtime.pat_uses.pending(id, &account))
+            {
+                meta.last_used_at = meta.last_used_at.max(Some(pending));
+            }
             json(&PatStatus::new(integration, &account, meta))
         }
         Method::PUT => {

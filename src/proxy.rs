@@ -233,6 +233,9 @@ async fn forward(
         problem
     })?;
     summary.credential = Some(decision);
+    if let (Decision::UseUserPat, Some(account)) = (decision, account.as_deref()) {
+        runtime.pat_uses.record(&config.id, account, unix_now());
+    }
     let credential = match decision {
         Decision::UseUserPat => user_pat.map(|(credential, _meta)| credential),
         Decision::UseIntegrationToken => runtime.vault.integration_secret(&config.id)?,

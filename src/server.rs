@@ -55,6 +55,51 @@ pub struct Runtime {
     /// The connect page's links and TLS, when `[connect]` is configured.
     pub connect: Option<crate::connect::Links>,
     pub connect_tls: Option<Arc<rustls::ServerConfig>>,
+    /// When users' PATs were last used, not yet written to the vault.
+    pub pat_uses: PatUses,
+}
+
+/// How often [`PatUses`] are written to the vault (and once more at shutdown).
+pub const PAT_USE_FLUSH_INTERVAL: Duration = Duration::from_secs(30);
+
+/// When users' PATs were last used, kept in memory and written to the vault metadata in
+/// batches, so a request never waits on a disk write. Bounded by the number of stored PATs:
+/// an entry is only made when a stored PAT was used.
+#[derive(Debug, Default)]
+pub struct PatUses(std::sync::Mutex<HashMap<(String, String), u64>>);
+
+impl PatUses {
+    pub fn record(&self, integration: &str, account: &str, at: u64) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map
+            .entry((integration.to_string(), account.to_string()))
+            .or_insert(at);
+        *entry = (*entry).max(at);
+    }
+
+    /// A use not yet written to the vault.
+    pub fn pending(&self, integration: &str, account: &str) -> Option<u64> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&(integration.to_string(), account.to_string()))
+            .copied()
+    }
+
+    /// Writes every pending use to the vault.
+    pub async fn flush(&self, vault: &Vault) {
+        let uses: Vec<_> = {
+            let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            map.drain().collect()
+        };
+        if uses.is_empty() {
+            return;
+        }
+        if let Err(err) = vault.record_pat_uses(&uses).await {
+            tracing::warn!(error = %err, "writing when PATs were last used failed");
+            for ((integration, account), at) in uses {
+                self.record(&integration, &account, at);
+            }
+        }
+    }
 }
 
 /// What the config's files hold, loaded and checked: the parts of a [`Runtime`] that do
@@ -145,6 +190,7 @@ impl Runtime {
             tls: Arc::new(materials.tls),
             connect,
             connect_tls: materials.connect_tls.map(Arc::new),
+            pat_uses: PatUses::default(),
         })
     }
 }
@@ -317,6 +363,20 @@ impl Server {
                 connect_stopped,
             ));
         }
+        {
+            let runtime = self.runtime.clone();
+            let mut stop = stop_connect.subscribe();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(PAT_USE_FLUSH_INTERVAL);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => runtime.pat_uses.flush(&runtime.vault).await,
+                        _ = stop.changed() => break,
+                    }
+                }
+            });
+        }
         tokio::pin!(shutdown);
         loop {
             let (tcp, peer) = tokio::select! {
@@ -393,6 +453,7 @@ impl Server {
             () = graceful.shutdown() => tracing::info!("all connections closed"),
             () = tokio::time::sleep(grace) => tracing::warn!(grace_seconds = grace.as_secs(), "grace period over; closing remaining connections"),
         }
+        self.runtime.pat_uses.flush(&self.runtime.vault).await;
         if let Err(err) = self.runtime.vault.flush().await {
             tracing::error!(error = %err, "vault flush at shutdown failed");
         }
