@@ -396,7 +396,10 @@ fn form_fields(body: &[u8]) -> HashMap<String, zeroize::Zeroizing<String>> {
     fields
 }
 
-/// Whether a POST comes from the page itself (not from another site's form).
+/// Whether a POST comes from the page itself (not from another site's form). The page
+/// token is the CSRF defence; this is a second one. Browsers send `Origin: null` for this
+/// page's own forms (its `Referrer-Policy: no-referrer` hides the origin), so only another
+/// named origin, or `Sec-Fetch-Site` other than `same-origin`/`none`, is refused.
 fn same_origin(req: &Request<Incoming>, public_url: &str) -> bool {
     let headers = req.headers();
     if let Some(site) = headers.get("sec-fetch-site") {
@@ -405,7 +408,7 @@ fn same_origin(req: &Request<Incoming>, public_url: &str) -> bool {
         }
     }
     match headers.get(http::header::ORIGIN) {
-        Some(origin) => origin.as_bytes() == public_url.as_bytes(),
+        Some(origin) => origin.as_bytes() == b"null" || origin.as_bytes() == public_url.as_bytes(),
         None => true,
     }
 }
