@@ -273,3 +273,39 @@ async fn without_a_connect_listener_no_links_are_made() {
     assert!(json(&response).get("setup_url").is_none());
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn what_the_host_says_is_escaped_and_another_origin_is_refused() {
+    let (gw, host) = Gateway::start(with_connect(900)).await;
+    let token = "ghp_MalloryPatDoNotLeak0123456789abcdefgh";
+    host.add_user(token, "<script>alert(1)</script>", "repo");
+    let url = new_link(&gw, ACCOUNT_A).await;
+    let page = page_token(&text(&open(&gw, &url).await));
+    // Another named origin, even without Sec-Fetch-Site, is refused.
+    let origin = url.split("/connect/").next().unwrap().to_string();
+    let foreign = browser(
+        &gw,
+        Request::post(format!("{origin}/connect/pat"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("origin", "https://evil.example")
+            .body(Full::new(Bytes::from(format!("page={page}&token={token}"))))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(foreign.status(), 403, "{}", text(&foreign));
+    let stored = post(
+        &gw,
+        &url,
+        "/connect/pat",
+        &format!("page={page}&token={token}"),
+    )
+    .await;
+    let html = text(&stored);
+    assert_eq!(stored.status(), 200, "{html}");
+    assert!(!html.contains("<script>"), "{html}");
+    assert!(
+        html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{html}"
+    );
+    gw.stop().await;
+}
