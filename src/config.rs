@@ -948,6 +948,36 @@ base_url = "https://ghe.example.com/"
     }
 
     #[test]
+    fn connect_section_is_optional_and_checked() {
+        assert!(parse(MINIMAL).unwrap().connect.is_none());
+        let section = |url: &str, ttl: &str| {
+            format!("{MINIMAL}[connect]\nlisten = \"127.0.0.1:8444\"\ncert = \"c.pem\"\nkey = \"k.pem\"\npublic_url = \"{url}\"\n{ttl}")
+        };
+        let cfg = parse(&section("https://patgate.example.com:8444/", "")).unwrap();
+        let connect = cfg.connect.unwrap();
+        assert_eq!(connect.public_url, "https://patgate.example.com:8444");
+        assert_eq!(connect.link_ttl, Duration::from_secs(900));
+        assert_eq!(connect.cert, Path::new("/etc/patgate/c.pem"));
+        for (url, ttl, key) in [
+            ("http://patgate.example.com", "", "connect.public_url"),
+            (
+                "https://patgate.example.com/connect",
+                "",
+                "connect.public_url",
+            ),
+            ("https://", "", "connect.public_url"),
+            (
+                "https://p.example",
+                "link_ttl_seconds = 0",
+                "connect.link_ttl_seconds",
+            ),
+        ] {
+            let err = parse(&section(url, ttl)).unwrap_err();
+            assert_eq!(err.key, key, "{url} {ttl}: {err}");
+        }
+    }
+
+    #[test]
     fn unknown_key_names_its_path() {
         let text = MINIMAL.replace(
             "kind = \"github\"",
