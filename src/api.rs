@@ -6,6 +6,7 @@
 //! | `GET /v1/integrations/{id}/users/{account}/pat` | the PAT status |
 //! | `PUT /v1/integrations/{id}/users/{account}/pat` `{"token": "…"}` (CodeCommit: `{"access_key_id": "…", "secret_access_key": "…", "session_token"?: "…"}`) | validates with the host, stores, answers the status |
 //! | `DELETE /v1/integrations/{id}/users/{account}/pat` | removes it, answers the status |
+//! | `POST /v1/integrations/{id}/users/{account}/connect-link` | a one-time link to the connect page: `{"url", "expires_at"}` (404 `not-found` without `[connect]`) |
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
@@ -33,6 +34,11 @@ pub struct PatStatus {
     pub validated_at: Option<String>,
     pub last_used_at: Option<String>,
     pub require_user_pat: bool,
+    /// False on TFS 2013/2015: that host has no personal access tokens at all.
+    pub host_supports_pats: bool,
+    /// A plain sentence when the host has no PATs, for the app to show.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<&'static str>,
 }
 
 impl PatStatus {
@@ -56,6 +62,10 @@ impl PatStatus {
             validated_at: meta.as_ref().map(|m| rfc3339(m.validated_at)),
             last_used_at: meta.as_ref().and_then(|m| m.last_used_at).map(rfc3339),
             require_user_pat: integration.config.require_user_pat,
+            host_supports_pats: integration.adapter.supports_pats(),
+            note: (!integration.adapter.supports_pats()).then_some(
+                "This host (TFS 2013/2015) does not support personal access tokens; with Require User PAT on, actions are refused.",
+            ),
         }
     }
 }
@@ -66,10 +76,12 @@ pub(crate) async fn handle(
 ) -> Result<Response<ResponseBody>, Problem> {
     let path = req.uri().path().to_string();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let ["v1", "integrations", id, "users", account, "pat"] = segments.as_slice() else {
+    let ["v1", "integrations", id, "users", account, resource @ ("pat" | "connect-link")] =
+        segments.as_slice()
+    else {
         return Err(Problem::new(
             ErrorCode::NotFound,
-            "the /v1 API serves /v1/integrations/{id}/users/{account}/pat",
+            "the /v1 API serves /v1/integrations/{id}/users/{account}/pat and …/connect-link",
         ));
     };
     let integration = runtime.integrations.get(*id).ok_or_else(|| {
@@ -91,9 +103,29 @@ pub(crate) async fn handle(
         .into_owned();
     let vault = &runtime.vault;
     let id = integration.config.id.as_str();
+    if *resource == "connect-link" {
+        if req.method() != Method::POST {
+            return Err(Problem::new(ErrorCode::MethodNotAllowed, "use POST"));
+        }
+        let links = runtime.connect.as_ref().ok_or_else(|| {
+            Problem::new(
+                ErrorCode::NotFound,
+                "no connect page is configured on this patgate ([connect] in its config)",
+            )
+        })?;
+        let link = links.issue(id, &account, crate::server::unix_now());
+        tracing::info!(target: "patgate::audit", integration = id, account = %account, expires_at = %link.expires_at, "connect link issued");
+        return json(&link);
+    }
     match *req.method() {
         Method::GET => {
-            let meta = vault.user_pat_meta(id, &account)?;
+            let mut meta = vault.user_pat_meta(id, &account)?;
+            // A use not yet written to the vault (they are written in batches) is newer.
+            if let (Some(meta), Some(pending)) =
+                (meta.as_mut(), runtime.pat_uses.pending(id, &account))
+            {
+                meta.last_used_at = meta.last_used_at.max(Some(pending));
+            }
             json(&PatStatus::new(integration, &account, meta))
         }
         Method::PUT => {

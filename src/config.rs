@@ -48,7 +48,23 @@ pub struct Config {
     pub signatures: SignatureSettings,
     pub app_keys: Vec<AppKeyConfig>,
     pub integrations: Vec<Integration>,
+    /// The connect page's listener; without it no connect links are made.
+    pub connect: Option<ConnectListener>,
     pub log: LogSettings,
+}
+
+/// The listener that serves the connect page to browsers: server TLS only (browsers have
+/// no client certificate); every page is opened from a one-time signed link.
+#[derive(Debug, Clone)]
+pub struct ConnectListener {
+    pub listen: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The origin users reach the listener at, e.g. `https://patgate.example.com:8444`
+    /// (no trailing slash); links are `{public_url}/connect/{token}`.
+    pub public_url: String,
+    /// How long a link (and the page opened from it) stays valid.
+    pub link_ttl: Duration,
 }
 
 /// Where the vault's master key comes from. It never sits in this file.
@@ -267,6 +283,8 @@ pub struct LogSettings {
 /// Defaults live here, next to the keys; the example file repeats them and a test checks
 /// that it does.
 pub mod defaults {
+    /// `connect.link_ttl_seconds`: 15 minutes.
+    pub const LINK_TTL_SECONDS: u64 = 900;
     pub const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
     pub const HEADER_READ_TIMEOUT_MS: u64 = 10_000;
     pub const MAX_HEADER_BYTES: usize = 32 * 1024;
@@ -296,7 +314,24 @@ struct RawConfig {
     #[serde(default)]
     integrations: Vec<RawIntegration>,
     #[serde(default)]
+    connect: Option<RawConnect>,
+    #[serde(default)]
     log: RawLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConnect {
+    listen: String,
+    cert: PathBuf,
+    key: PathBuf,
+    public_url: String,
+    #[serde(default = "d_link_ttl")]
+    link_ttl_seconds: u64,
+}
+
+fn d_link_ttl() -> u64 {
+    defaults::LINK_TTL_SECONDS
 }
 
 #[derive(Debug, Deserialize)]
@@ -511,6 +546,7 @@ impl Validator<'_> {
         let signatures = self.signatures(raw.signatures)?;
         let app_keys = self.app_keys(raw.app_keys)?;
         let integrations = self.integrations(raw.integrations)?;
+        let connect = raw.connect.map(|c| self.connect(c)).transpose()?;
         if raw.log.level.trim().is_empty() {
             return Err(self.err("log.level", "must not be empty"));
         }
@@ -522,6 +558,7 @@ impl Validator<'_> {
             signatures,
             app_keys,
             integrations,
+            connect,
             log: LogSettings {
                 level: raw.log.level,
                 format: raw.log.format,
@@ -569,6 +606,35 @@ impl Validator<'_> {
             handshake_timeout: Duration::from_millis(raw.handshake_timeout_ms),
             header_read_timeout: Duration::from_millis(raw.header_read_timeout_ms),
             max_header_bytes: raw.max_header_bytes,
+        })
+    }
+
+    fn connect(&self, raw: RawConnect) -> Result<ConnectListener, ConfigError> {
+        let listen = raw.listen.parse::<SocketAddr>().map_err(|_| {
+            self.err(
+                "connect.listen",
+                format!("`{}` is not an address:port like 0.0.0.0:8444", raw.listen),
+            )
+        })?;
+        let public_url = raw.public_url.trim_end_matches('/').to_string();
+        let origin_ok = public_url.strip_prefix("https://").is_some_and(|rest| {
+            !rest.is_empty() && !rest.contains(['/', '?', '#', ' ', '"', '<', '>'])
+        });
+        if !origin_ok {
+            return Err(self.err(
+                "connect.public_url",
+                format!("`{}` must be an https origin like https://patgate.example.com:8444, without a path", raw.public_url),
+            ));
+        }
+        if raw.link_ttl_seconds == 0 || raw.link_ttl_seconds > 24 * 3600 {
+            return Err(self.err("connect.link_ttl_seconds", "must be between 1 and 86400"));
+        }
+        Ok(ConnectListener {
+            listen,
+            cert: self.path(raw.cert),
+            key: self.path(raw.key),
+            public_url,
+            link_ttl: Duration::from_secs(raw.link_ttl_seconds),
         })
     }
 
@@ -882,6 +948,36 @@ base_url = "https://ghe.example.com/"
     }
 
     #[test]
+    fn connect_section_is_optional_and_checked() {
+        assert!(parse(MINIMAL).unwrap().connect.is_none());
+        let section = |url: &str, ttl: &str| {
+            format!("{MINIMAL}[connect]\nlisten = \"127.0.0.1:8444\"\ncert = \"c.pem\"\nkey = \"k.pem\"\npublic_url = \"{url}\"\n{ttl}")
+        };
+        let cfg = parse(&section("https://patgate.example.com:8444/", "")).unwrap();
+        let connect = cfg.connect.unwrap();
+        assert_eq!(connect.public_url, "https://patgate.example.com:8444");
+        assert_eq!(connect.link_ttl, Duration::from_secs(900));
+        assert_eq!(connect.cert, Path::new("/etc/patgate/c.pem"));
+        for (url, ttl, key) in [
+            ("http://patgate.example.com", "", "connect.public_url"),
+            (
+                "https://patgate.example.com/connect",
+                "",
+                "connect.public_url",
+            ),
+            ("https://", "", "connect.public_url"),
+            (
+                "https://p.example",
+                "link_ttl_seconds = 0",
+                "connect.link_ttl_seconds",
+            ),
+        ] {
+            let err = parse(&section(url, ttl)).unwrap_err();
+            assert_eq!(err.key, key, "{url} {ttl}: {err}");
+        }
+    }
+
+    #[test]
     fn unknown_key_names_its_path() {
         let text = MINIMAL.replace(
             "kind = \"github\"",
@@ -1110,6 +1206,7 @@ mod example_file {
             (format!("{base}[[app_keys]]\nzzz = 1\n"), "app_keys"),
             (format!("{base}[[integrations]]\nzzz = 1\n"), "integrations"),
             (format!("{base}[log]\nzzz = 1\n"), "log"),
+            (format!("{base}[connect]\nzzz = 1\n"), "connect"),
         ];
         for (toml, path) in sections {
             for key in accepted_keys(&toml, path) {
@@ -1153,6 +1250,7 @@ mod example_file {
                 defaults::REQUEST_TIMEOUT_MS.to_string(),
             ),
             ("max_body_bytes", defaults::MAX_BODY_BYTES.to_string()),
+            ("link_ttl_seconds", defaults::LINK_TTL_SECONDS.to_string()),
             ("level", format!("\"{}\"", defaults::LOG_LEVEL)),
         ] {
             assert!(

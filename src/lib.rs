@@ -15,6 +15,7 @@
 //! | configuration, validated once | [`config`] |
 //! | api listener: TLS with client certificates, accept loop | [`tls`], [`server`] |
 //! | per-request flow | [`proxy`] (git host paths), [`api`] (patgate's own `/v1`) |
+//! | the connect page where users enter their PAT (own listener, one-time links) | [`connect`] |
 //! | RFC 9421 signatures, RFC 9530 digests, replay cache | [`signature`] |
 //! | what a request does on the host, credential schemes | [`hosts`] (pure) |
 //! | which credential, or which refusal | [`policy`] (pure) |
@@ -30,6 +31,7 @@ pub mod body;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod connect;
 pub mod demo;
 pub mod devpki;
 pub mod error;

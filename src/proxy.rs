@@ -220,8 +220,22 @@ async fn forward(
         user_has_pat: user_pat.is_some(),
         allow_other_writes: config.allow_other_writes,
     })
-    .map_err(Problem::from)?;
+    .map_err(|refusal| {
+        let mut problem = Problem::from(refusal);
+        if problem.code == ErrorCode::UserPatRequired {
+            // The user can act on this at once: a link to the page where they enter a PAT.
+            problem.setup_url = runtime
+                .connect
+                .as_ref()
+                .zip(account.as_deref())
+                .map(|(links, account)| links.issue(&config.id, account, unix_now()).url);
+        }
+        problem
+    })?;
     summary.credential = Some(decision);
+    if let (Decision::UseUserPat, Some(account)) = (decision, account.as_deref()) {
+        runtime.pat_uses.record(&config.id, account, unix_now());
+    }
     let credential = match decision {
         Decision::UseUserPat => user_pat.map(|(credential, _meta)| credential),
         Decision::UseIntegrationToken => runtime.vault.integration_secret(&config.id)?,

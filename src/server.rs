@@ -52,6 +52,54 @@ pub struct Runtime {
     pub integrations: HashMap<String, IntegrationRuntime>,
     pub vault: Arc<Vault>,
     pub tls: Arc<rustls::ServerConfig>,
+    /// The connect page's links and TLS, when `[connect]` is configured.
+    pub connect: Option<crate::connect::Links>,
+    pub connect_tls: Option<Arc<rustls::ServerConfig>>,
+    /// When users' PATs were last used, not yet written to the vault.
+    pub pat_uses: PatUses,
+}
+
+/// How often [`PatUses`] are written to the vault (and once more at shutdown).
+pub const PAT_USE_FLUSH_INTERVAL: Duration = Duration::from_secs(30);
+
+/// When users' PATs were last used, kept in memory and written to the vault metadata in
+/// batches, so a request never waits on a disk write. Bounded by the number of stored PATs:
+/// an entry is only made when a stored PAT was used.
+#[derive(Debug, Default)]
+pub struct PatUses(std::sync::Mutex<HashMap<(String, String), u64>>);
+
+impl PatUses {
+    pub fn record(&self, integration: &str, account: &str, at: u64) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map
+            .entry((integration.to_string(), account.to_string()))
+            .or_insert(at);
+        *entry = (*entry).max(at);
+    }
+
+    /// A use not yet written to the vault.
+    pub fn pending(&self, integration: &str, account: &str) -> Option<u64> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&(integration.to_string(), account.to_string()))
+            .copied()
+    }
+
+    /// Writes every pending use to the vault.
+    pub async fn flush(&self, vault: &Vault) {
+        let uses: Vec<_> = {
+            let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            map.drain().collect()
+        };
+        if uses.is_empty() {
+            return;
+        }
+        if let Err(err) = vault.record_pat_uses(&uses).await {
+            tracing::warn!(error = %err, "writing when PATs were last used failed");
+            for ((integration, account), at) in uses {
+                self.record(&integration, &account, at);
+            }
+        }
+    }
 }
 
 /// What the config's files hold, loaded and checked: the parts of a [`Runtime`] that do
@@ -62,6 +110,8 @@ pub struct Materials {
     pub keys: KeyRing,
     pub window: Window,
     pub integrations: HashMap<String, IntegrationRuntime>,
+    /// The connect listener's TLS (no client certificates), when configured.
+    pub connect_tls: Option<rustls::ServerConfig>,
 }
 
 /// Loads every certificate and key the config names, and builds the upstream clients.
@@ -83,8 +133,17 @@ pub fn check_materials(config: &Config) -> Result<Materials, ConfigError> {
             IntegrationRuntime::build(file, index, integration)?,
         );
     }
+    let connect_tls = config
+        .connect
+        .as_ref()
+        .map(|c| {
+            crate::tls::server_config_without_client_auth(&c.cert, &c.key)
+                .map_err(|e| ConfigError::new(file, "connect", e))
+        })
+        .transpose()?;
     Ok(Materials {
         tls,
+        connect_tls,
         keys,
         window,
         integrations,
@@ -122,12 +181,16 @@ impl Runtime {
             config.signatures.nonce_cache_entries,
             not_before,
         );
+        let connect = config.connect.as_ref().map(crate::connect::Links::new);
         Ok(Runtime {
             config,
             verifier,
             integrations: materials.integrations,
             vault,
             tls: Arc::new(materials.tls),
+            connect,
+            connect_tls: materials.connect_tls.map(Arc::new),
+            pat_uses: PatUses::default(),
         })
     }
 }
@@ -233,16 +296,30 @@ pub struct Connection {
 pub struct Server {
     runtime: Arc<Runtime>,
     listener: TcpListener,
+    /// The connect page's listener, when `[connect]` is configured.
+    connect_listener: Option<TcpListener>,
 }
 
 impl Server {
     /// Binds the api listener.
     pub async fn bind(runtime: Runtime) -> std::io::Result<Server> {
         let listener = TcpListener::bind(runtime.config.api.listen).await?;
+        let connect_listener = match &runtime.config.connect {
+            Some(connect) => Some(TcpListener::bind(connect.listen).await?),
+            None => None,
+        };
         Ok(Server {
             runtime: Arc::new(runtime),
             listener,
+            connect_listener,
         })
+    }
+
+    /// The connect listener's address, when it is configured.
+    pub fn connect_addr(&self) -> Option<SocketAddr> {
+        self.connect_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -274,6 +351,32 @@ impl Server {
             // (CVE-2023-44487, "rapid reset").
             .max_pending_accept_reset_streams(64);
         let builder = Arc::new(builder);
+        let (stop_connect, connect_stopped) = tokio::sync::watch::channel(false);
+        if let (Some(listener), Some(tls)) =
+            (self.connect_listener, self.runtime.connect_tls.clone())
+        {
+            tokio::spawn(serve_connect(
+                self.runtime.clone(),
+                listener,
+                TlsAcceptor::from(tls),
+                builder.clone(),
+                connect_stopped,
+            ));
+        }
+        {
+            let runtime = self.runtime.clone();
+            let mut stop = stop_connect.subscribe();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(PAT_USE_FLUSH_INTERVAL);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => runtime.pat_uses.flush(&runtime.vault).await,
+                        _ = stop.changed() => break,
+                    }
+                }
+            });
+        }
         tokio::pin!(shutdown);
         loop {
             let (tcp, peer) = tokio::select! {
@@ -345,13 +448,59 @@ impl Server {
             });
         }
         drop(self.listener);
+        let _ = stop_connect.send(true);
         tokio::select! {
             () = graceful.shutdown() => tracing::info!("all connections closed"),
             () = tokio::time::sleep(grace) => tracing::warn!(grace_seconds = grace.as_secs(), "grace period over; closing remaining connections"),
         }
+        self.runtime.pat_uses.flush(&self.runtime.vault).await;
         if let Err(err) = self.runtime.vault.flush().await {
             tracing::error!(error = %err, "vault flush at shutdown failed");
         }
+    }
+}
+
+/// The connect page's accept loop: server TLS only, every request to [`crate::connect`].
+async fn serve_connect(
+    runtime: Arc<Runtime>,
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    tracing::warn!(error = %err, "connect listener: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let acceptor = acceptor.clone();
+        let runtime = runtime.clone();
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let handshake =
+                tokio::time::timeout(runtime.config.api.handshake_timeout, acceptor.accept(tcp))
+                    .await;
+            let Ok(Ok(tls)) = handshake else {
+                tracing::debug!(%peer, "connect listener: TLS handshake failed");
+                return;
+            };
+            let service = service_fn(move |req| {
+                let runtime = runtime.clone();
+                async move {
+                    Ok::<_, std::convert::Infallible>(crate::connect::handle(&runtime, req).await)
+                }
+            });
+            if let Err(err) = builder.serve_connection(TokioIo::new(tls), service).await {
+                tracing::debug!(%peer, error = %err, "connect connection ended with an error");
+            }
+        });
     }
 }
 

@@ -789,3 +789,55 @@ async fn config_check_reports_a_failed_detection() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn on_tfs_2015_the_status_api_and_the_connect_page_say_pats_are_not_supported() {
+    let opts = Options {
+        connect_ttl_seconds: Some(900),
+        ..Options::default()
+    };
+    let (gw, _host) = server("2015", opts).await;
+    let client = gw.client();
+    let status = client
+        .send(&gw.get(&format!("/v1/integrations/ghe/users/{ACCOUNT_A}/pat")))
+        .await
+        .unwrap();
+    assert_eq!(status.status(), 200);
+    let body = json(&status);
+    assert_eq!(body["host_supports_pats"], false);
+    assert!(body["note"]
+        .as_str()
+        .unwrap()
+        .contains("does not support personal access tokens"));
+
+    let link = client
+        .send(&patgate::client::Outgoing {
+            method: http::Method::POST,
+            url: gw.url(&format!(
+                "/v1/integrations/ghe/users/{ACCOUNT_A}/connect-link"
+            )),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let url = json(&link)["url"].as_str().unwrap().to_string();
+    let page = client
+        .send_signed(
+            http::Request::get(url)
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let html = String::from_utf8_lossy(page.body());
+    assert_eq!(page.status(), 200, "{html}");
+    assert!(
+        html.contains("Personal access tokens are not supported by this host"),
+        "{html}"
+    );
+    assert!(
+        !html.contains("name=\"token\""),
+        "no token field on TFS 2015: {html}"
+    );
+    gw.stop().await;
+}

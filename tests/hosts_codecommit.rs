@@ -316,6 +316,10 @@ async fn start(policy: Policy) -> (Gateway, CodeCommitHost) {
 }
 
 async fn setup(policy: Policy) -> (Setup, CodeCommitHost) {
+    setup_with(policy, None).await
+}
+
+async fn setup_with(policy: Policy, connect_ttl_seconds: Option<u64>) -> (Setup, CodeCommitHost) {
     let ca = Arc::new(DevCa::generate("patgate test CA").unwrap());
     let host = CodeCommitHost::start(&ca).await;
     let github = RecordingHost::start(&ca, HostMode::Normal).await;
@@ -339,6 +343,7 @@ allow_other_writes = {aow}
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let opts = Options {
         extra_toml,
+        connect_ttl_seconds,
         ..Options::default()
     };
     (Setup::with_ca(dir, ca, &github, &opts).await, host)
@@ -809,5 +814,76 @@ async fn integration_key_pair_is_validated_by_the_cli() {
         .unwrap();
     assert_eq!(response.status(), 200, "{}", body_text(&response));
     assert_signed_by(&host.last(), &INTEGRATION);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn the_connect_page_takes_a_users_key_pair_and_checks_it_with_sts() {
+    let (setup, _host) = setup_with(
+        Policy {
+            require_user_pat: true,
+            allow_other_writes: false,
+        },
+        Some(900),
+    )
+    .await;
+    let gw = setup.start().await;
+    let client = gw.client();
+    let link = client
+        .send(&Outgoing {
+            method: Method::POST,
+            url: gw.url(&format!(
+                "/v1/integrations/cc/users/{ACCOUNT_A}/connect-link"
+            )),
+            ..Outgoing::default()
+        })
+        .await
+        .unwrap();
+    let url = json(&link)["url"].as_str().unwrap().to_string();
+    let page = client
+        .send_signed(
+            http::Request::get(&url)
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let html = body_text(&page);
+    assert!(html.contains("name=\"secret_access_key\""), "{html}");
+    assert!(!html.contains("name=\"token\""), "{html}");
+    let marker = "name=\"page\" value=\"";
+    let start = html.find(marker).unwrap() + marker.len();
+    let page_token = &html[start..][..html[start..].find('"').unwrap()];
+    let origin = url.split("/connect/").next().unwrap();
+    let enc = |v: &str| {
+        percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    let form = format!(
+        "page={page_token}&access_key_id={}&secret_access_key={}&session_token={}",
+        ALICE.access_key_id,
+        enc(ALICE.secret),
+        enc(ALICE.session_token.unwrap())
+    );
+    let stored = client
+        .send_signed(
+            http::Request::post(format!("{origin}/connect/pat"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("origin", origin)
+                .body(Full::new(Bytes::from(form)))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let html = body_text(&stored);
+    assert_eq!(stored.status(), 200, "{html}");
+    assert!(html.contains(ALICE.arn), "{html}");
+    assert!(!html.contains(ALICE.secret), "{html}");
+    let meta = gw
+        .runtime
+        .vault
+        .user_pat_meta("cc", ACCOUNT_A)
+        .unwrap()
+        .unwrap();
+    assert_eq!(meta.host_login, ALICE.arn);
     gw.stop().await;
 }

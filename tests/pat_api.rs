@@ -170,3 +170,57 @@ async fn malformed_put_bodies_get_bad_request() {
     assert!(host.requests().is_empty());
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn last_used_at_is_kept_in_memory_and_written_at_shutdown() {
+    let ca = std::sync::Arc::new(patgate::devpki::DevCa::generate("patgate test CA").unwrap());
+    let host = RecordingHost::start(&ca, HostMode::Normal).await;
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let setup = Setup::with_ca(dir, ca, &host, &Options::default()).await;
+    let gw = setup.start().await;
+    gw.store_pat(ACCOUNT_A, PAT_A).await;
+    let response = gw
+        .client()
+        .send(&gw.create_branch(Some(ACCOUNT_A)))
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["patgate-credential"], "user");
+    // Not yet in the vault (no disk write per request), but the status API shows it.
+    let meta = gw
+        .runtime
+        .vault
+        .user_pat_meta("ghe", ACCOUNT_A)
+        .unwrap()
+        .unwrap();
+    assert_eq!(meta.last_used_at, None);
+    let status = gw
+        .client()
+        .send(&gw.get(&format!("/v1/integrations/ghe/users/{ACCOUNT_A}/pat")))
+        .await
+        .unwrap();
+    let used = json(&status)["last_used_at"].as_str().unwrap().to_string();
+    assert!(used.ends_with('Z'), "{used}");
+    gw.stop().await;
+
+    // Written at shutdown: a restarted patgate still knows.
+    let gw = setup.start().await;
+    let status = gw
+        .client()
+        .send(&gw.get(&format!("/v1/integrations/ghe/users/{ACCOUNT_A}/pat")))
+        .await
+        .unwrap();
+    assert_eq!(json(&status)["last_used_at"], used.as_str());
+    assert_eq!(json(&status)["host_login"], "test");
+    // Only the metadata was rewritten: the PAT still decrypts and is used.
+    let response = gw
+        .client()
+        .send(&gw.create_branch(Some(ACCOUNT_A)))
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["patgate-credential"], "user");
+    assert_eq!(
+        host.last().authorization(),
+        Some(&*format!("Bearer {PAT_A}"))
+    );
+    gw.stop().await;
+}

@@ -486,6 +486,59 @@ impl Vault {
             .ok_or_else(|| self.corrupt(&id(), "its metadata lacks the PAT fields"))
     }
 
+    /// Records when users' PATs were last used, `((integration, account), unix seconds)`.
+    /// Only the clear metadata of each record is rewritten (nonce, ciphertext and key
+    /// version are kept: the metadata is not part of the associated data), with a
+    /// compare-and-swap so a PAT replaced or removed meanwhile is left as it is; an older
+    /// time never replaces a newer one. One flush for the whole batch. Answers how many
+    /// records were written.
+    pub async fn record_pat_uses(
+        &self,
+        uses: &[((String, String), u64)],
+    ) -> Result<usize, VaultError> {
+        let mut written = 0;
+        for ((integration, account), at) in uses {
+            let integration = record::validate_id("integration", integration)?;
+            let account = record::validate_id("account", account)?;
+            let key = record::pat_key(integration, account);
+            let Some(old) = self
+                .inner
+                .records
+                .get(key.as_ref())
+                .map_err(|e| self.storage(e))?
+            else {
+                continue;
+            };
+            let id = || pat_id(integration, account);
+            let raw = self.parse(&old, id)?;
+            let mut meta = self.clear_meta(&raw, id)?;
+            if meta.last_used_at.is_some_and(|t| t >= *at) {
+                continue;
+            }
+            meta.last_used_at = Some(*at);
+            let meta_json = serde_json::to_vec(&meta).map_err(|e| {
+                self.corrupt(&id(), &format!("its metadata does not serialise: {e}"))
+            })?;
+            let (ciphertext, tag) = raw.sealed.split_at(raw.sealed.len() - record::TAG_LEN);
+            let tag: &[u8; record::TAG_LEN] = tag
+                .try_into()
+                .map_err(|_| self.corrupt(&id(), "its tag is truncated"))?;
+            let new = RawValue::encode(raw.key_version, raw.nonce, &meta_json, ciphertext, tag);
+            let swapped = self
+                .inner
+                .records
+                .compare_and_swap(key.as_ref(), Some(&old), Some(new))
+                .map_err(|e| self.storage(e))?;
+            if swapped.is_ok() {
+                written += 1;
+            }
+        }
+        if written > 0 {
+            self.flush().await?;
+        }
+        Ok(written)
+    }
+
     /// Removes a user's PAT; `true` when there was one. Durable when this returns.
     pub async fn delete_user_pat(
         &self,

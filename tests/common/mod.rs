@@ -366,6 +366,8 @@ pub struct Options {
     pub integration_toml: String,
     /// The integration's secret; `Token(INTEGRATION_TOKEN)` when not set.
     pub integration_secret: Option<Credential>,
+    /// Adds a `[connect]` listener on a free port with this link TTL in seconds.
+    pub connect_ttl_seconds: Option<u64>,
 }
 
 impl Default for Options {
@@ -383,6 +385,7 @@ impl Default for Options {
             kind: "github",
             integration_toml: String::new(),
             integration_secret: None,
+            connect_ttl_seconds: None,
         }
     }
 }
@@ -498,6 +501,18 @@ level = "{level}"
             kind = opts.kind,
             integration_toml = opts.integration_toml,
         );
+        let mut config = config;
+        if let Some(ttl) = opts.connect_ttl_seconds {
+            // public_url must name the port before the listener exists: take a free one.
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            config.push_str(&format!(
+                "[connect]\nlisten = \"127.0.0.1:{port}\"\ncert = \"server.pem\"\nkey = \"server-key.pem\"\npublic_url = \"https://localhost:{port}\"\nlink_ttl_seconds = {ttl}\n"
+            ));
+        }
         let config_path = d.join("patgate.toml");
         write(d, "patgate.toml", &config);
         let key = MasterKey::load_file(&d.join("master-key")).unwrap();

@@ -1,0 +1,49 @@
+// Drives the connect page in headless Chromium, as a user would with a keyboard.
+// Usage: node tests/browser/connect.js '{"url": "...", "token": "..."?, "chromium": "/usr/bin/chromium"?}'
+// Prints {"open": {status, text}, "submit"?: {status, text}, "console": [...]} as JSON.
+// The Rust test (tests/connect_browser.rs) decides what is right; this script only reports.
+const { chromium } = require('playwright-core');
+
+const input = JSON.parse(process.argv[2]);
+
+(async () => {
+  const browser = await chromium.launch({
+    executablePath: input.chromium || '/usr/bin/chromium',
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--no-first-run',
+    ],
+  });
+  try {
+    // The test CA is not in Chromium's store; TLS itself is tested on the Rust side.
+    const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 390, height: 844 } });
+    const page = await context.newPage();
+    const consoleMessages = [];
+    page.on('console', (m) => consoleMessages.push(m.text()));
+    const out = {};
+    const opened = await page.goto(input.url);
+    out.open = { status: opened.status(), text: await page.innerText('body') };
+    if (input.token !== undefined) {
+      // Keyboard only: focus the field, type, press Enter.
+      await page.focus('#token');
+      await page.keyboard.type(input.token);
+      const [response] = await Promise.all([
+        page.waitForNavigation(),
+        page.keyboard.press('Enter'),
+      ]);
+      out.submit = { status: response.status(), text: await page.innerText('body') };
+      out.submit.token_in_html = (await page.content()).includes(input.token);
+    }
+    out.console = consoleMessages;
+    process.stdout.write(JSON.stringify(out));
+  } finally {
+    await browser.close();
+  }
+})().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

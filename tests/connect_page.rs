@@ -1,0 +1,311 @@
+//! The connect page, driven over real TLS as a browser would send plain HTML forms: one-time
+//! links from the `/v1` API and from `user-pat-required`, storing a PAT validated with the
+//! host, refusals for reused, expired and forged links and cross-site posts.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use http::{Method, Request, Response};
+use http_body_util::Full;
+use patgate::client::Outgoing;
+
+fn with_connect(ttl: u64) -> Options {
+    Options {
+        connect_ttl_seconds: Some(ttl),
+        ..Options::default()
+    }
+}
+
+async fn connect_link(gw: &Gateway, account: &str) -> Response<Bytes> {
+    gw.client()
+        .send(&Outgoing {
+            method: Method::POST,
+            url: gw.url(&format!(
+                "/v1/integrations/ghe/users/{account}/connect-link"
+            )),
+            ..Outgoing::default()
+        })
+        .await
+        .unwrap()
+}
+
+async fn new_link(gw: &Gateway, account: &str) -> String {
+    let response = connect_link(gw, account).await;
+    assert_eq!(response.status(), 200, "{}", text(&response));
+    let body = json(&response);
+    assert!(body["expires_at"].as_str().unwrap().ends_with('Z'));
+    body["url"].as_str().unwrap().to_string()
+}
+
+/// A browser request: no signature; the app's TLS client is reused, its client certificate
+/// is never asked for by the connect listener.
+async fn browser(gw: &Gateway, request: Request<Full<Bytes>>) -> Response<Bytes> {
+    gw.client().send_signed(request).await.unwrap()
+}
+
+async fn open(gw: &Gateway, url: &str) -> Response<Bytes> {
+    browser(gw, Request::get(url).body(Full::new(Bytes::new())).unwrap()).await
+}
+
+async fn post(gw: &Gateway, link_url: &str, path: &str, form: &str) -> Response<Bytes> {
+    let origin = link_url.split("/connect/").next().unwrap();
+    browser(
+        gw,
+        Request::post(format!("{origin}{path}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("origin", origin)
+            .header("sec-fetch-site", "same-origin")
+            .body(Full::new(Bytes::from(form.to_string())))
+            .unwrap(),
+    )
+    .await
+}
+
+fn text(response: &Response<Bytes>) -> String {
+    String::from_utf8_lossy(response.body()).into_owned()
+}
+
+/// The page token of the forms on a page.
+fn page_token(page: &str) -> String {
+    let start = page.find("name=\"page\" value=\"").unwrap() + "name=\"page\" value=\"".len();
+    page[start..][..page[start..].find('"').unwrap()].to_string()
+}
+
+fn assert_secure_headers(response: &Response<Bytes>) {
+    let h = response.headers();
+    assert_eq!(h["cache-control"], "no-store");
+    assert_eq!(h["referrer-policy"], "no-referrer");
+    let csp = h["content-security-policy"].to_str().unwrap();
+    for part in [
+        "default-src 'none'",
+        "style-src 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(part), "{csp}");
+    }
+}
+
+#[tokio::test]
+async fn a_link_opens_the_page_once_and_the_stored_pat_is_then_used() {
+    let (gw, host) = Gateway::start(with_connect(900)).await;
+    let url = new_link(&gw, ACCOUNT_A).await;
+    let port = gw.runtime.config.connect.as_ref().unwrap().listen.port();
+    assert!(
+        url.starts_with(&format!("https://localhost:{port}/connect/")),
+        "{url}"
+    );
+
+    let page = open(&gw, &url).await;
+    assert_eq!(page.status(), 200, "{}", text(&page));
+    assert_secure_headers(&page);
+    let html = text(&page);
+    assert!(html.contains("<strong>ghe</strong>"), "{html}");
+    assert!(
+        html.contains(&format!(":{}</strong>", host.addr.port())),
+        "{html}"
+    );
+    assert!(
+        html.contains("Personal access tokens"),
+        "token help: {html}"
+    );
+    assert!(html.contains("name=\"viewport\""));
+    assert!(html.contains("no token set up"));
+
+    let token = page_token(&html);
+    let stored = post(
+        &gw,
+        &url,
+        "/connect/pat",
+        &format!("page={token}&token={PAT_A}"),
+    )
+    .await;
+    let html = text(&stored);
+    assert_eq!(stored.status(), 200, "{html}");
+    assert_secure_headers(&stored);
+    assert!(
+        html.contains("<strong id=\"host-login\">alice</strong>"),
+        "{html}"
+    );
+    assert!(!html.contains(PAT_A), "the token is echoed back");
+    assert!(html.contains("Replace token") && html.contains("Remove token"));
+
+    // The next action through the proxy reaches the host with that PAT.
+    let response = gw
+        .client()
+        .send(&gw.create_branch(Some(ACCOUNT_A)))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "{}", text(&response));
+    assert_eq!(response.headers()["patgate-credential"], "user");
+    assert_eq!(
+        host.last().authorization(),
+        Some(&*format!("Bearer {PAT_A}"))
+    );
+
+    // The link opened once; opening it again is refused plainly.
+    let again = open(&gw, &url).await;
+    assert_eq!(again.status(), 410);
+    assert!(text(&again).contains("already used"), "{}", text(&again));
+
+    // The page's forms go on working until expiry: remove the token.
+    let removed = post(&gw, &url, "/connect/remove", &format!("page={token}")).await;
+    assert_eq!(removed.status(), 200, "{}", text(&removed));
+    assert!(text(&removed).contains("was removed"));
+    assert!(gw
+        .runtime
+        .vault
+        .user_pat_meta("ghe", ACCOUNT_A)
+        .unwrap()
+        .is_none());
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_the_host_rejects_stores_nothing_and_says_why() {
+    let (gw, _host) = Gateway::start(with_connect(900)).await;
+    let url = new_link(&gw, ACCOUNT_B).await;
+    let token = page_token(&text(&open(&gw, &url).await));
+    let refused = post(
+        &gw,
+        &url,
+        "/connect/pat",
+        &format!("page={token}&token=ghp_NotKnownToTheHost000000000000000000"),
+    )
+    .await;
+    let html = text(&refused);
+    assert_eq!(refused.status(), 422, "{html}");
+    assert!(html.contains("The token was not saved"), "{html}");
+    assert!(!html.contains("ghp_NotKnownToTheHost"), "{html}");
+    assert!(gw
+        .runtime
+        .vault
+        .user_pat_meta("ghe", ACCOUNT_B)
+        .unwrap()
+        .is_none());
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn expired_forged_and_cross_site_requests_are_refused() {
+    let (gw, _host) = Gateway::start(with_connect(1)).await;
+    let url = new_link(&gw, ACCOUNT_A).await;
+    let token = page_token(&text(&open(&gw, &url).await));
+    let stale = new_link(&gw, ACCOUNT_A).await;
+    // Link expiry is wall-clock seconds since the epoch, which tokio's paused clock does not
+    // move; the unit tests in src/connect.rs cover expiry without waiting.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let expired = open(&gw, &stale).await;
+    assert_eq!(expired.status(), 410);
+    assert!(text(&expired).contains("expired"), "{}", text(&expired));
+    let late = post(
+        &gw,
+        &url,
+        "/connect/pat",
+        &format!("page={token}&token={PAT_A}"),
+    )
+    .await;
+    assert_eq!(late.status(), 410, "{}", text(&late));
+
+    let origin = url.split("/connect/").next().unwrap().to_string();
+    let forged = open(&gw, &format!("{origin}/connect/eyJrIjoibGluayJ9.AAAA")).await;
+    assert_eq!(forged.status(), 404);
+    assert!(text(&forged).contains("not valid"));
+
+    // A form posted from another site, or without the page token, is refused.
+    let (gw2, _host2) = Gateway::start(with_connect(900)).await;
+    let url = new_link(&gw2, ACCOUNT_A).await;
+    let token = page_token(&text(&open(&gw2, &url).await));
+    let origin = url.split("/connect/").next().unwrap().to_string();
+    let cross = browser(
+        &gw2,
+        Request::post(format!("{origin}/connect/pat"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("origin", "https://evil.example")
+            .header("sec-fetch-site", "cross-site")
+            .body(Full::new(Bytes::from(format!(
+                "page={token}&token={PAT_A}"
+            ))))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(cross.status(), 403, "{}", text(&cross));
+    let no_token = post(&gw2, &url, "/connect/pat", &format!("token={PAT_A}")).await;
+    assert_eq!(no_token.status(), 404, "{}", text(&no_token));
+    assert!(gw2
+        .runtime
+        .vault
+        .user_pat_meta("ghe", ACCOUNT_A)
+        .unwrap()
+        .is_none());
+    gw.stop().await;
+    gw2.stop().await;
+}
+
+#[tokio::test]
+async fn user_pat_required_carries_a_setup_url_that_opens_the_page() {
+    let (gw, _host) = Gateway::start(with_connect(900)).await;
+    let response = gw
+        .client()
+        .send(&gw.create_branch(Some(ACCOUNT_A)))
+        .await
+        .unwrap();
+    assert_eq!(problem_code(&response), "user-pat-required");
+    let setup_url = json(&response)["setup_url"].as_str().unwrap().to_string();
+    let page = open(&gw, &setup_url).await;
+    assert_eq!(page.status(), 200, "{}", text(&page));
+    assert!(text(&page).contains("Connect your account"));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_connect_listener_no_links_are_made() {
+    let (gw, _host) = Gateway::start(Options::default()).await;
+    let response = connect_link(&gw, ACCOUNT_A).await;
+    assert_eq!(problem_code(&response), "not-found");
+    let response = gw
+        .client()
+        .send(&gw.create_branch(Some(ACCOUNT_A)))
+        .await
+        .unwrap();
+    assert_eq!(problem_code(&response), "user-pat-required");
+    assert!(json(&response).get("setup_url").is_none());
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn what_the_host_says_is_escaped_and_another_origin_is_refused() {
+    let (gw, host) = Gateway::start(with_connect(900)).await;
+    let token = "ghp_MalloryPatDoNotLeak0123456789abcdefgh";
+    host.add_user(token, "<script>alert(1)</script>", "repo");
+    let url = new_link(&gw, ACCOUNT_A).await;
+    let page = page_token(&text(&open(&gw, &url).await));
+    // Another named origin, even without Sec-Fetch-Site, is refused.
+    let origin = url.split("/connect/").next().unwrap().to_string();
+    let foreign = browser(
+        &gw,
+        Request::post(format!("{origin}/connect/pat"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("origin", "https://evil.example")
+            .body(Full::new(Bytes::from(format!("page={page}&token={token}"))))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(foreign.status(), 403, "{}", text(&foreign));
+    let stored = post(
+        &gw,
+        &url,
+        "/connect/pat",
+        &format!("page={page}&token={token}"),
+    )
+    .await;
+    let html = text(&stored);
+    assert_eq!(stored.status(), 200, "{html}");
+    assert!(!html.contains("<script>"), "{html}");
+    assert!(
+        html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{html}"
+    );
+    gw.stop().await;
+}
