@@ -18,8 +18,8 @@ export PATGATE_INTEROP_PYTHON="$PWD/$venv/bin/python"
 # The connect page's browser tests (tests/connect_browser.rs) drive headless Chromium (Debian
 # package chromium) with Node and playwright-core (npm), kept under target/. They fail, never
 # skip, when these are missing.
-command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
-command -v node >/dev/null || (apt-get update && apt-get install -y nodejs npm)
+command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+command -v node >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y nodejs npm)
 if [ ! -d target/browser-tests/node_modules/playwright-core ]; then
   echo "tests/run.sh: installing playwright-core into target/browser-tests"
   npm install --silent --prefix target/browser-tests playwright-core@1
