@@ -24,7 +24,7 @@ pub const CREDENTIAL_QUERY_PARAMS: &[&str] = &["access_token"];
 
 /// Shown to users and admins where a PAT is asked for.
 pub const TOKEN_HELP: &str = "Create a token on GitHub under Settings → Developer settings → Personal access tokens. \
-A classic token needs the `repo` scope; a fine-grained token needs Contents and Pull requests: read and write on the repositories you work with.";
+A classic token needs the “repo” scope; a fine-grained token needs Contents and Pull requests: read and write on the repositories you work with.";
 
 /// The scope a classic PAT needs for the three actions on private repositories.
 const REQUIRED_CLASSIC_SCOPE: &str = "repo";

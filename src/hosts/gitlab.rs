@@ -47,7 +47,7 @@ pub const CREDENTIAL_QUERY_PARAMS: &[&str] =
 pub const TOKEN_HEADER: &str = "private-token";
 
 /// Shown to users and admins where a PAT is asked for.
-pub const TOKEN_HELP: &str = "Create a token in GitLab under Edit profile → Access tokens → Add new token, with the `api` scope.";
+pub const TOKEN_HELP: &str = "Create a token in GitLab under Edit profile → Access tokens → Add new token, with the “api” scope.";
 
 /// The GitLab adapter. It has no per-integration data: paths carry their `/api/v4`.
 #[derive(Debug, Clone, Default)]

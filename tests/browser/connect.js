@@ -27,6 +27,13 @@ const input = JSON.parse(process.argv[2]);
     const out = {};
     const opened = await page.goto(input.url);
     out.open = { status: opened.status(), text: await page.innerText('body') };
+    // PATGATE_BROWSER_SCREENSHOTS=DIR keeps what the user saw, for a person to look at.
+    const shots = process.env.PATGATE_BROWSER_SCREENSHOTS;
+    let shot = 0;
+    const keep = async () => {
+      if (shots) await page.screenshot({ path: `${shots}/${Date.now()}-${shot++}.png`, fullPage: true });
+    };
+    await keep();
     if (input.token !== undefined) {
       // Keyboard only: focus the field, type, press Enter.
       await page.focus('#token');
@@ -37,6 +44,7 @@ const input = JSON.parse(process.argv[2]);
       ]);
       out.submit = { status: response.status(), text: await page.innerText('body') };
       out.submit.token_in_html = (await page.content()).includes(input.token);
+      await keep();
     }
     out.console = consoleMessages;
     process.stdout.write(JSON.stringify(out));
