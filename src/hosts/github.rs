@@ -63,7 +63,7 @@ impl HostAdapter for Github {
     }
 
     fn accepts(&self, credential: &Credential) -> Result<(), UnsupportedCredential> {
-        accepts(credential)
+        super::accepts_token_only(credential)
     }
 
     fn apply_credential(
@@ -215,14 +215,6 @@ fn creates_a_branch(body: &[u8]) -> bool {
             .strip_prefix("refs/heads/")
             .is_some_and(|name| !name.is_empty()),
         Err(_) => false,
-    }
-}
-
-/// GitHub takes tokens only: PATs, and app installation or OAuth tokens.
-pub fn accepts(credential: &Credential) -> Result<(), UnsupportedCredential> {
-    match credential {
-        Credential::Token(_) => Ok(()),
-        other => Err(UnsupportedCredential(other.kind_name())),
     }
 }
 

@@ -69,10 +69,7 @@ impl HostAdapter for Gitlab {
     }
 
     fn accepts(&self, credential: &Credential) -> Result<(), UnsupportedCredential> {
-        match credential {
-            Credential::Token(_) => Ok(()),
-            other => Err(UnsupportedCredential(other.kind_name())),
-        }
+        super::accepts_token_only(credential)
     }
 
     fn apply_credential(

@@ -179,6 +179,14 @@ pub fn strip_query_params<'q>(query: &'q str, names: &[&str]) -> Option<std::bor
     (!joined.is_empty()).then_some(Cow::Owned(joined))
 }
 
+/// For hosts that take tokens only (PATs, app and OAuth tokens): GitHub, GitLab.
+pub fn accepts_token_only(credential: &Credential) -> Result<(), UnsupportedCredential> {
+    match credential {
+        Credential::Token(_) => Ok(()),
+        other => Err(UnsupportedCredential(other.kind_name())),
+    }
+}
+
 /// Sets `name` to `value` unless the request already has it.
 pub(crate) fn set_default(headers: &mut HeaderMap, name: HeaderName, value: &'static str) {
     headers
