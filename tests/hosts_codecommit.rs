@@ -3,7 +3,7 @@
 //! botocore (PyPI) — an independent signer — before it answers.
 //!
 //! Also the conformance of what reaches the host with the botocore service model in
-//! `../shared/specs/codecommit/` (read at test time): the target and content type the
+//! `tests/specs/codecommit/` (read at test time): the target and content type the
 //! model's metadata prescribes, and request bodies with the input shape's required members
 //! and JSON types.
 
@@ -419,7 +419,7 @@ fn assert_signed_by(seen: &Seen, user: &AwsUser) {
 fn model() -> Value {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/specs/codecommit/codecommit-2015-04-13.json"
+        "/tests/specs/codecommit/codecommit-2015-04-13.json"
     );
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).unwrap()

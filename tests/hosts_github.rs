@@ -1,6 +1,6 @@
 //! GitHub conformance: each action, a read and the who-am-I call, as the host received them
 //! through patgate, match GitHub's official OpenAPI descriptions (Enterprise Server 3.19 and
-//! github.com) in ../shared/specs.
+//! github.com) in tests/specs.
 
 mod common;
 

@@ -1,5 +1,5 @@
 //! Checks a request the git host received against the host's official API description
-//! (`../shared/specs/…`, read at test time): the operation exists for that method and path
+//! (`tests/specs/…`, read at test time): the operation exists for that method and path
 //! template, its required query parameters are there, and the JSON body has the required
 //! fields with the right JSON types and no field the description does not define.
 //!
@@ -13,10 +13,11 @@ use serde_json::Value;
 
 use super::Recorded;
 
-/// `../shared/specs/{relative}` beside the repository (CI puts `shared/` next to the clone).
+/// `tests/specs/{relative}`: the hosts' official API descriptions, kept in the repository
+/// (tests/specs/SOURCES.md says where each came from) so a clone anywhere can run the tests.
 pub fn spec_path(relative: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/specs")
+        .join("tests/specs")
         .join(relative)
 }
 
