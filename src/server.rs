@@ -66,29 +66,39 @@ pub const PAT_USE_FLUSH_INTERVAL: Duration = Duration::from_secs(30);
 /// batches, so a request never waits on a disk write. Bounded by the number of stored PATs:
 /// an entry is only made when a stored PAT was used.
 #[derive(Debug, Default)]
-pub struct PatUses(std::sync::Mutex<HashMap<(String, String), u64>>);
+pub struct PatUses(std::sync::Mutex<HashMap<String, HashMap<String, u64>>>);
 
 impl PatUses {
+    /// Called on the request path: a map update under a short lock, allocating only the
+    /// first time an (integration, account) pair is seen since the last flush.
     pub fn record(&self, integration: &str, account: &str, at: u64) {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = map
-            .entry((integration.to_string(), account.to_string()))
-            .or_insert(at);
-        *entry = (*entry).max(at);
+        if let Some(seen) = map.get_mut(integration).and_then(|m| m.get_mut(account)) {
+            *seen = (*seen).max(at);
+            return;
+        }
+        map.entry(integration.to_string())
+            .or_default()
+            .insert(account.to_string(), at);
     }
 
     /// A use not yet written to the vault.
     pub fn pending(&self, integration: &str, account: &str) -> Option<u64> {
         let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(&(integration.to_string(), account.to_string()))
-            .copied()
+        map.get(integration).and_then(|m| m.get(account)).copied()
     }
 
     /// Writes every pending use to the vault.
     pub async fn flush(&self, vault: &Vault) {
         let uses: Vec<_> = {
             let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-            map.drain().collect()
+            map.drain()
+                .flat_map(|(integration, accounts)| {
+                    accounts
+                        .into_iter()
+                        .map(move |(account, at)| ((integration.clone(), account), at))
+                })
+                .collect()
         };
         if uses.is_empty() {
             return;

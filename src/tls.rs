@@ -162,10 +162,9 @@ pub fn upstream_roots(
     let mut store = RootCertStore::empty();
     match roots {
         TrustRoots::System => {
-            let found = rustls_native_certs::load_native_certs();
-            for cert in found.certs {
+            for cert in system_roots() {
                 // The system store can hold certificates rustls cannot use; skip those.
-                let _ = store.add(cert);
+                let _ = store.add(cert.clone());
             }
             if store.is_empty() {
                 tracing::warn!(
@@ -186,6 +185,13 @@ pub fn upstream_roots(
         }
     }
     Ok(store)
+}
+
+/// The operating system's CA certificates, read from disk once per process however many
+/// integrations use them.
+fn system_roots() -> &'static [CertificateDer<'static>] {
+    static ROOTS: std::sync::OnceLock<Vec<CertificateDer<'static>>> = std::sync::OnceLock::new();
+    ROOTS.get_or_init(|| rustls_native_certs::load_native_certs().certs)
 }
 
 /// Client config for an integration's host: its roots, TLS 1.2/1.3, no client certificate.
