@@ -51,6 +51,17 @@ pub struct Config {
     /// The connect page's listener; without it no connect links are made.
     pub connect: Option<ConnectListener>,
     pub log: LogSettings,
+    pub admin: AdminSettings,
+}
+
+/// Operators' access to the running service.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// Plain-HTTP listener for `/live`, `/ready` and `/metrics`; loopback only. `None`
+    /// when switched off (`listen = ""`).
+    pub listen: Option<SocketAddr>,
+    /// The Unix socket the `patgate` command reaches the running service on (mode 0600).
+    pub socket: PathBuf,
 }
 
 /// The listener that serves the connect page to browsers: server TLS only (browsers have
@@ -297,6 +308,10 @@ pub mod defaults {
     pub const REQUEST_TIMEOUT_MS: u64 = 30_000;
     pub const MAX_BODY_BYTES: usize = 1024 * 1024;
     pub const LOG_LEVEL: &str = "info";
+    /// `admin.listen`: loopback, the port OpenTelemetry's Prometheus exporter uses.
+    pub const ADMIN_LISTEN: &str = "127.0.0.1:9464";
+    /// `admin.socket`, relative to `state_dir`.
+    pub const ADMIN_SOCKET: &str = "admin.sock";
     /// `version` of a `tfs` integration.
     pub const TFS_VERSION: &str = "auto";
 }
@@ -317,6 +332,29 @@ struct RawConfig {
     connect: Option<RawConnect>,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    admin: RawAdmin,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    #[serde(default = "d_admin_listen")]
+    listen: String,
+    socket: Option<PathBuf>,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            listen: d_admin_listen(),
+            socket: None,
+        }
+    }
+}
+
+fn d_admin_listen() -> String {
+    defaults::ADMIN_LISTEN.to_string()
 }
 
 #[derive(Debug, Deserialize)]
@@ -550,9 +588,12 @@ impl Validator<'_> {
         if raw.log.level.trim().is_empty() {
             return Err(self.err("log.level", "must not be empty"));
         }
+        let state_dir = self.path(raw.state_dir);
+        let admin = self.admin(raw.admin, &state_dir)?;
         Ok(Config {
             source: self.file.to_path_buf(),
-            state_dir: self.path(raw.state_dir),
+            state_dir,
+            admin,
             master_key,
             api,
             signatures,
@@ -607,6 +648,32 @@ impl Validator<'_> {
             header_read_timeout: Duration::from_millis(raw.header_read_timeout_ms),
             max_header_bytes: raw.max_header_bytes,
         })
+    }
+
+    fn admin(&self, raw: RawAdmin, state_dir: &Path) -> Result<AdminSettings, ConfigError> {
+        let listen = match raw.listen.trim() {
+            "" => None,
+            text => {
+                let addr = text.parse::<SocketAddr>().map_err(|_| {
+                    self.err(
+                        "admin.listen",
+                        format!("`{text}` is not an address:port like 127.0.0.1:9464 (or \"\" for none)"),
+                    )
+                })?;
+                if !addr.ip().is_loopback() {
+                    return Err(self.err(
+                        "admin.listen",
+                        format!("`{text}` is not a loopback address: /metrics and /ready are for this machine only (scrape through a local agent or a tunnel)"),
+                    ));
+                }
+                Some(addr)
+            }
+        };
+        let socket = match raw.socket {
+            Some(path) => self.path(path),
+            None => state_dir.join(defaults::ADMIN_SOCKET),
+        };
+        Ok(AdminSettings { listen, socket })
     }
 
     fn connect(&self, raw: RawConnect) -> Result<ConnectListener, ConfigError> {
@@ -945,6 +1012,18 @@ base_url = "https://ghe.example.com/"
         assert!(!ghe.require_user_pat);
         assert_eq!(ghe.max_body_bytes, 1024 * 1024);
         assert_eq!(ghe.roots, TrustRoots::System);
+    }
+
+    #[test]
+    fn admin_section_defaults_and_loopback_only() {
+        let cfg = parse(MINIMAL).unwrap();
+        assert_eq!(cfg.admin.listen, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(cfg.admin.socket, cfg.state_dir.join("admin.sock"));
+        let off = parse(&format!("{MINIMAL}[admin]\nlisten = \"\"\n")).unwrap();
+        assert_eq!(off.admin.listen, None);
+        let err = parse(&format!("{MINIMAL}[admin]\nlisten = \"0.0.0.0:9464\"\n")).unwrap_err();
+        assert_eq!(err.key, "admin.listen");
+        assert!(err.reason.contains("loopback"), "{err}");
     }
 
     #[test]

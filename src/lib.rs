@@ -23,10 +23,11 @@
 //! | PAT validation with the host, then storage | [`pat`] |
 //! | upstream connector: pooled, rustls, timeouts | [`upstream`] |
 //! | every error as problem+json, in one place | [`error`] |
-//! | logs | [`telemetry`] |
+//! | logs, the audit stream, Prometheus metrics | [`telemetry`], [`audit`], [`metrics`] |
 //! | command line, quickstart, demo host | [`cli`], [`demo`], [`devpki`], [`keys`], [`client`] |
 
 pub mod api;
+pub mod audit;
 pub mod body;
 pub mod cli;
 pub mod client;
@@ -37,6 +38,7 @@ pub mod devpki;
 pub mod error;
 pub mod hosts;
 pub mod keys;
+pub mod metrics;
 pub mod pat;
 pub mod policy;
 pub mod proxy;

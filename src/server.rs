@@ -57,6 +57,8 @@ pub struct Runtime {
     pub connect_tls: Option<Arc<rustls::ServerConfig>>,
     /// When users' PATs were last used, not yet written to the vault.
     pub pat_uses: PatUses,
+    /// Lives for the whole process.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// How often [`PatUses`] are written to the vault (and once more at shutdown).
@@ -201,6 +203,7 @@ impl Runtime {
             connect,
             connect_tls: materials.connect_tls.map(Arc::new),
             pat_uses: PatUses::default(),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
         })
     }
 }

@@ -272,6 +272,9 @@ base_url = "{base_url}"
 roots = "{roots}"
 {extra_ca}require_user_pat = true
 
+[admin]
+listen = "127.0.0.1:0"
+
 [log]
 level = "info"
 "#

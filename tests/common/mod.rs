@@ -484,6 +484,9 @@ request_timeout_ms = {rt}
 max_body_bytes = {mb}
 {integration_toml}
 
+[admin]
+listen = "127.0.0.1:0"
+
 [log]
 level = "{level}"
 {extra}

@@ -1,0 +1,45 @@
+//! The audit stream: credential changes, one `tracing` event each on the `patgate::audit`
+//! target, whichever path made them (the `/v1` API, the connect page, the admin CLI).
+//! [`crate::telemetry`] can send this target to its own file.
+//!
+//! Events name who and what, never the credential.
+
+/// The `tracing` target every audit event uses.
+pub const TARGET: &str = "patgate::audit";
+
+/// Where a change came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// The app, over the signed `/v1` API.
+    Api,
+    /// A user, on the connect page.
+    ConnectPage,
+    /// An admin, with the `patgate` command (admin socket or vault file).
+    Cli,
+}
+
+impl Via {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Api => "api",
+            Via::ConnectPage => "connect-page",
+            Via::Cli => "cli",
+        }
+    }
+}
+
+pub fn pat_stored(via: Via, integration: &str, account: &str, host_login: &str) {
+    tracing::info!(target: TARGET, event = "pat-stored", via = via.as_str(), integration, account, host_login, "user PAT stored");
+}
+
+pub fn pat_removed(via: Via, integration: &str, account: &str) {
+    tracing::info!(target: TARGET, event = "pat-removed", via = via.as_str(), integration, account, "user PAT removed");
+}
+
+pub fn integration_secret_changed(via: Via, integration: &str) {
+    tracing::info!(target: TARGET, event = "integration-secret-changed", via = via.as_str(), integration, "integration secret changed");
+}
+
+pub fn key_rotated(via: Via, from_version: u32, to_version: u32, records: usize) {
+    tracing::info!(target: TARGET, event = "key-rotated", via = via.as_str(), from_version, to_version, records, "vault master key rotated");
+}

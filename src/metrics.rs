@@ -1,0 +1,212 @@
+//! Prometheus metrics, served as text on the admin listener's `/metrics`.
+//!
+//! One [`Metrics`] lives for the whole process (it survives reloads) and is shared through
+//! the [`crate::server::Runtime`]. Labels carry ids, operations and kinds only: never an
+//! account id (unbounded) and never anything secret.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Labels of `patgate_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The integration id, or `-` when the request named none that exists.
+    pub integration: String,
+    /// `read`, `create-branch`, … or `-` when refused before classification.
+    pub operation: String,
+    /// `user`, `integration`, or `-` when no credential was chosen.
+    pub credential: String,
+    pub status: u16,
+}
+
+/// Labels of `patgate_request_duration_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LatencyLabels {
+    pub integration: String,
+    pub operation: String,
+}
+
+/// Labels of `patgate_upstream_errors_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamErrorLabels {
+    pub integration: String,
+    /// The problem code: `upstream-unreachable`, `upstream-tls`, `upstream-timeout`, …
+    pub kind: String,
+}
+
+/// Labels of `patgate_rate_limited_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RateLimitLabels {
+    /// The tier that refused: `total`, `client`, `integration`, `user`, …
+    pub tier: String,
+    /// `true` when the tier is in shadow mode (logged, not refused).
+    pub shadow: bool,
+}
+
+/// Labels of the upstream-hold metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HoldLabels {
+    pub integration: String,
+    /// `integration` or `user`.
+    pub credential: String,
+}
+
+/// Labels of `patgate_vault_records`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VaultLabels {
+    /// `integration-secret` or `user-pat`.
+    pub kind: String,
+}
+
+/// Labels of `patgate_reloads_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `ok` or `error`.
+    pub result: String,
+}
+
+/// Every metric patgate exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub latency: LatencyFamily,
+    pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    pub rate_limited: Family<RateLimitLabels, Counter>,
+    /// Requests answered 429 by patgate because the host throttled their credential.
+    pub upstream_held: Family<HoldLabels, Counter>,
+    /// Times a host throttled a credential (429, or 403 with `x-ratelimit-remaining: 0`).
+    pub upstream_throttled: Family<HoldLabels, Counter>,
+    /// Credentials currently held until the host's reset.
+    pub holds_active: Gauge,
+    pub vault_records: Family<VaultLabels, Gauge>,
+    /// Seconds until the api listener's certificate expires (negative once it has).
+    pub server_cert_expiry_seconds: Gauge,
+    pub reloads: Family<ReloadLabels, Counter>,
+    pub key_rotations: Counter,
+    /// 1 while the service accepts requests, 0 once shutdown has begun.
+    pub ready: Gauge,
+}
+
+/// The latency histogram family (its constructor sets the buckets).
+pub type LatencyFamily = Family<LatencyLabels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// Latency buckets in seconds: 1 ms to 30 s (the default upstream request timeout).
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("patgate");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests answered on the api listener",
+            requests.clone(),
+        );
+        let latency: LatencyFamily = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "request_duration_seconds",
+            "Time from the request's arrival to its response head",
+            latency.clone(),
+        );
+        let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
+        registry.register(
+            "upstream_errors",
+            "Requests the git host could not answer, by kind",
+            upstream_errors.clone(),
+        );
+        let rate_limited = Family::<RateLimitLabels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests over a rate limit, by tier (shadow=true: logged, not refused)",
+            rate_limited.clone(),
+        );
+        let upstream_held = Family::<HoldLabels, Counter>::default();
+        registry.register(
+            "upstream_held",
+            "Requests answered 429 by patgate because the host throttled their credential",
+            upstream_held.clone(),
+        );
+        let upstream_throttled = Family::<HoldLabels, Counter>::default();
+        registry.register(
+            "upstream_throttled",
+            "Times the git host throttled a credential",
+            upstream_throttled.clone(),
+        );
+        let holds_active = Gauge::default();
+        registry.register(
+            "upstream_holds_active",
+            "Credentials held until the host's rate-limit reset",
+            holds_active.clone(),
+        );
+        let vault_records = Family::<VaultLabels, Gauge>::default();
+        registry.register(
+            "vault_records",
+            "Credential records in the vault, by kind",
+            vault_records.clone(),
+        );
+        let server_cert_expiry_seconds = Gauge::default();
+        registry.register(
+            "server_certificate_expiry_seconds",
+            "Seconds until the api listener's certificate expires",
+            server_cert_expiry_seconds.clone(),
+        );
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "reloads",
+            "Configuration reloads, by result",
+            reloads.clone(),
+        );
+        let key_rotations = Counter::default();
+        registry.register(
+            "vault_key_rotations",
+            "Master key rotations completed",
+            key_rotations.clone(),
+        );
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "1 while accepting requests, 0 once shutdown has begun",
+            ready.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            upstream_errors,
+            rate_limited,
+            upstream_held,
+            upstream_throttled,
+            holds_active,
+            vault_records,
+            server_cert_expiry_seconds,
+            reloads,
+            key_rotations,
+            ready,
+        }
+    }
+
+    /// The Prometheus text exposition (OpenMetrics flavour, which Prometheus reads).
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
