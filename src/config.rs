@@ -52,6 +52,15 @@ pub struct Config {
     pub connect: Option<ConnectListener>,
     pub log: LogSettings,
     pub admin: AdminSettings,
+    pub service: ServiceSettings,
+}
+
+/// How the process itself behaves: shutdown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSettings {
+    /// After SIGTERM: how long in-flight requests get to finish before their connections
+    /// are closed. systemd's `TimeoutStopSec` must be longer.
+    pub shutdown_grace: Duration,
 }
 
 /// Operators' access to the running service.
@@ -94,6 +103,8 @@ pub struct ApiListener {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub client_ca: PathBuf,
+    /// Certificate revocation lists (PEM or DER) checked at each handshake; empty: none.
+    pub crl: Vec<PathBuf>,
     /// When non-empty, the client certificate must carry one of these SANs
     /// (`dns:name` or `uri:value`).
     pub allowed_client_sans: Vec<ClientSan>,
@@ -141,7 +152,7 @@ pub enum AppKeyMaterial {
 }
 
 /// A git host patgate forwards to.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Integration {
     pub id: String,
     pub kind: HostKind,
@@ -314,6 +325,11 @@ pub mod defaults {
     pub const ADMIN_SOCKET: &str = "admin.sock";
     /// `version` of a `tfs` integration.
     pub const TFS_VERSION: &str = "auto";
+    /// `service.shutdown_grace_seconds`: below systemd's default `TimeoutStopSec` (90 s) and
+    /// long enough for a slow host's answer.
+    pub const SHUTDOWN_GRACE_SECONDS: u64 = 30;
+    /// Upper bound for `service.shutdown_grace_seconds`.
+    pub const SHUTDOWN_GRACE_CAP_SECONDS: u64 = 3600;
 }
 
 #[derive(Debug, Deserialize)]
@@ -334,6 +350,27 @@ struct RawConfig {
     log: RawLog,
     #[serde(default)]
     admin: RawAdmin,
+    #[serde(default)]
+    service: RawService,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    #[serde(default = "d_shutdown_grace")]
+    shutdown_grace_seconds: u64,
+}
+
+impl Default for RawService {
+    fn default() -> Self {
+        RawService {
+            shutdown_grace_seconds: d_shutdown_grace(),
+        }
+    }
+}
+
+fn d_shutdown_grace() -> u64 {
+    defaults::SHUTDOWN_GRACE_SECONDS
 }
 
 #[derive(Debug, Deserialize)]
@@ -387,6 +424,8 @@ struct RawApi {
     cert: PathBuf,
     key: PathBuf,
     client_ca: PathBuf,
+    #[serde(default)]
+    crl: Vec<PathBuf>,
     #[serde(default)]
     allowed_client_sans: Vec<String>,
     #[serde(default = "d_handshake")]
@@ -590,7 +629,17 @@ impl Validator<'_> {
         }
         let state_dir = self.path(raw.state_dir);
         let admin = self.admin(raw.admin, &state_dir)?;
+        if raw.service.shutdown_grace_seconds > defaults::SHUTDOWN_GRACE_CAP_SECONDS {
+            return Err(self.err(
+                "service.shutdown_grace_seconds",
+                format!("must be at most {}", defaults::SHUTDOWN_GRACE_CAP_SECONDS),
+            ));
+        }
+        let service = ServiceSettings {
+            shutdown_grace: Duration::from_secs(raw.service.shutdown_grace_seconds),
+        };
         Ok(Config {
+            service,
             source: self.file.to_path_buf(),
             state_dir,
             admin,
@@ -643,6 +692,7 @@ impl Validator<'_> {
             cert: self.path(raw.cert),
             key: self.path(raw.key),
             client_ca: self.path(raw.client_ca),
+            crl: raw.crl.into_iter().map(|p| self.path(p)).collect(),
             allowed_client_sans: allowed,
             handshake_timeout: Duration::from_millis(raw.handshake_timeout_ms),
             header_read_timeout: Duration::from_millis(raw.header_read_timeout_ms),
@@ -1286,6 +1336,7 @@ mod example_file {
             (format!("{base}[[integrations]]\nzzz = 1\n"), "integrations"),
             (format!("{base}[log]\nzzz = 1\n"), "log"),
             (format!("{base}[connect]\nzzz = 1\n"), "connect"),
+            (format!("{base}[service]\nzzz = 1\n"), "service"),
         ];
         for (toml, path) in sections {
             for key in accepted_keys(&toml, path) {
@@ -1331,6 +1382,11 @@ mod example_file {
             ("max_body_bytes", defaults::MAX_BODY_BYTES.to_string()),
             ("link_ttl_seconds", defaults::LINK_TTL_SECONDS.to_string()),
             ("level", format!("\"{}\"", defaults::LOG_LEVEL)),
+            (
+                "shutdown_grace_seconds",
+                defaults::SHUTDOWN_GRACE_SECONDS.to_string(),
+            ),
+            ("crl", "[]".to_string()),
         ] {
             assert!(
                 EXAMPLE

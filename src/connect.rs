@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -85,8 +85,8 @@ pub struct Links {
     key: zeroize::Zeroizing<[u8; 32]>,
     public_url: String,
     ttl: Duration,
-    /// nonce → expiry of links already opened.
-    used: Mutex<HashMap<String, u64>>,
+    /// nonce → expiry of links already opened; shared with the reloaded [`Links`].
+    used: Arc<Mutex<HashMap<String, u64>>>,
 }
 
 impl std::fmt::Debug for Links {
@@ -108,7 +108,18 @@ impl Links {
             key,
             public_url: config.public_url.clone(),
             ttl: config.link_ttl,
-            used: Mutex::new(HashMap::new()),
+            used: Arc::default(),
+        }
+    }
+
+    /// The links of a reloaded config: the same key and the same record of opened links,
+    /// so links issued before the reload stay valid, and once-opened ones stay used.
+    pub fn reconfigured(&self, config: &ConnectListener) -> Links {
+        Links {
+            key: self.key.clone(),
+            public_url: config.public_url.clone(),
+            ttl: config.link_ttl,
+            used: self.used.clone(),
         }
     }
 

@@ -14,6 +14,7 @@
 //! |---|---|
 //! | configuration, validated once | [`config`] |
 //! | api listener: TLS with client certificates, accept loop | [`tls`], [`server`] |
+//! | reload on SIGHUP, systemd notify and watchdog | [`reload`], [`service`] |
 //! | per-request flow | [`proxy`] (git host paths), [`api`] (patgate's own `/v1`) |
 //! | the connect page where users enter their PAT (own listener, one-time links) | [`connect`] |
 //! | RFC 9421 signatures, RFC 9530 digests, replay cache | [`signature`] |
@@ -42,7 +43,9 @@ pub mod metrics;
 pub mod pat;
 pub mod policy;
 pub mod proxy;
+pub mod reload;
 pub mod server;
+pub mod service;
 pub mod signature;
 pub mod telemetry;
 pub mod tls;

@@ -1,14 +1,18 @@
-//! The running service: what is built from the config at start ([`Runtime`]) and the api
+//! The running service: what is built from the config ([`Runtime`]) and the api
 //! listener's accept loop ([`Server`]).
 //!
 //! `Server::bind` then `Server::run(shutdown)` is the whole life cycle, so tests bind
 //! `127.0.0.1:0`, drive the real server over real TLS, and stop it with a future.
+//!
+//! The runtime in force sits in a [`Current`] slot that a reload ([`crate::reload`]) swaps
+//! whole: each TLS handshake and each request takes the runtime current when it starts, so
+//! open connections go on with what they began with and new ones see the new material.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -55,8 +59,11 @@ pub struct Runtime {
     /// The connect page's links and TLS, when `[connect]` is configured.
     pub connect: Option<crate::connect::Links>,
     pub connect_tls: Option<Arc<rustls::ServerConfig>>,
-    /// When users' PATs were last used, not yet written to the vault.
-    pub pat_uses: PatUses,
+    /// When users' PATs were last used, not yet written to the vault. Shared across reloads.
+    pub pat_uses: Arc<PatUses>,
+    /// The `tfs` integrations whose `version = "auto"` was detected (their `tfs_version` now
+    /// holds the release); a reload that leaves one unchanged keeps its release.
+    pub tfs_detected: HashSet<String>,
     /// Lives for the whole process.
     pub metrics: Arc<crate::metrics::Metrics>,
 }
@@ -126,12 +133,38 @@ pub struct Materials {
     pub connect_tls: Option<rustls::ServerConfig>,
 }
 
+/// The config key a TLS error is about, found by the file it names.
+fn api_tls_key(api: &crate::config::ApiListener, err: &crate::tls::TlsError) -> String {
+    use crate::tls::TlsError;
+    let path = match err {
+        TlsError::Read { path, .. }
+        | TlsError::NoCertificate { path }
+        | TlsError::BadPem { path, .. }
+        | TlsError::NoCrl { path }
+        | TlsError::NoPrivateKey { path } => path.as_str(),
+        TlsError::Config(why) if why.contains("CRL") => return "api.crl".into(),
+        TlsError::Config(_) => return "api.cert".into(),
+    };
+    let is = |p: &Path| p.display().to_string() == path;
+    if let Some(i) = api.crl.iter().position(|p| is(p)) {
+        format!("api.crl[{i}]")
+    } else if is(&api.cert) {
+        "api.cert".into()
+    } else if is(&api.key) {
+        "api.key".into()
+    } else if is(&api.client_ca) {
+        "api.client_ca".into()
+    } else {
+        "api".into()
+    }
+}
+
 /// Loads every certificate and key the config names, and builds the upstream clients.
 pub fn check_materials(config: &Config) -> Result<Materials, ConfigError> {
     let file = &config.source;
     let api = &config.api;
-    let tls = crate::tls::api_server_config(&api.cert, &api.key, &api.client_ca)
-        .map_err(|e| ConfigError::new(file, "api", e))?;
+    let tls = crate::tls::api_server_config(&api.cert, &api.key, &api.client_ca, &api.crl)
+        .map_err(|e| ConfigError::new(file, api_tls_key(api, &e), e))?;
     let keys = load_app_keys(config)?;
     let window = Window::new(
         config.signatures.max_skew.as_secs(),
@@ -195,6 +228,7 @@ impl Runtime {
         );
         let connect = config.connect.as_ref().map(crate::connect::Links::new);
         Ok(Runtime {
+            tfs_detected: HashSet::new(),
             config,
             verifier,
             integrations: materials.integrations,
@@ -202,7 +236,7 @@ impl Runtime {
             tls: Arc::new(materials.tls),
             connect,
             connect_tls: materials.connect_tls.map(Arc::new),
-            pat_uses: PatUses::default(),
+            pat_uses: Arc::default(),
             metrics: Arc::new(crate::metrics::Metrics::new()),
         })
     }
@@ -212,40 +246,62 @@ impl Runtime {
 /// `version = "auto"` asks its server which release it is (with the integration's secret),
 /// and the config then holds that release. A server that cannot be asked, or does not say,
 /// is a start error naming the integration: patgate never guesses whether a host has PATs.
-pub async fn detect_host_versions(config: &mut Config, vault: &Vault) -> Result<(), ConfigError> {
+///
+/// Answers the ids detected, for [`Runtime::tfs_detected`].
+pub async fn detect_host_versions(
+    config: &mut Config,
+    vault: &Vault,
+) -> Result<HashSet<String>, ConfigError> {
     let file = config.source.clone();
+    let mut detected = HashSet::new();
     for (index, integration) in config.integrations.iter_mut().enumerate() {
-        if integration.kind != HostKind::Tfs || integration.tfs_version != Some(TfsVersion::Auto) {
-            continue;
+        if needs_detection(integration) {
+            detect_host_version(&file, index, integration, vault).await?;
+            detected.insert(integration.id.clone());
         }
-        let at = format!("integrations[{index}].version");
-        let fail = |why: &dyn std::fmt::Display| {
-            ConfigError::new(
-                &file,
-                &at,
-                format!(
-                    "detecting the server release of integration `{}` failed: {why}",
-                    integration.id
-                ),
-            )
-        };
-        let upstream = Upstream::new(integration).map_err(|e| fail(&e))?;
-        let secret = vault
-            .integration_secret(&integration.id)
-            .map_err(|e| fail(&e))?
-            .ok_or_else(|| fail(&crate::hosts::azure::DetectError::NoSecret))?;
-        let detected = crate::hosts::azure::detect_version(&upstream, &secret)
-            .await
-            .map_err(|e| fail(&e))?;
-        tracing::info!(
-            integration = %integration.id,
-            release = %detected.release,
-            api_version = %detected.api_version,
-            probe = detected.probe,
-            "detected the TFS / Azure DevOps Server release"
-        );
-        integration.tfs_version = Some(TfsVersion::Release(detected.release));
     }
+    Ok(detected)
+}
+
+/// Whether an integration's release is still to be asked for.
+pub fn needs_detection(integration: &Integration) -> bool {
+    integration.kind == HostKind::Tfs && integration.tfs_version == Some(TfsVersion::Auto)
+}
+
+/// Asks one `tfs` integration's server for its release (see [`detect_host_versions`]).
+pub async fn detect_host_version(
+    file: &Path,
+    index: usize,
+    integration: &mut Integration,
+    vault: &Vault,
+) -> Result<(), ConfigError> {
+    let at = format!("integrations[{index}].version");
+    let fail = |why: &dyn std::fmt::Display| {
+        ConfigError::new(
+            file,
+            &at,
+            format!(
+                "detecting the server release of integration `{}` failed: {why}",
+                integration.id
+            ),
+        )
+    };
+    let upstream = Upstream::new(integration).map_err(|e| fail(&e))?;
+    let secret = vault
+        .integration_secret(&integration.id)
+        .map_err(|e| fail(&e))?
+        .ok_or_else(|| fail(&crate::hosts::azure::DetectError::NoSecret))?;
+    let detected = crate::hosts::azure::detect_version(&upstream, &secret)
+        .await
+        .map_err(|e| fail(&e))?;
+    tracing::info!(
+        integration = %integration.id,
+        release = %detected.release,
+        api_version = %detected.api_version,
+        probe = detected.probe,
+        "detected the TFS / Azure DevOps Server release"
+    );
+    integration.tfs_version = Some(TfsVersion::Release(detected.release));
     Ok(())
 }
 
@@ -304,10 +360,46 @@ pub struct Connection {
     pub client_allowed: bool,
 }
 
-/// The api listener.
+/// The runtime in force. A reload replaces it whole; whoever took it before keeps theirs
+/// (an `Arc`), so a request never sees half of one config and half of another.
+#[derive(Debug)]
+pub struct Current(RwLock<Arc<Runtime>>);
+
+impl Current {
+    fn new(runtime: Runtime) -> Current {
+        Current(RwLock::new(Arc::new(runtime)))
+    }
+
+    /// The runtime new handshakes and requests use now.
+    pub fn load(&self) -> Arc<Runtime> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn store(&self, runtime: Arc<Runtime>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = runtime;
+    }
+}
+
+/// Reaches a running [`Server`] from outside its accept loop: the SIGHUP handler and tests
+/// reload through it ([`crate::reload`]).
+#[derive(Debug, Clone)]
+pub struct ServerHandle {
+    pub(crate) current: Arc<Current>,
+    /// One reload at a time: two at once could each build from the same old runtime.
+    pub(crate) reloading: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl ServerHandle {
+    /// The runtime in force.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.current.load()
+    }
+}
+
+/// The api listener, and the connect page's when configured.
 #[derive(Debug)]
 pub struct Server {
-    runtime: Arc<Runtime>,
+    handle: ServerHandle,
     listener: TcpListener,
     /// The connect page's listener, when `[connect]` is configured.
     connect_listener: Option<TcpListener>,
@@ -322,7 +414,10 @@ impl Server {
             None => None,
         };
         Ok(Server {
-            runtime: Arc::new(runtime),
+            handle: ServerHandle {
+                current: Arc::new(Current::new(runtime)),
+                reloading: Arc::default(),
+            },
             listener,
             connect_listener,
         })
@@ -339,57 +434,54 @@ impl Server {
         self.listener.local_addr()
     }
 
-    pub fn runtime(&self) -> &Arc<Runtime> {
-        &self.runtime
+    /// The runtime in force.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.handle.runtime()
     }
 
-    /// Serves until `shutdown` completes, then stops accepting, lets open connections finish
-    /// their requests (up to `grace`), and flushes the vault.
-    pub async fn run(self, shutdown: impl Future<Output = ()>, grace: Duration) {
-        let acceptor = TlsAcceptor::from(self.runtime.tls.clone());
+    /// For reloading while [`Server::run`] serves.
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+
+    /// Serves until `shutdown` completes. Then: both listeners close at once (new
+    /// connections are refused), requests in flight get `service.shutdown_grace` (of the
+    /// config in force then) to finish, connections still open after it are closed, and the
+    /// PAT uses and the vault are flushed.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let current = self.handle.current.clone();
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        let api = &self.runtime.config.api;
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(api.header_read_timeout)
-            .max_buf_size(api.max_header_bytes.max(8192));
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(api.max_header_bytes).unwrap_or(u32::MAX))
-            .max_concurrent_streams(256)
-            // Caps the number of streams a client can reset without them ever being answered
-            // (CVE-2023-44487, "rapid reset").
-            .max_pending_accept_reset_streams(64);
-        let builder = Arc::new(builder);
+        // HTTP settings are read once: they belong to the listener (restart to change them).
+        let builder = Arc::new(http_builder(&current.load().config.api));
         let (stop_connect, connect_stopped) = tokio::sync::watch::channel(false);
-        if let (Some(listener), Some(tls)) =
-            (self.connect_listener, self.runtime.connect_tls.clone())
-        {
+        // Set when the grace period is over: every connection still open is closed.
+        let (cut, cut_rx) = tokio::sync::watch::channel(false);
+        let connect_task = self.connect_listener.map(|listener| {
             tokio::spawn(serve_connect(
-                self.runtime.clone(),
+                current.clone(),
                 listener,
-                TlsAcceptor::from(tls),
                 builder.clone(),
                 connect_stopped,
-            ));
-        }
-        {
-            let runtime = self.runtime.clone();
+                cut_rx.clone(),
+            ))
+        });
+        let flusher = {
+            let current = current.clone();
             let mut stop = stop_connect.subscribe();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(PAT_USE_FLUSH_INTERVAL);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tokio::select! {
-                        _ = tick.tick() => runtime.pat_uses.flush(&runtime.vault).await,
+                        _ = tick.tick() => {
+                            let runtime = current.load();
+                            runtime.pat_uses.flush(&runtime.vault).await;
+                        }
                         _ = stop.changed() => break,
                     }
                 }
-            });
-        }
+            })
+        };
         tokio::pin!(shutdown);
         loop {
             let (tcp, peer) = tokio::select! {
@@ -405,81 +497,139 @@ impl Server {
                 () = &mut shutdown => break,
             };
             let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            let runtime = self.runtime.clone();
-            let builder = builder.clone();
-            let watcher = graceful.watcher();
+            let connection = serve_api_connection(
+                current.clone(),
+                tcp,
+                peer,
+                builder.clone(),
+                graceful.watcher(),
+            );
+            let mut cut = cut_rx.clone();
             tokio::spawn(async move {
-                let handshake = tokio::time::timeout(
-                    runtime.config.api.handshake_timeout,
-                    acceptor.accept(tcp),
-                )
-                .await;
-                let tls = match handshake {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(err)) => {
-                        tracing::info!(%peer, error = %err, "TLS handshake refused");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::info!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                };
-                let connection = {
-                    let (_, session) = tls.get_ref();
-                    // The verifier requires a certificate, so one is always present here.
-                    let leaf = session.peer_certificates().and_then(|c| c.first());
-                    let (subject, sans) = leaf
-                        .map(|c| (crate::tls::subject(c), crate::tls::client_sans(c)))
-                        .unwrap_or_default();
-                    Arc::new(Connection {
-                        peer,
-                        client_allowed: crate::tls::client_allowed(
-                            &runtime.config.api.allowed_client_sans,
-                            &sans,
-                        ),
-                        client_subject: subject,
-                    })
-                };
-                if !connection.client_allowed {
-                    tracing::info!(%peer, subject = %connection.client_subject, "client certificate not on the allow-list");
-                }
-                let service = service_fn(move |req| {
-                    let runtime = runtime.clone();
-                    let connection = connection.clone();
-                    async move {
-                        Ok::<_, std::convert::Infallible>(
-                            crate::proxy::handle(&runtime, &connection, req).await,
-                        )
-                    }
-                });
-                let conn = builder.serve_connection(TokioIo::new(tls), service);
-                if let Err(err) = watcher.watch(conn.into_owned()).await {
-                    tracing::debug!(%peer, error = %err, "connection ended with an error");
+                tokio::select! {
+                    () = connection => {}
+                    _ = cut.changed() => tracing::info!(%peer, "connection closed: the shutdown grace period is over"),
                 }
             });
         }
+        // Close the listening sockets first, so new connections are refused from now on.
         drop(self.listener);
         let _ = stop_connect.send(true);
+        if let Some(task) = connect_task {
+            let _ = task.await;
+        }
+        let _ = flusher.await;
+        let grace = current.load().config.service.shutdown_grace;
+        tracing::info!(
+            grace_seconds = grace.as_secs(),
+            "listeners closed; finishing requests in flight"
+        );
         tokio::select! {
             () = graceful.shutdown() => tracing::info!("all connections closed"),
-            () = tokio::time::sleep(grace) => tracing::warn!(grace_seconds = grace.as_secs(), "grace period over; closing remaining connections"),
+            () = tokio::time::sleep(grace) => {
+                tracing::warn!(grace_seconds = grace.as_secs(), "grace period over; closing remaining connections");
+                let _ = cut.send(true);
+            }
         }
-        self.runtime.pat_uses.flush(&self.runtime.vault).await;
-        if let Err(err) = self.runtime.vault.flush().await {
-            tracing::error!(error = %err, "vault flush at shutdown failed");
+        let runtime = current.load();
+        runtime.pat_uses.flush(&runtime.vault).await;
+        match runtime.vault.flush().await {
+            Ok(()) => tracing::info!("vault flushed"),
+            Err(err) => tracing::error!(error = %err, "vault flush at shutdown failed"),
         }
     }
 }
 
-/// The connect page's accept loop: server TLS only, every request to [`crate::connect`].
+/// The HTTP side of the api and connect listeners.
+fn http_builder(api: &crate::config::ApiListener) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(api.header_read_timeout)
+        .max_buf_size(api.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(api.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256)
+        // Caps the number of streams a client can reset without them ever being answered
+        // (CVE-2023-44487, "rapid reset").
+        .max_pending_accept_reset_streams(64);
+    builder
+}
+
+/// One api connection: the TLS handshake with the runtime current now (its certificate,
+/// client CA and CRLs), then each request with the runtime current when it arrives.
+async fn serve_api_connection(
+    current: Arc<Current>,
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let at_handshake = current.load();
+    let acceptor = TlsAcceptor::from(at_handshake.tls.clone());
+    let handshake = tokio::time::timeout(
+        at_handshake.config.api.handshake_timeout,
+        acceptor.accept(tcp),
+    )
+    .await;
+    let tls = match handshake {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(err)) => {
+            tracing::info!(%peer, error = %err, "TLS handshake refused");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let connection = {
+        let (_, session) = tls.get_ref();
+        // The verifier requires a certificate, so one is always present here.
+        let leaf = session.peer_certificates().and_then(|c| c.first());
+        let (subject, sans) = leaf
+            .map(|c| (crate::tls::subject(c), crate::tls::client_sans(c)))
+            .unwrap_or_default();
+        // Like the certificate checks, the allow-list applies at the handshake.
+        Arc::new(Connection {
+            peer,
+            client_allowed: crate::tls::client_allowed(
+                &at_handshake.config.api.allowed_client_sans,
+                &sans,
+            ),
+            client_subject: subject,
+        })
+    };
+    drop(at_handshake);
+    if !connection.client_allowed {
+        tracing::info!(%peer, subject = %connection.client_subject, "client certificate not on the allow-list");
+    }
+    let service = service_fn(move |req| {
+        let runtime = current.load();
+        let connection = connection.clone();
+        async move {
+            Ok::<_, std::convert::Infallible>(
+                crate::proxy::handle(&runtime, &connection, req).await,
+            )
+        }
+    });
+    let conn = builder.serve_connection(TokioIo::new(tls), service);
+    if let Err(err) = watcher.watch(conn.into_owned()).await {
+        tracing::debug!(%peer, error = %err, "connection ended with an error");
+    }
+}
+
+/// The connect page's accept loop: server TLS only (the certificate current at each
+/// handshake), every request to [`crate::connect`] with the runtime current then.
 async fn serve_connect(
-    runtime: Arc<Runtime>,
+    current: Arc<Current>,
     listener: TcpListener,
-    acceptor: TlsAcceptor,
     builder: Arc<auto::Builder<TokioExecutor>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    cut: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
         let (tcp, peer) = tokio::select! {
@@ -493,25 +643,39 @@ async fn serve_connect(
             },
             _ = stop.changed() => break,
         };
-        let acceptor = acceptor.clone();
-        let runtime = runtime.clone();
+        let current = current.clone();
         let builder = builder.clone();
-        tokio::spawn(async move {
-            let handshake =
-                tokio::time::timeout(runtime.config.api.handshake_timeout, acceptor.accept(tcp))
-                    .await;
+        let mut cut = cut.clone();
+        let connection = async move {
+            let at_handshake = current.load();
+            // `[connect]` cannot come or go without a restart, so its TLS is always there.
+            let Some(tls) = at_handshake.connect_tls.clone() else {
+                return;
+            };
+            let handshake = tokio::time::timeout(
+                at_handshake.config.api.handshake_timeout,
+                TlsAcceptor::from(tls).accept(tcp),
+            )
+            .await;
+            drop(at_handshake);
             let Ok(Ok(tls)) = handshake else {
                 tracing::debug!(%peer, "connect listener: TLS handshake failed");
                 return;
             };
             let service = service_fn(move |req| {
-                let runtime = runtime.clone();
+                let runtime = current.load();
                 async move {
                     Ok::<_, std::convert::Infallible>(crate::connect::handle(&runtime, req).await)
                 }
             });
             if let Err(err) = builder.serve_connection(TokioIo::new(tls), service).await {
                 tracing::debug!(%peer, error = %err, "connect connection ended with an error");
+            }
+        };
+        tokio::spawn(async move {
+            tokio::select! {
+                () = connection => {}
+                _ = cut.changed() => {}
             }
         });
     }

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 
@@ -24,6 +24,8 @@ pub enum TlsError {
     NoCertificate { path: String },
     #[error("{path}: {reason}")]
     BadPem { path: String, reason: String },
+    #[error("{path} holds no certificate revocation list (PEM `X509 CRL` or DER)")]
+    NoCrl { path: String },
     #[error("{path} holds no PEM private key (PKCS#8, PKCS#1 or SEC1)")]
     NoPrivateKey { path: String },
     #[error("{0}")]
@@ -67,6 +69,33 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
+/// Reads the CRLs of a file: every `X509 CRL` block of a PEM file, or one DER CRL. The
+/// content is checked when the verifier is built ([`api_server_config`]).
+pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let bytes = read(path)?;
+    if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
+        let crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| TlsError::BadPem {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        if crls.is_empty() {
+            return Err(TlsError::NoCrl {
+                path: path.display().to_string(),
+            });
+        }
+        return Ok(crls);
+    }
+    // DER: an ASN.1 SEQUENCE; anything else is not a CRL at all.
+    if bytes.first() != Some(&0x30) {
+        return Err(TlsError::NoCrl {
+            path: path.display().to_string(),
+        });
+    }
+    Ok(vec![CertificateRevocationListDer::from(bytes)])
+}
+
 /// A root store holding the certificates of one PEM file.
 pub fn root_store(path: &Path) -> Result<RootCertStore, TlsError> {
     let mut store = RootCertStore::empty();
@@ -80,17 +109,39 @@ pub fn root_store(path: &Path) -> Result<RootCertStore, TlsError> {
 }
 
 /// The api listener: server certificate, client certificates required and verified
-/// against `client_ca`, ALPN h2 and http/1.1.
+/// against `client_ca` and the CRLs in `crl`, ALPN h2 and http/1.1.
+///
+/// Revocation, when CRLs are given: only the client's own certificate is checked (CRLs are
+/// the client CA's; an intermediate CA is revoked by taking it out of `client_ca`), and a
+/// certificate whose issuer has no CRL here is refused (fail closed: a CRL for the wrong CA
+/// must not silently check nothing). An expired CRL is still used, so a late refresh does not
+/// stop the service; refreshing it is a reload.
 pub fn api_server_config(
     cert: &Path,
     key: &Path,
     client_ca: &Path,
+    crl: &[std::path::PathBuf],
 ) -> Result<ServerConfig, TlsError> {
     let provider = provider();
     let roots = Arc::new(root_store(client_ca)?);
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
-        .build()
-        .map_err(|e| TlsError::Config(format!("client_ca {}: {e}", client_ca.display())))?;
+    let mut crls = Vec::new();
+    for path in crl {
+        crls.extend(load_crls(path)?);
+    }
+    let mut builder = WebPkiClientVerifier::builder_with_provider(roots, provider.clone());
+    if !crls.is_empty() {
+        builder = builder.with_crls(crls).only_check_end_entity_revocation();
+    }
+    let verifier = builder.build().map_err(|e| match e {
+        rustls::server::VerifierBuilderError::InvalidCrl(why) => TlsError::Config(format!(
+            "a CRL in {} cannot be used: {why:?}",
+            crl.iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        other => TlsError::Config(format!("client_ca {}: {other}", client_ca.display())),
+    })?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| TlsError::Config(e.to_string()))?

@@ -164,9 +164,7 @@ pub(crate) async fn run(args: DevArgs) -> CliResult {
             args.upstream.is_none()
         )
     );
-    server
-        .run(super::shutdown_signal(), std::time::Duration::from_secs(5))
-        .await;
+    server.run(super::shutdown_signal()).await;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -277,6 +275,10 @@ listen = "127.0.0.1:0"
 
 [log]
 level = "info"
+
+# Ctrl-C waits this long for requests in flight.
+[service]
+shutdown_grace_seconds = 5
 "#
     )
 }

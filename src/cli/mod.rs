@@ -11,7 +11,7 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use clap::{Args, Parser, Subcommand};
 use secrecy::SecretString;
@@ -19,9 +19,6 @@ use secrecy::SecretString;
 use crate::config::{Config, MasterKeySource};
 use crate::server::{IntegrationRuntime, Runtime, Server};
 use crate::vault::{Credential, MasterKey, Vault, VaultError};
-
-/// How long in-flight requests get to finish after SIGTERM or Ctrl-C.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 const DEFAULT_CONFIG: &str = "/etc/patgate/patgate.toml";
 
@@ -234,17 +231,25 @@ fn open_vault(config: &Config) -> Result<Vault, String> {
 }
 
 async fn run(config_path: &Path) -> CliResult {
+    use tokio::signal::unix::{signal, SignalKind};
     let mut config = load_config(config_path)?;
     crate::telemetry::init(&config.log)?;
     let started_at = SystemTime::now();
     let vault = Arc::new(open_vault(&config)?);
-    crate::server::detect_host_versions(&mut config, &vault)
+    let tfs_detected = crate::server::detect_host_versions(&mut config, &vault)
         .await
         .map_err(|e| e.to_string())?;
-    let runtime = Runtime::build(config, vault, started_at).map_err(|e| e.to_string())?;
+    let mut runtime = Runtime::build(config, vault, started_at).map_err(|e| e.to_string())?;
+    runtime.tfs_detected = tfs_detected;
     let server = Server::bind(runtime)
         .await
         .map_err(|e| format!("cannot listen: {e}"))?;
+    // Signal handlers before READY=1: from then on systemd may send SIGHUP or SIGTERM, and
+    // without a handler either would kill the process.
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
+    let hangup = signal(SignalKind::hangup()).map_err(|e| format!("cannot watch SIGHUP: {e}"))?;
+    let handle = server.handle();
     let addr = server.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, integrations = server.runtime().integrations.len(), "patgate is serving");
     // A host that is down at start is worth a warning, not a refusal to start: patgate keeps
@@ -261,9 +266,37 @@ async fn run(config_path: &Path) -> CliResult {
             }
         });
     }
-    server.run(shutdown_signal(), SHUTDOWN_GRACE).await;
+    tokio::spawn(reload_on_sighup(hangup, handle.clone()));
+    crate::service::spawn_watchdog(handle.clone());
+    crate::service::ready(&crate::service::serving_status(&handle));
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: shutting down"),
+        }
+        crate::service::stopping();
+    };
+    server.run(shutdown).await;
     tracing::info!("patgate stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Each SIGHUP reloads the configuration, between `RELOADING=1` and `READY=1`. A refused
+/// reload still ends with `READY=1` (the previous configuration serves) and a `STATUS=`
+/// line saying why.
+async fn reload_on_sighup(
+    mut hangup: tokio::signal::unix::Signal,
+    handle: crate::server::ServerHandle,
+) {
+    while hangup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the configuration");
+        crate::service::reloading();
+        let status = match handle.reload().await {
+            Ok(_) => crate::service::serving_status(&handle),
+            Err(err) => format!("reload failed, the previous configuration serves: {err}"),
+        };
+        crate::service::ready(&status);
+    }
 }
 
 /// Completes on SIGTERM or SIGINT.

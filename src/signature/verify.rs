@@ -171,6 +171,18 @@ impl Verifier {
         }
     }
 
+    /// The verifier of a reloaded config: new keys and window, the same
+    /// replay cache and start time, so a reload cannot reopen a replay nor let
+    /// in a signature made before the process started.
+    pub fn reloaded(&self, keys: KeyRing, window: Window) -> Self {
+        Verifier {
+            keys: Arc::new(keys),
+            window,
+            not_before: self.not_before,
+            nonces: self.nonces.clone(),
+        }
+    }
+
     /// The trusted keys.
     pub fn keys(&self) -> &KeyRing {
         &self.keys

@@ -368,6 +368,8 @@ pub struct Options {
     pub integration_secret: Option<Credential>,
     /// Adds a `[connect]` listener on a free port with this link TTL in seconds.
     pub connect_ttl_seconds: Option<u64>,
+    /// `service.shutdown_grace_seconds`.
+    pub shutdown_grace_seconds: u64,
 }
 
 impl Default for Options {
@@ -386,6 +388,7 @@ impl Default for Options {
             integration_toml: String::new(),
             integration_secret: None,
             connect_ttl_seconds: None,
+            shutdown_grace_seconds: 2,
         }
     }
 }
@@ -399,6 +402,8 @@ pub struct Gateway {
     pub signing_key: SigningKey,
     pub config_path: PathBuf,
     pub runtime: Arc<Runtime>,
+    /// Reloads the running gateway (what SIGHUP does in `patgate run`).
+    pub handle: patgate::server::ServerHandle,
     shutdown: Option<oneshot::Sender<()>>,
     stopped: Option<tokio::task::JoinHandle<()>>,
 }
@@ -487,10 +492,14 @@ max_body_bytes = {mb}
 [admin]
 listen = "127.0.0.1:0"
 
+[service]
+shutdown_grace_seconds = {grace}
+
 [log]
 level = "{level}"
 {extra}
 "#,
+            grace = opts.shutdown_grace_seconds,
             ed = generated.config_snippet,
             hmac = hmac.config_snippet,
             base = opts.base_url.clone().unwrap_or_else(|| host.base_url()),
@@ -563,22 +572,21 @@ level = "{level}"
             }
         };
         // The same async start step as `patgate run`: detect TFS releases first.
-        patgate::server::detect_host_versions(&mut config, &vault)
+        let tfs_detected = patgate::server::detect_host_versions(&mut config, &vault)
             .await
             .map_err(|e| e.to_string())?;
         // A second earlier, so signatures made in this same second are not "before start".
         let started = SystemTime::now() - Duration::from_secs(1);
-        let runtime = Runtime::build(config, vault, started).map_err(|e| e.to_string())?;
+        let mut runtime = Runtime::build(config, vault, started).map_err(|e| e.to_string())?;
+        runtime.tfs_detected = tfs_detected;
         let server = Server::bind(runtime).await.unwrap();
         let addr = server.local_addr().unwrap();
-        let runtime = server.runtime().clone();
+        let runtime = server.runtime();
+        let handle = server.handle();
         let (tx, rx) = oneshot::channel();
-        let stopped = tokio::spawn(server.run(
-            async {
-                let _ = rx.await;
-            },
-            Duration::from_secs(2),
-        ));
+        let stopped = tokio::spawn(server.run(async {
+            let _ = rx.await;
+        }));
         Ok(Gateway {
             addr,
             dir: self.dir.clone(),
@@ -587,6 +595,7 @@ level = "{level}"
                 .unwrap(),
             config_path: self.config_path.clone(),
             runtime,
+            handle,
             shutdown: Some(tx),
             stopped: Some(stopped),
         })
