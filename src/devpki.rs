@@ -4,9 +4,11 @@
 //! Production deployments use the organisation's own PKI (see certs/README.md).
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, RevocationReason,
+    RevokedCertParams, SanType, SerialNumber,
 };
+use rustls::pki_types::pem::PemObject as _;
 
 pub use rcgen::Error as PkiError;
 
@@ -91,6 +93,33 @@ impl DevCa {
             });
         }
         self.issue(params)
+    }
+
+    /// A certificate revocation list signed by this CA that revokes `revoked` (PEM
+    /// certificates it issued); `number` is the CRL number, higher for a newer list.
+    pub fn crl_pem(&self, revoked: &[&str], number: u64) -> Result<String, PkiError> {
+        let mut revoked_certs = Vec::with_capacity(revoked.len());
+        for pem in revoked {
+            let der = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+                .map_err(|_| PkiError::CouldNotParseCertificate)?;
+            let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
+                .map_err(|_| PkiError::CouldNotParseCertificate)?;
+            revoked_certs.push(RevokedCertParams {
+                serial_number: SerialNumber::from(cert.tbs_certificate.serial.to_bytes_be()),
+                revocation_time: rcgen::date_time_ymd(2025, 1, 1),
+                reason_code: Some(RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            });
+        }
+        let params = CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2025, 1, 1),
+            next_update: rcgen::date_time_ymd(2100, 1, 1),
+            crl_number: SerialNumber::from(number),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        params.signed_by(&self.issuer)?.pem()
     }
 
     fn issue(&self, mut params: CertificateParams) -> Result<Issued, PkiError> {
