@@ -387,12 +387,21 @@ pub struct ServerHandle {
     pub(crate) current: Arc<Current>,
     /// One reload at a time: two at once could each build from the same old runtime.
     pub(crate) reloading: Arc<tokio::sync::Mutex<()>>,
+    /// Set once shutdown has closed the listeners.
+    closed: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl ServerHandle {
     /// The runtime in force.
     pub fn runtime(&self) -> Arc<Runtime> {
         self.current.load()
+    }
+
+    /// Completes once shutdown has begun and both listeners are closed: from then on new
+    /// connections are refused while requests in flight finish.
+    pub async fn listeners_closed(&self) {
+        let mut closed = self.closed.subscribe();
+        let _ = closed.wait_for(|closed| *closed).await;
     }
 }
 
@@ -417,6 +426,7 @@ impl Server {
             handle: ServerHandle {
                 current: Arc::new(Current::new(runtime)),
                 reloading: Arc::default(),
+                closed: Arc::new(tokio::sync::watch::Sender::new(false)),
             },
             listener,
             connect_listener,
@@ -519,6 +529,7 @@ impl Server {
             let _ = task.await;
         }
         let _ = flusher.await;
+        self.handle.closed.send_replace(true);
         let grace = current.load().config.service.shutdown_grace;
         tracing::info!(
             grace_seconds = grace.as_secs(),

@@ -69,6 +69,8 @@ pub enum HostMode {
     Normal,
     /// Accepts connections and requests and never answers.
     Silent,
+    /// Holds each request until the test lets one through ([`RecordingHost::release`]).
+    Held,
 }
 
 /// What the host says when patgate asks a TFS server for its release.
@@ -92,6 +94,10 @@ pub struct RecordingHost {
     /// (`Bearer`, `PRIVATE-TOKEN`, or the password of `Basic`), or `user:password`.
     pub users: Arc<Mutex<HashMap<String, (String, String)>>>,
     pub tfs_probe: Arc<Mutex<TfsProbe>>,
+    /// One permit per request received (await one with [`RecordingHost::arrival`]).
+    arrived: Arc<tokio::sync::Semaphore>,
+    /// `HostMode::Held`: one permit per request let through.
+    gate: Arc<tokio::sync::Semaphore>,
 }
 
 impl RecordingHost {
@@ -104,6 +110,8 @@ impl RecordingHost {
             requests: Arc::default(),
             users: Arc::default(),
             tfs_probe: Arc::new(Mutex::new(TfsProbe::Nothing)),
+            arrived: Arc::new(tokio::sync::Semaphore::new(0)),
+            gate: Arc::new(tokio::sync::Semaphore::new(0)),
         };
         host.add_user(INTEGRATION_TOKEN, "integration-bot", "repo");
         host.add_user(PAT_A, "alice", "repo, read:org");
@@ -141,6 +149,16 @@ impl RecordingHost {
             .insert(token.to_string(), (login.to_string(), scopes.to_string()));
     }
 
+    /// Waits until the host has received one more request.
+    pub async fn arrival(&self) {
+        self.arrived.acquire().await.unwrap().forget();
+    }
+
+    /// `HostMode::Held`: lets one held request be answered.
+    pub fn release(&self) {
+        self.gate.add_permits(1);
+    }
+
     pub fn base_url(&self) -> String {
         format!("https://localhost:{}", self.addr.port())
     }
@@ -174,8 +192,11 @@ impl RecordingHost {
             body,
         };
         self.requests.lock().unwrap().push(recorded.clone());
-        if mode == HostMode::Silent {
-            std::future::pending::<()>().await;
+        self.arrived.add_permits(1);
+        match mode {
+            HostMode::Silent => std::future::pending::<()>().await,
+            HostMode::Held => self.gate.acquire().await.unwrap().forget(),
+            HostMode::Normal => {}
         }
         let user = self.authenticate(&recorded.headers);
         let Some((login, scopes)) = user else {
@@ -612,11 +633,16 @@ impl Gateway {
         (setup.start().await, host)
     }
 
-    /// Stops the server and waits until it let go of the vault.
-    pub async fn stop(mut self) {
+    /// Begins the shutdown (SIGTERM in `patgate run`) without waiting for it.
+    pub fn begin_stop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+    }
+
+    /// Stops the server and waits until it let go of the vault.
+    pub async fn stop(mut self) {
+        self.begin_stop();
         if let Some(handle) = self.stopped.take() {
             handle.await.unwrap();
         }
