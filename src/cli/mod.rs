@@ -267,8 +267,8 @@ async fn run(config_path: &Path) -> CliResult {
         });
     }
     tokio::spawn(reload_on_sighup(hangup, handle.clone()));
-    crate::service::spawn_watchdog(handle.clone());
     crate::service::ready(&crate::service::serving_status(&handle));
+    crate::service::spawn_watchdog(handle.clone());
     let shutdown = async move {
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
