@@ -490,3 +490,67 @@ async fn connect_links_stay_valid_and_used_across_a_reload() {
     assert!(String::from_utf8_lossy(again.body()).contains("already used"));
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detected_tfs_release_is_kept_unless_the_integration_changed() {
+    use patgate::config::{TfsRelease, TfsVersion};
+    let ca = Arc::new(patgate::devpki::DevCa::generate("tfs CA").unwrap());
+    let host = RecordingHost::start(&ca, HostMode::Normal).await;
+    *host.tfs_probe.lock().unwrap() = TfsProbe::Locations("7.1");
+    let setup = Setup::with_ca(
+        Arc::new(tempfile::tempdir().unwrap()),
+        ca,
+        &host,
+        &Options {
+            kind: "tfs",
+            base_url: Some(format!("{}/tfs/DefaultCollection", host.base_url())),
+            integration_toml: "version = \"auto\"".into(),
+            ..Options::default()
+        },
+    )
+    .await;
+    let gw = setup.start().await;
+    let probes = || {
+        host.requests()
+            .iter()
+            .filter(|r| r.method == Method::OPTIONS)
+            .count()
+    };
+    let release = || {
+        gw.handle.runtime().integrations[INTEGRATION_ID]
+            .config
+            .tfs_version
+    };
+    assert_eq!(probes(), 1);
+    assert_eq!(release(), Some(TfsVersion::Release(TfsRelease::Server2022)));
+
+    // Unchanged: the server is not asked again.
+    *host.tfs_probe.lock().unwrap() = TfsProbe::Locations("5.1-preview");
+    let report = gw.handle.reload().await.unwrap();
+    assert!(report.changed.is_empty(), "{report:?}");
+    assert_eq!(probes(), 1);
+    assert_eq!(release(), Some(TfsVersion::Release(TfsRelease::Server2022)));
+
+    // Changed: asked again, and the new answer serves.
+    edit_config(
+        &gw.config_path,
+        "request_timeout_ms = 5000",
+        "request_timeout_ms = 6000",
+    );
+    let report = gw.handle.reload().await.unwrap();
+    assert_eq!(report.changed, vec![INTEGRATION_ID.to_string()]);
+    assert_eq!(probes(), 2);
+    assert_eq!(release(), Some(TfsVersion::Release(TfsRelease::Server2019)));
+
+    // A host that no longer says refuses the reload, naming the integration.
+    *host.tfs_probe.lock().unwrap() = TfsProbe::Nothing;
+    edit_config(
+        &gw.config_path,
+        "request_timeout_ms = 6000",
+        "request_timeout_ms = 7000",
+    );
+    let err = gw.handle.reload().await.unwrap_err();
+    assert_eq!(err.key, "integrations[0].version", "{err}");
+    assert_eq!(release(), Some(TfsVersion::Release(TfsRelease::Server2019)));
+    gw.stop().await;
+}

@@ -53,5 +53,5 @@ else
     fail "TimeoutStopSec (${stop:-unset}) must be longer than shutdown_grace_seconds (${grace:-unset})"
 fi
 
-echo "systemd unit: $passed passed, $failed failed"
+echo "systemd_unit: $passed passed, $failed failed"
 [[ "$failed" -eq 0 ]]
