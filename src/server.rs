@@ -461,8 +461,6 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let current = self.handle.current.clone();
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        // HTTP settings are read once: they belong to the listener (restart to change them).
-        let builder = Arc::new(http_builder(&current.load().config.api));
         let (stop_connect, connect_stopped) = tokio::sync::watch::channel(false);
         // Set when the grace period is over: every connection still open is closed.
         let (cut, cut_rx) = tokio::sync::watch::channel(false);
@@ -470,7 +468,6 @@ impl Server {
             tokio::spawn(serve_connect(
                 current.clone(),
                 listener,
-                builder.clone(),
                 connect_stopped,
                 cut_rx.clone(),
             ))
@@ -507,13 +504,7 @@ impl Server {
                 () = &mut shutdown => break,
             };
             let _ = tcp.set_nodelay(true);
-            let connection = serve_api_connection(
-                current.clone(),
-                tcp,
-                peer,
-                builder.clone(),
-                graceful.watcher(),
-            );
+            let connection = serve_api_connection(current.clone(), tcp, peer, graceful.watcher());
             let mut cut = cut_rx.clone();
             tokio::spawn(async move {
                 tokio::select! {
@@ -551,7 +542,8 @@ impl Server {
     }
 }
 
-/// The HTTP side of the api and connect listeners.
+/// The HTTP side of the api and connect listeners, made per connection from the config in
+/// force at its handshake (so a reload changes the timeouts and limits of new connections).
 fn http_builder(api: &crate::config::ApiListener) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -576,7 +568,6 @@ async fn serve_api_connection(
     current: Arc<Current>,
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
-    builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
     let at_handshake = current.load();
@@ -614,6 +605,7 @@ async fn serve_api_connection(
             client_subject: subject,
         })
     };
+    let builder = http_builder(&at_handshake.config.api);
     drop(at_handshake);
     if !connection.client_allowed {
         tracing::info!(%peer, subject = %connection.client_subject, "client certificate not on the allow-list");
@@ -638,7 +630,6 @@ async fn serve_api_connection(
 async fn serve_connect(
     current: Arc<Current>,
     listener: TcpListener,
-    builder: Arc<auto::Builder<TokioExecutor>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
     cut: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -655,7 +646,6 @@ async fn serve_connect(
             _ = stop.changed() => break,
         };
         let current = current.clone();
-        let builder = builder.clone();
         let mut cut = cut.clone();
         let connection = async move {
             let at_handshake = current.load();
@@ -668,6 +658,7 @@ async fn serve_connect(
                 TlsAcceptor::from(tls).accept(tcp),
             )
             .await;
+            let builder = http_builder(&at_handshake.config.api);
             drop(at_handshake);
             let Ok(Ok(tls)) = handshake else {
                 tracing::debug!(%peer, "connect listener: TLS handshake failed");

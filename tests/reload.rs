@@ -554,3 +554,26 @@ async fn a_detected_tfs_release_is_kept_unless_the_integration_changed() {
     assert_eq!(release(), Some(TfsVersion::Release(TfsRelease::Server2019)));
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_changes_the_header_limit_of_new_connections() {
+    let (gw, _host) = Gateway::start(Options::default()).await;
+    let big = Outgoing {
+        headers: vec![("x-big".into(), "a".repeat(12 * 1024))],
+        ..read(&gw)
+    };
+    let mut before = OneConnection::open(&gw, &gw.path("client.pem")).await;
+    assert_eq!(before.send(&gw, &big).await, Ok(StatusCode::OK));
+    edit_config(
+        &gw.config_path,
+        "header_read_timeout_ms",
+        "max_header_bytes = 1024\nheader_read_timeout_ms",
+    );
+    gw.handle.reload().await.unwrap();
+    let mut after = OneConnection::open(&gw, &gw.path("client.pem")).await;
+    assert_eq!(
+        after.send(&gw, &big).await,
+        Ok(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+    );
+    gw.stop().await;
+}
