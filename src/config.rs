@@ -1065,6 +1065,25 @@ base_url = "https://ghe.example.com/"
     }
 
     #[test]
+    fn service_grace_and_crls() {
+        let cfg = parse(MINIMAL).unwrap();
+        assert_eq!(cfg.service.shutdown_grace, Duration::from_secs(30));
+        assert!(cfg.api.crl.is_empty());
+        let cfg = parse(&format!("{MINIMAL}[service]\nshutdown_grace_seconds = 0\n")).unwrap();
+        assert_eq!(cfg.service.shutdown_grace, Duration::ZERO);
+        let err = parse(&format!(
+            "{MINIMAL}[service]\nshutdown_grace_seconds = 3601\n"
+        ))
+        .unwrap_err();
+        assert_eq!(err.key, "service.shutdown_grace_seconds");
+        let with_crl = MINIMAL.replacen("[api]\n", "[api]\ncrl = [\"crl.pem\", \"/abs.der\"]\n", 1);
+        let cfg = parse(&with_crl).unwrap();
+        assert_eq!(cfg.api.crl.len(), 2);
+        assert!(cfg.api.crl[0].is_absolute() && cfg.api.crl[0].ends_with("crl.pem"));
+        assert_eq!(cfg.api.crl[1], Path::new("/abs.der"));
+    }
+
+    #[test]
     fn admin_section_defaults_and_loopback_only() {
         let cfg = parse(MINIMAL).unwrap();
         assert_eq!(cfg.admin.listen, Some("127.0.0.1:9464".parse().unwrap()));
