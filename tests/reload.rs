@@ -577,3 +577,26 @@ async fn a_reload_changes_the_header_limit_of_new_connections() {
     );
     gw.stop().await;
 }
+
+/// A CRL list that does not cover the client CA fails closed: no certificate of that CA can
+/// be checked, so none is let in (a CRL for the wrong CA must not silently check nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crl_of_another_ca_refuses_every_client_of_the_configured_one() {
+    let (gw, host) = Gateway::start(Options::default()).await;
+    let mut before = OneConnection::open(&gw, &gw.path("client.pem")).await;
+    assert_eq!(before.send(&gw, &read(&gw)).await, Ok(StatusCode::OK));
+    let other = patgate::devpki::DevCa::generate("another CA").unwrap();
+    write(
+        gw.dir.path(),
+        "other-crl.pem",
+        &other.crl_pem(&[], 1).unwrap(),
+    );
+    add_crl(&gw.config_path, "other-crl.pem");
+    gw.handle.reload().await.unwrap();
+    let mut conn = OneConnection::open(&gw, &gw.path("client.pem")).await;
+    let err = conn.send(&gw, &read(&gw)).await.unwrap_err();
+    // rustls, like OpenSSL, answers an undeterminable revocation status with unknown_ca.
+    assert!(err.contains("received fatal alert: UnknownCA"), "{err}");
+    assert_eq!(host.requests().len(), 1);
+    gw.stop().await;
+}
