@@ -458,7 +458,7 @@ async fn set_secret(args: SetSecretArgs) -> CliResult {
         .put_integration_secret(&args.id, &credential)
         .await
         .map_err(|e| e.to_string())?;
-    tracing::info!(target: "patgate::audit", integration = %args.id, "integration secret changed");
+    crate::audit::integration_secret_changed(crate::audit::Via::Cli, &args.id);
     match host_login {
         Some(login) => println!(
             "stored the {} secret of integration `{}`; the host says it belongs to {login}",
@@ -526,7 +526,12 @@ async fn pat(command: PatCommand) -> CliResult {
             let meta = crate::pat::validate_and_store(&runtime, &vault, &args.account, &credential)
                 .await
                 .map_err(|e| format!("not stored: {e}"))?;
-            tracing::info!(target: "patgate::audit", integration = %args.integration, account = %args.account, "user PAT stored");
+            crate::audit::pat_stored(
+                crate::audit::Via::Cli,
+                &args.integration,
+                &args.account,
+                &meta.host_login,
+            );
             Some(meta)
         }
         "delete" => {
@@ -534,7 +539,9 @@ async fn pat(command: PatCommand) -> CliResult {
                 .delete_user_pat(&args.integration, &args.account)
                 .await
                 .map_err(|e| e.to_string())?;
-            if !removed {
+            if removed {
+                crate::audit::pat_removed(crate::audit::Via::Cli, &args.integration, &args.account);
+            } else {
                 eprintln!("there was no PAT for this user");
             }
             None
