@@ -52,6 +52,8 @@ pub struct Runtime {
     pub integrations: HashMap<String, IntegrationRuntime>,
     pub vault: Arc<Vault>,
     pub tls: Arc<rustls::ServerConfig>,
+    /// When `tls`'s certificate expires (Unix seconds); `/metrics` counts down to it.
+    pub api_cert_not_after: i64,
     /// The connect page's links and TLS, when `[connect]` is configured.
     pub connect: Option<crate::connect::Links>,
     pub connect_tls: Option<Arc<rustls::ServerConfig>>,
@@ -124,6 +126,8 @@ pub struct Materials {
     pub integrations: HashMap<String, IntegrationRuntime>,
     /// The connect listener's TLS (no client certificates), when configured.
     pub connect_tls: Option<rustls::ServerConfig>,
+    /// When the api listener's certificate expires (Unix seconds).
+    pub api_cert_not_after: i64,
 }
 
 /// Loads every certificate and key the config names, and builds the upstream clients.
@@ -132,6 +136,8 @@ pub fn check_materials(config: &Config) -> Result<Materials, ConfigError> {
     let api = &config.api;
     let tls = crate::tls::api_server_config(&api.cert, &api.key, &api.client_ca)
         .map_err(|e| ConfigError::new(file, "api", e))?;
+    let api_cert_not_after =
+        crate::tls::not_after(&api.cert).map_err(|e| ConfigError::new(file, "api.cert", e))?;
     let keys = load_app_keys(config)?;
     let window = Window::new(
         config.signatures.max_skew.as_secs(),
@@ -155,6 +161,7 @@ pub fn check_materials(config: &Config) -> Result<Materials, ConfigError> {
         .transpose()?;
     Ok(Materials {
         tls,
+        api_cert_not_after,
         connect_tls,
         keys,
         window,
@@ -200,6 +207,7 @@ impl Runtime {
             integrations: materials.integrations,
             vault,
             tls: Arc::new(materials.tls),
+            api_cert_not_after: materials.api_cert_not_after,
             connect,
             connect_tls: materials.connect_tls.map(Arc::new),
             pat_uses: PatUses::default(),
@@ -311,6 +319,8 @@ pub struct Server {
     listener: TcpListener,
     /// The connect page's listener, when `[connect]` is configured.
     connect_listener: Option<TcpListener>,
+    /// The admin listener (`/live`, `/ready`, `/metrics`), unless `admin.listen = ""`.
+    admin_listener: Option<TcpListener>,
 }
 
 impl Server {
@@ -321,16 +331,28 @@ impl Server {
             Some(connect) => Some(TcpListener::bind(connect.listen).await?),
             None => None,
         };
+        let admin_listener = match runtime.config.admin.listen {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
         Ok(Server {
             runtime: Arc::new(runtime),
             listener,
             connect_listener,
+            admin_listener,
         })
     }
 
     /// The connect listener's address, when it is configured.
     pub fn connect_addr(&self) -> Option<SocketAddr> {
         self.connect_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// The admin listener's address, unless it is switched off.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listener
             .as_ref()
             .and_then(|l| l.local_addr().ok())
     }
@@ -390,6 +412,17 @@ impl Server {
                 }
             });
         }
+        // The admin listener answers through the drain and stops last.
+        let (stop_admin, admin_stopped) = tokio::sync::watch::channel(false);
+        let admin = self.admin_listener.map(|listener| {
+            let runtime = self.runtime.clone();
+            tokio::spawn(crate::admin::serve(
+                listener,
+                Arc::new(move || runtime.clone()),
+                admin_stopped,
+            ))
+        });
+        self.runtime.metrics.ready.set(1);
         tokio::pin!(shutdown);
         loop {
             let (tcp, peer) = tokio::select! {
@@ -460,6 +493,7 @@ impl Server {
                 }
             });
         }
+        self.runtime.metrics.ready.set(0);
         drop(self.listener);
         let _ = stop_connect.send(true);
         tokio::select! {
@@ -469,6 +503,10 @@ impl Server {
         self.runtime.pat_uses.flush(&self.runtime.vault).await;
         if let Err(err) = self.runtime.vault.flush().await {
             tracing::error!(error = %err, "vault flush at shutdown failed");
+        }
+        let _ = stop_admin.send(true);
+        if let Some(admin) = admin {
+            let _ = admin.await;
         }
     }
 }

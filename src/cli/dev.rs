@@ -164,6 +164,9 @@ pub(crate) async fn run(args: DevArgs) -> CliResult {
             args.upstream.is_none()
         )
     );
+    if let Some(admin) = server.admin_addr() {
+        println!("Health and metrics (plain HTTP, this machine only): http://{admin}/metrics, /ready, /live");
+    }
     server
         .run(super::shutdown_signal(), std::time::Duration::from_secs(5))
         .await;

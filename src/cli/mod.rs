@@ -247,6 +247,9 @@ async fn run(config_path: &Path) -> CliResult {
         .map_err(|e| format!("cannot listen: {e}"))?;
     let addr = server.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, integrations = server.runtime().integrations.len(), "patgate is serving");
+    if let Some(admin) = server.admin_addr() {
+        tracing::info!(%admin, "admin listener: http://{admin}/metrics, /ready, /live");
+    }
     // A host that is down at start is worth a warning, not a refusal to start: patgate keeps
     // serving the other integrations and answers 502 for this one until it is back.
     for integration in server.runtime().integrations.values() {
