@@ -41,6 +41,19 @@ pub fn subscriber<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
+    Ok(Registry::default().with(layer(settings, writer, ansi)?))
+}
+
+/// The log lines and the audit file as one layer, each with its own filter, so a test can
+/// run several configurations side by side under one subscriber.
+pub fn layer<W>(
+    settings: &LogSettings,
+    writer: W,
+    ansi: bool,
+) -> Result<Box<dyn Layer<Registry> + Send + Sync>, String>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = match std::env::var("RUST_LOG") {
         Ok(from_env) if !from_env.is_empty() => EnvFilter::try_new(from_env),
         _ => EnvFilter::try_new(&settings.level),
@@ -57,23 +70,20 @@ where
             .with_writer(writer)
             .boxed(),
     };
-    let audit = match &settings.audit_file {
-        Some(path) => Some(
+    let mut layers = vec![log.with_filter(filter).boxed()];
+    if let Some(path) = &settings.audit_file {
+        layers.push(
             tracing_subscriber::fmt::layer()
                 .json()
                 .flatten_event(true)
                 .with_ansi(false)
                 .with_writer(AuditFile::open(path)?)
                 // Its own filter: the audit file gets every audit event whatever log.level is.
-                .with_filter(
-                    Targets::new().with_target(crate::audit::TARGET, tracing::Level::INFO),
-                ),
-        ),
-        None => None,
-    };
-    Ok(Registry::default()
-        .with(log.with_filter(filter))
-        .with(audit))
+                .with_filter(Targets::new().with_target(crate::audit::TARGET, tracing::Level::INFO))
+                .boxed(),
+        );
+    }
+    Ok(layers.boxed())
 }
 
 /// `log.audit_file`: opened once for appending, created mode 0600 (audit events name
