@@ -147,8 +147,18 @@ pub(crate) async fn handle(
             let credential = put
                 .into_credential(&integration.config)
                 .map_err(|why| Problem::new(ErrorCode::BadRequest, why))?;
-            let meta =
-                crate::pat::validate_and_store(integration, vault, &account, &credential).await?;
+            let meta = crate::pat::validate_and_store(integration, vault, &account, &credential)
+                .await
+                .map_err(|err| {
+                    let problem = Problem::from(err);
+                    crate::audit::pat_refused(
+                        crate::audit::Via::Api,
+                        id,
+                        &account,
+                        problem.code.as_str(),
+                    );
+                    problem
+                })?;
             crate::audit::pat_stored(crate::audit::Via::Api, id, &account, &meta.host_login);
             json(&PatStatus::new(integration, &account, Some(meta)))
         }
