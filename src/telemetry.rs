@@ -31,6 +31,18 @@ pub fn init(settings: &LogSettings) -> Result<(), String> {
         .map_err(|e| format!("cannot install the logger: {e}"))
 }
 
+/// For admin commands that change credentials without the service (`patgate integration
+/// set-secret`, `patgate pat …`): warnings and the command's audit events to stderr, and the
+/// audit events appended to `log.audit_file` when that file exists. A command never creates
+/// it: run as root it would leave a file the service user cannot open.
+pub fn init_for_command(settings: &LogSettings) -> Result<(), String> {
+    init(&LogSettings {
+        level: format!("warn,{}=info", crate::audit::TARGET),
+        format: settings.format,
+        audit_file: settings.audit_file.clone().filter(|path| path.exists()),
+    })
+}
+
 /// The subscriber [`init`] installs, with its log lines going to `writer` (tests capture
 /// them there). Opens `log.audit_file` when it is set.
 pub fn subscriber<W>(

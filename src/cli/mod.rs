@@ -402,6 +402,7 @@ fn read_secret_lines(what: &str) -> Result<Vec<SecretString>, String> {
 
 async fn set_secret(args: SetSecretArgs) -> CliResult {
     let config = load_config(&args.config.config)?;
+    crate::telemetry::init_for_command(&config.log)?;
     let (index, integration) = config
         .integrations
         .iter()
@@ -487,6 +488,7 @@ async fn pat(command: PatCommand) -> CliResult {
         return Err(format!("`{}` is not an Atlassian accountId", args.account));
     }
     let config = load_config(&args.config.config)?;
+    crate::telemetry::init_for_command(&config.log)?;
     let (index, _) = config
         .integrations
         .iter()
