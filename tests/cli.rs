@@ -264,6 +264,7 @@ async fn admin_commands_manage_the_vault_without_printing_secrets() {
         [
             ("integration-secret-changed".to_string(), "-".to_string()),
             ("pat-stored".to_string(), ACCOUNT_A.to_string()),
+            ("pat-refused".to_string(), ACCOUNT_B.to_string()),
             ("pat-removed".to_string(), ACCOUNT_A.to_string()),
         ],
         "{audit}"

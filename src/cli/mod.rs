@@ -530,7 +530,17 @@ async fn pat(command: PatCommand) -> CliResult {
             let credential = input.into_credential(integration)?;
             let meta = crate::pat::validate_and_store(&runtime, &vault, &args.account, &credential)
                 .await
-                .map_err(|e| format!("not stored: {e}"))?;
+                .map_err(|e| {
+                    let message = format!("not stored: {e}");
+                    let problem = crate::error::Problem::from(e);
+                    crate::audit::pat_refused(
+                        crate::audit::Via::Cli,
+                        &args.integration,
+                        &args.account,
+                        problem.code.as_str(),
+                    );
+                    message
+                })?;
             crate::audit::pat_stored(
                 crate::audit::Via::Cli,
                 &args.integration,
