@@ -469,3 +469,68 @@ async fn json_decision_lines_and_the_audit_file() {
     drop(_logger);
     gw.stop().await;
 }
+
+/// The scrape, read by the Prometheus project's own strict OpenMetrics parser (PyPI
+/// prometheus-client; `tests/run.sh` installs it): what a Prometheus server will make of it.
+#[tokio::test]
+async fn the_scrape_parses_with_the_reference_openmetrics_parser() {
+    let (gw, _host) = Gateway::start(Options::default()).await;
+    let read = gw.get("/git/ghe/api/v3/repos/acme/api");
+    assert_eq!(gw.client().send(&read).await.unwrap().status(), 200);
+    let metrics = gw.metrics().await;
+    gw.stop().await;
+
+    const SCRIPT: &str = r#"
+import json, sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+out = []
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        out.append([family.name, family.type, s.name, s.labels, s.value])
+print(json.dumps(out))
+"#;
+    let interpreter = std::env::var("PATGATE_INTEROP_PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut child = std::process::Command::new(&interpreter)
+        .args(["-c", SCRIPT])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{interpreter}: {e} (run the tests with bash tests/run.sh)"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the OpenMetrics parser refused the scrape: {}\n{metrics}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let samples: Vec<(String, String, String, serde_json::Value, f64)> =
+        serde_json::from_slice(&out.stdout).unwrap();
+    let find = |name: &str| {
+        samples
+            .iter()
+            .find(|s| s.2 == name)
+            .unwrap_or_else(|| panic!("no {name} in {samples:?}"))
+    };
+    let requests = find("patgate_requests_total");
+    assert_eq!(
+        (requests.0.as_str(), requests.1.as_str()),
+        ("patgate_requests", "counter")
+    );
+    assert_eq!(
+        requests.3,
+        serde_json::json!({"integration": "ghe", "operation": "read", "credential": "integration", "status": "200"})
+    );
+    assert_eq!(requests.4, 1.0);
+    assert_eq!(
+        find("patgate_request_duration_seconds_count").1,
+        "histogram"
+    );
+    assert_eq!(find("patgate_ready").4, 1.0);
+    assert_eq!(find("patgate_vault_records").1, "gauge");
+}
