@@ -114,7 +114,7 @@ pub(crate) async fn handle(
             )
         })?;
         let link = links.issue(id, &account, crate::server::unix_now());
-        tracing::info!(target: "patgate::audit", integration = id, account = %account, expires_at = %link.expires_at, "connect link issued");
+        crate::audit::connect_link_issued(id, &account, &link.expires_at);
         return json(&link);
     }
     match *req.method() {
@@ -147,14 +147,24 @@ pub(crate) async fn handle(
             let credential = put
                 .into_credential(&integration.config)
                 .map_err(|why| Problem::new(ErrorCode::BadRequest, why))?;
-            let meta =
-                crate::pat::validate_and_store(integration, vault, &account, &credential).await?;
-            tracing::info!(target: "patgate::audit", integration = id, account = %account, host_login = %meta.host_login, "user PAT stored");
+            let meta = crate::pat::validate_and_store(integration, vault, &account, &credential)
+                .await
+                .map_err(|err| {
+                    let problem = Problem::from(err);
+                    crate::audit::pat_refused(
+                        crate::audit::Via::Api,
+                        id,
+                        &account,
+                        problem.code.as_str(),
+                    );
+                    problem
+                })?;
+            crate::audit::pat_stored(crate::audit::Via::Api, id, &account, &meta.host_login);
             json(&PatStatus::new(integration, &account, Some(meta)))
         }
         Method::DELETE => {
             if vault.delete_user_pat(id, &account).await? {
-                tracing::info!(target: "patgate::audit", integration = id, account = %account, "user PAT removed");
+                crate::audit::pat_removed(crate::audit::Via::Api, id, &account);
             }
             json(&PatStatus::new(integration, &account, None))
         }

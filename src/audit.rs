@@ -43,3 +43,23 @@ pub fn integration_secret_changed(via: Via, integration: &str) {
 pub fn key_rotated(via: Via, from_version: u32, to_version: u32, records: usize) {
     tracing::info!(target: TARGET, event = "key-rotated", via = via.as_str(), from_version, to_version, records, "vault master key rotated");
 }
+
+/// A refused PAT, on the connect page (the user sees why; the token is not stored).
+pub fn pat_refused(via: Via, integration: &str, account: &str, code: &str) {
+    tracing::info!(target: TARGET, event = "pat-refused", via = via.as_str(), integration, account, code, "user PAT refused");
+}
+
+/// The app asked for a one-time link to the connect page for a user.
+pub fn connect_link_issued(integration: &str, account: &str, expires_at: &str) {
+    tracing::info!(target: TARGET, event = "connect-link-issued", via = Via::Api.as_str(), integration, account, expires_at, "connect link issued");
+}
+
+/// A user opened a connect link.
+pub fn connect_link_opened(integration: &str, account: &str) {
+    tracing::info!(target: TARGET, event = "connect-link-opened", via = Via::ConnectPage.as_str(), integration, account, "connect link opened");
+}
+
+/// A connect link was refused (expired, used, forged); `reason` never holds the link.
+pub fn connect_link_refused(reason: &dyn std::fmt::Display) {
+    tracing::info!(target: TARGET, event = "connect-link-refused", via = Via::ConnectPage.as_str(), reason = %reason, "connect link refused");
+}

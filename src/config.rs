@@ -298,6 +298,8 @@ pub struct LogSettings {
     /// A `tracing` filter, e.g. `info` or `patgate=debug,hyper=info`.
     pub level: String,
     pub format: LogFormat,
+    /// When set, audit events are also appended to this file as JSON lines.
+    pub audit_file: Option<PathBuf>,
 }
 
 // ---- the file as written -------------------------------------------------------------------
@@ -506,6 +508,8 @@ struct RawLog {
     level: String,
     #[serde(default = "d_format")]
     format: LogFormat,
+    #[serde(default)]
+    audit_file: Option<PathBuf>,
 }
 
 impl Default for RawLog {
@@ -513,6 +517,7 @@ impl Default for RawLog {
         RawLog {
             level: d_level(),
             format: d_format(),
+            audit_file: None,
         }
     }
 }
@@ -652,6 +657,7 @@ impl Validator<'_> {
             log: LogSettings {
                 level: raw.log.level,
                 format: raw.log.format,
+                audit_file: raw.log.audit_file.map(|p| self.path(p)),
             },
         })
     }

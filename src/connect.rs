@@ -445,14 +445,14 @@ pub(crate) async fn handle(runtime: &Runtime, req: Request<Incoming>) -> Respons
             let (claims, page_token) = match links.open(token, now) {
                 Ok(opened) => opened,
                 Err(err) => {
-                    tracing::info!(target: "patgate::audit", error = %err, "connect link refused");
+                    crate::audit::connect_link_refused(&err);
                     return link_refusal(err);
                 }
             };
             let Some(integration) = runtime.integrations.get(&claims.integration) else {
                 return refusal(StatusCode::NOT_FOUND, "This integration no longer exists");
             };
-            tracing::info!(target: "patgate::audit", integration = %claims.integration, account = %claims.account, "connect link opened");
+            crate::audit::connect_link_opened(&claims.integration, &claims.account);
             match runtime
                 .vault
                 .user_pat_meta(&claims.integration, &claims.account)
@@ -513,7 +513,7 @@ pub(crate) async fn handle(runtime: &Runtime, req: Request<Incoming>) -> Respons
             if action == "/connect/remove" {
                 return match runtime.vault.delete_user_pat(id, account).await {
                     Ok(_) => {
-                        tracing::info!(target: "patgate::audit", integration = id, account = %account, "user PAT removed (connect page)");
+                        crate::audit::pat_removed(crate::audit::Via::ConnectPage, id, account);
                         user_page(
                             integration,
                             None,
@@ -568,7 +568,12 @@ pub(crate) async fn handle(runtime: &Runtime, req: Request<Incoming>) -> Respons
                 .await
             {
                 Ok(meta) => {
-                    tracing::info!(target: "patgate::audit", integration = id, account = %account, host_login = %meta.host_login, "user PAT stored (connect page)");
+                    crate::audit::pat_stored(
+                        crate::audit::Via::ConnectPage,
+                        id,
+                        account,
+                        &meta.host_login,
+                    );
                     let text = format!(
                         "Saved. The host says this token belongs to {}.",
                         meta.host_login
@@ -584,7 +589,12 @@ pub(crate) async fn handle(runtime: &Runtime, req: Request<Incoming>) -> Respons
                 Err(err) => {
                     // The problem's detail comes from the host adapter's error, never the token.
                     let problem = crate::error::Problem::from(err);
-                    tracing::info!(target: "patgate::audit", integration = id, account = %account, code = problem.code.as_str(), "user PAT refused (connect page)");
+                    crate::audit::pat_refused(
+                        crate::audit::Via::ConnectPage,
+                        id,
+                        account,
+                        problem.code.as_str(),
+                    );
                     let text = format!("The token was not saved: {}", problem.detail);
                     user_page(
                         integration,

@@ -25,8 +25,10 @@
 //! | upstream connector: pooled, rustls, timeouts | [`upstream`] |
 //! | every error as problem+json, in one place | [`error`] |
 //! | logs, the audit stream, Prometheus metrics | [`telemetry`], [`audit`], [`metrics`] |
+//! | admin listener on loopback: `/live`, `/ready`, `/metrics` | [`admin`] |
 //! | command line, quickstart, demo host | [`cli`], [`demo`], [`devpki`], [`keys`], [`client`] |
 
+pub mod admin;
 pub mod api;
 pub mod audit;
 pub mod body;

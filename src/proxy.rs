@@ -17,6 +17,7 @@ use hyper::body::Incoming;
 use crate::body::ResponseBody;
 use crate::error::{ErrorCode, Problem};
 use crate::hosts::{self, COMMON_CREDENTIAL_HEADERS};
+use crate::metrics::{LatencyLabels, Metrics, RequestLabels, UpstreamErrorLabels};
 use crate::policy::{self, Decision, Facts, Operation};
 use crate::server::{unix_now, Connection, IntegrationRuntime, Runtime};
 use crate::signature::{digest, Message, Requirements};
@@ -45,6 +46,9 @@ pub async fn handle(
             problem.into_response(Some(&request_id))
         }
     };
+    let latency = started.elapsed();
+    let status = response.status().as_u16();
+    summary.record(&runtime.metrics, status, latency);
     tracing::info!(
         target: "patgate::access",
         request_id = %request_id,
@@ -53,11 +57,12 @@ pub async fn handle(
         path = %path,
         integration = summary.integration.as_deref().unwrap_or("-"),
         account = summary.account.as_deref().unwrap_or("-"),
-        operation = summary.operation.map_or("-", Operation::as_str),
+        operation = summary.operation_label(),
         credential = summary.credential.map_or("-", Decision::as_str),
-        status = response.status().as_u16(),
+        status,
+        upstream_status = summary.upstream_status,
         code = summary.code.unwrap_or("-"),
-        latency_us = started.elapsed().as_micros() as u64,
+        latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
         "request"
     );
     let mut response = response;
@@ -67,14 +72,54 @@ pub async fn handle(
     response
 }
 
-/// What the decision log line says about a request.
+/// What the decision log line and the metrics say about a request.
 #[derive(Debug, Default)]
 struct Summary {
+    /// Set only from the config's integrations (never from the URL as sent), so metric
+    /// labels stay bounded.
     integration: Option<String>,
     account: Option<String>,
     operation: Option<Operation>,
+    /// A call to patgate's own `/v1` API rather than a proxied one.
+    api: bool,
     credential: Option<Decision>,
+    /// The host's status, when the host answered (patgate's own differs when it refused).
+    upstream_status: Option<u16>,
     code: Option<&'static str>,
+}
+
+impl Summary {
+    /// `read`, `create-branch`, …; `pat-api` for `/v1`; `-` when refused before either.
+    fn operation_label(&self) -> &'static str {
+        match self.operation {
+            Some(operation) => operation.as_str(),
+            None if self.api => "pat-api",
+            None => "-",
+        }
+    }
+
+    /// `patgate_requests_total` and `patgate_request_duration_seconds`. Label values come
+    /// from the config and fixed names only, never an account.
+    fn record(&self, metrics: &Metrics, status: u16, latency: std::time::Duration) {
+        let integration = self.integration.as_deref().unwrap_or("-").to_string();
+        let operation = self.operation_label().to_string();
+        metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                integration: integration.clone(),
+                operation: operation.clone(),
+                credential: self.credential.map_or("-", Decision::as_str).to_string(),
+                status,
+            })
+            .inc();
+        metrics
+            .latency
+            .get_or_create(&LatencyLabels {
+                integration,
+                operation,
+            })
+            .observe(latency.as_secs_f64());
+    }
 }
 
 async fn route(
@@ -118,7 +163,14 @@ async fn route(
         })?;
         let host_path = host_path.to_string();
         forward(runtime, integration, req, &host_path, request_id, summary).await
-    } else if path.starts_with("/v1/") {
+    } else if let Some(rest) = path.strip_prefix("/v1/") {
+        summary.api = true;
+        // `/v1/integrations/{id}/…`: named in metrics only when it is configured.
+        summary.integration = rest
+            .strip_prefix("integrations/")
+            .and_then(|r| r.split('/').next())
+            .and_then(|id| runtime.integrations.get_key_value(id))
+            .map(|(id, _)| id.clone());
         crate::api::handle(runtime, req).await
     } else {
         Err(Problem::new(
@@ -283,7 +335,23 @@ async fn forward(
             )
         })?;
     drop(credential);
-    let response = integration.upstream.send(upstream_req).await?;
+    let response = integration
+        .upstream
+        .send(upstream_req)
+        .await
+        .map_err(|err| {
+            let problem = Problem::from(err);
+            runtime
+                .metrics
+                .upstream_errors
+                .get_or_create(&UpstreamErrorLabels {
+                    integration: config.id.clone(),
+                    kind: problem.code.as_str().to_string(),
+                })
+                .inc();
+            problem
+        })?;
+    summary.upstream_status = Some(response.status().as_u16());
 
     let (mut head, incoming) = response.into_parts();
     strip_hop_by_hop(&mut head.headers);
@@ -298,14 +366,31 @@ async fn forward(
     Ok(Response::from_parts(head, body))
 }
 
-/// The request id: the app's `X-Request-Id` when it is short and printable, else a new one.
+/// The longest `X-Request-Id` taken from the app.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// The request id: the app's `X-Request-Id` when it is sane (one field, at most
+/// [`MAX_REQUEST_ID_LEN`] characters of letters, digits and `-_.:/+=@`, so it cannot break
+/// a log line or a header), else a new random one. It is logged, returned to the app and
+/// forwarded to the host.
 fn request_id(headers: &HeaderMap) -> String {
-    headers
-        .get(REQUEST_ID_HEADER)
+    let mut values = headers.get_all(REQUEST_ID_HEADER).iter();
+    let first = values.next();
+    first
+        .filter(|_| values.next().is_none())
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .filter(|v| is_sane_request_id(v))
         .map(str::to_string)
         .unwrap_or_else(new_request_id)
+}
+
+fn is_sane_request_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_REQUEST_ID_LEN
+        && id.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b'+' | b'=' | b'@')
+        })
 }
 
 fn new_request_id() -> String {
@@ -501,6 +586,39 @@ mod tests {
         ] {
             assert!(refuse_dot_segments(path).is_ok(), "{path}");
         }
+    }
+
+    #[test]
+    fn request_ids_are_taken_only_when_sane() {
+        let id = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(REQUEST_ID_HEADER, HeaderValue::from_str(v).unwrap());
+            }
+            request_id(&h)
+        };
+        for sane in [
+            "abc-123",
+            "req_1.2:3/4+5=6@x",
+            &"a".repeat(MAX_REQUEST_ID_LEN),
+        ] {
+            assert_eq!(id(&[sane]), sane);
+        }
+        for insane in [
+            "",
+            "a b",
+            "a\"b",
+            "a,b",
+            "{}",
+            &"a".repeat(MAX_REQUEST_ID_LEN + 1),
+        ] {
+            let made = id(&[insane]);
+            assert_ne!(made, insane);
+            assert_eq!(made.len(), 24, "{made}");
+            assert!(made.bytes().all(|b| b.is_ascii_hexdigit()));
+        }
+        assert_eq!(id(&["one", "two"]).len(), 24, "two ids: neither is taken");
+        assert_eq!(id(&[]).len(), 24);
     }
 
     #[test]

@@ -160,6 +160,7 @@ impl Runtime {
             verifier: self.verifier.reloaded(materials.keys, materials.window),
             integrations: materials.integrations,
             tls: Arc::new(materials.tls),
+            api_cert_not_after: materials.api_cert_not_after,
             connect_tls: materials.connect_tls.map(Arc::new),
             connect,
             tfs_detected,

@@ -56,6 +56,8 @@ pub struct Runtime {
     pub integrations: HashMap<String, IntegrationRuntime>,
     pub vault: Arc<Vault>,
     pub tls: Arc<rustls::ServerConfig>,
+    /// When `tls`'s certificate expires (Unix seconds); `/metrics` counts down to it.
+    pub api_cert_not_after: i64,
     /// The connect page's links and TLS, when `[connect]` is configured.
     pub connect: Option<crate::connect::Links>,
     pub connect_tls: Option<Arc<rustls::ServerConfig>>,
@@ -131,6 +133,8 @@ pub struct Materials {
     pub integrations: HashMap<String, IntegrationRuntime>,
     /// The connect listener's TLS (no client certificates), when configured.
     pub connect_tls: Option<rustls::ServerConfig>,
+    /// When the api listener's certificate expires (Unix seconds).
+    pub api_cert_not_after: i64,
 }
 
 /// The config key a TLS error is about, found by the file it names.
@@ -165,6 +169,8 @@ pub fn check_materials(config: &Config) -> Result<Materials, ConfigError> {
     let api = &config.api;
     let tls = crate::tls::api_server_config(&api.cert, &api.key, &api.client_ca, &api.crl)
         .map_err(|e| ConfigError::new(file, api_tls_key(api, &e), e))?;
+    let api_cert_not_after =
+        crate::tls::not_after(&api.cert).map_err(|e| ConfigError::new(file, "api.cert", e))?;
     let keys = load_app_keys(config)?;
     let window = Window::new(
         config.signatures.max_skew.as_secs(),
@@ -188,6 +194,7 @@ pub fn check_materials(config: &Config) -> Result<Materials, ConfigError> {
         .transpose()?;
     Ok(Materials {
         tls,
+        api_cert_not_after,
         connect_tls,
         keys,
         window,
@@ -234,6 +241,7 @@ impl Runtime {
             integrations: materials.integrations,
             vault,
             tls: Arc::new(materials.tls),
+            api_cert_not_after: materials.api_cert_not_after,
             connect,
             connect_tls: materials.connect_tls.map(Arc::new),
             pat_uses: Arc::default(),
@@ -412,6 +420,8 @@ pub struct Server {
     listener: TcpListener,
     /// The connect page's listener, when `[connect]` is configured.
     connect_listener: Option<TcpListener>,
+    /// The admin listener (`/live`, `/ready`, `/metrics`), unless `admin.listen = ""`.
+    admin_listener: Option<TcpListener>,
 }
 
 impl Server {
@@ -422,6 +432,10 @@ impl Server {
             Some(connect) => Some(TcpListener::bind(connect.listen).await?),
             None => None,
         };
+        let admin_listener = match runtime.config.admin.listen {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
         Ok(Server {
             handle: ServerHandle {
                 current: Arc::new(Current::new(runtime)),
@@ -430,12 +444,20 @@ impl Server {
             },
             listener,
             connect_listener,
+            admin_listener,
         })
     }
 
     /// The connect listener's address, when it is configured.
     pub fn connect_addr(&self) -> Option<SocketAddr> {
         self.connect_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// The admin listener's address, unless it is switched off.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listener
             .as_ref()
             .and_then(|l| l.local_addr().ok())
     }
@@ -489,6 +511,18 @@ impl Server {
                 }
             })
         };
+        // The admin listener answers through the drain and stops last.
+        let (stop_admin, admin_stopped) = tokio::sync::watch::channel(false);
+        let admin = self.admin_listener.map(|listener| {
+            let current = current.clone();
+            tokio::spawn(crate::admin::serve(
+                listener,
+                Arc::new(move || current.load()),
+                admin_stopped,
+            ))
+        });
+        let metrics = current.load().metrics.clone();
+        metrics.ready.set(1);
         tokio::pin!(shutdown);
         loop {
             let (tcp, peer) = tokio::select! {
@@ -513,7 +547,9 @@ impl Server {
                 }
             });
         }
-        // Close the listening sockets first, so new connections are refused from now on.
+        // Not ready from now on; close the listening sockets first, so new connections are
+        // refused.
+        metrics.ready.set(0);
         drop(self.listener);
         let _ = stop_connect.send(true);
         if let Some(task) = connect_task {
@@ -538,6 +574,10 @@ impl Server {
         match runtime.vault.flush().await {
             Ok(()) => tracing::info!("vault flushed"),
             Err(err) => tracing::error!(error = %err, "vault flush at shutdown failed"),
+        }
+        let _ = stop_admin.send(true);
+        if let Some(admin) = admin {
+            let _ = admin.await;
         }
     }
 }

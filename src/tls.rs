@@ -158,6 +158,18 @@ pub fn api_server_config(
     Ok(config)
 }
 
+/// When the first certificate of a PEM file (the leaf) expires, in Unix seconds: the
+/// `patgate_server_certificate_expiry_seconds` gauge counts down to it.
+pub fn not_after(path: &Path) -> Result<i64, TlsError> {
+    let certs = load_certs(path)?;
+    let (_, leaf) =
+        x509_parser::parse_x509_certificate(certs[0].as_ref()).map_err(|e| TlsError::BadPem {
+            path: path.display().to_string(),
+            reason: format!("the certificate does not parse: {e}"),
+        })?;
+    Ok(leaf.validity().not_after.timestamp())
+}
+
 /// A server config without client certificates (the demo host; later the connect page).
 pub fn server_config_without_client_auth(
     cert: &Path,

@@ -146,9 +146,15 @@ async fn admin_commands_manage_the_vault_without_printing_secrets() {
         std::sync::Arc::new(tempfile::tempdir().unwrap()),
         ca,
         &host,
-        &Options::default(),
+        &Options {
+            extra_toml: "audit_file = \"audit.jsonl\"\n".into(),
+            ..Options::default()
+        },
     )
     .await;
+    // The service creates the audit file; commands append to it when it exists.
+    let audit_file = setup.dir.path().join("audit.jsonl");
+    std::fs::write(&audit_file, "").unwrap();
     let config = setup.config_path.to_str().unwrap().to_string();
     let cfg = config.clone();
     let run = move |args: Vec<String>, stdin: Option<String>| {
@@ -242,6 +248,35 @@ async fn admin_commands_manage_the_vault_without_printing_secrets() {
         "{}",
         text(&out)
     );
+
+    // Each change is an audit event (via the command line), in the file and on stderr.
+    let audit = std::fs::read_to_string(&audit_file).unwrap();
+    let events: Vec<(String, String)> = audit
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v["via"], "cli", "{l}");
+            assert_eq!(v["integration"], "ghe", "{l}");
+            (
+                v["event"].as_str().unwrap().to_string(),
+                v["account"].as_str().unwrap_or("-").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("integration-secret-changed".to_string(), "-".to_string()),
+            ("pat-stored".to_string(), ACCOUNT_A.to_string()),
+            ("pat-refused".to_string(), ACCOUNT_B.to_string()),
+            ("pat-removed".to_string(), ACCOUNT_A.to_string()),
+        ],
+        "{audit}"
+    );
+    for secret in [INTEGRATION_TOKEN, PAT_A] {
+        assert!(!audit.contains(secret));
+    }
+    assert!(text(&out).contains("user PAT removed"), "{}", text(&out));
 
     // While the service holds the vault, the CLI says so instead of failing obscurely.
     let gw = setup.start().await;

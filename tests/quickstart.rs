@@ -77,6 +77,24 @@ fn the_quickstart_commands_do_what_they_say() {
         );
         String::from_utf8(out.stdout).unwrap().to_lowercase()
     };
+    // The admin listener it prints answers /ready.
+    let admin = printed
+        .iter()
+        .find_map(|l| {
+            l.strip_prefix("# Health and metrics (plain HTTP, this machine only): http://")
+        })
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no admin address in:\n{}", printed.join("\n")));
+    let mut tcp = std::net::TcpStream::connect(admin).unwrap();
+    std::io::Write::write_all(
+        &mut tcp,
+        b"GET /ready HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut tcp, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+
     let read = run(commands[0]);
     assert_eq!(status(&read), "200", "{read}");
     assert!(read.contains("patgate-credential: integration"), "{read}");

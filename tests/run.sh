@@ -7,11 +7,13 @@ cd "$(dirname "$0")/.."
 # The interop tests sign and verify with independent implementations: RFC 9421 (PyPI
 # http-message-signatures) and AWS SigV4 (PyPI botocore, pinned to the version
 # shared/specs/codecommit was cut from). They live in a private virtualenv under target/.
+# tests/admin_metrics.rs reads /metrics with the Prometheus project's own OpenMetrics parser
+# (PyPI prometheus-client) from the same virtualenv.
 venv=target/interop-venv
-if ! "$venv/bin/python" -c 'import http_message_signatures, botocore' 2>/dev/null; then
-  echo "tests/run.sh: installing http-message-signatures and botocore into $venv"
+if ! "$venv/bin/python" -c 'import http_message_signatures, botocore, prometheus_client' 2>/dev/null; then
+  echo "tests/run.sh: installing http-message-signatures, botocore and prometheus-client into $venv"
   python3 -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'http-message-signatures==3.0.0' 'botocore==1.43.11'
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'http-message-signatures==3.0.0' 'botocore==1.43.11' 'prometheus-client==0.26.0'
 fi
 export PATGATE_INTEROP_PYTHON="$PWD/$venv/bin/python"
 

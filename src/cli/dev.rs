@@ -161,7 +161,8 @@ pub(crate) async fn run(args: DevArgs) -> CliResult {
             addr,
             integration_id,
             &base_url,
-            args.upstream.is_none()
+            args.upstream.is_none(),
+            server.admin_addr(),
         )
     );
     server.run(super::shutdown_signal()).await;
@@ -283,7 +284,14 @@ shutdown_grace_seconds = 5
     )
 }
 
-fn instructions(paths: &Paths, addr: SocketAddr, id: &str, base_url: &str, demo: bool) -> String {
+fn instructions(
+    paths: &Paths,
+    addr: SocketAddr,
+    id: &str,
+    base_url: &str,
+    demo: bool,
+    admin: Option<SocketAddr>,
+) -> String {
     let exe = std::env::current_exe()
         .ok()
         .and_then(|p| {
@@ -347,6 +355,12 @@ fn instructions(paths: &Paths, addr: SocketAddr, id: &str, base_url: &str, demo:
         s,
         "{exe} request {common} --account {DEMO_ACCOUNT} -d {branch} {base}{prefix}/repos/acme/api/git/refs\n"
     );
+    if let Some(admin) = admin {
+        let _ = writeln!(
+            s,
+            "# Health and metrics (plain HTTP, this machine only): http://{admin}/metrics, /ready, /live\n"
+        );
+    }
     let _ = writeln!(s, "Ctrl-C stops patgate. Config: {d}/patgate.toml");
     s
 }

@@ -252,6 +252,9 @@ async fn run(config_path: &Path) -> CliResult {
     let handle = server.handle();
     let addr = server.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, integrations = server.runtime().integrations.len(), "patgate is serving");
+    if let Some(admin) = server.admin_addr() {
+        tracing::info!(%admin, "admin listener: http://{admin}/metrics, /ready, /live");
+    }
     // A host that is down at start is worth a warning, not a refusal to start: patgate keeps
     // serving the other integrations and answers 502 for this one until it is back.
     for integration in server.runtime().integrations.values() {
@@ -432,6 +435,7 @@ fn read_secret_lines(what: &str) -> Result<Vec<SecretString>, String> {
 
 async fn set_secret(args: SetSecretArgs) -> CliResult {
     let config = load_config(&args.config.config)?;
+    crate::telemetry::init_for_command(&config.log)?;
     let (index, integration) = config
         .integrations
         .iter()
@@ -491,7 +495,7 @@ async fn set_secret(args: SetSecretArgs) -> CliResult {
         .put_integration_secret(&args.id, &credential)
         .await
         .map_err(|e| e.to_string())?;
-    tracing::info!(target: "patgate::audit", integration = %args.id, "integration secret changed");
+    crate::audit::integration_secret_changed(crate::audit::Via::Cli, &args.id);
     match host_login {
         Some(login) => println!(
             "stored the {} secret of integration `{}`; the host says it belongs to {login}",
@@ -517,6 +521,7 @@ async fn pat(command: PatCommand) -> CliResult {
         return Err(format!("`{}` is not an Atlassian accountId", args.account));
     }
     let config = load_config(&args.config.config)?;
+    crate::telemetry::init_for_command(&config.log)?;
     let (index, _) = config
         .integrations
         .iter()
@@ -558,8 +563,23 @@ async fn pat(command: PatCommand) -> CliResult {
             let credential = input.into_credential(integration)?;
             let meta = crate::pat::validate_and_store(&runtime, &vault, &args.account, &credential)
                 .await
-                .map_err(|e| format!("not stored: {e}"))?;
-            tracing::info!(target: "patgate::audit", integration = %args.integration, account = %args.account, "user PAT stored");
+                .map_err(|e| {
+                    let message = format!("not stored: {e}");
+                    let problem = crate::error::Problem::from(e);
+                    crate::audit::pat_refused(
+                        crate::audit::Via::Cli,
+                        &args.integration,
+                        &args.account,
+                        problem.code.as_str(),
+                    );
+                    message
+                })?;
+            crate::audit::pat_stored(
+                crate::audit::Via::Cli,
+                &args.integration,
+                &args.account,
+                &meta.host_login,
+            );
             Some(meta)
         }
         "delete" => {
@@ -567,7 +587,9 @@ async fn pat(command: PatCommand) -> CliResult {
                 .delete_user_pat(&args.integration, &args.account)
                 .await
                 .map_err(|e| e.to_string())?;
-            if !removed {
+            if removed {
+                crate::audit::pat_removed(crate::audit::Via::Cli, &args.integration, &args.account);
+            } else {
                 eprintln!("there was no PAT for this user");
             }
             None

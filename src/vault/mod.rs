@@ -111,6 +111,13 @@ pub struct RecordSummary {
     pub last_used_at: Option<u64>,
 }
 
+/// How many records of each kind the vault holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordCounts {
+    pub integration_secrets: u64,
+    pub user_pats: u64,
+}
+
 /// The credential vault. Cheap to clone (the clones share one open store) and `Send + Sync`.
 ///
 /// The async methods need a Tokio runtime: their flush runs on a blocking thread.
@@ -583,6 +590,22 @@ impl Vault {
             n += 1;
         }
         Ok(n)
+    }
+
+    /// The number of records of each kind, for the `patgate_vault_records` gauge. Reads keys
+    /// only (a record's kind is its key's first byte) and decrypts nothing; still a scan, so
+    /// it runs on a blocking thread when `/metrics` is scraped, never on a request path.
+    pub fn count_by_kind(&self) -> Result<RecordCounts, VaultError> {
+        let mut counts = RecordCounts::default();
+        for entry in self.inner.records.iter().keys() {
+            let key = entry.map_err(|e| self.storage(e))?;
+            match key.first() {
+                Some(&b) if b == Kind::IntegrationSecret as u8 => counts.integration_secrets += 1,
+                Some(&b) if b == Kind::UserPat as u8 => counts.user_pats += 1,
+                _ => {}
+            }
+        }
+        Ok(counts)
     }
 
     /// Flushes every write to disk (fsync). Needs a Tokio runtime.

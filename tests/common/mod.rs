@@ -418,6 +418,8 @@ impl Default for Options {
 #[derive(Debug)]
 pub struct Gateway {
     pub addr: SocketAddr,
+    /// The admin listener (`/live`, `/ready`, `/metrics`).
+    pub admin: SocketAddr,
     pub dir: Arc<tempfile::TempDir>,
     pub ca: Arc<DevCa>,
     pub signing_key: SigningKey,
@@ -602,6 +604,9 @@ level = "{level}"
         runtime.tfs_detected = tfs_detected;
         let server = Server::bind(runtime).await.unwrap();
         let addr = server.local_addr().unwrap();
+        let admin = server
+            .admin_addr()
+            .expect("the test config has admin.listen");
         let runtime = server.runtime();
         let handle = server.handle();
         let (tx, rx) = oneshot::channel();
@@ -610,6 +615,7 @@ level = "{level}"
         }));
         Ok(Gateway {
             addr,
+            admin,
             dir: self.dir.clone(),
             ca: self.ca.clone(),
             signing_key: SigningKey::ed25519_from_pkcs8_pem(APP_KEYID, &self.signing_key_pem)
@@ -638,6 +644,18 @@ impl Gateway {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+    }
+
+    /// A plain HTTP/1.1 request to the admin listener.
+    pub async fn admin_request(&self, method: Method, path: &str) -> Response<Bytes> {
+        admin_request(self.admin, method, path).await.unwrap()
+    }
+
+    /// `GET /metrics` on the admin listener, as text.
+    pub async fn metrics(&self) -> String {
+        let response = self.admin_request(Method::GET, "/metrics").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        String::from_utf8(response.body().to_vec()).unwrap()
     }
 
     /// Stops the server and waits until it let go of the vault.
@@ -721,6 +739,36 @@ impl Gateway {
             ..Outgoing::default()
         }
     }
+}
+
+/// A plain HTTP/1.1 request on a new connection (the admin listener speaks no TLS).
+pub async fn admin_request(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+) -> std::io::Result<Response<Bytes>> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .map_err(std::io::Error::other)?;
+    tokio::spawn(conn);
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string())
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(std::io::Error::other)?;
+    let (parts, body) = response.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes();
+    Ok(Response::from_parts(parts, body))
 }
 
 /// The `code` of a problem+json answer.

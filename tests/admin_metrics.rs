@@ -1,0 +1,536 @@
+//! The admin listener (`/live`, `/ready`, `/metrics`), the metrics a Prometheus scrape sees,
+//! the request id's way to the host and back, the JSON decision line and the audit file.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use common::*;
+use http::{Method, StatusCode};
+use patgate::client::Outgoing;
+use patgate::devpki::DevCa;
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+fn content_type(response: &http::Response<Bytes>) -> &str {
+    response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap())
+        .unwrap_or("")
+}
+
+/// The lines of a scrape that are samples of `name` (its exact name, any labels).
+fn samples<'a>(metrics: &'a str, name: &str) -> Vec<&'a str> {
+    metrics
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .collect()
+}
+
+fn assert_line(metrics: &str, line: &str) {
+    assert!(
+        metrics.lines().any(|l| l == line),
+        "no line `{line}` in the scrape:\n{metrics}"
+    );
+}
+
+/// Waits for a condition another task makes true (no clock involved).
+async fn until(mut condition: impl FnMut() -> bool) {
+    while !condition() {
+        tokio::task::yield_now().await;
+    }
+}
+
+fn put_pat(gw: &Gateway, account: &str, token: &str) -> Outgoing {
+    Outgoing {
+        method: Method::PUT,
+        url: gw.url(&format!("/v1/integrations/ghe/users/{account}/pat")),
+        body: Some(Bytes::from(format!(r#"{{"token":"{token}"}}"#))),
+        ..Outgoing::default()
+    }
+}
+
+fn delete_pat(gw: &Gateway, account: &str) -> Outgoing {
+    Outgoing {
+        method: Method::DELETE,
+        url: gw.url(&format!("/v1/integrations/ghe/users/{account}/pat")),
+        ..Outgoing::default()
+    }
+}
+
+#[tokio::test]
+async fn the_admin_listener_serves_live_ready_and_metrics_and_nothing_else() {
+    let (gw, _host) = Gateway::start(Options::default()).await;
+    assert!(gw.admin.ip().is_loopback());
+
+    let live = gw.admin_request(Method::GET, "/live").await;
+    assert_eq!(live.status(), StatusCode::OK);
+    assert_eq!(content_type(&live), "text/plain; charset=utf-8");
+    let ready = gw.admin_request(Method::GET, "/ready").await;
+    assert_eq!(ready.status(), StatusCode::OK);
+
+    let metrics = gw.admin_request(Method::GET, "/metrics").await;
+    assert_eq!(metrics.status(), StatusCode::OK);
+    assert_eq!(content_type(&metrics), OPENMETRICS);
+    let text = String::from_utf8(metrics.body().to_vec()).unwrap();
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    assert_line(&text, "patgate_ready 1");
+    assert_line(&text, "# TYPE patgate_ready gauge");
+    assert_line(
+        &text,
+        r#"patgate_vault_records{kind="integration-secret"} 1"#,
+    );
+    assert_line(&text, r#"patgate_vault_records{kind="user-pat"} 0"#);
+    // A family appears with its first sample: no request has been answered yet.
+    assert!(!text.contains("patgate_requests"), "{text}");
+
+    // HEAD: GET's head, no body.
+    let head = gw.admin_request(Method::HEAD, "/metrics").await;
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(content_type(&head), OPENMETRICS);
+    assert!(head.body().is_empty());
+
+    for path in ["/", "/metricsx", "/v1/integrations", "/live/x"] {
+        let response = gw.admin_request(Method::GET, path).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    for method in [Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS] {
+        let response = gw.admin_request(method.clone(), "/ready").await;
+        assert_eq!(
+            response.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method}"
+        );
+        assert_eq!(
+            response.headers().get("allow").unwrap().to_str().unwrap(),
+            "GET, HEAD"
+        );
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn ready_turns_503_when_shutdown_begins_while_live_answers_through_the_drain() {
+    // A host that never answers keeps one request in flight through the drain.
+    let ca = Arc::new(DevCa::generate("drain CA").unwrap());
+    let host = RecordingHost::start(&ca, HostMode::Silent).await;
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let opts = Options {
+        request_timeout_ms: 60_000,
+        ..Options::default()
+    };
+    let mut gw = Setup::with_ca(dir, ca, &host, &opts).await.start().await;
+    let admin = gw.admin;
+    assert_eq!(
+        gw.admin_request(Method::GET, "/ready").await.status(),
+        StatusCode::OK
+    );
+
+    let client = gw.client();
+    let read = gw.get("/git/ghe/api/v3/repos/acme/api");
+    let in_flight = tokio::spawn(async move { client.send(&read).await });
+    until(|| host.requests().len() == 1).await;
+
+    gw.begin_stop();
+    until(|| gw.runtime.metrics.ready.get() == 0).await;
+    let ready = gw.admin_request(Method::GET, "/ready").await;
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        gw.admin_request(Method::GET, "/live").await.status(),
+        StatusCode::OK
+    );
+    assert_line(&gw.metrics().await, "patgate_ready 0");
+    assert!(
+        !in_flight.is_finished(),
+        "the request is still being drained"
+    );
+
+    // Once the server has stopped (after the grace period), the admin listener is gone too.
+    gw.stop().await;
+    in_flight.abort();
+    let refused = admin_request(admin, Method::GET, "/live").await;
+    assert!(
+        refused.is_err(),
+        "the admin listener still answers: {refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn requests_latency_vault_records_and_certificate_expiry_are_exported() {
+    let (gw, _host) = Gateway::start(Options::default()).await;
+    let client = gw.client();
+    let send = |out: Outgoing| {
+        let client = client.clone();
+        async move { client.send(&out).await.unwrap() }
+    };
+    assert_eq!(send(put_pat(&gw, ACCOUNT_A, PAT_A)).await.status(), 200);
+    for _ in 0..2 {
+        assert_eq!(
+            send(gw.get("/git/ghe/api/v3/repos/acme/api"))
+                .await
+                .status(),
+            200
+        );
+    }
+    assert_eq!(send(gw.create_branch(Some(ACCOUNT_A))).await.status(), 201);
+    assert_eq!(send(gw.create_branch(Some(ACCOUNT_B))).await.status(), 403);
+    // Integration ids from the URL that are not configured never become label values.
+    assert_eq!(send(gw.get("/git/no-such-id/x")).await.status(), 404);
+    let unknown_api = Outgoing {
+        method: Method::GET,
+        url: gw.url(&format!("/v1/integrations/other-id/users/{ACCOUNT_A}/pat")),
+        ..Outgoing::default()
+    };
+    assert_eq!(send(unknown_api).await.status(), 404);
+
+    let before = patgate::server::unix_now() as i64;
+    let metrics = gw.metrics().await;
+    let after = patgate::server::unix_now() as i64;
+    for line in [
+        r#"patgate_requests_total{integration="ghe",operation="pat-api",credential="-",status="200"} 1"#,
+        r#"patgate_requests_total{integration="ghe",operation="read",credential="integration",status="200"} 2"#,
+        r#"patgate_requests_total{integration="ghe",operation="create-branch",credential="user",status="201"} 1"#,
+        r#"patgate_requests_total{integration="ghe",operation="create-branch",credential="-",status="403"} 1"#,
+        r#"patgate_requests_total{integration="-",operation="-",credential="-",status="404"} 1"#,
+        r#"patgate_requests_total{integration="-",operation="pat-api",credential="-",status="404"} 1"#,
+        r#"patgate_request_duration_seconds_count{integration="ghe",operation="read"} 2"#,
+        r#"patgate_request_duration_seconds_count{integration="ghe",operation="create-branch"} 2"#,
+        r#"patgate_request_duration_seconds_bucket{le="+Inf",integration="ghe",operation="read"} 2"#,
+        r#"patgate_vault_records{kind="integration-secret"} 1"#,
+        r#"patgate_vault_records{kind="user-pat"} 1"#,
+    ] {
+        assert_line(&metrics, line);
+    }
+    assert_line(&metrics, "# TYPE patgate_requests counter");
+    assert_line(
+        &metrics,
+        "# TYPE patgate_request_duration_seconds histogram",
+    );
+    assert_eq!(samples(&metrics, "patgate_requests_total").len(), 6);
+    assert!(samples(&metrics, "patgate_upstream_errors_total").is_empty());
+    for unbounded in ["no-such-id", "other-id", ACCOUNT_A, ACCOUNT_B] {
+        assert!(
+            !metrics.contains(unbounded),
+            "`{unbounded}` is in the scrape"
+        );
+    }
+
+    // Seconds until the api certificate's notAfter, counted at the scrape.
+    let pem = std::fs::read(gw.path("server.pem")).unwrap();
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+    let not_after = pem.parse_x509().unwrap().validity().not_after.timestamp();
+    let expiry = samples(&metrics, "patgate_server_certificate_expiry_seconds");
+    assert_eq!(expiry.len(), 1, "{metrics}");
+    let seconds: i64 = expiry[0].rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(
+        (not_after - after..=not_after - before).contains(&seconds),
+        "{seconds} is not notAfter ({not_after}) minus the scrape time"
+    );
+    assert!(seconds > 0);
+
+    // Records are counted anew at each scrape.
+    gw.store_pat(ACCOUNT_B, PAT_B).await;
+    assert_line(
+        &gw.metrics().await,
+        r#"patgate_vault_records{kind="user-pat"} 2"#,
+    );
+    assert_eq!(send(delete_pat(&gw, ACCOUNT_A)).await.status(), 200);
+    assert_line(
+        &gw.metrics().await,
+        r#"patgate_vault_records{kind="user-pat"} 1"#,
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn upstream_errors_are_counted_by_kind() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (gw, _host) = Gateway::start(Options {
+        base_url: Some(format!("https://localhost:{}", closed.port())),
+        ..Options::default()
+    })
+    .await;
+    let response = gw.client().send(&gw.get("/git/ghe/x")).await.unwrap();
+    assert_eq!(problem_code(&response), "upstream-unreachable");
+    let metrics = gw.metrics().await;
+    assert_line(
+        &metrics,
+        r#"patgate_upstream_errors_total{integration="ghe",kind="upstream-unreachable"} 1"#,
+    );
+    assert_line(
+        &metrics,
+        r#"patgate_requests_total{integration="ghe",operation="read",credential="integration",status="502"} 1"#,
+    );
+    gw.stop().await;
+
+    let ca = Arc::new(DevCa::generate("silent CA").unwrap());
+    let host = RecordingHost::start(&ca, HostMode::Silent).await;
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let opts = Options {
+        request_timeout_ms: 300,
+        ..Options::default()
+    };
+    let gw = Setup::with_ca(dir, ca, &host, &opts).await.start().await;
+    let response = gw.client().send(&gw.get("/git/ghe/x")).await.unwrap();
+    assert_eq!(problem_code(&response), "upstream-timeout");
+    let metrics = gw.metrics().await;
+    assert_line(
+        &metrics,
+        r#"patgate_upstream_errors_total{integration="ghe",kind="upstream-timeout"} 1"#,
+    );
+    assert_eq!(samples(&metrics, "patgate_upstream_errors_total").len(), 1);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn the_request_id_goes_to_the_host_and_back() {
+    let (gw, host) = Gateway::start(Options::default()).await;
+    let client = gw.client();
+    let mut read = gw.get("/git/ghe/api/v3/repos/acme/api");
+    read.headers = vec![("x-request-id".into(), "jira-7f3a:42".into())];
+    let response = client.send(&read).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-request-id"], "jira-7f3a:42");
+    assert_eq!(host.last().headers["x-request-id"], "jira-7f3a:42");
+
+    // An id that could break a log line or a header is replaced by a generated one, which
+    // the host and the app both see.
+    for insane in ["two words", "a\"b", &"x".repeat(129)] {
+        read.headers = vec![("x-request-id".into(), insane.to_string())];
+        let response = client.send(&read).await.unwrap();
+        let id = response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert_ne!(id, insane);
+        assert_eq!(id.len(), 24);
+        assert_eq!(host.last().headers["x-request-id"], id.as_str());
+    }
+
+    // Refusals carry one too (nothing reached the host).
+    let seen = host.requests().len();
+    let response = client
+        .send(&gw.create_branch(Some(ACCOUNT_B)))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    assert_eq!(response.headers()["x-request-id"].len(), 24);
+    assert_eq!(host.requests().len(), seen);
+    gw.stop().await;
+}
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn json_lines(&self) -> Vec<serde_json::Value> {
+        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: not JSON: {l}")))
+            .collect()
+    }
+}
+
+// Single-threaded, so the logger this test sets (for its own thread only) sees every event
+// of the gateway it drives.
+#[tokio::test(flavor = "current_thread")]
+async fn json_decision_lines_and_the_audit_file() {
+    let (gw, host) = Gateway::start(Options {
+        extra_toml: "format = \"json\"\naudit_file = \"audit/patgate-audit.jsonl\"\n".into(),
+        ..Options::default()
+    })
+    .await;
+    // The logger `patgate run` would build from this config, writing to a buffer.
+    let config = patgate::config::Config::load(&gw.config_path).unwrap();
+    let audit_path = gw.path("audit/patgate-audit.jsonl");
+    assert_eq!(config.log.audit_file.as_deref(), Some(audit_path.as_path()));
+    std::fs::create_dir(gw.path("audit")).unwrap();
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber =
+        patgate::telemetry::subscriber(&config.log, move || writer.clone(), false).unwrap();
+    let _logger = tracing::subscriber::set_default(subscriber);
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&audit_path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    let client = gw.client();
+    let mut read = gw.get("/git/ghe/api/v3/repos/acme/api");
+    read.headers = vec![("x-request-id".into(), "read-1".into())];
+    assert_eq!(client.send(&read).await.unwrap().status(), 200);
+    let mut refused = gw.create_branch(Some(ACCOUNT_B));
+    refused.headers = vec![("x-request-id".into(), "refused-1".into())];
+    assert_eq!(client.send(&refused).await.unwrap().status(), 403);
+    assert_eq!(
+        client
+            .send(&put_pat(&gw, ACCOUNT_A, PAT_A))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        client
+            .send(&delete_pat(&gw, ACCOUNT_A))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        host.requests().len(),
+        2,
+        "the read and the PAT's validation"
+    );
+
+    let lines = captured.json_lines();
+    let access = |id: &str| {
+        lines
+            .iter()
+            .find(|l| l["target"] == "patgate::access" && l["request_id"] == id)
+            .unwrap_or_else(|| panic!("no access line for {id} in {lines:#?}"))
+            .clone()
+    };
+    let line = access("read-1");
+    assert_eq!(line["level"], "INFO");
+    assert_eq!(line["message"], "request");
+    assert!(
+        line["client"].as_str().unwrap().contains("jira-app test"),
+        "{line}"
+    );
+    assert_eq!(line["method"], "GET");
+    assert_eq!(line["path"], "/git/ghe/api/v3/repos/acme/api");
+    assert_eq!(line["integration"], "ghe");
+    assert_eq!(line["account"], "-");
+    assert_eq!(line["operation"], "read");
+    assert_eq!(line["credential"], "integration");
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["upstream_status"], 200);
+    assert_eq!(line["code"], "-");
+    assert!(line["latency_us"].is_u64(), "{line}");
+
+    // Refused by patgate: its own status and code, and no host status.
+    let line = access("refused-1");
+    assert_eq!(line["account"], ACCOUNT_B);
+    assert_eq!(line["operation"], "create-branch");
+    assert_eq!(line["credential"], "-");
+    assert_eq!(line["status"], 403);
+    assert_eq!(line["code"], "user-pat-required");
+    assert!(line.get("upstream_status").is_none(), "{line}");
+
+    // The audit stream: in the log, and appended to its file.
+    let audit_file = std::fs::read_to_string(&audit_path).unwrap();
+    let audit: Vec<serde_json::Value> = audit_file
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let events: Vec<&str> = audit.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["pat-stored", "pat-removed"], "{audit_file}");
+    for event in &audit {
+        assert_eq!(event["target"], "patgate::audit");
+        assert_eq!(event["via"], "api");
+        assert_eq!(event["integration"], "ghe");
+        assert_eq!(event["account"], ACCOUNT_A);
+        assert!(event["timestamp"].is_string());
+    }
+    assert_eq!(audit[0]["host_login"], "alice");
+    assert!(
+        !audit_file.contains(PAT_A),
+        "the token is in the audit file"
+    );
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l["target"] == "patgate::audit")
+            .count(),
+        2
+    );
+    drop(_logger);
+    gw.stop().await;
+}
+
+/// The scrape, read by the Prometheus project's own strict OpenMetrics parser (PyPI
+/// prometheus-client; `tests/run.sh` installs it): what a Prometheus server will make of it.
+#[tokio::test]
+async fn the_scrape_parses_with_the_reference_openmetrics_parser() {
+    let (gw, _host) = Gateway::start(Options::default()).await;
+    let read = gw.get("/git/ghe/api/v3/repos/acme/api");
+    assert_eq!(gw.client().send(&read).await.unwrap().status(), 200);
+    let metrics = gw.metrics().await;
+    gw.stop().await;
+
+    const SCRIPT: &str = r#"
+import json, sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+out = []
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        out.append([family.name, family.type, s.name, s.labels, s.value])
+print(json.dumps(out))
+"#;
+    let interpreter = std::env::var("PATGATE_INTEROP_PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut child = std::process::Command::new(&interpreter)
+        .args(["-c", SCRIPT])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{interpreter}: {e} (run the tests with bash tests/run.sh)"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the OpenMetrics parser refused the scrape: {}\n{metrics}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let samples: Vec<(String, String, String, serde_json::Value, f64)> =
+        serde_json::from_slice(&out.stdout).unwrap();
+    let find = |name: &str| {
+        samples
+            .iter()
+            .find(|s| s.2 == name)
+            .unwrap_or_else(|| panic!("no {name} in {samples:?}"))
+    };
+    let requests = find("patgate_requests_total");
+    assert_eq!(
+        (requests.0.as_str(), requests.1.as_str()),
+        ("patgate_requests", "counter")
+    );
+    assert_eq!(
+        requests.3,
+        serde_json::json!({"integration": "ghe", "operation": "read", "credential": "integration", "status": "200"})
+    );
+    assert_eq!(requests.4, 1.0);
+    assert_eq!(
+        find("patgate_request_duration_seconds_count").1,
+        "histogram"
+    );
+    assert_eq!(find("patgate_ready").4, 1.0);
+    assert_eq!(find("patgate_vault_records").1, "gauge");
+}
