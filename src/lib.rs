@@ -18,6 +18,7 @@
 //! | the connect page where users enter their PAT (own listener, one-time links) | [`connect`] |
 //! | RFC 9421 signatures, RFC 9530 digests, replay cache | [`signature`] |
 //! | what a request does on the host, credential schemes | [`hosts`] (pure) |
+//! | rate limits (tiers, shadow mode) and holds when the host throttles | [`ratelimit`] |
 //! | which credential, or which refusal | [`policy`] (pure) |
 //! | encrypted credential store | [`vault`] |
 //! | PAT validation with the host, then storage | [`pat`] |
@@ -42,6 +43,7 @@ pub mod metrics;
 pub mod pat;
 pub mod policy;
 pub mod proxy;
+pub mod ratelimit;
 pub mod server;
 pub mod signature;
 pub mod telemetry;

@@ -18,6 +18,7 @@ use crate::body::ResponseBody;
 use crate::error::{ErrorCode, Problem};
 use crate::hosts::{self, COMMON_CREDENTIAL_HEADERS};
 use crate::policy::{self, Decision, Facts, Operation};
+use crate::ratelimit;
 use crate::server::{unix_now, Connection, IntegrationRuntime, Runtime};
 use crate::signature::{digest, Message, Requirements};
 
@@ -117,7 +118,16 @@ async fn route(
             )
         })?;
         let host_path = host_path.to_string();
-        forward(runtime, integration, req, &host_path, request_id, summary).await
+        forward(
+            runtime,
+            conn,
+            integration,
+            req,
+            &host_path,
+            request_id,
+            summary,
+        )
+        .await
     } else if path.starts_with("/v1/") {
         crate::api::handle(runtime, req).await
     } else {
@@ -176,6 +186,7 @@ fn target_uri(req: &Request<Incoming>) -> Result<String, Problem> {
 
 async fn forward(
     runtime: &Runtime,
+    conn: &Connection,
     integration: &IntegrationRuntime,
     req: Request<Incoming>,
     host_path: &str,
@@ -206,6 +217,18 @@ async fn forward(
             "create branch, delete branch and create pull request must name the acting Jira user in Patgate-Account",
         ));
     }
+    // After the signature (the account is signed) and the classification (reads and
+    // actions have their own quotas), before the vault and the host: see crate::ratelimit.
+    runtime.limits.check(
+        &ratelimit::Subject {
+            client: &conn.client_subject,
+            integration: &config.id,
+            account: account.as_deref(),
+            class: ratelimit::Class::of(operation),
+            request_id,
+        },
+        &runtime.metrics,
+    )?;
     let user_pat = match (
         &account,
         policy::consults_user_pat(operation, config.require_user_pat),
@@ -233,6 +256,14 @@ async fn forward(
         problem
     })?;
     summary.credential = Some(decision);
+    let held = match (decision, account.as_deref()) {
+        (Decision::UseUserPat, Some(account)) => ratelimit::HoldCredential::User(account),
+        _ => ratelimit::HoldCredential::Integration,
+    };
+    runtime
+        .limits
+        .holds
+        .check(&config.id, held, &runtime.metrics)?;
     if let (Decision::UseUserPat, Some(account)) = (decision, account.as_deref()) {
         runtime.pat_uses.record(&config.id, account, unix_now());
     }
@@ -286,6 +317,13 @@ async fn forward(
     let response = integration.upstream.send(upstream_req).await?;
 
     let (mut head, incoming) = response.into_parts();
+    runtime.limits.holds.observe(
+        &config.id,
+        held,
+        head.status,
+        &head.headers,
+        &runtime.metrics,
+    );
     strip_hop_by_hop(&mut head.headers);
     head.headers.insert(
         CREDENTIAL_HEADER,

@@ -59,6 +59,8 @@ pub struct Runtime {
     pub pat_uses: PatUses,
     /// Lives for the whole process.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Rate limits and host holds; a reload reconfigures them in place (state is kept).
+    pub limits: Arc<crate::ratelimit::RateLimits>,
 }
 
 /// How often [`PatUses`] are written to the vault (and once more at shutdown).
@@ -194,7 +196,12 @@ impl Runtime {
             not_before,
         );
         let connect = config.connect.as_ref().map(crate::connect::Links::new);
+        let limits = Arc::new(crate::ratelimit::RateLimits::new(
+            &config.rate_limits,
+            crate::ratelimit::Clock::monotonic(),
+        ));
         Ok(Runtime {
+            limits,
             config,
             verifier,
             integrations: materials.integrations,
@@ -390,6 +397,11 @@ impl Server {
                 }
             });
         }
+        tokio::spawn(crate::ratelimit::prune_periodically(
+            self.runtime.limits.clone(),
+            self.runtime.metrics.clone(),
+            stop_connect.subscribe(),
+        ));
         tokio::pin!(shutdown);
         loop {
             let (tcp, peer) = tokio::select! {
