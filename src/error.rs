@@ -169,7 +169,7 @@ pub struct Problem {
     /// Seconds, for 429 and 503.
     pub retry_after: Option<u64>,
     /// More response fields, e.g. `RateLimit-Policy` and `RateLimit` on `rate-limited`.
-    pub headers: http::HeaderMap,
+    pub headers: Vec<(http::HeaderName, HeaderValue)>,
 }
 
 #[derive(Serialize)]
@@ -197,7 +197,7 @@ impl Problem {
             detail: detail.into(),
             setup_url: None,
             retry_after: None,
-            headers: http::HeaderMap::new(),
+            headers: Vec::new(),
         }
     }
 
@@ -223,7 +223,9 @@ impl Problem {
         let mut response = Response::new(full(Bytes::from(self.to_json(request_id))));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
-        headers.extend(self.headers);
+        for (name, value) in self.headers {
+            headers.insert(name, value);
+        }
         headers.insert(
             CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),

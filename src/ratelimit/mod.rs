@@ -210,8 +210,11 @@ impl From<Refusal> for Problem {
             ("ratelimit-policy", refusal.policy_field()),
             ("ratelimit", refusal.limit_field()),
         ] {
+            // Built from integers and fixed names: always a valid field value.
             if let Ok(value) = HeaderValue::try_from(value) {
-                problem.headers.insert(name, value);
+                problem
+                    .headers
+                    .push((http::HeaderName::from_static(name), value));
             }
         }
         problem

@@ -83,6 +83,9 @@ pub enum TfsProbe {
     Nothing,
 }
 
+/// An answer the host gives instead of its normal one: status and headers.
+pub type Scripted = (StatusCode, Vec<(String, String)>);
+
 /// An in-process TLS git host that records what it receives.
 #[derive(Debug, Clone)]
 pub struct RecordingHost {
@@ -92,6 +95,9 @@ pub struct RecordingHost {
     /// (`Bearer`, `PRIVATE-TOKEN`, or the password of `Basic`), or `user:password`.
     pub users: Arc<Mutex<HashMap<String, (String, String)>>>,
     pub tfs_probe: Arc<Mutex<TfsProbe>>,
+    /// Answers given, in order, to the next requests instead of the normal ones (status,
+    /// headers): e.g. a 429 with `Retry-After` to throttle.
+    pub scripted: Arc<Mutex<std::collections::VecDeque<Scripted>>>,
 }
 
 impl RecordingHost {
@@ -104,6 +110,7 @@ impl RecordingHost {
             requests: Arc::default(),
             users: Arc::default(),
             tfs_probe: Arc::new(Mutex::new(TfsProbe::Nothing)),
+            scripted: Arc::default(),
         };
         host.add_user(INTEGRATION_TOKEN, "integration-bot", "repo");
         host.add_user(PAT_A, "alice", "repo, read:org");
@@ -141,6 +148,15 @@ impl RecordingHost {
             .insert(token.to_string(), (login.to_string(), scopes.to_string()));
     }
 
+    /// The next request (after those already scripted) gets this answer, whatever it is.
+    pub fn answer_next(&self, status: StatusCode, headers: &[(&str, &str)]) {
+        let headers = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.scripted.lock().unwrap().push_back((status, headers));
+    }
+
     pub fn base_url(&self) -> String {
         format!("https://localhost:{}", self.addr.port())
     }
@@ -176,6 +192,14 @@ impl RecordingHost {
         self.requests.lock().unwrap().push(recorded.clone());
         if mode == HostMode::Silent {
             std::future::pending::<()>().await;
+        }
+        let scripted = self.scripted.lock().unwrap().pop_front();
+        if let Some((status, headers)) = scripted {
+            let headers: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            return respond(status, &headers, r#"{"message":"scripted answer"}"#);
         }
         let user = self.authenticate(&recorded.headers);
         let Some((login, scopes)) = user else {
@@ -368,6 +392,8 @@ pub struct Options {
     pub integration_secret: Option<Credential>,
     /// Adds a `[connect]` listener on a free port with this link TTL in seconds.
     pub connect_ttl_seconds: Option<u64>,
+    /// Rate limits and holds run on this clock instead of the monotonic one.
+    pub clock: Option<governor::clock::FakeRelativeClock>,
 }
 
 impl Default for Options {
@@ -386,6 +412,7 @@ impl Default for Options {
             integration_toml: String::new(),
             integration_secret: None,
             connect_ttl_seconds: None,
+            clock: None,
         }
     }
 }
@@ -410,6 +437,8 @@ pub struct Setup {
     pub ca: Arc<DevCa>,
     pub config_path: PathBuf,
     pub signing_key_pem: String,
+    /// [`Options::clock`].
+    pub clock: Option<governor::clock::FakeRelativeClock>,
 }
 
 impl Setup {
@@ -536,6 +565,7 @@ level = "{level}"
             dir,
             ca,
             config_path,
+            clock: opts.clock.clone(),
         }
     }
 
@@ -568,7 +598,13 @@ level = "{level}"
             .map_err(|e| e.to_string())?;
         // A second earlier, so signatures made in this same second are not "before start".
         let started = SystemTime::now() - Duration::from_secs(1);
-        let runtime = Runtime::build(config, vault, started).map_err(|e| e.to_string())?;
+        let mut runtime = Runtime::build(config, vault, started).map_err(|e| e.to_string())?;
+        if let Some(clock) = &self.clock {
+            runtime.limits = Arc::new(patgate::ratelimit::RateLimits::new(
+                &runtime.config.rate_limits,
+                patgate::ratelimit::Clock::Fake(clock.clone()),
+            ));
+        }
         let server = Server::bind(runtime).await.unwrap();
         let addr = server.local_addr().unwrap();
         let runtime = server.runtime().clone();
