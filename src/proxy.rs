@@ -129,7 +129,7 @@ async fn route(
         )
         .await
     } else if path.starts_with("/v1/") {
-        crate::api::handle(runtime, req).await
+        crate::api::handle(runtime, conn, req, request_id).await
     } else {
         Err(Problem::new(
             ErrorCode::NotFound,

@@ -489,3 +489,32 @@ async fn without_a_reset_the_default_hold_applies_and_holds_can_be_off() {
     assert_eq!(host.requests().len(), 2);
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn the_v1_api_counts_against_the_same_quotas() {
+    let (gw, host, _clock) = gateway(
+        "[rate_limits.user]\nreads = { requests = 1, window_seconds = 60 }\n",
+        false,
+    )
+    .await;
+    let status = |account: &str| gw.get(&format!("/v1/integrations/ghe/users/{account}/pat"));
+    assert_eq!(send(&gw, &status(ACCOUNT_A)).await.status(), 200);
+    assert_refused(
+        &send(&gw, &status(ACCOUNT_A)).await,
+        "user-reads",
+        1,
+        60,
+        60,
+    );
+    assert_eq!(send(&gw, &status(ACCOUNT_B)).await.status(), 200);
+    // A read through the proxy by the same user shares that user's read budget.
+    assert_refused(
+        &send(&gw, &read(&gw, Some(ACCOUNT_A))).await,
+        "user-reads",
+        1,
+        60,
+        60,
+    );
+    assert!(host.requests().is_empty());
+    gw.stop().await;
+}

@@ -463,6 +463,20 @@ base_url = "https://ghe.example.com/"
         assert_eq!(key, "rate_limits.users");
     }
 
+    /// The README's worked example is a valid configuration.
+    #[test]
+    fn the_readme_example_parses() {
+        let readme = include_str!("../../README.md");
+        let section = &readme[readme.find("### Rate limits").unwrap()..];
+        let start = section.find("```toml\n").unwrap() + "```toml\n".len();
+        let example = &section[start..start + section[start..].find("```").unwrap()];
+        let gitlab = "[[integrations]]\nid = \"gitlab-legacy\"\nkind = \"gitlab\"\nbase_url = \"https://gitlab.example.com\"\n";
+        let rl = parse(&format!("{gitlab}{example}")).unwrap();
+        assert_eq!(rl.user.actions.map(|q| q.burst), Some(10));
+        assert_eq!(rl.overrides.len(), 2);
+        assert_eq!(rl.overrides[1].integration, "gitlab-legacy");
+    }
+
     #[test]
     fn overrides_must_name_a_configured_integration_and_a_quota() {
         let ok = parse(
