@@ -384,112 +384,79 @@ impl RateLimits {
         let limiters = self.current();
         let settings = &limiters.settings;
         let class = subject.class;
+        let override_for = |account: Option<&str>| {
+            let key = (subject.integration.to_string(), account.map(str::to_string));
+            let (shadow, pair) = limiters.overrides.get(&key)?;
+            Some((*shadow, pair.get(class)?))
+        };
 
-        // user: an override for this account, else the tier's quota.
         if let Some(account) = subject.account {
-            let key = (subject.integration.to_string(), Some(account.to_string()));
-            match limiters
-                .overrides
-                .get(&key)
-                .and_then(|(shadow, pair)| pair.get(class).map(|l| (*shadow, l)))
-            {
-                Some((shadow, limit)) => self.verdict(
+            let shadow = settings.shadow || settings.user.shadow;
+            if let Some((own_shadow, limit)) = override_for(Some(account)) {
+                let outcome = limit.limiter.check();
+                self.verdict(
                     Tier::User,
                     subject,
                     limit.quota,
-                    limit.limiter.check().map_err(|n| self.wait(&n)),
-                    shadow || settings.shadow || settings.user.shadow,
+                    outcome,
+                    shadow || own_shadow,
                     metrics,
-                )?,
-                None => {
-                    if let Some(limit) = limiters.user.get(class) {
-                        let key = (subject.integration.to_string(), account.to_string());
-                        self.verdict(
-                            Tier::User,
-                            subject,
-                            limit.quota,
-                            limit.limiter.check_key(&key).map_err(|n| self.wait(&n)),
-                            settings.shadow || settings.user.shadow,
-                            metrics,
-                        )?;
-                    }
-                }
+                )?;
+            } else if let Some(limit) = limiters.user.get(class) {
+                let key = (subject.integration.to_string(), account.to_string());
+                let outcome = limit.limiter.check_key(&key);
+                self.verdict(Tier::User, subject, limit.quota, outcome, shadow, metrics)?;
             }
         }
 
-        // integration: an override for the integration, else the tier's quota.
-        let key = (subject.integration.to_string(), None);
-        match limiters
-            .overrides
-            .get(&key)
-            .and_then(|(shadow, pair)| pair.get(class).map(|l| (*shadow, l)))
-        {
-            Some((shadow, limit)) => self.verdict(
+        let shadow = settings.shadow || settings.integration.shadow;
+        if let Some((own_shadow, limit)) = override_for(None) {
+            let outcome = limit.limiter.check();
+            self.verdict(
                 Tier::Integration,
                 subject,
                 limit.quota,
-                limit.limiter.check().map_err(|n| self.wait(&n)),
-                shadow || settings.shadow || settings.integration.shadow,
+                outcome,
+                shadow || own_shadow,
                 metrics,
-            )?,
-            None => {
-                if let Some(limit) = limiters.integration.get(class) {
-                    self.verdict(
-                        Tier::Integration,
-                        subject,
-                        limit.quota,
-                        limit
-                            .limiter
-                            .check_key(&subject.integration.to_string())
-                            .map_err(|n| self.wait(&n)),
-                        settings.shadow || settings.integration.shadow,
-                        metrics,
-                    )?;
-                }
-            }
+            )?;
+        } else if let Some(limit) = limiters.integration.get(class) {
+            let outcome = limit.limiter.check_key(&subject.integration.to_string());
+            self.verdict(
+                Tier::Integration,
+                subject,
+                limit.quota,
+                outcome,
+                shadow,
+                metrics,
+            )?;
         }
 
         if let Some(limit) = limiters.client.get(class) {
-            self.verdict(
-                Tier::Client,
-                subject,
-                limit.quota,
-                limit
-                    .limiter
-                    .check_key(&subject.client.to_string())
-                    .map_err(|n| self.wait(&n)),
-                settings.shadow || settings.client.shadow,
-                metrics,
-            )?;
+            let outcome = limit.limiter.check_key(&subject.client.to_string());
+            let shadow = settings.shadow || settings.client.shadow;
+            self.verdict(Tier::Client, subject, limit.quota, outcome, shadow, metrics)?;
         }
+
         if let Some(limit) = limiters.total.get(class) {
-            self.verdict(
-                Tier::Total,
-                subject,
-                limit.quota,
-                limit.limiter.check().map_err(|n| self.wait(&n)),
-                settings.shadow || settings.total.shadow,
-                metrics,
-            )?;
+            let outcome = limit.limiter.check();
+            let shadow = settings.shadow || settings.total.shadow;
+            self.verdict(Tier::Total, subject, limit.quota, outcome, shadow, metrics)?;
         }
         Ok(())
     }
 
-    /// Whole seconds until the limiter allows a request, rounded up, at least 1.
-    fn wait(&self, not_until: &NotUntil<Nanos>) -> u64 {
-        ceil_seconds(not_until.wait_time_from(self.clock.now()))
-    }
-
+    /// Turns a limiter's answer into a refusal, or into a shadow-mode log line and count.
     fn verdict(
         &self,
         tier: Tier,
         subject: &Subject<'_>,
         quota: QuotaSettings,
-        outcome: Result<(), u64>,
+        outcome: Result<(), NotUntil<Nanos>>,
         shadow: bool,
         metrics: &Metrics,
     ) -> Result<(), Refusal> {
-        let Err(retry_after) = outcome else {
+        let Err(not_until) = outcome else {
             return Ok(());
         };
         metrics
@@ -515,7 +482,8 @@ impl RateLimits {
             tier,
             class: subject.class,
             quota,
-            retry_after,
+            // Whole seconds until the limiter allows a request, rounded up.
+            retry_after: ceil_seconds(not_until.wait_time_from(self.clock.now())),
         })
     }
 
