@@ -72,7 +72,9 @@ impl PatStatus {
 
 pub(crate) async fn handle(
     runtime: &Runtime,
+    conn: &crate::server::Connection,
     req: Request<Incoming>,
+    request_id: &str,
 ) -> Result<Response<ResponseBody>, Problem> {
     let path = req.uri().path().to_string();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
@@ -101,6 +103,21 @@ pub(crate) async fn handle(
             )
         })?
         .into_owned();
+    // The same quotas as the proxy: a status lookup is a read, anything else an action.
+    runtime.limits.check(
+        &crate::ratelimit::Subject {
+            client: &conn.client_subject,
+            integration: &integration.config.id,
+            account: Some(&account),
+            class: if req.method() == Method::GET {
+                crate::ratelimit::Class::Reads
+            } else {
+                crate::ratelimit::Class::Actions
+            },
+            request_id,
+        },
+        &runtime.metrics,
+    )?;
     let vault = &runtime.vault;
     let id = integration.config.id.as_str();
     if *resource == "connect-link" {

@@ -53,6 +53,8 @@ pub struct Config {
     pub log: LogSettings,
     pub admin: AdminSettings,
     pub service: ServiceSettings,
+    /// `[rate_limits]`: local quotas and holds when the host throttles.
+    pub rate_limits: crate::ratelimit::RateLimitSettings,
 }
 
 /// How the process itself behaves: shutdown.
@@ -354,6 +356,8 @@ struct RawConfig {
     admin: RawAdmin,
     #[serde(default)]
     service: RawService,
+    #[serde(default)]
+    rate_limits: crate::ratelimit::settings::RawRateLimits,
 }
 
 #[derive(Debug, Deserialize)]
@@ -643,11 +647,15 @@ impl Validator<'_> {
         let service = ServiceSettings {
             shutdown_grace: Duration::from_secs(raw.service.shutdown_grace_seconds),
         };
+        let ids: Vec<&str> = integrations.iter().map(|i| i.id.as_str()).collect();
+        let rate_limits =
+            crate::ratelimit::RateLimitSettings::from_raw(self.file, raw.rate_limits, &ids)?;
         Ok(Config {
             service,
             source: self.file.to_path_buf(),
             state_dir,
             admin,
+            rate_limits,
             master_key,
             api,
             signatures,
@@ -1344,10 +1352,60 @@ mod example_file {
             cfg.signatures.nonce_cache_entries,
             defaults::NONCE_CACHE_ENTRIES
         );
+        // No local limits unless configured; holds on host throttling are on.
+        assert_eq!(
+            cfg.rate_limits,
+            crate::ratelimit::RateLimitSettings::default()
+        );
+    }
+
+    /// The quotas the example shows commented out are valid as written.
+    #[test]
+    fn the_example_rate_limits_parse_when_uncommented() {
+        let start = EXAMPLE.find("[rate_limits]").unwrap();
+        let (head, tail) = EXAMPLE.split_at(start);
+        let tail: String = tail
+            .lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(rest)
+                    if [
+                        "reads =",
+                        "actions =",
+                        "[[rate_limits",
+                        "integration =",
+                        "account =",
+                    ]
+                    .iter()
+                    .any(|p| rest.starts_with(p)) =>
+                {
+                    rest
+                }
+                _ => line,
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let cfg = Config::parse(
+            Path::new("/etc/patgate/patgate.toml"),
+            &(head.to_string() + &tail),
+        )
+        .unwrap();
+        let rl = &cfg.rate_limits;
+        assert_eq!(
+            rl.user.actions.map(|q| (q.requests, q.burst)),
+            Some((30, 10))
+        );
+        assert_eq!(rl.total.reads.map(|q| q.burst), Some(2000));
+        assert_eq!(rl.client.actions.map(|q| q.burst), Some(3000));
+        assert_eq!(rl.overrides.len(), 1);
+        assert_eq!(
+            rl.overrides[0].account.as_deref(),
+            Some("5b10ac8d82e05b22cc7d4ef5")
+        );
     }
 
     #[test]
     fn the_example_documents_every_key_with_its_default() {
+        use crate::ratelimit::settings::defaults as rl;
         let base = "state_dir = \"s\"\n[master_key]\nfile = \"k\"\n[api]\nlisten = \"127.0.0.1:1\"\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"a\"\n";
         let sections = [
             (format!("zzz = 1\n{base}"), ""),
@@ -1362,14 +1420,37 @@ mod example_file {
             (format!("{base}[log]\nzzz = 1\n"), "log"),
             (format!("{base}[connect]\nzzz = 1\n"), "connect"),
             (format!("{base}[service]\nzzz = 1\n"), "service"),
+            (format!("{base}[rate_limits]\nzzz = 1\n"), "rate_limits"),
+            (
+                format!("{base}[rate_limits.user]\nzzz = 1\n"),
+                "rate_limits.user",
+            ),
+            (
+                format!("{base}[rate_limits.user]\nreads = {{ zzz = 1 }}\n"),
+                "rate_limits.user.reads",
+            ),
+            (
+                format!("{base}[[rate_limits.overrides]]\nzzz = 1\n"),
+                "rate_limits.overrides",
+            ),
+            (
+                format!("{base}[rate_limits.host_throttle]\nzzz = 1\n"),
+                "rate_limits.host_throttle",
+            ),
         ];
         for (toml, path) in sections {
             for key in accepted_keys(&toml, path) {
+                // Sub-tables are documented by their header, e.g. `[rate_limits.user]`.
+                let table = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
                 let documented = EXAMPLE.lines().any(|line| {
                     let line = line.trim_start_matches('#').trim();
                     line.starts_with(&format!("{key} ="))
-                        || line.starts_with(&format!("[{key}]"))
-                        || line.starts_with(&format!("[[{key}]]"))
+                        || line.starts_with(&format!("[{table}]"))
+                        || line.starts_with(&format!("[[{table}]]"))
                 });
                 assert!(
                     documented,
@@ -1412,6 +1493,14 @@ mod example_file {
                 defaults::SHUTDOWN_GRACE_SECONDS.to_string(),
             ),
             ("crl", "[]".to_string()),
+            ("shadow", "false".to_string()),
+            (
+                "prune_interval_seconds",
+                rl::PRUNE_INTERVAL_SECONDS.to_string(),
+            ),
+            ("hold", "true".to_string()),
+            ("default_hold_seconds", rl::DEFAULT_HOLD_SECONDS.to_string()),
+            ("max_hold_seconds", rl::MAX_HOLD_SECONDS.to_string()),
         ] {
             assert!(
                 EXAMPLE

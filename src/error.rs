@@ -35,6 +35,7 @@ pub enum ErrorCode {
     BodyTooLarge,
     HeadersTooLarge,
     RateLimited,
+    HostRateLimited,
     UpstreamUnreachable,
     UpstreamTls,
     UpstreamTimeout,
@@ -44,7 +45,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation tests.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 24] = [
         Self::BadRequest,
         Self::SignatureMissing,
         Self::SignatureInvalid,
@@ -63,6 +64,7 @@ impl ErrorCode {
         Self::BodyTooLarge,
         Self::HeadersTooLarge,
         Self::RateLimited,
+        Self::HostRateLimited,
         Self::UpstreamUnreachable,
         Self::UpstreamTls,
         Self::UpstreamTimeout,
@@ -91,6 +93,7 @@ impl ErrorCode {
             Self::BodyTooLarge => "body-too-large",
             Self::HeadersTooLarge => "headers-too-large",
             Self::RateLimited => "rate-limited",
+            Self::HostRateLimited => "host-rate-limited",
             Self::UpstreamUnreachable => "upstream-unreachable",
             Self::UpstreamTls => "upstream-tls",
             Self::UpstreamTimeout => "upstream-timeout",
@@ -117,7 +120,7 @@ impl ErrorCode {
             Self::PatInvalid | Self::PatInsufficientScope => StatusCode::UNPROCESSABLE_ENTITY,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited | Self::HostRateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::UpstreamUnreachable | Self::UpstreamTls => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -146,6 +149,7 @@ impl ErrorCode {
             Self::BodyTooLarge => "Request body is too large",
             Self::HeadersTooLarge => "Request headers are too large",
             Self::RateLimited => "Rate limit exceeded",
+            Self::HostRateLimited => "The git host is rate limiting this credential",
             Self::UpstreamUnreachable => "The git host could not be reached",
             Self::UpstreamTls => "TLS with the git host failed",
             Self::UpstreamTimeout => "The git host did not answer in time",
@@ -164,6 +168,8 @@ pub struct Problem {
     pub setup_url: Option<String>,
     /// Seconds, for 429 and 503.
     pub retry_after: Option<u64>,
+    /// More response fields, e.g. `RateLimit-Policy` and `RateLimit` on `rate-limited`.
+    pub headers: Vec<(http::HeaderName, HeaderValue)>,
 }
 
 #[derive(Serialize)]
@@ -191,6 +197,7 @@ impl Problem {
             detail: detail.into(),
             setup_url: None,
             retry_after: None,
+            headers: Vec::new(),
         }
     }
 
@@ -216,6 +223,9 @@ impl Problem {
         let mut response = Response::new(full(Bytes::from(self.to_json(request_id))));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
+        for (name, value) in self.headers {
+            headers.insert(name, value);
+        }
         headers.insert(
             CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),

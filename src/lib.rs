@@ -19,6 +19,7 @@
 //! | the connect page where users enter their PAT (own listener, one-time links) | [`connect`] |
 //! | RFC 9421 signatures, RFC 9530 digests, replay cache | [`signature`] |
 //! | what a request does on the host, credential schemes | [`hosts`] (pure) |
+//! | rate limits (tiers, shadow mode) and holds when the host throttles | [`ratelimit`] |
 //! | which credential, or which refusal | [`policy`] (pure) |
 //! | encrypted credential store | [`vault`] |
 //! | PAT validation with the host, then storage | [`pat`] |
@@ -46,6 +47,7 @@ pub mod pat;
 pub mod policy;
 pub mod proxy;
 pub mod reload;
+pub mod ratelimit;
 pub mod server;
 pub mod service;
 pub mod signature;

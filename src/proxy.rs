@@ -19,6 +19,7 @@ use crate::error::{ErrorCode, Problem};
 use crate::hosts::{self, COMMON_CREDENTIAL_HEADERS};
 use crate::metrics::{LatencyLabels, Metrics, RequestLabels, UpstreamErrorLabels};
 use crate::policy::{self, Decision, Facts, Operation};
+use crate::ratelimit;
 use crate::server::{unix_now, Connection, IntegrationRuntime, Runtime};
 use crate::signature::{digest, Message, Requirements};
 
@@ -162,7 +163,16 @@ async fn route(
             )
         })?;
         let host_path = host_path.to_string();
-        forward(runtime, integration, req, &host_path, request_id, summary).await
+        forward(
+            runtime,
+            conn,
+            integration,
+            req,
+            &host_path,
+            request_id,
+            summary,
+        )
+        .await
     } else if let Some(rest) = path.strip_prefix("/v1/") {
         summary.api = true;
         // `/v1/integrations/{id}/…`: named in metrics only when it is configured.
@@ -171,7 +181,7 @@ async fn route(
             .and_then(|r| r.split('/').next())
             .and_then(|id| runtime.integrations.get_key_value(id))
             .map(|(id, _)| id.clone());
-        crate::api::handle(runtime, req).await
+        crate::api::handle(runtime, conn, req, request_id).await
     } else {
         Err(Problem::new(
             ErrorCode::NotFound,
@@ -228,6 +238,7 @@ fn target_uri(req: &Request<Incoming>) -> Result<String, Problem> {
 
 async fn forward(
     runtime: &Runtime,
+    conn: &Connection,
     integration: &IntegrationRuntime,
     req: Request<Incoming>,
     host_path: &str,
@@ -258,6 +269,18 @@ async fn forward(
             "create branch, delete branch and create pull request must name the acting Jira user in Patgate-Account",
         ));
     }
+    // After the signature (the account is signed) and the classification (reads and
+    // actions have their own quotas), before the vault and the host: see crate::ratelimit.
+    runtime.limits.check(
+        &ratelimit::Subject {
+            client: &conn.client_subject,
+            integration: &config.id,
+            account: account.as_deref(),
+            class: ratelimit::Class::of(operation),
+            request_id,
+        },
+        &runtime.metrics,
+    )?;
     let user_pat = match (
         &account,
         policy::consults_user_pat(operation, config.require_user_pat),
@@ -285,6 +308,14 @@ async fn forward(
         problem
     })?;
     summary.credential = Some(decision);
+    let held = match (decision, account.as_deref()) {
+        (Decision::UseUserPat, Some(account)) => ratelimit::HoldCredential::User(account),
+        _ => ratelimit::HoldCredential::Integration,
+    };
+    runtime
+        .limits
+        .holds
+        .check(&config.id, held, &runtime.metrics)?;
     if let (Decision::UseUserPat, Some(account)) = (decision, account.as_deref()) {
         runtime.pat_uses.record(&config.id, account, unix_now());
     }
@@ -354,6 +385,13 @@ async fn forward(
     summary.upstream_status = Some(response.status().as_u16());
 
     let (mut head, incoming) = response.into_parts();
+    runtime.limits.holds.observe(
+        &config.id,
+        held,
+        head.status,
+        &head.headers,
+        &runtime.metrics,
+    );
     strip_hop_by_hop(&mut head.headers);
     head.headers.insert(
         CREDENTIAL_HEADER,

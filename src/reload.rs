@@ -164,8 +164,12 @@ impl Runtime {
             connect_tls: materials.connect_tls.map(Arc::new),
             connect,
             tfs_detected,
-            // Carried over for the life of the process. (Rate limiters, when configured,
-            // are carried over here too, reconfigured with `new`'s limits.)
+            // Carried over for the life of the process; the rate limiters keep the state of
+            // every quota the new config leaves unchanged, and every host hold.
+            limits: {
+                self.limits.reconfigure(&new.rate_limits);
+                self.limits.clone()
+            },
             vault: self.vault.clone(),
             pat_uses: self.pat_uses.clone(),
             metrics: self.metrics.clone(),

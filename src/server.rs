@@ -68,6 +68,8 @@ pub struct Runtime {
     pub tfs_detected: HashSet<String>,
     /// Lives for the whole process.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Rate limits and host holds; a reload reconfigures them in place (state is kept).
+    pub limits: Arc<crate::ratelimit::RateLimits>,
 }
 
 /// How often [`PatUses`] are written to the vault (and once more at shutdown).
@@ -234,8 +236,13 @@ impl Runtime {
             not_before,
         );
         let connect = config.connect.as_ref().map(crate::connect::Links::new);
+        let limits = Arc::new(crate::ratelimit::RateLimits::new(
+            &config.rate_limits,
+            crate::ratelimit::Clock::monotonic(),
+        ));
         Ok(Runtime {
             tfs_detected: HashSet::new(),
+            limits,
             config,
             verifier,
             integrations: materials.integrations,
@@ -522,6 +529,11 @@ impl Server {
             ))
         });
         let metrics = current.load().metrics.clone();
+        tokio::spawn(crate::ratelimit::prune_periodically(
+            current.load().limits.clone(),
+            metrics.clone(),
+            stop_connect.subscribe(),
+        ));
         metrics.ready.set(1);
         tokio::pin!(shutdown);
         loop {

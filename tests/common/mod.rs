@@ -85,6 +85,9 @@ pub enum TfsProbe {
     Nothing,
 }
 
+/// An answer the host gives instead of its normal one: status and headers.
+pub type Scripted = (StatusCode, Vec<(String, String)>);
+
 /// An in-process TLS git host that records what it receives.
 #[derive(Debug, Clone)]
 pub struct RecordingHost {
@@ -98,6 +101,9 @@ pub struct RecordingHost {
     arrived: Arc<tokio::sync::Semaphore>,
     /// `HostMode::Held`: one permit per request let through.
     gate: Arc<tokio::sync::Semaphore>,
+    /// Answers given, in order, to the next requests instead of the normal ones (status,
+    /// headers): e.g. a 429 with `Retry-After` to throttle.
+    pub scripted: Arc<Mutex<std::collections::VecDeque<Scripted>>>,
 }
 
 impl RecordingHost {
@@ -112,6 +118,7 @@ impl RecordingHost {
             tfs_probe: Arc::new(Mutex::new(TfsProbe::Nothing)),
             arrived: Arc::new(tokio::sync::Semaphore::new(0)),
             gate: Arc::new(tokio::sync::Semaphore::new(0)),
+            scripted: Arc::default(),
         };
         host.add_user(INTEGRATION_TOKEN, "integration-bot", "repo");
         host.add_user(PAT_A, "alice", "repo, read:org");
@@ -159,6 +166,15 @@ impl RecordingHost {
         self.gate.add_permits(1);
     }
 
+    /// The next request (after those already scripted) gets this answer, whatever it is.
+    pub fn answer_next(&self, status: StatusCode, headers: &[(&str, &str)]) {
+        let headers = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.scripted.lock().unwrap().push_back((status, headers));
+    }
+
     pub fn base_url(&self) -> String {
         format!("https://localhost:{}", self.addr.port())
     }
@@ -197,6 +213,14 @@ impl RecordingHost {
             HostMode::Silent => std::future::pending::<()>().await,
             HostMode::Held => self.gate.acquire().await.unwrap().forget(),
             HostMode::Normal => {}
+        }
+        let scripted = self.scripted.lock().unwrap().pop_front();
+        if let Some((status, headers)) = scripted {
+            let headers: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            return respond(status, &headers, r#"{"message":"scripted answer"}"#);
         }
         let user = self.authenticate(&recorded.headers);
         let Some((login, scopes)) = user else {
@@ -391,6 +415,8 @@ pub struct Options {
     pub connect_ttl_seconds: Option<u64>,
     /// `service.shutdown_grace_seconds`.
     pub shutdown_grace_seconds: u64,
+    /// Rate limits and holds run on this clock instead of the monotonic one.
+    pub clock: Option<governor::clock::FakeRelativeClock>,
 }
 
 impl Default for Options {
@@ -410,6 +436,7 @@ impl Default for Options {
             integration_secret: None,
             connect_ttl_seconds: None,
             shutdown_grace_seconds: 2,
+            clock: None,
         }
     }
 }
@@ -438,6 +465,8 @@ pub struct Setup {
     pub ca: Arc<DevCa>,
     pub config_path: PathBuf,
     pub signing_key_pem: String,
+    /// [`Options::clock`].
+    pub clock: Option<governor::clock::FakeRelativeClock>,
 }
 
 impl Setup {
@@ -568,6 +597,7 @@ level = "{level}"
             dir,
             ca,
             config_path,
+            clock: opts.clock.clone(),
         }
     }
 
@@ -602,6 +632,12 @@ level = "{level}"
         let started = SystemTime::now() - Duration::from_secs(1);
         let mut runtime = Runtime::build(config, vault, started).map_err(|e| e.to_string())?;
         runtime.tfs_detected = tfs_detected;
+        if let Some(clock) = &self.clock {
+            runtime.limits = Arc::new(patgate::ratelimit::RateLimits::new(
+                &runtime.config.rate_limits,
+                patgate::ratelimit::Clock::Fake(clock.clone()),
+            ));
+        }
         let server = Server::bind(runtime).await.unwrap();
         let addr = server.local_addr().unwrap();
         let admin = server
