@@ -135,6 +135,37 @@ impl MasterKey {
         self.0.expose_secret()
     }
 
+    /// A second copy of the key, for the vault to keep while it is open (a rotation seals the
+    /// current key under its successor). Zeroized on drop like the first.
+    pub(crate) fn duplicate(&self) -> MasterKey {
+        MasterKey(SecretBox::init_with_mut(|b: &mut [u8; MASTER_KEY_LEN]| {
+            b.copy_from_slice(self.expose())
+        }))
+    }
+
+    /// A key from a decrypted slice of exactly [`MASTER_KEY_LEN`] bytes.
+    pub(crate) fn from_slice(bytes: &[u8]) -> Option<MasterKey> {
+        (bytes.len() == MASTER_KEY_LEN).then(|| {
+            MasterKey(SecretBox::init_with_mut(|b: &mut [u8; MASTER_KEY_LEN]| {
+                b.copy_from_slice(bytes)
+            }))
+        })
+    }
+
+    /// Parses the text of a key file (one line of standard base64), e.g. a key that reached
+    /// the service in an admin request. `source` names where it came from, for errors; the
+    /// text itself is never echoed.
+    pub fn from_base64(text: &[u8], source: &Path) -> Result<MasterKey, VaultError> {
+        Self::parse(text, source)
+    }
+
+    /// The key as one line of standard base64 (the key-file format), in a wiped buffer.
+    pub fn to_base64(&self) -> Zeroizing<String> {
+        let mut line = Zeroizing::new(String::with_capacity(ENCODED_LEN));
+        STANDARD.encode_string(self.expose(), &mut line);
+        line
+    }
+
     /// A key from raw bytes (tests use fixed keys).
     #[cfg(test)]
     pub(crate) fn from_bytes(bytes: [u8; MASTER_KEY_LEN]) -> MasterKey {

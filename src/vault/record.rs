@@ -14,7 +14,8 @@
 //! # Associated data (authenticated, not stored)
 //!
 //! ```text
-//! AAD_VERSION (1) | record kind (0 key check, 1 integration secret, 2 user PAT)
+//! AAD_VERSION (1) | record kind (0 key check, 1 integration secret, 2 user PAT,
+//!                                3 the previous master key during a rotation)
 //!   | u32be len(integration) | integration | u32be len(account) | account | u32be key version
 //! ```
 //!
@@ -58,6 +59,8 @@ pub(crate) enum Kind {
     KeyCheck = 0,
     IntegrationSecret = 1,
     UserPat = 2,
+    /// The previous master key, sealed under the new one while a rotation runs.
+    RotationOldKey = 3,
 }
 
 /// Which record: the identity a ciphertext is bound to.
