@@ -24,8 +24,10 @@
 //! | upstream connector: pooled, rustls, timeouts | [`upstream`] |
 //! | every error as problem+json, in one place | [`error`] |
 //! | logs, the audit stream, Prometheus metrics | [`telemetry`], [`audit`], [`metrics`] |
+//! | the admin socket the command line reaches the running service on | [`adminsock`] |
 //! | command line, quickstart, demo host | [`cli`], [`demo`], [`devpki`], [`keys`], [`client`] |
 
+pub mod adminsock;
 pub mod api;
 pub mod audit;
 pub mod body;

@@ -311,6 +311,8 @@ pub struct Server {
     listener: TcpListener,
     /// The connect page's listener, when `[connect]` is configured.
     connect_listener: Option<TcpListener>,
+    /// Where the `patgate` command reaches the running service.
+    admin_socket: crate::adminsock::AdminSocket,
 }
 
 impl Server {
@@ -321,10 +323,14 @@ impl Server {
             Some(connect) => Some(TcpListener::bind(connect.listen).await?),
             None => None,
         };
+        let admin_socket = crate::adminsock::AdminSocket::bind(&runtime.config.admin.socket)
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
         Ok(Server {
             runtime: Arc::new(runtime),
             listener,
             connect_listener,
+            admin_socket,
         })
     }
 
@@ -365,6 +371,16 @@ impl Server {
             .max_pending_accept_reset_streams(64);
         let builder = Arc::new(builder);
         let (stop_connect, connect_stopped) = tokio::sync::watch::channel(false);
+        let admin_socket = {
+            let mut stop = stop_connect.subscribe();
+            tokio::spawn(crate::adminsock::serve(
+                self.admin_socket,
+                crate::adminsock::AdminContext::fixed(self.runtime.clone()),
+                async move {
+                    let _ = stop.changed().await;
+                },
+            ))
+        };
         if let (Some(listener), Some(tls)) =
             (self.connect_listener, self.runtime.connect_tls.clone())
         {
@@ -462,6 +478,8 @@ impl Server {
         }
         drop(self.listener);
         let _ = stop_connect.send(true);
+        // The socket file is gone once this returns.
+        let _ = admin_socket.await;
         tokio::select! {
             () = graceful.shutdown() => tracing::info!("all connections closed"),
             () = tokio::time::sleep(grace) => tracing::warn!(grace_seconds = grace.as_secs(), "grace period over; closing remaining connections"),

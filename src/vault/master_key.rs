@@ -223,6 +223,34 @@ impl MasterKey {
     }
 }
 
+/// Where a rotation keeps the new key of the key file at `file` until the vault uses it:
+/// `<file>.new`.
+pub fn pending_key_path(file: &Path) -> PathBuf {
+    let mut name = file.file_name().unwrap_or_default().to_os_string();
+    name.push(".new");
+    file.with_file_name(name)
+}
+
+/// Gives `path` the owner and group of `like`, when they differ (a root admin's new key file
+/// must stay readable by the service user). Needs root when they differ.
+pub fn match_owner(path: &Path, like: &Path) -> Result<(), VaultError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let want = fs::metadata(like).map_err(|source| io_error("read", like, source))?;
+    let have = fs::metadata(path).map_err(|source| io_error("read", path, source))?;
+    if (want.uid(), want.gid()) != (have.uid(), have.gid()) {
+        std::os::unix::fs::chown(path, Some(want.uid()), Some(want.gid()))
+            .map_err(|source| io_error("change the owner of", path, source))?;
+    }
+    Ok(())
+}
+
+/// Puts the rotated key in place: renames `pending` over `file` (atomic: the key file holds
+/// the old key or the new one, never a mix) and syncs the directory.
+pub fn install_pending_key(pending: &Path, file: &Path) -> Result<(), VaultError> {
+    fs::rename(pending, file).map_err(|source| io_error("replace", file, source))?;
+    sync_parent_dir(file)
+}
+
 /// Writes the key's line and syncs the file.
 fn write_key_line(file: &mut File, key: &[u8; MASTER_KEY_LEN]) -> std::io::Result<()> {
     file.set_permissions(fs::Permissions::from_mode(0o600))?;

@@ -37,7 +37,10 @@ use zeroize::Zeroizing;
 
 pub use self::credential::Credential;
 pub use self::error::VaultError;
-pub use self::master_key::{MasterKey, MASTER_KEY_LEN, SYSTEMD_CREDENTIAL_NAME};
+pub use self::master_key::{
+    install_pending_key, match_owner, pending_key_path, MasterKey, MASTER_KEY_LEN,
+    SYSTEMD_CREDENTIAL_NAME,
+};
 pub use self::record::{PatMeta, RecordId, MAX_ID_LEN};
 pub use self::rotation::Rotation;
 
