@@ -32,6 +32,14 @@
 //! [21..21+m]   metadata, JSON (not secret; readable without the key)
 //! [21+m..]     AES-256-GCM ciphertext of the credential, then the 16-byte tag
 //! ```
+//!
+//! # Vault-wide settings (tree `vault`)
+//!
+//! `format` (one byte), `key-version` (u32be), `key-check` (a stored value sealing a constant
+//! under the current key, associated data kind 0). While a key rotation is unfinished, also
+//! `rotation-to` (u32be), `rotation-check` (the key check under the new key) and
+//! `rotation-old-key` (the previous master key sealed under the new one, kind 3); see
+//! `rotation.rs`.
 
 use std::fmt;
 
