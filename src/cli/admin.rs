@@ -34,14 +34,51 @@ pub(super) async fn service(config: &Config) -> Result<Option<AdminClient>, Stri
     Ok(client)
 }
 
-/// A JSON request body holding secrets, in a buffer that is wiped on drop. Sized up front
-/// so it never reallocates (which would free an unwiped copy).
-fn secret_json(value: &serde_json::Value, secret_bytes: usize) -> Zeroizing<Vec<u8>> {
-    // A JSON escape is at most six bytes per input byte.
-    let mut buf = Zeroizing::new(Vec::with_capacity(secret_bytes * 6 + 1024));
-    // Writing a Value to a Vec cannot fail.
+/// A JSON request body holding secrets, written straight from borrowed fields (no owned
+/// copy of a secret is made) into a buffer that is wiped on drop. Sized up front so it never
+/// reallocates (which would free an unwiped copy).
+fn secret_json(value: &impl serde::Serialize, secret_bytes: usize) -> Zeroizing<Vec<u8>> {
+    // A JSON escape is at most six bytes per input byte; the rest is ids and field names.
+    let mut buf = Zeroizing::new(Vec::with_capacity(secret_bytes * 6 + 4096));
+    // Serializing these plain fields cannot fail.
     let _ = serde_json::to_writer(&mut *buf, value);
     buf
+}
+
+/// The body of `PUT /v1/integrations/{id}/secret` ([`crate::adminsock::SecretBody`]).
+#[derive(serde::Serialize)]
+struct SecretRequest<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    secret: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    username: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access_key_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    region: Option<&'a str>,
+    no_validate: bool,
+}
+
+/// The body of `PUT …/pat` ([`crate::pat::PatInput`]).
+#[derive(serde::Serialize)]
+struct PatRequest<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access_key_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret_access_key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_token: Option<&'a str>,
+}
+
+/// The body of `POST /v1/vault/rotate-key` ([`crate::adminsock::RotateBody`]).
+#[derive(serde::Serialize)]
+struct RotateRequest<'a> {
+    key: &'a str,
 }
 
 #[allow(
@@ -95,17 +132,19 @@ pub(super) async fn set_secret(
     };
     let secret = expose(secret);
     let session_token = session_token.map(expose);
-    let body = serde_json::json!({
-        "type": kind,
-        "secret": secret,
-        "username": username,
-        "access_key_id": access_key_id,
-        "session_token": session_token,
-        "region": region,
-        "no_validate": no_validate,
-    });
     let size = secret.len() + session_token.map_or(0, str::len);
-    let body = secret_json(&body, size);
+    let body = secret_json(
+        &SecretRequest {
+            kind,
+            secret,
+            username,
+            access_key_id,
+            session_token,
+            region,
+            no_validate,
+        },
+        size,
+    );
     let stored: crate::adminsock::SecretStored = client
         .call(
             Method::PUT,
@@ -138,24 +177,19 @@ pub(super) async fn pat(
                 input.secret_access_key.as_ref().map(expose),
                 input.session_token.as_ref().map(expose),
             );
-            let mut json = serde_json::Map::new();
-            if let Some(token) = token {
-                json.insert("token".into(), token.into());
-            }
-            if let Some(id) = &input.access_key_id {
-                json.insert("access_key_id".into(), id.as_str().into());
-            }
-            if let Some(secret) = secret_access_key {
-                json.insert("secret_access_key".into(), secret.into());
-            }
-            if let Some(session) = session_token {
-                json.insert("session_token".into(), session.into());
-            }
             let size = [token, secret_access_key, session_token]
                 .iter()
                 .map(|s| s.map_or(0, str::len))
                 .sum();
-            let body = secret_json(&serde_json::Value::Object(json), size);
+            let body = secret_json(
+                &PatRequest {
+                    token,
+                    access_key_id: input.access_key_id.as_deref(),
+                    secret_access_key,
+                    session_token,
+                },
+                size,
+            );
             (Method::PUT, Some(body))
         }
         ("delete", _) => (Method::DELETE, None),
@@ -254,7 +288,7 @@ pub(super) async fn rotate_key(config_path: &Path) -> CliResult {
     let rotated = match service(&config).await? {
         Some(mut client) => {
             let line = new_key.to_base64();
-            let body = secret_json(&serde_json::json!({ "key": line.as_str() }), line.len());
+            let body = secret_json(&RotateRequest { key: line.as_str() }, line.len());
             Rotated::Now(
                 client
                     .call(Method::POST, "/v1/vault/rotate-key", Some(body))
