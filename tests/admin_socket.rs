@@ -842,3 +842,80 @@ async fn rotate_key_with_a_systemd_credential_names_the_file_to_replace() {
         stderr(&out)
     );
 }
+
+/// `patgate run`, the real service process: it opens the socket, changes made through it are
+/// audit events with `via="cli"` and no secret in any log line, and SIGTERM removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patgate_run_serves_the_socket_audits_and_removes_it_at_sigterm() {
+    use tokio::io::AsyncBufReadExt as _;
+    let (setup, _host) = setup(&Options::default()).await;
+    let config = setup.config_path.clone();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_patgate"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .env_remove("PATGATE_CONFIG")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let serving = line.contains("patgate is serving");
+            log.push(line);
+            if serving {
+                return;
+            }
+        }
+        panic!("patgate run ended without serving: {log:#?}");
+    })
+    .await
+    .expect("patgate run did not start serving in time");
+    let sock = socket_path(&setup);
+    assert_eq!(
+        std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let out = cli(
+        &config,
+        &["pat", "set", "--integration", "ghe", "--account", ACCOUNT_A],
+        Some(PAT_A),
+    )
+    .await;
+    assert_ok(&out);
+    assert!(stderr(&out).contains(VIA_SERVICE));
+    let out = cli(&config, &["vault", "rotate-key"], None).await;
+    assert_ok(&out);
+    assert!(stderr(&out).contains(VIA_SERVICE));
+
+    let pid = child.id().unwrap().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait())
+        .await
+        .expect("patgate run did not stop after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    while let Ok(Some(line)) = lines.next_line().await {
+        log.push(line);
+    }
+    assert!(!sock.exists(), "the socket must be gone after SIGTERM");
+    let audit = |event: &str| {
+        log.iter().any(|l| {
+            l.contains("patgate::audit")
+                && l.contains(&format!("event=\"{event}\""))
+                && l.contains("via=\"cli\"")
+        })
+    };
+    assert!(audit("pat-stored"), "{log:#?}");
+    assert!(audit("key-rotated"), "{log:#?}");
+    let new_key = std::fs::read_to_string(setup.dir.path().join("master-key")).unwrap();
+    for line in &log {
+        assert!(!line.contains(PAT_A), "a PAT in the log: {line}");
+        assert!(
+            !line.contains(new_key.trim()),
+            "the master key in the log: {line}"
+        );
+    }
+}
