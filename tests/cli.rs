@@ -271,7 +271,8 @@ async fn admin_commands_manage_the_vault_without_printing_secrets() {
     .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out).contains("in use") && text(&out).contains("nothing answers on its admin socket"),
+        text(&out).contains("in use")
+            && text(&out).contains("is admin.socket the same in the service's config?"),
         "{}",
         text(&out)
     );

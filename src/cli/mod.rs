@@ -233,7 +233,7 @@ fn open_vault(config: &Config) -> Result<Vault, String> {
     let key = load_master_key(&config.master_key)?;
     Vault::open(&config.state_dir, &key).or_else(|e| match e {
         VaultError::Locked { .. } => Err(format!(
-            "{e}, but nothing answers on its admin socket {}: is admin.socket the same in the service's config?",
+            "{e}. The admin commands reach a running service through its admin socket, {} by this config: is admin.socket the same in the service's config?",
             config.admin.socket.display()
         )),
         // An interrupted key rotation: its new key is in the pending key file.
