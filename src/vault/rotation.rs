@@ -550,8 +550,19 @@ mod tests {
                 vault.rotate_partially(&key(2), stopped_after).unwrap(),
                 stopped_after
             );
-            // Mixed versions are readable in the process that was rotating.
+            // Mixed versions are readable in the process that was rotating, and writes
+            // meanwhile go under the new key.
             assert_all_readable_mixed(&vault, 5);
+            vault
+                .put_user_pat("ghe", "late", &token("late"), &meta())
+                .await
+                .unwrap();
+            let late = vault.list_user_pats("ghe").unwrap();
+            let late = late
+                .iter()
+                .find(|r| matches!(&r.id, RecordId::UserPat { account, .. } if account == "late"))
+                .unwrap();
+            assert_eq!(late.key_version, 2);
             drop(vault);
             match reopen(&dir, &key(1)) {
                 Err(
@@ -568,6 +579,10 @@ mod tests {
             ));
             let vault = reopen(&dir, &key(2)).unwrap();
             assert_all_readable(&vault, 5, 2);
+            assert!(same(
+                &vault.user_pat("ghe", "late").unwrap().unwrap().0,
+                &token("late")
+            ));
             assert!(vault.inner.meta.get(META_ROTATION_TO).unwrap().is_none());
             drop(vault);
             assert!(matches!(
