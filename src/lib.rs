@@ -27,9 +27,11 @@
 //! | every error as problem+json, in one place | [`error`] |
 //! | logs, the audit stream, Prometheus metrics | [`telemetry`], [`audit`], [`metrics`] |
 //! | admin listener on loopback: `/live`, `/ready`, `/metrics` | [`admin`] |
+//! | the admin socket the command line reaches the running service on | [`adminsock`] |
 //! | command line, quickstart, demo host | [`cli`], [`demo`], [`devpki`], [`keys`], [`client`] |
 
 pub mod admin;
+pub mod adminsock;
 pub mod api;
 pub mod audit;
 pub mod body;
@@ -46,8 +48,8 @@ pub mod metrics;
 pub mod pat;
 pub mod policy;
 pub mod proxy;
-pub mod reload;
 pub mod ratelimit;
+pub mod reload;
 pub mod server;
 pub mod service;
 pub mod signature;

@@ -429,6 +429,8 @@ pub struct Server {
     connect_listener: Option<TcpListener>,
     /// The admin listener (`/live`, `/ready`, `/metrics`), unless `admin.listen = ""`.
     admin_listener: Option<TcpListener>,
+    /// Where the `patgate` command reaches the running service.
+    admin_socket: crate::adminsock::AdminSocket,
 }
 
 impl Server {
@@ -443,6 +445,9 @@ impl Server {
             Some(addr) => Some(TcpListener::bind(addr).await?),
             None => None,
         };
+        let admin_socket = crate::adminsock::AdminSocket::bind(&runtime.config.admin.socket)
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
         Ok(Server {
             handle: ServerHandle {
                 current: Arc::new(Current::new(runtime)),
@@ -452,6 +457,7 @@ impl Server {
             listener,
             connect_listener,
             admin_listener,
+            admin_socket,
         })
     }
 
@@ -491,6 +497,22 @@ impl Server {
         let current = self.handle.current.clone();
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let (stop_connect, connect_stopped) = tokio::sync::watch::channel(false);
+        let admin_socket = {
+            let mut stop = stop_connect.subscribe();
+            let runtime = current.load();
+            let current = current.clone();
+            tokio::spawn(crate::adminsock::serve(
+                self.admin_socket,
+                crate::adminsock::AdminContext {
+                    vault: runtime.vault.clone(),
+                    metrics: runtime.metrics.clone(),
+                    runtime: Arc::new(move || current.load()),
+                },
+                async move {
+                    let _ = stop.changed().await;
+                },
+            ))
+        };
         // Set when the grace period is over: every connection still open is closed.
         let (cut, cut_rx) = tokio::sync::watch::channel(false);
         let connect_task = self.connect_listener.map(|listener| {
@@ -564,6 +586,8 @@ impl Server {
         metrics.ready.set(0);
         drop(self.listener);
         let _ = stop_connect.send(true);
+        // The socket file is gone once this returns.
+        let _ = admin_socket.await;
         if let Some(task) = connect_task {
             let _ = task.await;
         }

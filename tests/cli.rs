@@ -278,11 +278,43 @@ async fn admin_commands_manage_the_vault_without_printing_secrets() {
     }
     assert!(text(&out).contains("user PAT removed"), "{}", text(&out));
 
-    // While the service holds the vault, the CLI says so instead of failing obscurely.
+    // While the service holds the vault, the CLI goes through its admin socket
+    // (tests/admin_socket.rs covers that path in full).
     let gw = setup.start().await;
     let out = run(args(&["vault", "list"]), None).await.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("(via the running service"),
+        "{}",
+        text(&out)
+    );
+    // A config that names another socket finds the vault locked, and says so.
+    let elsewhere = setup.dir.path().join("elsewhere.toml");
+    std::fs::write(
+        &elsewhere,
+        std::fs::read_to_string(&setup.config_path)
+            .unwrap()
+            .replace("[admin]\n", "[admin]\nsocket = \"no-such.sock\"\n"),
+    )
+    .unwrap();
+    let out = run(
+        vec![
+            "vault".into(),
+            "list".into(),
+            "--config".into(),
+            elsewhere.to_str().unwrap().into(),
+        ],
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).contains("in use"), "{}", text(&out));
+    assert!(
+        text(&out).contains("in use")
+            && text(&out).contains("is admin.socket the same in the service's config?"),
+        "{}",
+        text(&out)
+    );
     gw.stop().await;
 }
 

@@ -4,6 +4,7 @@
 //! Secrets are read from standard input, never from arguments (argv is world-readable in
 //! `/proc`).
 
+mod admin;
 mod dev;
 mod request;
 
@@ -85,6 +86,10 @@ enum VaultCommand {
     Init(ConfigArg),
     /// List what the vault holds: metadata only, never a secret.
     List(ConfigArg),
+    /// Re-encrypt every record under a new master key (the running service keeps serving).
+    /// With `master_key.file`, the new key replaces the file; with a systemd credential, the
+    /// command says which file to put in its place.
+    RotateKey(ConfigArg),
 }
 
 #[derive(Debug, Subcommand)]
@@ -199,7 +204,8 @@ async fn dispatch(command: Command) -> CliResult {
             config_check(&file, offline).await
         }
         Command::Vault(VaultCommand::Init(args)) => vault_init(&args.config),
-        Command::Vault(VaultCommand::List(args)) => vault_list(&args.config),
+        Command::Vault(VaultCommand::List(args)) => vault_list(&args.config).await,
+        Command::Vault(VaultCommand::RotateKey(args)) => admin::rotate_key(&args.config).await,
         Command::Integration(IntegrationCommand::SetSecret(args)) => set_secret(args).await,
         Command::Pat(command) => pat(command).await,
         Command::Keys(KeysCommand::Gen { keyid, out, hmac }) => keys_gen(&keyid, &out, hmac),
@@ -222,11 +228,16 @@ pub fn load_master_key(source: &MasterKeySource) -> Result<MasterKey, String> {
 
 fn open_vault(config: &Config) -> Result<Vault, String> {
     let key = load_master_key(&config.master_key)?;
-    Vault::open(&config.state_dir, &key).map_err(|e| match e {
-        VaultError::Locked { .. } => format!(
-            "{e}. While the service runs, store PATs through the /v1 API (see docs/protocol.md), or stop it first"
-        ),
-        other => other.to_string(),
+    Vault::open(&config.state_dir, &key).or_else(|e| match e {
+        VaultError::Locked { .. } => Err(format!(
+            "{e}. The admin commands reach a running service through its admin socket, {} by this config: is admin.socket the same in the service's config?",
+            config.admin.socket.display()
+        )),
+        // An interrupted key rotation: its new key is in the pending key file.
+        VaultError::RotationInterrupted { .. } | VaultError::WrongMasterKey { .. } => {
+            admin::open_with_pending_key(config, e)
+        }
+        other => Err(other.to_string()),
     })
 }
 
@@ -397,8 +408,11 @@ fn vault_init(config_path: &Path) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
-fn vault_list(config_path: &Path) -> CliResult {
+async fn vault_list(config_path: &Path) -> CliResult {
     let config = load_config(config_path)?;
+    if let Some(mut service) = admin::service(&config).await? {
+        return admin::vault_list(&mut service).await;
+    }
     let vault = open_vault(&config)?;
     let records = vault.list().map_err(|e| e.to_string())?;
     println!(
@@ -470,6 +484,12 @@ async fn set_secret(args: SetSecretArgs) -> CliResult {
                 .ok_or("--region is required with --type aws")?,
         },
     };
+    if let Some(mut service) = admin::service(&config).await? {
+        let host_login =
+            admin::set_secret(&mut service, &args.id, &credential, args.no_validate).await?;
+        print_secret_stored(&args.id, &credential, host_login);
+        return Ok(ExitCode::SUCCESS);
+    }
     let runtime =
         IntegrationRuntime::build(&config.source, index, integration).map_err(|e| e.to_string())?;
     runtime.adapter.accepts(&credential).map_err(|e| {
@@ -496,19 +516,21 @@ async fn set_secret(args: SetSecretArgs) -> CliResult {
         .await
         .map_err(|e| e.to_string())?;
     crate::audit::integration_secret_changed(crate::audit::Via::Cli, &args.id);
+    print_secret_stored(&args.id, &credential, host_login);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_secret_stored(id: &str, credential: &Credential, host_login: Option<String>) {
     match host_login {
         Some(login) => println!(
-            "stored the {} secret of integration `{}`; the host says it belongs to {login}",
+            "stored the {} secret of integration `{id}`; the host says it belongs to {login}",
             credential.kind_name(),
-            args.id
         ),
         None => println!(
-            "stored the {} secret of integration `{}` without validating it (--no-validate)",
+            "stored the {} secret of integration `{id}` without validating it (--no-validate)",
             credential.kind_name(),
-            args.id
         ),
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 async fn pat(command: PatCommand) -> CliResult {
@@ -534,6 +556,20 @@ async fn pat(command: PatCommand) -> CliResult {
                 config.source.display()
             )
         })?;
+    if let Some(mut service) = admin::service(&config).await? {
+        let input = match action {
+            "set" => Some(read_pat_input(args.access_key_id.clone())?),
+            _ => None,
+        };
+        return admin::pat(
+            &mut service,
+            action,
+            &args.integration,
+            &args.account,
+            input,
+        )
+        .await;
+    }
     let vault = open_vault(&config)?;
     let mut config = config;
     crate::server::detect_host_versions(&mut config, &vault)
@@ -544,22 +580,7 @@ async fn pat(command: PatCommand) -> CliResult {
         IntegrationRuntime::build(&config.source, index, integration).map_err(|e| e.to_string())?;
     let meta = match action {
         "set" => {
-            let mut lines = read_secret_lines("the personal access token")?.into_iter();
-            let first = lines.next().ok_or("no token")?;
-            let input = match args.access_key_id.clone() {
-                Some(access_key_id) => crate::pat::PatInput {
-                    token: None,
-                    access_key_id: Some(access_key_id),
-                    secret_access_key: Some(first),
-                    session_token: lines.next(),
-                },
-                None => crate::pat::PatInput {
-                    token: Some(first),
-                    access_key_id: None,
-                    secret_access_key: None,
-                    session_token: None,
-                },
-            };
+            let input = read_pat_input(args.access_key_id.clone())?;
             let credential = input.into_credential(integration)?;
             let meta = crate::pat::validate_and_store(&runtime, &vault, &args.account, &credential)
                 .await
@@ -604,6 +625,27 @@ async fn pat(command: PatCommand) -> CliResult {
         serde_json::to_string_pretty(&status).map_err(|e| e.to_string())?
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// A PAT from standard input: a token, or with `--access-key-id` the secret access key (and
+/// an optional session token on a second line).
+fn read_pat_input(access_key_id: Option<String>) -> Result<crate::pat::PatInput, String> {
+    let mut lines = read_secret_lines("the personal access token")?.into_iter();
+    let first = lines.next().ok_or("no token")?;
+    Ok(match access_key_id {
+        Some(access_key_id) => crate::pat::PatInput {
+            token: None,
+            access_key_id: Some(access_key_id),
+            secret_access_key: Some(first),
+            session_token: lines.next(),
+        },
+        None => crate::pat::PatInput {
+            token: Some(first),
+            access_key_id: None,
+            secret_access_key: None,
+            session_token: None,
+        },
+    })
 }
 
 fn keys_gen(keyid: &str, out: &Path, hmac: bool) -> CliResult {

@@ -148,6 +148,34 @@ pub enum VaultError {
         reason: &'static str,
     },
 
+    /// A master key rotation was interrupted and the vault was opened with the old key; only
+    /// the new key can finish it.
+    #[error(
+        "a master key rotation from key version {from_version} to {to_version} was interrupted: \
+         open the vault with the new key to finish it (patgate uses `<master key file>.new` by \
+         itself when it is there; with a systemd credential, point the credential at the new key)"
+    )]
+    RotationInterrupted {
+        /// The key version the given key belongs to.
+        from_version: u32,
+        /// The version the rotation moves to.
+        to_version: u32,
+    },
+
+    /// `rotate_key` was given a key other than the one an unfinished rotation started with.
+    #[error(
+        "a rotation to key version {to_version} is unfinished and was started with another new \
+         key; finish it with that key"
+    )]
+    RotationInProgress {
+        /// The version the unfinished rotation moves to.
+        to_version: u32,
+    },
+
+    /// `rotate_key` was given the key the vault already uses.
+    #[error("the new master key is the current one; a rotation needs a fresh key")]
+    SameKey,
+
     /// Encryption failed; it cannot for credentials within the size limit.
     #[error("encrypting the record failed")]
     Encrypt,

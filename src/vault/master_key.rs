@@ -135,6 +135,37 @@ impl MasterKey {
         self.0.expose_secret()
     }
 
+    /// A second copy of the key, for the vault to keep while it is open (a rotation seals the
+    /// current key under its successor). Zeroized on drop like the first.
+    pub(crate) fn duplicate(&self) -> MasterKey {
+        MasterKey(SecretBox::init_with_mut(|b: &mut [u8; MASTER_KEY_LEN]| {
+            b.copy_from_slice(self.expose())
+        }))
+    }
+
+    /// A key from a decrypted slice of exactly [`MASTER_KEY_LEN`] bytes.
+    pub(crate) fn from_slice(bytes: &[u8]) -> Option<MasterKey> {
+        (bytes.len() == MASTER_KEY_LEN).then(|| {
+            MasterKey(SecretBox::init_with_mut(|b: &mut [u8; MASTER_KEY_LEN]| {
+                b.copy_from_slice(bytes)
+            }))
+        })
+    }
+
+    /// Parses the text of a key file (one line of standard base64), e.g. a key that reached
+    /// the service in an admin request. `source` names where it came from, for errors; the
+    /// text itself is never echoed.
+    pub fn from_base64(text: &[u8], source: &Path) -> Result<MasterKey, VaultError> {
+        Self::parse(text, source)
+    }
+
+    /// The key as one line of standard base64 (the key-file format), in a wiped buffer.
+    pub fn to_base64(&self) -> Zeroizing<String> {
+        let mut line = Zeroizing::new(String::with_capacity(ENCODED_LEN));
+        STANDARD.encode_string(self.expose(), &mut line);
+        line
+    }
+
     /// A key from raw bytes (tests use fixed keys).
     #[cfg(test)]
     pub(crate) fn from_bytes(bytes: [u8; MASTER_KEY_LEN]) -> MasterKey {
@@ -190,6 +221,34 @@ impl MasterKey {
             |key: &mut [u8; MASTER_KEY_LEN]| key.copy_from_slice(&decoded[..MASTER_KEY_LEN]),
         )))
     }
+}
+
+/// Where a rotation keeps the new key of the key file at `file` until the vault uses it:
+/// `<file>.new`.
+pub fn pending_key_path(file: &Path) -> PathBuf {
+    let mut name = file.file_name().unwrap_or_default().to_os_string();
+    name.push(".new");
+    file.with_file_name(name)
+}
+
+/// Gives `path` the owner and group of `like`, when they differ (a root admin's new key file
+/// must stay readable by the service user). Needs root when they differ.
+pub fn match_owner(path: &Path, like: &Path) -> Result<(), VaultError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let want = fs::metadata(like).map_err(|source| io_error("read", like, source))?;
+    let have = fs::metadata(path).map_err(|source| io_error("read", path, source))?;
+    if (want.uid(), want.gid()) != (have.uid(), have.gid()) {
+        std::os::unix::fs::chown(path, Some(want.uid()), Some(want.gid()))
+            .map_err(|source| io_error("change the owner of", path, source))?;
+    }
+    Ok(())
+}
+
+/// Puts the rotated key in place: renames `pending` over `file` (atomic: the key file holds
+/// the old key or the new one, never a mix) and syncs the directory.
+pub fn install_pending_key(pending: &Path, file: &Path) -> Result<(), VaultError> {
+    fs::rename(pending, file).map_err(|source| io_error("replace", file, source))?;
+    sync_parent_dir(file)
 }
 
 /// Writes the key's line and syncs the file.

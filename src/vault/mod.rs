@@ -10,6 +10,8 @@
 //! - A key-check record, written at `init`, lets `open` tell a wrong master key from a
 //!   damaged record without scanning records; `open` is O(1) in the number of records.
 //! - Writes are flushed to disk before they are acknowledged.
+//! - The master key can be rotated while the vault serves; `rotation.rs` documents how that
+//!   stays crash-safe and why no reader or writer fails meanwhile.
 //!
 //! `record.rs` documents the byte layouts of keys, associated data and values.
 
@@ -18,6 +20,7 @@ mod crypto;
 mod error;
 mod master_key;
 mod record;
+mod rotation;
 
 #[cfg(test)]
 mod tests;
@@ -26,7 +29,7 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -34,8 +37,12 @@ use zeroize::Zeroizing;
 
 pub use self::credential::Credential;
 pub use self::error::VaultError;
-pub use self::master_key::{MasterKey, MASTER_KEY_LEN, SYSTEMD_CREDENTIAL_NAME};
+pub use self::master_key::{
+    install_pending_key, match_owner, pending_key_path, MasterKey, MASTER_KEY_LEN,
+    SYSTEMD_CREDENTIAL_NAME,
+};
 pub use self::record::{PatMeta, RecordId, MAX_ID_LEN};
+pub use self::rotation::Rotation;
 
 use self::credential::CredentialKind;
 use self::crypto::Sealer;
@@ -128,9 +135,15 @@ pub struct Vault {
 
 struct Inner {
     path: PathBuf,
-    key_version: u32,
-    sealer: Sealer,
+    /// The keys in use. Readers hold the read guard from fetching a record to decrypting it,
+    /// and writers from sealing a record to storing it, so a rotation (which takes the write
+    /// guard to change keys) never drops a key that a fetched or sealed record still needs.
+    /// No guard is held across an `await` or a flush.
+    keys: RwLock<Keys>,
+    /// Held while a key rotation runs: one at a time.
+    rotating: Mutex<()>,
     records: sled::Tree,
+    meta: sled::Tree,
     db: sled::Db,
     // Declared last, so it is released only after our sled handles are dropped. (sled's
     // background I/O may keep its own file a moment longer; `open_sled` waits that out.)
@@ -141,7 +154,7 @@ impl fmt::Debug for Vault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Vault")
             .field("path", &self.inner.path)
-            .field("key_version", &self.inner.key_version)
+            .field("key_version", &self.key_version())
             .finish_non_exhaustive()
     }
 }
@@ -192,9 +205,9 @@ impl Vault {
         tracing::info!(path = %dir.display(), key_version = INITIAL_KEY_VERSION, "vault initialised");
         Ok(Vault::from_parts(
             dir,
-            INITIAL_KEY_VERSION,
-            sealer,
+            Keys::new(INITIAL_KEY_VERSION, key, sealer),
             records,
+            meta,
             db,
             lock,
         ))
@@ -268,18 +281,35 @@ impl Vault {
         let Some(check) = meta.get(META_KEY_CHECK).map_err(|e| storage(dir, e))? else {
             return Err(not_initialized());
         };
+        let records = open_tree(&db, RECORDS_TREE, dir)?;
         let sealer = Sealer::new(key);
+        // An unfinished rotation: the new key finishes it, the old one is told to step aside.
+        if let Some(pending) = rotation::Pending::read(&meta, dir, key_version)? {
+            return rotation::open_during_rotation(
+                pending,
+                rotation::OpenParts {
+                    dir,
+                    key,
+                    sealer,
+                    key_version,
+                    check: &check,
+                    records,
+                    meta,
+                    db,
+                    lock,
+                },
+            );
+        }
         verify_key_check(&sealer, &check, key_version).map_err(|e| match e {
             KeyCheckError::Damaged(what) => corrupt(&format!("the key check record {what}")),
             KeyCheckError::Mismatch => VaultError::WrongMasterKey { key_version },
         })?;
-        let records = open_tree(&db, RECORDS_TREE, dir)?;
         tracing::debug!(path = %dir.display(), key_version, "vault opened");
         Ok(Vault::from_parts(
             dir,
-            key_version,
-            sealer,
+            Keys::new(key_version, key, sealer),
             records,
+            meta,
             db,
             lock,
         ))
@@ -287,22 +317,30 @@ impl Vault {
 
     fn from_parts(
         dir: &Path,
-        key_version: u32,
-        sealer: Sealer,
+        keys: Keys,
         records: sled::Tree,
+        meta: sled::Tree,
         db: sled::Db,
         lock: DirLock,
     ) -> Vault {
         Vault {
             inner: Arc::new(Inner {
                 path: dir.to_path_buf(),
-                key_version,
-                sealer,
+                keys: RwLock::new(keys),
+                rotating: Mutex::new(()),
                 records,
+                meta,
                 db,
                 _lock: lock,
             }),
         }
+    }
+
+    /// The keys, for one read or one write (see [`Inner::keys`]).
+    fn keys(&self) -> RwLockReadGuard<'_, Keys> {
+        // The guarded data is replaced whole under the write guard, so a panic elsewhere
+        // cannot leave it half-changed.
+        self.inner.keys.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The vault directory.
@@ -312,7 +350,7 @@ impl Vault {
 
     /// The version of the master key new records are encrypted under.
     pub fn key_version(&self) -> u32 {
-        self.inner.key_version
+        self.keys().version
     }
 
     /// Stores (or replaces) an integration's shared secret; durable when this returns.
@@ -324,34 +362,35 @@ impl Vault {
     ) -> Result<(), VaultError> {
         let integration = record::validate_id("integration", integration)?;
         let key = record::secret_key(integration);
-        let aad = record::aad(
-            Kind::IntegrationSecret,
-            integration.as_str(),
-            "",
-            self.inner.key_version,
-        );
-        let sealed = self.seal(cred, aad.as_ref())?;
         let now = unix_now();
         let kind = cred.kind();
-        // Compare-and-swap, so a concurrent replacement cannot lose the first created_at.
-        let mut current = self.inner.records.get(&key).map_err(|e| self.storage(e))?;
-        loop {
-            let created_at = match &current {
-                Some(old) => self.secret_meta(old, integration.as_str())?.created_at,
-                None => now,
-            };
-            let value = sealed.value(
-                self.inner.key_version,
-                &ClearMeta::for_secret(kind, created_at, now),
-            )?;
-            match self
-                .inner
-                .records
-                .compare_and_swap(&key, current.as_ref(), Some(value))
-                .map_err(|e| self.storage(e))?
-            {
-                Ok(()) => break,
-                Err(conflict) => current = conflict.current,
+        {
+            let keys = self.keys();
+            let aad = record::aad(
+                Kind::IntegrationSecret,
+                integration.as_str(),
+                "",
+                keys.version,
+            );
+            let sealed = self.seal(&keys, cred, aad.as_ref())?;
+            // Compare-and-swap, so a concurrent replacement cannot lose the first created_at.
+            let mut current = self.inner.records.get(&key).map_err(|e| self.storage(e))?;
+            loop {
+                let created_at = match &current {
+                    Some(old) => self.secret_meta(old, integration.as_str())?.created_at,
+                    None => now,
+                };
+                let value =
+                    sealed.value(keys.version, &ClearMeta::for_secret(kind, created_at, now))?;
+                match self
+                    .inner
+                    .records
+                    .compare_and_swap(&key, current.as_ref(), Some(value))
+                    .map_err(|e| self.storage(e))?
+                {
+                    Ok(()) => break,
+                    Err(conflict) => current = conflict.current,
+                }
             }
         }
         self.flush().await?;
@@ -366,6 +405,7 @@ impl Vault {
     /// An integration's shared secret, if one is stored.
     pub fn integration_secret(&self, integration: &str) -> Result<Option<Credential>, VaultError> {
         let integration = record::validate_id("integration", integration)?;
+        let keys = self.keys();
         let Some(value) = self
             .inner
             .records
@@ -385,7 +425,8 @@ impl Vault {
             "",
             raw.key_version,
         );
-        self.decrypt(&raw, aad.as_ref(), meta.kind, id).map(Some)
+        self.decrypt(&keys, &raw, aad.as_ref(), meta.kind, id)
+            .map(Some)
     }
 
     /// Removes an integration's shared secret; `true` when there was one. Durable when this
@@ -411,21 +452,21 @@ impl Vault {
     ) -> Result<(), VaultError> {
         let integration = record::validate_id("integration", integration)?;
         let account = record::validate_id("account", account)?;
-        let aad = record::aad(
-            Kind::UserPat,
-            integration.as_str(),
-            account.as_str(),
-            self.inner.key_version,
-        );
-        let sealed = self.seal(cred, aad.as_ref())?;
-        let value = sealed.value(
-            self.inner.key_version,
-            &ClearMeta::for_pat(cred.kind(), meta),
-        )?;
-        self.inner
-            .records
-            .insert(record::pat_key(integration, account), value)
-            .map_err(|e| self.storage(e))?;
+        {
+            let keys = self.keys();
+            let aad = record::aad(
+                Kind::UserPat,
+                integration.as_str(),
+                account.as_str(),
+                keys.version,
+            );
+            let sealed = self.seal(&keys, cred, aad.as_ref())?;
+            let value = sealed.value(keys.version, &ClearMeta::for_pat(cred.kind(), meta))?;
+            self.inner
+                .records
+                .insert(record::pat_key(integration, account), value)
+                .map_err(|e| self.storage(e))?;
+        }
         self.flush().await?;
         tracing::debug!(
             integration = integration.as_str(),
@@ -444,6 +485,7 @@ impl Vault {
     ) -> Result<Option<(Credential, PatMeta)>, VaultError> {
         let integration = record::validate_id("integration", integration)?;
         let account = record::validate_id("account", account)?;
+        let keys = self.keys();
         let Some(value) = self
             .inner
             .records
@@ -465,7 +507,7 @@ impl Vault {
             account.as_str(),
             raw.key_version,
         );
-        let credential = self.decrypt(&raw, aad.as_ref(), kind, id)?;
+        let credential = self.decrypt(&keys, &raw, aad.as_ref(), kind, id)?;
         Ok(Some((credential, pat_meta)))
     }
 
@@ -660,7 +702,7 @@ impl Vault {
     }
 
     /// Encrypts a credential's plaintext encoding, built in a wiped buffer.
-    fn seal(&self, cred: &Credential, aad: &[u8]) -> Result<Sealed, VaultError> {
+    fn seal(&self, keys: &Keys, cred: &Credential, aad: &[u8]) -> Result<Sealed, VaultError> {
         let len = cred.encoded_len();
         if len > MAX_PLAINTEXT {
             return Err(VaultError::CredentialTooLarge {
@@ -670,7 +712,7 @@ impl Vault {
         }
         let mut buf = Zeroizing::new(Vec::with_capacity(len));
         cred.encode_into(&mut buf);
-        let (nonce, tag) = self.inner.sealer.seal(aad, &mut buf)?;
+        let (nonce, tag) = keys.current.seal(aad, &mut buf)?;
         // `buf` now holds ciphertext; it is wiped on drop all the same.
         Ok(Sealed {
             nonce,
@@ -707,23 +749,22 @@ impl Vault {
 
     fn decrypt(
         &self,
+        keys: &Keys,
         raw: &RawValue<'_>,
         aad: &[u8],
         kind: CredentialKind,
         id: impl Fn() -> RecordId,
     ) -> Result<Credential, VaultError> {
-        if raw.key_version != self.inner.key_version {
+        let Some(sealer) = keys.sealer_for(raw.key_version) else {
             return Err(self.corrupt(
                 &id(),
                 &format!(
                     "it is encrypted under key version {}, but this vault's key is version {}",
-                    raw.key_version, self.inner.key_version
+                    raw.key_version, keys.version
                 ),
             ));
-        }
-        let credential = self
-            .inner
-            .sealer
+        };
+        let credential = sealer
             .open(aad, raw.nonce, raw.sealed, Credential::decode)
             .map_err(|_| {
                 self.corrupt(
@@ -748,6 +789,39 @@ impl Vault {
 
     fn storage(&self, e: sled::Error) -> VaultError {
         storage(&self.inner.path, e)
+    }
+}
+
+/// The master keys a vault uses: the current one, and during a rotation the previous one,
+/// which records not yet re-encrypted still need.
+struct Keys {
+    /// The version new records are sealed under.
+    version: u32,
+    /// Kept (it zeroizes on drop) so a rotation can seal it under its successor.
+    key: MasterKey,
+    current: Sealer,
+    previous: Option<(u32, Sealer)>,
+}
+
+impl Keys {
+    fn new(version: u32, key: &MasterKey, sealer: Sealer) -> Keys {
+        Keys {
+            version,
+            key: key.duplicate(),
+            current: sealer,
+            previous: None,
+        }
+    }
+
+    /// The sealer for records of `version`, if this vault holds that key.
+    fn sealer_for(&self, version: u32) -> Option<&Sealer> {
+        if version == self.version {
+            return Some(&self.current);
+        }
+        match &self.previous {
+            Some((v, sealer)) if *v == version => Some(sealer),
+            _ => None,
+        }
     }
 }
 

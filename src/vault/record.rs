@@ -14,7 +14,8 @@
 //! # Associated data (authenticated, not stored)
 //!
 //! ```text
-//! AAD_VERSION (1) | record kind (0 key check, 1 integration secret, 2 user PAT)
+//! AAD_VERSION (1) | record kind (0 key check, 1 integration secret, 2 user PAT,
+//!                                3 the previous master key during a rotation)
 //!   | u32be len(integration) | integration | u32be len(account) | account | u32be key version
 //! ```
 //!
@@ -31,6 +32,14 @@
 //! [21..21+m]   metadata, JSON (not secret; readable without the key)
 //! [21+m..]     AES-256-GCM ciphertext of the credential, then the 16-byte tag
 //! ```
+//!
+//! # Vault-wide settings (tree `vault`)
+//!
+//! `format` (one byte), `key-version` (u32be), `key-check` (a stored value sealing a constant
+//! under the current key, associated data kind 0). While a key rotation is unfinished, also
+//! `rotation-to` (u32be), `rotation-check` (the key check under the new key) and
+//! `rotation-old-key` (the previous master key sealed under the new one, kind 3); see
+//! `rotation.rs`.
 
 use std::fmt;
 
@@ -58,6 +67,8 @@ pub(crate) enum Kind {
     KeyCheck = 0,
     IntegrationSecret = 1,
     UserPat = 2,
+    /// The previous master key, sealed under the new one while a rotation runs.
+    RotationOldKey = 3,
 }
 
 /// Which record: the identity a ciphertext is bound to.

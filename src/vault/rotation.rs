@@ -1,0 +1,682 @@
+//! Master key rotation while the vault serves.
+//!
+//! # Design
+//!
+//! Rotating from key version `v` (key K) to `v + 1` (key K′):
+//!
+//! 1. **Marker.** One sled batch in the `vault` tree writes `rotation-to` (= `v + 1`, u32be),
+//!    `rotation-check` (the key check sealed under K′ for `v + 1`) and `rotation-old-key`
+//!    (K sealed under K′, associated data kind 3 with version `v + 1`); then the store is
+//!    flushed. From here on K′ alone can open the vault: `open` with K′ verifies
+//!    `rotation-check`, unseals K from the marker and finishes the rotation; `open` with K
+//!    refuses with [`VaultError::RotationInterrupted`], because K cannot read the records
+//!    already moved. The caller makes K′ durable first (the CLI writes `<key file>.new`, mode
+//!    0600, fsynced), so a crash never leaves the only copy of K′ in memory.
+//! 2. **Writers switch.** Under the keys' write guard K′ becomes current: records written from
+//!    now on are sealed under `v + 1`. K stays as the previous key, and readers pick the key
+//!    by the version stored in each record. The version is part of the associated data, so a
+//!    record cannot claim the other version to get itself opened with the other key.
+//! 3. **Re-encryption.** Every record still under `v` is decrypted with K, sealed under K′
+//!    with a fresh nonce and put back by compare-and-swap with its clear metadata unchanged.
+//!    A record changed meanwhile is read again: a concurrent write is already under `v + 1`,
+//!    a concurrent last-used update is re-encrypted, a deletion is left alone. One flush at
+//!    the end.
+//! 4. **Commit.** One batch: `key-version` = `v + 1`, `key-check` = `rotation-check`, the
+//!    marker removed; flush. K′ is now the vault's key, and K opens nothing
+//!    ([`VaultError::WrongMasterKey`]).
+//! 5. **Forget.** Under the write guard the previous key is dropped (and zeroized).
+//!
+//! A crash before step 1 is durable changes nothing. Between 1 and 4, K′ finishes the
+//! rotation on the next open. After 4, the vault is simply at `v + 1`.
+//!
+//! # Why no request fails meanwhile
+//!
+//! A reader holds the keys' read guard from fetching a record to decrypting it, and a writer
+//! from sealing a record to storing it. The switches in steps 2 and 5 take the write guard,
+//! so a reader that fetched a record under `v` still has K when it decrypts, and no writer
+//! can store a record under `v` after step 2 (which would then be missed by step 3). The
+//! guards are never held across an `await` or a flush.
+
+use std::path::Path;
+
+use zeroize::Zeroizing;
+
+use super::crypto::Sealer;
+use super::record::{self, Kind, RawValue};
+use super::{
+    seal_key_check, storage, verify_key_check, DirLock, KeyCheckError, Keys, MasterKey, RecordId,
+    Vault, VaultError, META_KEY_CHECK, META_KEY_VERSION,
+};
+
+const META_ROTATION_TO: &[u8] = b"rotation-to";
+const META_ROTATION_CHECK: &[u8] = b"rotation-check";
+const META_ROTATION_OLD_KEY: &[u8] = b"rotation-old-key";
+
+/// What a finished rotation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Rotation {
+    /// The key version before.
+    pub from_version: u32,
+    /// The key version now.
+    pub to_version: u32,
+    /// How many records were re-encrypted.
+    pub records: usize,
+    /// Whether this finished a rotation that an earlier attempt had started.
+    pub resumed: bool,
+}
+
+/// The marker of an unfinished rotation (step 1).
+pub(super) struct Pending {
+    to_version: u32,
+    check: sled::IVec,
+    old_key: sled::IVec,
+}
+
+impl Pending {
+    /// The marker, if one is stored. `key_version` is the vault's committed version.
+    pub(super) fn read(
+        meta: &sled::Tree,
+        dir: &Path,
+        key_version: u32,
+    ) -> Result<Option<Pending>, VaultError> {
+        let corrupt = |what: &str| VaultError::Corrupt {
+            path: dir.to_path_buf(),
+            what: format!("the key rotation marker {what}"),
+        };
+        let Some(to) = meta.get(META_ROTATION_TO).map_err(|e| storage(dir, e))? else {
+            return Ok(None);
+        };
+        let to_version = u32::from_be_bytes(
+            to.as_ref()
+                .try_into()
+                .map_err(|_| corrupt("has a damaged version"))?,
+        );
+        if Some(to_version) != key_version.checked_add(1) {
+            return Err(corrupt(&format!(
+                "names key version {to_version}, but the vault is at version {key_version}"
+            )));
+        }
+        let check = meta
+            .get(META_ROTATION_CHECK)
+            .map_err(|e| storage(dir, e))?
+            .ok_or_else(|| corrupt("lacks its key check"))?;
+        let old_key = meta
+            .get(META_ROTATION_OLD_KEY)
+            .map_err(|e| storage(dir, e))?
+            .ok_or_else(|| corrupt("lacks the previous key"))?;
+        Ok(Some(Pending {
+            to_version,
+            check,
+            old_key,
+        }))
+    }
+
+    /// The previous key, unsealed with the new key's sealer.
+    fn old_key(&self, sealer: &Sealer) -> Option<MasterKey> {
+        let raw = RawValue::parse(&self.old_key).ok()?;
+        if raw.key_version != self.to_version {
+            return None;
+        }
+        let aad = record::aad(Kind::RotationOldKey, "", "", self.to_version);
+        sealer
+            .open(aad.as_ref(), raw.nonce, raw.sealed, MasterKey::from_slice)
+            .ok()
+            .flatten()
+    }
+}
+
+/// What `open` has in hand when it finds a rotation marker.
+pub(super) struct OpenParts<'a> {
+    pub(super) dir: &'a Path,
+    pub(super) key: &'a MasterKey,
+    pub(super) sealer: Sealer,
+    pub(super) key_version: u32,
+    pub(super) check: &'a [u8],
+    pub(super) records: sled::Tree,
+    pub(super) meta: sled::Tree,
+    pub(super) db: sled::Db,
+    pub(super) lock: DirLock,
+}
+
+/// `open` of a vault whose rotation was interrupted: with the new key, finishes it; with the
+/// old key, refuses and says how to finish it.
+pub(super) fn open_during_rotation(
+    pending: Pending,
+    parts: OpenParts<'_>,
+) -> Result<Vault, VaultError> {
+    let corrupt = |what: &str| VaultError::Corrupt {
+        path: parts.dir.to_path_buf(),
+        what: what.to_string(),
+    };
+    match verify_key_check(&parts.sealer, &pending.check, pending.to_version) {
+        Ok(()) => {}
+        Err(KeyCheckError::Damaged(what)) => {
+            return Err(corrupt(&format!("the rotation's key check {what}")))
+        }
+        Err(KeyCheckError::Mismatch) => {
+            return Err(
+                match verify_key_check(&parts.sealer, parts.check, parts.key_version) {
+                    Ok(()) => VaultError::RotationInterrupted {
+                        from_version: parts.key_version,
+                        to_version: pending.to_version,
+                    },
+                    Err(_) => VaultError::WrongMasterKey {
+                        key_version: pending.to_version,
+                    },
+                },
+            )
+        }
+    }
+    let old_key = pending
+        .old_key(&parts.sealer)
+        .ok_or_else(|| corrupt("the previous key in the rotation marker does not unseal"))?;
+    let old_sealer = Sealer::new(&old_key);
+    verify_key_check(&old_sealer, parts.check, parts.key_version).map_err(|_| {
+        corrupt("the previous key in the rotation marker does not match the vault's key check")
+    })?;
+    drop(old_key);
+    let keys = Keys {
+        version: pending.to_version,
+        key: parts.key.duplicate(),
+        current: parts.sealer,
+        previous: Some((parts.key_version, old_sealer)),
+    };
+    let vault = Vault::from_parts(
+        parts.dir,
+        keys,
+        parts.records,
+        parts.meta,
+        parts.db,
+        parts.lock,
+    );
+    tracing::warn!(
+        path = %parts.dir.display(),
+        from_version = parts.key_version,
+        to_version = pending.to_version,
+        "finishing an interrupted master key rotation"
+    );
+    vault.reencrypt(parts.key_version, pending.to_version, usize::MAX)?;
+    vault.commit(parts.key_version, pending.to_version, &pending.check)?;
+    Ok(vault)
+}
+
+impl Vault {
+    /// Re-encrypts every record under `new_key` as the next key version, while the vault
+    /// keeps serving reads and writes (see the module docs for the design). The caller must
+    /// have stored `new_key` durably first. Given the new key of an unfinished rotation, it
+    /// finishes that one.
+    pub async fn rotate_key(&self, new_key: MasterKey) -> Result<Rotation, VaultError> {
+        let vault = self.clone();
+        tokio::task::spawn_blocking(move || vault.rotate_key_blocking(&new_key))
+            .await
+            .map_err(|e| VaultError::FlushFailed {
+                path: self.inner.path.clone(),
+                reason: if e.is_panic() {
+                    "the key rotation panicked"
+                } else {
+                    "the key rotation was cancelled (is the runtime shutting down?)"
+                },
+            })?
+    }
+
+    /// [`Vault::rotate_key`] on the calling thread (it does blocking disk I/O).
+    pub fn rotate_key_blocking(&self, new_key: &MasterKey) -> Result<Rotation, VaultError> {
+        let _one_at_a_time = self
+            .inner
+            .rotating
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let (from, to, check, resumed) = self.begin_rotation(new_key)?;
+        let records = self.reencrypt(from, to, usize::MAX)?;
+        self.commit(from, to, &check)?;
+        Ok(Rotation {
+            from_version: from,
+            to_version: to,
+            records,
+            resumed,
+        })
+    }
+
+    /// A rotation stopped after re-encrypting `records` records, as a crash would leave it.
+    #[cfg(test)]
+    pub(super) fn rotate_partially(
+        &self,
+        new_key: &MasterKey,
+        records: usize,
+    ) -> Result<usize, VaultError> {
+        let (from, to, _, _) = self.begin_rotation(new_key)?;
+        self.reencrypt(from, to, records)
+    }
+
+    /// Steps 1 and 2 (or picks up the marker of an attempt that failed after step 1).
+    /// Answers `(from, to, the new key check, resumed)`.
+    fn begin_rotation(&self, new_key: &MasterKey) -> Result<(u32, u32, Vec<u8>, bool), VaultError> {
+        let meta = &self.inner.meta;
+        let from = match meta.get(META_KEY_VERSION).map_err(|e| self.storage(e))? {
+            Some(v) => u32::from_be_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| self.corrupt_vault("the key version is damaged"))?,
+            ),
+            None => return Err(self.corrupt_vault("the key version is missing")),
+        };
+        let new_sealer = Sealer::new(new_key);
+        let (to, check, resumed) = match Pending::read(meta, &self.inner.path, from)? {
+            Some(pending) => {
+                // An attempt in this process failed after its marker was written.
+                verify_key_check(&new_sealer, &pending.check, pending.to_version).map_err(
+                    |_| VaultError::RotationInProgress {
+                        to_version: pending.to_version,
+                    },
+                )?;
+                (pending.to_version, pending.check.to_vec(), true)
+            }
+            None => {
+                let current_check = meta
+                    .get(META_KEY_CHECK)
+                    .map_err(|e| self.storage(e))?
+                    .ok_or_else(|| self.corrupt_vault("the key check is missing"))?;
+                if verify_key_check(&new_sealer, &current_check, from).is_ok() {
+                    return Err(VaultError::SameKey);
+                }
+                let to = from
+                    .checked_add(1)
+                    .ok_or_else(|| self.corrupt_vault("the key version is at its maximum"))?;
+                let check = seal_key_check(&new_sealer, to)?;
+                let old_key = {
+                    let keys = self.keys();
+                    let aad = record::aad(Kind::RotationOldKey, "", "", to);
+                    let mut buf = Zeroizing::new(keys.key.expose().to_vec());
+                    let (nonce, tag) = new_sealer.seal(aad.as_ref(), &mut buf)?;
+                    RawValue::encode(to, &nonce, b"{}", &buf, &tag)
+                };
+                // Step 1: the marker, durable before any record changes.
+                let mut batch = sled::Batch::default();
+                batch.insert(META_ROTATION_TO, &to.to_be_bytes()[..]);
+                batch.insert(META_ROTATION_CHECK, check.clone());
+                batch.insert(META_ROTATION_OLD_KEY, old_key);
+                meta.apply_batch(batch).map_err(|e| self.storage(e))?;
+                self.inner.db.flush().map_err(|e| self.storage(e))?;
+                (to, check, false)
+            }
+        };
+        // Step 2: writers switch to the new key; the old one stays for reads.
+        {
+            let mut keys = self.inner.keys.write().unwrap_or_else(|p| p.into_inner());
+            if keys.version == from {
+                let old = std::mem::replace(
+                    &mut *keys,
+                    Keys {
+                        version: to,
+                        key: new_key.duplicate(),
+                        current: new_sealer,
+                        previous: None,
+                    },
+                );
+                keys.previous = Some((old.version, old.current));
+            }
+        }
+        tracing::info!(path = %self.inner.path.display(), from_version = from, to_version = to, resumed, "rotating the master key");
+        Ok((from, to, check, resumed))
+    }
+
+    /// Step 3, for at most `limit` records. The keys are already switched (current `to`,
+    /// previous `from`). Answers how many records were re-encrypted.
+    fn reencrypt(&self, from: u32, to: u32, limit: usize) -> Result<usize, VaultError> {
+        let mut moved = 0;
+        for entry in self.inner.records.iter() {
+            if moved == limit {
+                break;
+            }
+            let (key, mut value) = entry.map_err(|e| self.storage(e))?;
+            let id = record::decode_key(&key).ok_or_else(|| {
+                self.corrupt_vault(&format!(
+                    "a record has an undecodable key ({} bytes)",
+                    key.len()
+                ))
+            })?;
+            let (kind, integration, account) = match &id {
+                RecordId::IntegrationSecret { integration } => {
+                    (Kind::IntegrationSecret, integration.as_str(), "")
+                }
+                RecordId::UserPat {
+                    integration,
+                    account,
+                } => (Kind::UserPat, integration.as_str(), account.as_str()),
+            };
+            loop {
+                let new_value = {
+                    let raw = self.parse(&value, || id.clone())?;
+                    if raw.key_version == to {
+                        break;
+                    }
+                    let keys = self.keys();
+                    let meta = self.clear_meta(&raw, || id.clone())?;
+                    let old_aad = record::aad(kind, integration, account, raw.key_version);
+                    let credential =
+                        self.decrypt(&keys, &raw, old_aad.as_ref(), meta.kind, || id.clone())?;
+                    let new_aad = record::aad(kind, integration, account, to);
+                    let sealed = self.seal(&keys, &credential, new_aad.as_ref())?;
+                    RawValue::encode(to, &sealed.nonce, raw.meta, &sealed.ciphertext, &sealed.tag)
+                };
+                match self
+                    .inner
+                    .records
+                    .compare_and_swap(&key, Some(&value), Some(new_value))
+                    .map_err(|e| self.storage(e))?
+                {
+                    Ok(()) => {
+                        moved += 1;
+                        break;
+                    }
+                    Err(conflict) => match conflict.current {
+                        Some(current) => value = current,
+                        None => break,
+                    },
+                }
+            }
+        }
+        self.inner.db.flush().map_err(|e| self.storage(e))?;
+        tracing::debug!(
+            from_version = from,
+            to_version = to,
+            records = moved,
+            "records re-encrypted"
+        );
+        Ok(moved)
+    }
+
+    /// Steps 4 and 5.
+    fn commit(&self, from: u32, to: u32, check: &[u8]) -> Result<(), VaultError> {
+        // Step 4: the commit.
+        let mut batch = sled::Batch::default();
+        batch.insert(META_KEY_VERSION, &to.to_be_bytes()[..]);
+        batch.insert(META_KEY_CHECK, check);
+        batch.remove(META_ROTATION_TO);
+        batch.remove(META_ROTATION_CHECK);
+        batch.remove(META_ROTATION_OLD_KEY);
+        self.inner
+            .meta
+            .apply_batch(batch)
+            .map_err(|e| self.storage(e))?;
+        self.inner.db.flush().map_err(|e| self.storage(e))?;
+        // Step 5: forget the old key.
+        self.inner
+            .keys
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .previous = None;
+        tracing::info!(path = %self.inner.path.display(), from_version = from, to_version = to, "master key rotated");
+        Ok(())
+    }
+
+    fn corrupt_vault(&self, what: &str) -> VaultError {
+        VaultError::Corrupt {
+            path: self.inner.path.clone(),
+            what: what.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use super::super::credential::tests::same;
+    use super::super::{Credential, PatMeta};
+    use super::*;
+
+    fn key(n: u8) -> MasterKey {
+        MasterKey::from_bytes([n; 32])
+    }
+
+    fn token(s: &str) -> Credential {
+        Credential::Token(s.to_string().into())
+    }
+
+    fn meta() -> PatMeta {
+        PatMeta {
+            host_login: "alice".into(),
+            scopes: vec!["repo".into()],
+            validated_at: 3,
+            created_at: 1,
+            updated_at: 2,
+            last_used_at: Some(4),
+        }
+    }
+
+    fn account(i: usize) -> String {
+        format!("account-{i:04}")
+    }
+
+    /// A vault with an integration secret, an AWS secret and `pats` user PATs.
+    async fn filled(pats: usize) -> (tempfile::TempDir, std::path::PathBuf, Vault) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("state");
+        let vault = Vault::init(&dir, &key(1)).unwrap();
+        vault
+            .put_integration_secret("ghe", &token("integration-token"))
+            .await
+            .unwrap();
+        let aws = Credential::Aws {
+            access_key_id: "AKIAEXAMPLE".into(),
+            secret_access_key: "secret-access-key".to_string().into(),
+            session_token: Some("session".to_string().into()),
+            region: "eu-west-1".into(),
+        };
+        vault.put_integration_secret("cc", &aws).await.unwrap();
+        for i in 0..pats {
+            vault
+                .put_user_pat("ghe", &account(i), &token(&format!("pat-{i}")), &meta())
+                .await
+                .unwrap();
+        }
+        (tmp, dir, vault)
+    }
+
+    /// Every record decrypts to what was stored, and every stored value is under `version`.
+    fn assert_all_readable(vault: &Vault, pats: usize, version: u32) {
+        assert!(same(
+            &vault.integration_secret("ghe").unwrap().unwrap(),
+            &token("integration-token")
+        ));
+        assert!(matches!(
+            vault.integration_secret("cc").unwrap().unwrap(),
+            Credential::Aws { ref access_key_id, .. } if access_key_id == "AKIAEXAMPLE"
+        ));
+        for i in 0..pats {
+            let (cred, m) = vault.user_pat("ghe", &account(i)).unwrap().unwrap();
+            assert!(same(&cred, &token(&format!("pat-{i}"))), "PAT {i}");
+            assert_eq!(m, meta(), "the clear metadata is kept");
+        }
+        for summary in vault.list().unwrap() {
+            assert_eq!(summary.key_version, version, "{}", summary.id);
+        }
+        assert_eq!(vault.key_version(), version);
+    }
+
+    fn reopen(dir: &Path, k: &MasterKey) -> Result<Vault, VaultError> {
+        Vault::open(dir, k)
+    }
+
+    #[tokio::test]
+    async fn rotation_re_encrypts_every_record_and_retires_the_old_key() {
+        let (_tmp, dir, vault) = filled(3).await;
+        let done = vault.rotate_key(key(2)).await.unwrap();
+        assert_eq!(
+            done,
+            Rotation {
+                from_version: 1,
+                to_version: 2,
+                records: 5,
+                resumed: false
+            }
+        );
+        assert_all_readable(&vault, 3, 2);
+        // New writes are under the new key.
+        vault
+            .put_user_pat("ghe", "late", &token("late"), &meta())
+            .await
+            .unwrap();
+        drop(vault);
+        match reopen(&dir, &key(1)) {
+            Err(VaultError::WrongMasterKey { key_version: 2 }) => {}
+            other => panic!("the old key must be refused: {other:?}"),
+        }
+        let vault = reopen(&dir, &key(2)).unwrap();
+        assert_all_readable(&vault, 3, 2);
+        // And once more, to version 3.
+        let done = vault.rotate_key(key(3)).await.unwrap();
+        assert_eq!((done.from_version, done.to_version), (2, 3));
+        assert_all_readable(&vault, 3, 3);
+    }
+
+    #[tokio::test]
+    async fn the_current_key_is_not_a_new_key() {
+        let (_tmp, _dir, vault) = filled(1).await;
+        assert!(matches!(
+            vault.rotate_key(key(1)).await,
+            Err(VaultError::SameKey)
+        ));
+        assert_all_readable(&vault, 1, 1);
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_rotation_is_finished_by_the_new_key_only() {
+        for stopped_after in [0, 2, 7] {
+            let (_tmp, dir, vault) = filled(5).await;
+            assert_eq!(
+                vault.rotate_partially(&key(2), stopped_after).unwrap(),
+                stopped_after
+            );
+            // Mixed versions are readable in the process that was rotating, and writes
+            // meanwhile go under the new key.
+            assert_all_readable_mixed(&vault, 5);
+            vault
+                .put_user_pat("ghe", "late", &token("late"), &meta())
+                .await
+                .unwrap();
+            let late = vault.list_user_pats("ghe").unwrap();
+            let late = late
+                .iter()
+                .find(|r| matches!(&r.id, RecordId::UserPat { account, .. } if account == "late"))
+                .unwrap();
+            assert_eq!(late.key_version, 2);
+            drop(vault);
+            match reopen(&dir, &key(1)) {
+                Err(
+                    err @ VaultError::RotationInterrupted {
+                        from_version: 1,
+                        to_version: 2,
+                    },
+                ) => assert!(err.to_string().contains("open the vault with the new key")),
+                other => panic!("stopped after {stopped_after}: {other:?}"),
+            }
+            assert!(matches!(
+                reopen(&dir, &key(3)),
+                Err(VaultError::WrongMasterKey { key_version: 2 })
+            ));
+            let vault = reopen(&dir, &key(2)).unwrap();
+            assert_all_readable(&vault, 5, 2);
+            assert!(same(
+                &vault.user_pat("ghe", "late").unwrap().unwrap().0,
+                &token("late")
+            ));
+            assert!(vault.inner.meta.get(META_ROTATION_TO).unwrap().is_none());
+            drop(vault);
+            assert!(matches!(
+                reopen(&dir, &key(1)),
+                Err(VaultError::WrongMasterKey { key_version: 2 })
+            ));
+            assert_all_readable(&reopen(&dir, &key(2)).unwrap(), 5, 2);
+        }
+    }
+
+    fn assert_all_readable_mixed(vault: &Vault, pats: usize) {
+        for i in 0..pats {
+            let (cred, _) = vault.user_pat("ghe", &account(i)).unwrap().unwrap();
+            assert!(same(&cred, &token(&format!("pat-{i}"))));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_attempt_is_resumed_with_its_key_and_not_with_another() {
+        let (_tmp, _dir, vault) = filled(4).await;
+        vault.rotate_partially(&key(2), 1).unwrap();
+        assert!(matches!(
+            vault.rotate_key(key(3)).await,
+            Err(VaultError::RotationInProgress { to_version: 2 })
+        ));
+        let done = vault.rotate_key(key(2)).await.unwrap();
+        assert_eq!(
+            done,
+            Rotation {
+                from_version: 1,
+                to_version: 2,
+                records: 5,
+                resumed: true
+            }
+        );
+        assert_all_readable(&vault, 4, 2);
+    }
+
+    /// Readers and writers run on other threads for the whole rotation (twice over); not one
+    /// of their calls may fail or return another credential.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn reads_and_writes_never_fail_during_a_rotation() {
+        const PATS: usize = 300;
+        let (_tmp, _dir, vault) = filled(PATS).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let reads = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for t in 0..3 {
+            let (vault, stop, reads) = (vault.clone(), stop.clone(), reads.clone());
+            tasks.push(tokio::task::spawn_blocking(move || {
+                let mut i = t;
+                while !stop.load(Ordering::Relaxed) {
+                    let (cred, _) = vault.user_pat("ghe", &account(i % PATS)).unwrap().unwrap();
+                    assert!(same(&cred, &token(&format!("pat-{}", i % PATS))));
+                    assert!(same(
+                        &vault.integration_secret("ghe").unwrap().unwrap(),
+                        &token("integration-token")
+                    ));
+                    reads.fetch_add(1, Ordering::Relaxed);
+                    i += 7;
+                }
+            }));
+        }
+        let writer = {
+            let (vault, stop) = (vault.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let i = n % PATS;
+                    vault
+                        .put_user_pat("ghe", &account(i), &token(&format!("pat-{i}")), &meta())
+                        .await
+                        .unwrap();
+                    vault
+                        .record_pat_uses(&[(("ghe".into(), account(i)), 4)])
+                        .await
+                        .unwrap();
+                    n += 1;
+                }
+                n
+            })
+        };
+        let first = vault.rotate_key(key(2)).await.unwrap();
+        let second = vault.rotate_key(key(3)).await.unwrap();
+        stop.store(true, Ordering::Relaxed);
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let writes = writer.await.unwrap();
+        assert_eq!((first.to_version, second.to_version), (2, 3));
+        assert_all_readable(&vault, PATS, 3);
+        eprintln!(
+            "{} reads and {writes} writes alongside two rotations",
+            reads.load(Ordering::Relaxed)
+        );
+    }
+}
