@@ -118,7 +118,7 @@ cleanup() {
 trap cleanup EXIT
 
 apt_get() {
-  DEBIAN_FRONTEND=noninteractive apt-get -y -q -o Dpkg::Use-Pty=0 "$@" >"$work/apt.log" 2>&1 ||
+  DEBIAN_FRONTEND=noninteractive apt-get -y -q -o Dpkg::Use-Pty=0 -o DPkg::Lock::Timeout=300 "$@" >"$work/apt.log" 2>&1 ||
     { cat "$work/apt.log" >&2; fail "apt-get $*"; }
 }
 mode_of() { stat -c '%U:%G %a' "$1"; }
