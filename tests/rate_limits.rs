@@ -518,3 +518,62 @@ async fn the_v1_api_counts_against_the_same_quotas() {
     assert!(host.requests().is_empty());
     gw.stop().await;
 }
+
+/// Replaces `from` with `to` in the gateway's config file, then reloads (SIGHUP's path).
+async fn reload_with(gw: &Gateway, from: &str, to: &str) {
+    let text = std::fs::read_to_string(&gw.config_path).unwrap();
+    assert!(text.contains(from), "the config has no `{from}`");
+    std::fs::write(&gw.config_path, text.replacen(from, to, 1)).unwrap();
+    gw.handle.reload().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_reload_applies_new_quotas_and_keeps_host_holds() {
+    let (gw, host, _clock) = gateway(
+        "[rate_limits.integration]\nreads = { requests = 100, window_seconds = 60 }\n",
+        false,
+    )
+    .await;
+    // The host throttles the integration token: patgate holds it.
+    host.answer_next(StatusCode::TOO_MANY_REQUESTS, &[("retry-after", "30")]);
+    assert_eq!(send(&gw, &read(&gw, None)).await.status(), 429);
+    let held = send(&gw, &read(&gw, None)).await;
+    assert_eq!(problem_code(&held), "host-rate-limited");
+    assert_eq!(host.requests().len(), 1);
+
+    // A reload that tightens the integration's read quota: the hold is still there …
+    reload_with(
+        &gw,
+        "reads = { requests = 100, window_seconds = 60 }",
+        "reads = { requests = 1, window_seconds = 60 }",
+    )
+    .await;
+    let still_held = send(&gw, &read(&gw, None)).await;
+    assert_eq!(problem_code(&still_held), "host-rate-limited");
+    assert_eq!(
+        host.requests().len(),
+        1,
+        "a held credential reached the host"
+    );
+    assert!(metrics(&gw).contains("patgate_reloads_total{result=\"ok\"} 1"));
+    gw.stop().await;
+
+    // … and on a fresh gateway the tightened quota refuses the second read at once.
+    let (gw, host, _clock) = gateway(
+        "[rate_limits.integration]\nreads = { requests = 100, window_seconds = 60 }\n",
+        false,
+    )
+    .await;
+    assert_eq!(send(&gw, &read(&gw, None)).await.status(), 200);
+    reload_with(
+        &gw,
+        "reads = { requests = 100, window_seconds = 60 }",
+        "reads = { requests = 1, window_seconds = 60 }",
+    )
+    .await;
+    assert_eq!(send(&gw, &read(&gw, None)).await.status(), 200);
+    let refused = send(&gw, &read(&gw, None)).await;
+    assert_refused(&refused, "integration-reads", 1, 60, 60);
+    assert_eq!(host.requests().len(), 2);
+    gw.stop().await;
+}
