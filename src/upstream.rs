@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::Full;
+use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -124,6 +124,26 @@ impl Upstream {
             idle: self.request_timeout,
             deadline: Box::pin(tokio::time::sleep(self.request_timeout)),
             waiting: false,
+        }
+    }
+
+    /// Reads a whole small answer of the host (who-am-I, version probes), at most `limit`
+    /// bytes, cut like [`Upstream::stream`] when the host stalls: then it is a timeout.
+    /// `what` names the answer in the error.
+    pub async fn read_to_end(
+        &self,
+        body: Incoming,
+        limit: usize,
+        what: &str,
+    ) -> Result<Bytes, UpstreamError> {
+        match Limited::new(self.stream(body), limit).collect().await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(err) => Err(match err.downcast::<BodyStalled>() {
+                Ok(stalled) => UpstreamError::Timeout {
+                    after: stalled.after,
+                },
+                Err(err) => UpstreamError::Protocol(format!("reading {what}: {err}")),
+            }),
         }
     }
 }

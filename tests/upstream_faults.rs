@@ -546,7 +546,7 @@ async fn a_response_cut_after_its_head_is_a_cut_stream_for_the_app() {
 #[tokio::test]
 async fn a_slow_body_streams_through_and_a_stalled_one_is_cut() {
     bounded("slow body", async {
-        const PIECES: usize = 8;
+        const PIECES: usize = 12;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let gw = gateway_for(&listener).await;
         let seen = Arc::new(Semaphore::new(0));
@@ -572,9 +572,9 @@ async fn a_slow_body_streams_through_and_a_stalled_one_is_cut() {
                     }
                     // The next piece only once the app has this one: proof that patgate
                     // streams. Then the fault being simulated, a slow host: a pause of a
-                    // fifth of the request timeout, so that all pieces take longer than it.
+                    // tenth of the request timeout, so that all pieces take longer than it.
                     seen.acquire().await.unwrap().forget();
-                    tokio::time::sleep(Duration::from_millis(REQUEST_TIMEOUT_MS / 5)).await;
+                    tokio::time::sleep(Duration::from_millis(REQUEST_TIMEOUT_MS / 10)).await;
                 }
                 tls.write_all(b"0\r\n\r\n").await.unwrap();
                 let _ = tls.shutdown().await;
@@ -612,6 +612,50 @@ async fn a_slow_body_streams_through_and_a_stalled_one_is_cut() {
         let metrics = gw.metrics().await;
         assert_counted(&metrics, "body-timeout", 1);
         assert!(!metrics.contains("body-cut"), "{metrics}");
+        assert_no_secret("the logs", &logs());
+        gw.stop().await;
+    })
+    .await;
+}
+
+/// A PAT being stored is checked with the host; when the host's who-am-I answer stalls
+/// after its head, the app gets 504 upstream-timeout (not a hang) and nothing is stored.
+#[tokio::test]
+async fn a_stalled_who_am_i_answer_gives_504_and_stores_nothing() {
+    bounded("stalled who-am-I", async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gw = gateway_for(&listener).await;
+        let heads = h1_host(listener, &gw.ca, |mut tls| async move {
+            let _ = tls
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-oauth-scopes: repo\r\ncontent-length: 100\r\n\r\n{\"login\":")
+                .await;
+            let _ = tls.flush().await;
+            std::future::pending::<()>().await;
+        });
+        let response = gw
+            .client()
+            .send(&Outgoing {
+                method: http::Method::PUT,
+                url: gw.url(&format!("/v1/integrations/ghe/users/{ACCOUNT_A}/pat")),
+                headers: vec![("x-request-id".into(), "fault-whoami-stall".into())],
+                body: Some(Bytes::from(format!(r#"{{"token":"{PAT_A}"}}"#))),
+                ..Outgoing::default()
+            })
+            .await
+            .unwrap();
+        let body = String::from_utf8_lossy(response.body()).into_owned();
+        assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT, "{body}");
+        assert_eq!(problem_code(&response), "upstream-timeout");
+        assert_no_secret("the problem document", &body);
+        assert!(
+            heads
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|h| h.contains(&format!("Bearer {PAT_A}"))),
+            "the PAT was sent to the host for validation"
+        );
+        assert!(gw.runtime.vault.user_pat("ghe", ACCOUNT_A).unwrap().is_none());
         assert_no_secret("the logs", &logs());
         gw.stop().await;
     })
