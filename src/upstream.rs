@@ -115,9 +115,9 @@ impl Upstream {
 
 impl Upstream {
     /// The host's response body, streamed on as it comes, and cut with [`BodyStalled`] when
-    /// the host sends nothing for `request_timeout` while patgate waits for more (the read
-    /// timeout between two reads of nginx's `proxy_read_timeout`). A body that keeps coming,
-    /// however large or slow, is never cut.
+    /// the host sends nothing for `request_timeout` while patgate waits for more (like
+    /// nginx's `proxy_read_timeout`, which bounds the time between two reads, not the
+    /// whole). A body that keeps coming, however large or slow, is never cut.
     pub fn stream(&self, body: Incoming) -> ResponseStream {
         ResponseStream {
             body,
