@@ -165,6 +165,7 @@ pub struct Integration {
     pub require_user_pat: bool,
     pub allow_other_writes: bool,
     pub connect_timeout: Duration,
+    /// For the host's response head, then for each further piece of its body.
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
     /// Set for `kind = "codecommit"` only.

@@ -5,13 +5,11 @@
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use secrecy::SecretString;
 
 use crate::config::Integration;
 use crate::hosts::{HostIdentity, WhoAmIError};
 use crate::server::{unix_now, IntegrationRuntime};
-use crate::upstream::UpstreamError;
 use crate::vault::{Credential, PatMeta, Vault, VaultError};
 
 /// The most of a who-am-I answer patgate reads.
@@ -128,15 +126,10 @@ async fn send(
         .apply_credential(&mut request, credential)?;
     let response = integration.upstream.send(request).await?;
     let (head, body) = response.into_parts();
-    let body = Limited::new(body, WHO_AM_I_LIMIT)
-        .collect()
-        .await
-        .map_err(|e| {
-            WhoAmIError::Upstream(UpstreamError::Protocol(format!(
-                "reading the who-am-I answer: {e}"
-            )))
-        })?
-        .to_bytes();
+    let body = integration
+        .upstream
+        .read_to_end(body, WHO_AM_I_LIMIT, "the who-am-I answer")
+        .await?;
     Ok((head.status, head.headers, body))
 }
 

@@ -398,8 +398,35 @@ async fn forward(
         HeaderValue::from_static(decision.as_str()),
     );
     head.version = Version::HTTP_11;
-    let body = incoming
-        .map_err(|e| Box::new(e) as crate::body::BoxError)
+    // After the head, a fault can no longer be a problem document: the stream is cut (the
+    // app sees its body fail), counted and logged here.
+    let errors = runtime.metrics.upstream_errors.clone();
+    let integration_id = config.id.clone();
+    let request_id = request_id.to_string();
+    let body = integration
+        .upstream
+        .stream(incoming)
+        .map_err(move |err| {
+            let kind = if err.is::<crate::upstream::BodyStalled>() {
+                "body-timeout"
+            } else {
+                "body-cut"
+            };
+            errors
+                .get_or_create(&UpstreamErrorLabels {
+                    integration: integration_id.clone(),
+                    kind: kind.to_string(),
+                })
+                .inc();
+            tracing::warn!(
+                request_id = %request_id,
+                integration = %integration_id,
+                kind,
+                error = %crate::client::error_chain(err.as_ref()),
+                "the git host's response body failed; the stream to the app is cut"
+            );
+            err
+        })
         .boxed_unsync();
     Ok(Response::from_parts(head, body))
 }

@@ -3,20 +3,25 @@
 //!
 //! Kept apart from the listener side (as Pingora keeps connectors apart from listeners) so
 //! that failures are blamed on the right party: anything from here is the host's or the
-//! network's, and maps to 502/504.
+//! network's, and maps to 502/504 before the response head, or to a cut stream after it.
 
 use std::error::Error as StdError;
+use std::future::Future as _;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, Uri};
-use http_body_util::Full;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+use crate::body::BoxError;
 use crate::config::Integration;
 use crate::tls::{self, TlsError};
 
@@ -31,6 +36,14 @@ pub enum UpstreamError {
     Timeout { after: Duration },
     #[error("the connection to the git host failed: {0}")]
     Protocol(String),
+}
+
+/// The host stopped sending its response body: nothing came for the integration's
+/// `request_timeout` while patgate waited for more.
+#[derive(Debug, thiserror::Error)]
+#[error("the git host sent no more of its response body within {}s", after.as_secs_f64())]
+pub struct BodyStalled {
+    pub after: Duration,
 }
 
 /// A pooled client for one integration's host.
@@ -97,6 +110,90 @@ impl Upstream {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(err)) => Err(classify(&err, self.connect_timeout)),
         }
+    }
+}
+
+impl Upstream {
+    /// The host's response body, streamed on as it comes, and cut with [`BodyStalled`] when
+    /// the host sends nothing for `request_timeout` while patgate waits for more (like
+    /// nginx's `proxy_read_timeout`, which bounds the time between two reads, not the
+    /// whole). A body that keeps coming, however large or slow, is never cut.
+    pub fn stream(&self, body: Incoming) -> ResponseStream {
+        ResponseStream {
+            body,
+            idle: self.request_timeout,
+            deadline: Box::pin(tokio::time::sleep(self.request_timeout)),
+            waiting: false,
+        }
+    }
+
+    /// Reads a whole small answer of the host (who-am-I, version probes), at most `limit`
+    /// bytes, cut like [`Upstream::stream`] when the host stalls: then it is a timeout.
+    /// `what` names the answer in the error.
+    pub async fn read_to_end(
+        &self,
+        body: Incoming,
+        limit: usize,
+        what: &str,
+    ) -> Result<Bytes, UpstreamError> {
+        match Limited::new(self.stream(body), limit).collect().await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(err) => Err(match err.downcast::<BodyStalled>() {
+                Ok(stalled) => UpstreamError::Timeout {
+                    after: stalled.after,
+                },
+                Err(err) => UpstreamError::Protocol(format!("reading {what}: {err}")),
+            }),
+        }
+    }
+}
+
+/// See [`Upstream::stream`].
+#[derive(Debug)]
+pub struct ResponseStream {
+    body: Incoming,
+    idle: Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// Whether patgate is waiting on the host. The clock starts when the app's side asks for
+    /// more, so an app that reads slowly (holding the host back by flow control) is never
+    /// taken for a stalled host.
+    waiting: bool,
+}
+
+impl Body for ResponseStream {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if !this.waiting {
+            this.waiting = true;
+            let deadline = tokio::time::Instant::now() + this.idle;
+            this.deadline.as_mut().reset(deadline);
+        }
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.waiting = false;
+                Poll::Ready(frame.map(|f| f.map_err(|e| Box::new(e) as BoxError)))
+            }
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    Poll::Ready(Some(Err(Box::new(BodyStalled { after: this.idle }))))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -35,7 +35,6 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION};
 use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use secrecy::ExposeSecret;
 
 use super::{segments, set_default, HostAdapter, HostIdentity, UnsupportedCredential, WhoAmIError};
@@ -461,11 +460,9 @@ async fn probe(
     if status == StatusCode::UNAUTHORIZED || status == StatusCode::NON_AUTHORITATIVE_INFORMATION {
         return Err(DetectError::Refused(status));
     }
-    let body = Limited::new(response.into_body(), PROBE_LIMIT)
-        .collect()
-        .await
-        .map_err(|e| UpstreamError::Protocol(format!("reading the version probe: {e}")))?
-        .to_bytes();
+    let body = upstream
+        .read_to_end(response.into_body(), PROBE_LIMIT, "the version probe")
+        .await?;
     Ok((status, body))
 }
 
