@@ -69,11 +69,23 @@ struct Running {
 
 impl Running {
     /// Starts `patgate run` and waits until it serves.
+    ///
+    /// A vault this test process opened (`Setup`, or the raw sled handle that damages a
+    /// record) may hold sled's file lock a moment after it is dropped: sled's background
+    /// threads let go of it on their own time, with no event to wait on. patgate then exits
+    /// saying the vault is in use, and is started again; each try is a whole process start.
     async fn start(setup: &Setup) -> Running {
-        match Running::spawn(setup).await {
-            Ok(running) => running,
-            Err(logs) => panic!("patgate run did not start: {logs:?}"),
+        for _ in 0..50 {
+            match Running::spawn(setup).await {
+                Ok(running) => return running,
+                Err(logs)
+                    if logs
+                        .iter()
+                        .any(|l| l.contains("is in use by another process")) => {}
+                Err(logs) => panic!("patgate run did not start: {logs:?}"),
+            }
         }
+        panic!("the vault stayed locked by this test process");
     }
 
     /// Starts `patgate run`; `Err` with its output when it exits without serving.
