@@ -9,7 +9,9 @@
 //!   able to write the vault files could alter it, but not a credential or its owner.
 //! - A key-check record, written at `init`, lets `open` tell a wrong master key from a
 //!   damaged record without scanning records; `open` is O(1) in the number of records.
-//! - Writes are flushed to disk before they are acknowledged.
+//! - Writes are flushed to disk before they are acknowledged, and a store that lost
+//!   acknowledged writes (sled drops a damaged log's tail without an error) is refused at
+//!   `open`: see `watermark.rs`.
 //! - The master key can be rotated while the vault serves; `rotation.rs` documents how that
 //!   stays crash-safe and why no reader or writer fails meanwhile.
 //!
@@ -21,6 +23,7 @@ mod error;
 mod master_key;
 mod record;
 mod rotation;
+mod watermark;
 
 #[cfg(test)]
 mod tests;
@@ -48,6 +51,7 @@ use self::credential::CredentialKind;
 use self::crypto::Sealer;
 use self::master_key::io_error;
 use self::record::{ClearMeta, Kind, RawValue, ValidId};
+use self::watermark::Watermark;
 
 /// The sled tree of credential records.
 const RECORDS_TREE: &[u8] = b"records";
@@ -56,6 +60,8 @@ const META_TREE: &[u8] = b"vault";
 const META_FORMAT: &[u8] = b"format";
 const META_KEY_VERSION: &[u8] = b"key-version";
 const META_KEY_CHECK: &[u8] = b"key-check";
+/// How many credential writes the store holds (u64be); see `watermark.rs`.
+const META_GENERATION: &[u8] = b"generation";
 /// What the key-check record encrypts.
 const KEY_CHECK_PLAINTEXT: &[u8] = b"patgate vault key check v1";
 /// The key version `init` starts at.
@@ -145,6 +151,7 @@ struct Inner {
     records: sled::Tree,
     meta: sled::Tree,
     db: sled::Db,
+    watermark: Watermark,
     // Declared last, so it is released only after our sled handles are dropped. (sled's
     // background I/O may keep its own file a moment longer; `open_sled` waits that out.)
     _lock: DirLock,
@@ -180,7 +187,7 @@ impl Vault {
         let has_check = meta
             .contains_key(META_KEY_CHECK)
             .map_err(|e| storage(dir, e))?;
-        if has_check {
+        if has_check || Watermark::read(dir)?.is_some() {
             return Err(VaultError::AlreadyInitialized {
                 path: dir.to_path_buf(),
             });
@@ -199,9 +206,11 @@ impl Vault {
         batch.insert(META_FORMAT, &[record::FORMAT_VERSION][..]);
         batch.insert(META_KEY_VERSION, &INITIAL_KEY_VERSION.to_be_bytes()[..]);
         batch.insert(META_KEY_CHECK, check);
+        batch.insert(META_GENERATION, &1u64.to_be_bytes()[..]);
         // One batch, so a crash leaves either no vault or a whole one.
         meta.apply_batch(batch).map_err(|e| storage(dir, e))?;
         db.flush().map_err(|e| storage(dir, e))?;
+        watermark::write(dir, 1)?;
         tracing::info!(path = %dir.display(), key_version = INITIAL_KEY_VERSION, "vault initialised");
         Ok(Vault::from_parts(
             dir,
@@ -255,6 +264,19 @@ impl Vault {
             path: dir.to_path_buf(),
             what: what.to_string(),
         };
+        // Before anything else: damage near the start of the log leaves no vault metadata at
+        // all, which must not read as "no vault here, run init".
+        if let Some(acknowledged) = Watermark::read(dir)? {
+            let held = read_generation(&meta, dir)?;
+            if held < acknowledged {
+                return Err(corrupt(&format!(
+                    "the store holds {held} of the {acknowledged} credential writes it \
+                     acknowledged (sled dropped damaged data from its log); restore the state \
+                     directory from a backup (it holds `{}`; delete that file only to accept the loss)",
+                    watermark::FILE
+                )));
+            }
+        }
 
         let Some(format) = meta.get(META_FORMAT).map_err(|e| storage(dir, e))? else {
             return Err(not_initialized());
@@ -331,6 +353,9 @@ impl Vault {
                 records,
                 meta,
                 db,
+                // Starts at 0: the store holds at least the watermark on disk (`open` checked),
+                // so the first write's generation is above it anyway.
+                watermark: Watermark::new(dir, 0),
                 _lock: lock,
             }),
         }
@@ -393,7 +418,7 @@ impl Vault {
                 }
             }
         }
-        self.flush().await?;
+        self.make_durable().await?;
         tracing::debug!(
             integration = integration.as_str(),
             kind = kind.name(),
@@ -438,7 +463,7 @@ impl Vault {
             .records
             .remove(record::secret_key(integration))
             .map_err(|e| self.storage(e))?;
-        self.flush().await?;
+        self.make_durable().await?;
         Ok(removed.is_some())
     }
 
@@ -467,7 +492,7 @@ impl Vault {
                 .insert(record::pat_key(integration, account), value)
                 .map_err(|e| self.storage(e))?;
         }
-        self.flush().await?;
+        self.make_durable().await?;
         tracing::debug!(
             integration = integration.as_str(),
             account = account.as_str(),
@@ -601,7 +626,7 @@ impl Vault {
             .records
             .remove(record::pat_key(integration, account))
             .map_err(|e| self.storage(e))?;
-        self.flush().await?;
+        self.make_durable().await?;
         Ok(removed.is_some())
     }
 
@@ -648,6 +673,33 @@ impl Vault {
             }
         }
         Ok(counts)
+    }
+
+    /// Makes the credential writes before it durable and records that in the watermark; the
+    /// write may be acknowledged when this returns. Needs a Tokio runtime.
+    async fn make_durable(&self) -> Result<(), VaultError> {
+        // After the record change, so a store that holds this generation holds the change.
+        let generation = self
+            .inner
+            .meta
+            .update_and_fetch(META_GENERATION, |old| {
+                let n = old
+                    .and_then(|v| v.try_into().ok())
+                    .map_or(0, u64::from_be_bytes);
+                Some(n.saturating_add(1).to_be_bytes().to_vec())
+            })
+            .map_err(|e| self.storage(e))?
+            .and_then(|v| v.as_ref().try_into().ok())
+            .map_or(0, u64::from_be_bytes);
+        self.flush().await?;
+        let inner = self.inner.clone();
+        match tokio::task::spawn_blocking(move || inner.watermark.advance(generation)).await {
+            Ok(advanced) => advanced,
+            Err(_) => Err(VaultError::FlushFailed {
+                path: self.inner.path.clone(),
+                reason: "writing the watermark did not finish",
+            }),
+        }
     }
 
     /// Flushes every write to disk (fsync). Needs a Tokio runtime.
@@ -978,6 +1030,21 @@ fn open_sled(dir: &Path, options: &VaultOptions) -> Result<sled::Db, VaultError>
                 what: "sled could not recover its files (it panicked while opening them)".into(),
             }),
         };
+    }
+}
+
+/// The store's credential-write generation; 0 in a vault from before it was kept.
+fn read_generation(meta: &sled::Tree, dir: &Path) -> Result<u64, VaultError> {
+    match meta.get(META_GENERATION).map_err(|e| storage(dir, e))? {
+        None => Ok(0),
+        Some(v) => v
+            .as_ref()
+            .try_into()
+            .map(u64::from_be_bytes)
+            .map_err(|_| VaultError::Corrupt {
+                path: dir.to_path_buf(),
+                what: "the write generation is damaged".into(),
+            }),
     }
 }
 

@@ -835,6 +835,83 @@ fn garbage_store_files_are_an_error_not_a_crash() {
     }
 }
 
+/// sled recovers a damaged log up to the damage and drops the rest without an error; the
+/// watermark turns that into a refusal to open instead of a vault missing acknowledged writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_lost_acknowledged_writes_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("v");
+    {
+        let vault = Vault::init(&dir, &key(1)).unwrap();
+        for i in 0..40 {
+            let account = format!("acct-{i}");
+            vault
+                .put_user_pat("ghe", &account, &token(&format!("t-{i}")), &pat_meta("x"))
+                .await
+                .unwrap();
+        }
+        assert!(vault.delete_user_pat("ghe", "acct-0").await.unwrap());
+    }
+    // init, 40 stores, 1 delete.
+    assert_eq!(
+        fs::read_to_string(dir.join(watermark::FILE)).unwrap(),
+        "42\n"
+    );
+    let db = fs::read(dir.join(SLED_DB_FILE)).unwrap();
+    let damaged = |name: &str, bytes: &[u8]| {
+        let copy = tmp.path().join(name);
+        copy_dir(&dir, &copy);
+        fs::write(copy.join(SLED_DB_FILE), bytes).unwrap();
+        copy
+    };
+    let half = db.len() / 2;
+    let mut flipped = db.clone();
+    flipped[half..half + 8].iter_mut().for_each(|b| *b ^= 0xff);
+    let mut header = db.clone();
+    header[8..16].iter_mut().for_each(|b| *b ^= 0xff);
+    for (name, bytes) in [
+        ("flipped", &flipped[..]),
+        ("truncated", &db[..half]),
+        // Damage in the first message leaves no vault metadata: still not "run init".
+        ("header", &header[..]),
+    ] {
+        let copy = damaged(name, bytes);
+        let msg = assert_corrupt(Vault::open(&copy, &key(1)), name);
+        assert!(
+            msg.contains("of the 42 credential writes it acknowledged"),
+            "{name}: {msg}"
+        );
+        assert!(
+            msg.contains("restore the state directory from a backup"),
+            "{name}: {msg}"
+        );
+        // And it stays refused: opening did not "repair" it into an older vault.
+        assert_corrupt(Vault::open(&copy, &key(1)), name);
+        assert!(matches!(
+            Vault::init(&copy, &key(1)),
+            Err(VaultError::AlreadyInitialized { .. })
+        ));
+        // An admin who accepts the loss deletes the watermark; the next write makes a new one.
+        fs::remove_file(copy.join(watermark::FILE)).unwrap();
+        if name != "header" {
+            let vault = Vault::open(&copy, &key(1)).unwrap();
+            assert!(vault.count().unwrap() < 39, "{name}");
+            vault
+                .put_user_pat("ghe", "acct-new", &token("t-new"), &pat_meta("x"))
+                .await
+                .unwrap();
+            assert!(copy.join(watermark::FILE).exists());
+        }
+    }
+
+    // A crash between the flush and the watermark leaves the watermark behind the store:
+    // nothing acknowledged is missing, so it opens.
+    watermark::write(&dir, 30).unwrap();
+    let vault = Vault::open(&dir, &key(1)).unwrap();
+    assert_eq!(vault.count().unwrap(), 39);
+    assert!(vault.user_pat("ghe", "acct-39").unwrap().is_some());
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
     for entry in fs::read_dir(from).unwrap() {

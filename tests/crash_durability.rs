@@ -1,0 +1,655 @@
+//! Crash durability of the vault, end to end on the real binary (`patgate run`):
+//!
+//! - SIGKILL while hundreds of PATs are being stored through `/v1`: after a restart every
+//!   write that was acknowledged is there and reaches the host as exactly the PAT sent; a
+//!   write that was not acknowledged is either absent or whole;
+//! - a `db` file with flipped bytes or cut short, and a wrong master key: `patgate run` refuses
+//!   to start, says why, and prints no secret;
+//! - one record whose ciphertext is damaged: patgate starts (opening reads no record), refuses
+//!   that one credential with 503 `unavailable` and a log line naming the record, sends the
+//!   host nothing for it, serves everyone else, and takes a fresh PAT over it.
+//!
+//! Bounded: no sleeps and no timing assertions; the kill comes after a number of acknowledged
+//! writes, and every wait on the child has a generous timeout that only a hang would reach.
+
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the test compares stored PATs with those sent"
+)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::process::ExitStatusExt as _;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http::Method;
+use patgate::client::{Outgoing, SignedClient};
+use patgate::vault::{Credential, MasterKey, Vault};
+use secrecy::ExposeSecret as _;
+use tokio::io::AsyncBufReadExt as _;
+use tokio::process::Child;
+
+/// PATs the writers may store: more than get acknowledged before the kill.
+const ACCOUNTS: usize = 600;
+/// Concurrent writers.
+const WRITERS: usize = 8;
+/// The kill comes once this many writes were acknowledged.
+const KILL_AFTER_ACKS: usize = 300;
+/// Only a hang reaches this.
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn account(i: usize) -> String {
+    format!("crash-acct-{i:04}")
+}
+
+/// A GitHub-shaped token per account, unique in every position the host compares.
+fn pat(i: usize) -> String {
+    format!("ghp_Crash{i:04}DoNotLeak0123456789abcdefghijk")
+}
+
+fn login(i: usize) -> String {
+    format!("crash-user-{i:04}")
+}
+
+/// `patgate run` as a child, with its stderr collected.
+struct Running {
+    child: Child,
+    port: u16,
+    logs: Arc<Mutex<Vec<String>>>,
+    /// How many lines `logs` holds; changes with each.
+    lines: tokio::sync::watch::Receiver<usize>,
+}
+
+impl Running {
+    /// Starts `patgate run` and waits until it serves.
+    ///
+    /// A vault this test process opened (`Setup`, or the raw sled handle that damages a
+    /// record) may hold sled's file lock a moment after it is dropped: sled's background
+    /// threads let go of it on their own time, with no event to wait on. patgate then exits
+    /// saying the vault is in use, and is started again; each try is a whole process start.
+    async fn start(setup: &Setup) -> Running {
+        for _ in 0..50 {
+            match Running::spawn(setup).await {
+                Ok(running) => return running,
+                Err(logs)
+                    if logs
+                        .iter()
+                        .any(|l| l.contains("is in use by another process")) => {}
+                Err(logs) => panic!("patgate run did not start: {logs:?}"),
+            }
+        }
+        panic!("the vault stayed locked by this test process");
+    }
+
+    /// Starts `patgate run`; `Err` with its output when it exits without serving.
+    async fn spawn(setup: &Setup) -> Result<Running, Vec<String>> {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_patgate"))
+            .args(["run", "--config", setup.config_path.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let logs = Arc::new(Mutex::new(Vec::<String>::new()));
+        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel::<String>();
+        let (lines_tx, lines_rx) = tokio::sync::watch::channel(0usize);
+        {
+            let logs = logs.clone();
+            let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+            tokio::spawn(async move {
+                let mut addr_tx = Some(addr_tx);
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if let Some(rest) = line.split("addr=").nth(1) {
+                        if let Some(tx) = addr_tx.take() {
+                            let _ = tx.send(rest.split_whitespace().next().unwrap().to_string());
+                        }
+                    }
+                    logs.lock().unwrap().push(line);
+                    lines_tx.send_modify(|n| *n += 1);
+                }
+            });
+        }
+        match tokio::time::timeout(LIMIT, addr_rx).await {
+            Ok(Ok(addr)) => {
+                let mut running = Running {
+                    child,
+                    port: addr.rsplit(':').next().unwrap().parse().unwrap(),
+                    logs,
+                    lines: lines_rx,
+                };
+                // At start patgate asks the host whether it answers; tests that count the
+                // host's requests start after that.
+                running.wait_for_log("host answers").await;
+                Ok(running)
+            }
+            // The reader ended: patgate exited without serving.
+            Ok(Err(_)) => {
+                let status = tokio::time::timeout(LIMIT, child.wait())
+                    .await
+                    .expect("patgate closed stderr but did not exit")
+                    .unwrap();
+                assert!(!status.success(), "patgate exited 0 without serving");
+                let logs = logs.lock().unwrap().clone();
+                Err(logs)
+            }
+            Err(_) => panic!("patgate run neither served nor exited in {LIMIT:?}"),
+        }
+    }
+
+    fn api(&self) -> Api {
+        Api { port: self.port }
+    }
+
+    async fn wait_for_log(&mut self, needle: &str) {
+        let logs = self.logs.clone();
+        tokio::time::timeout(
+            LIMIT,
+            self.lines
+                .wait_for(|_| logs.lock().unwrap().iter().any(|l| l.contains(needle))),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("no log line with {needle:?}"))
+        .expect("patgate's output ended");
+    }
+
+    fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// SIGTERM, and waits for a clean exit.
+    async fn stop(mut self) {
+        let pid = self.child.id().unwrap().to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let status = tokio::time::timeout(LIMIT, self.child.wait())
+            .await
+            .expect("patgate did not stop after SIGTERM")
+            .unwrap();
+        assert!(status.success(), "{status}");
+    }
+}
+
+fn client(setup: &Setup) -> SignedClient {
+    let dir = setup.dir.path();
+    SignedClient::new(
+        &dir.join("ca.pem"),
+        &dir.join("client.pem"),
+        None,
+        patgate::signature::SigningKey::ed25519_from_pkcs8_pem(APP_KEYID, &setup.signing_key_pem)
+            .unwrap(),
+        false,
+    )
+    .unwrap()
+}
+
+/// The requests the app makes, against one running patgate.
+#[derive(Debug, Clone, Copy)]
+struct Api {
+    port: u16,
+}
+
+impl Api {
+    fn url(self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.port)
+    }
+
+    fn put_pat(self, account: &str, token: &str) -> Outgoing {
+        Outgoing {
+            method: Method::PUT,
+            url: self.url(&format!("/v1/integrations/ghe/users/{account}/pat")),
+            body: Some(Bytes::from(format!(r#"{{"token":"{token}"}}"#))),
+            ..Outgoing::default()
+        }
+    }
+
+    fn pat_status(self, account: &str) -> Outgoing {
+        Outgoing {
+            method: Method::GET,
+            url: self.url(&format!("/v1/integrations/ghe/users/{account}/pat")),
+            ..Outgoing::default()
+        }
+    }
+
+    fn create_branch(self, account: &str) -> Outgoing {
+        Outgoing {
+            method: Method::POST,
+            url: self.url("/git/ghe/api/v3/repos/acme/api/git/refs"),
+            body: Some(Bytes::from_static(BRANCH_BODY.as_bytes())),
+            account: Some(account.to_string()),
+            ..Outgoing::default()
+        }
+    }
+
+    fn read(self) -> Outgoing {
+        Outgoing {
+            method: Method::GET,
+            url: self.url("/git/ghe/api/v3/repos/acme/api"),
+            ..Outgoing::default()
+        }
+    }
+}
+
+/// What a user sees of their PAT after the restart, through the API: `None` when none is
+/// stored, else the host login an action reached the host as.
+async fn stored_pat_as_seen_by_the_host(
+    client: &SignedClient,
+    api: Api,
+    i: usize,
+) -> Option<String> {
+    let status = client.send(&api.pat_status(&account(i))).await.unwrap();
+    assert_eq!(status.status(), 200);
+    if json(&status)["configured"] == false {
+        let refused = client.send(&api.create_branch(&account(i))).await.unwrap();
+        assert_eq!(
+            problem_code(&refused),
+            "user-pat-required",
+            "{}",
+            account(i)
+        );
+        return None;
+    }
+    assert_eq!(json(&status)["host_login"], login(i), "{}", account(i));
+    let acted = client.send(&api.create_branch(&account(i))).await.unwrap();
+    assert_eq!(
+        acted.status(),
+        201,
+        "{}: {}",
+        account(i),
+        String::from_utf8_lossy(acted.body())
+    );
+    assert_eq!(acted.headers()["patgate-credential"], "user");
+    // The host maps each token to its login: this header names the token the host received.
+    Some(
+        acted.headers()["x-host-saw-login"]
+            .to_str()
+            .unwrap()
+            .to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_storing_pats_loses_no_acknowledged_write() {
+    let ca = Arc::new(patgate::devpki::DevCa::generate("crash CA").unwrap());
+    let host = RecordingHost::start(&ca, HostMode::Normal).await;
+    for i in 0..ACCOUNTS {
+        host.add_user(&pat(i), &login(i), "repo");
+    }
+    let setup = Setup::with_ca(
+        Arc::new(tempfile::tempdir().unwrap()),
+        ca,
+        &host,
+        &Options::default(),
+    )
+    .await;
+    let mut run = Running::start(&setup).await;
+    let api = run.api();
+    let client = client(&setup);
+
+    // Writers take accounts in turn and store each one's PAT once; the kill comes when
+    // KILL_AFTER_ACKS were acknowledged, with the other writers' requests in flight. A writer
+    // stops at its first request that gets no answer.
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Arc::new(AtomicUsize::new(0));
+    let finished = Arc::new(AtomicUsize::new(0));
+    let acked = Arc::new(Mutex::new(Vec::<usize>::new()));
+    let unanswered = Arc::new(Mutex::new(Vec::<usize>::new()));
+    let kill_now = Arc::new(tokio::sync::Notify::new());
+    let mut writers = Vec::new();
+    for _ in 0..WRITERS {
+        let (next, started, finished) = (next.clone(), started.clone(), finished.clone());
+        let (acked, unanswered) = (acked.clone(), unanswered.clone());
+        let (kill_now, client) = (kill_now.clone(), client.clone());
+        writers.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                assert!(i < ACCOUNTS, "{ACCOUNTS} writes and still no kill");
+                started.fetch_add(1, Ordering::SeqCst);
+                let answer = client.send(&api.put_pat(&account(i), &pat(i))).await;
+                finished.fetch_add(1, Ordering::SeqCst);
+                match answer {
+                    Ok(response) => {
+                        assert_eq!(
+                            response.status(),
+                            200,
+                            "{}",
+                            String::from_utf8_lossy(response.body())
+                        );
+                        let mut acked = acked.lock().unwrap();
+                        acked.push(i);
+                        if acked.len() == KILL_AFTER_ACKS {
+                            kill_now.notify_one();
+                        }
+                    }
+                    // Killed: the connection was reset or refused.
+                    Err(_) => {
+                        unanswered.lock().unwrap().push(i);
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+    kill_now.notified().await;
+    let in_flight = started.load(Ordering::SeqCst) - finished.load(Ordering::SeqCst);
+    let acked_at_kill = acked.lock().unwrap().len();
+    run.child.start_kill().unwrap();
+    let status = tokio::time::timeout(LIMIT, run.child.wait())
+        .await
+        .expect("patgate did not die of SIGKILL")
+        .unwrap();
+    assert_eq!(status.signal(), Some(9), "{status}");
+    for writer in writers {
+        tokio::time::timeout(LIMIT, writer)
+            .await
+            .expect("a writer hung after the kill")
+            .unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    let unanswered = unanswered.lock().unwrap().clone();
+    assert!(acked.len() >= KILL_AFTER_ACKS);
+    assert_eq!(unanswered.len(), WRITERS);
+
+    // The same files, a new process.
+    let run = Running::start(&setup).await;
+    let api = run.api();
+    for &i in &acked {
+        assert_eq!(
+            stored_pat_as_seen_by_the_host(&client, api, i).await,
+            Some(login(i)),
+            "an acknowledged PAT is missing or wrong after SIGKILL: {}",
+            account(i)
+        );
+    }
+    let mut unacked_present = 0;
+    for &i in &unanswered {
+        // Whole and correct, or absent.
+        if let Some(seen) = stored_pat_as_seen_by_the_host(&client, api, i).await {
+            assert_eq!(seen, login(i));
+            unacked_present += 1;
+        }
+    }
+    // Never sent: absent (the check above can tell absent from present).
+    let sent: HashSet<usize> = acked.iter().chain(&unanswered).copied().collect();
+    let never_sent = (0..ACCOUNTS).find(|i| !sent.contains(i)).unwrap();
+    assert_eq!(
+        stored_pat_as_seen_by_the_host(&client, api, never_sent).await,
+        None
+    );
+    run.stop().await;
+
+    // And straight from the vault: every acknowledged PAT decrypts to exactly what was sent.
+    let key = MasterKey::load_file(&setup.dir.path().join("master-key")).unwrap();
+    let vault = Vault::open(&setup.dir.path().join("state"), &key).unwrap();
+    for &i in &acked {
+        let (credential, meta) = vault.user_pat("ghe", &account(i)).unwrap().unwrap();
+        let Credential::Token(token) = credential else {
+            panic!("{}: not a token", account(i))
+        };
+        assert!(
+            token.expose_secret() == pat(i),
+            "{}: another token",
+            account(i)
+        );
+        assert_eq!(meta.host_login, login(i));
+    }
+    // The integration secret, the acknowledged PATs and the unacknowledged ones that made it.
+    assert_eq!(vault.count().unwrap(), 1 + acked.len() + unacked_present);
+    eprintln!(
+        "crash durability: {} writes acknowledged ({acked_at_kill} when the kill was ordered), \
+         {in_flight} in flight at the kill, {} unanswered of which {unacked_present} were stored; \
+         all {} acknowledged PATs present and correct after restart",
+        acked.len(),
+        unanswered.len(),
+        acked.len()
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// The secrets a setup holds, as text: none may appear in patgate's output.
+fn secrets(setup: &Setup, pats: &[&str]) -> Vec<String> {
+    let mut all: Vec<String> = pats.iter().map(|p| p.to_string()).collect();
+    all.push(INTEGRATION_TOKEN.to_string());
+    let key = std::fs::read_to_string(setup.dir.path().join("master-key")).unwrap();
+    all.push(key.trim().to_string());
+    all
+}
+
+fn assert_no_secret(logs: &[String], secrets: &[String]) {
+    for line in logs {
+        for secret in secrets {
+            assert!(!line.contains(secret.as_str()), "a secret in: {line}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_store_or_a_wrong_master_key_stops_patgate_at_start() {
+    let ca = Arc::new(patgate::devpki::DevCa::generate("crash CA").unwrap());
+    let host = RecordingHost::start(&ca, HostMode::Normal).await;
+    let pats: Vec<String> = (0..40).map(pat).collect();
+    for (i, token) in pats.iter().enumerate() {
+        host.add_user(token, &login(i), "repo");
+    }
+    let setup = Setup::with_ca(
+        Arc::new(tempfile::tempdir().unwrap()),
+        ca,
+        &host,
+        &Options::default(),
+    )
+    .await;
+    let client = client(&setup);
+    let run = Running::start(&setup).await;
+    for (i, token) in pats.iter().enumerate() {
+        let stored = client
+            .send(&run.api().put_pat(&account(i), token))
+            .await
+            .unwrap();
+        assert_eq!(stored.status(), 200);
+    }
+    run.stop().await;
+
+    let dir = setup.dir.path();
+    let state = dir.join("state");
+    let pristine = dir.join("state.pristine");
+    copy_dir(&state, &pristine);
+    let db = std::fs::read(state.join("db")).unwrap();
+    // sled pads its segment (512 KiB) with zeros: damage goes halfway into what it wrote.
+    let written = db.iter().rposition(|&b| b != 0).unwrap() + 1;
+    let half = written / 2;
+    let mut flipped = db.clone();
+    flipped[half..half + 8].iter_mut().for_each(|b| *b ^= 0xff);
+    let pat_refs: Vec<&str> = pats.iter().map(String::as_str).collect();
+    let mut secrets = secrets(&setup, &pat_refs);
+    let key_file = dir.join("master-key");
+    let right_key = std::fs::read(&key_file).unwrap();
+
+    let refused = |logs: Vec<String>, wants: &[&str], secrets: &[String]| {
+        let text = logs.join("\n");
+        for want in wants {
+            assert!(text.contains(want), "wanted {want:?} in: {text}");
+        }
+        assert_no_secret(&logs, secrets);
+    };
+    let restore = || {
+        std::fs::remove_dir_all(&state).unwrap();
+        copy_dir(&pristine, &state);
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    };
+
+    // Bytes flipped in the middle of sled's log, and the log cut in half: sled itself would
+    // open both as an older vault, without the PATs stored after the damage.
+    for (what, bytes) in [("flipped", &flipped[..]), ("truncated", &db[..half])] {
+        restore();
+        std::fs::write(state.join("db"), bytes).unwrap();
+        let logs = Running::spawn(&setup)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("patgate started on a {what} db file"));
+        refused(
+            logs,
+            &[
+                &format!(
+                    "the vault at {} is corrupt: the store holds",
+                    state.display()
+                ),
+                // init, the integration secret and 40 PATs
+                "of the 42 credential writes it acknowledged",
+                "restore the state directory from a backup",
+            ],
+            &secrets,
+        );
+    }
+
+    // Another master key.
+    restore();
+    std::fs::remove_file(&key_file).unwrap();
+    MasterKey::generate().write_new(&key_file).unwrap();
+    secrets.push(
+        std::fs::read_to_string(&key_file)
+            .unwrap()
+            .trim()
+            .to_string(),
+    );
+    let logs = Running::spawn(&setup)
+        .await
+        .err()
+        .expect("patgate started with a wrong master key");
+    refused(
+        logs,
+        &["patgate: the master key does not match this vault (key version 1)"],
+        &secrets,
+    );
+
+    // The same files undamaged, with the right key: it starts and serves the stored PATs,
+    // so each refusal above was the damage.
+    std::fs::remove_file(&key_file).unwrap();
+    patgate::keys::write_private(&key_file, &right_key).unwrap();
+    let run = Running::start(&setup).await;
+    assert_eq!(
+        stored_pat_as_seen_by_the_host(&client, run.api(), 39).await,
+        Some(login(39))
+    );
+    run.stop().await;
+}
+
+/// One record damaged where sled's own checksums cannot see it (its bytes changed through
+/// sled, as a faulty disk controller or a stray tool could): patgate starts, because opening
+/// reads no record, and refuses that one credential whenever it is needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_damaged_record_is_refused_on_use_and_everything_else_is_served() {
+    let ca = Arc::new(patgate::devpki::DevCa::generate("crash CA").unwrap());
+    let host = RecordingHost::start(&ca, HostMode::Normal).await;
+    let setup = Setup::with_ca(
+        Arc::new(tempfile::tempdir().unwrap()),
+        ca,
+        &host,
+        &Options::default(),
+    )
+    .await;
+    let client = client(&setup);
+    let run = Running::start(&setup).await;
+    for (account, token) in [(ACCOUNT_A, PAT_A), (ACCOUNT_B, PAT_B)] {
+        let stored = client
+            .send(&run.api().put_pat(account, token))
+            .await
+            .unwrap();
+        assert_eq!(stored.status(), 200);
+    }
+    run.stop().await;
+
+    // Flip one ciphertext byte of ACCOUNT_A's record (the last 16 bytes are the tag).
+    let state = setup.dir.path().join("state");
+    let db = sled::Config::new()
+        .path(&state)
+        .mode(sled::Mode::LowSpace)
+        .open()
+        .unwrap();
+    let records = db.open_tree("records").unwrap();
+    let mut key = vec![2u8];
+    for id in ["ghe", ACCOUNT_A] {
+        key.extend_from_slice(&(id.len() as u32).to_be_bytes());
+        key.extend_from_slice(id.as_bytes());
+    }
+    let mut value = records
+        .get(&key)
+        .unwrap()
+        .expect("ACCOUNT_A's record")
+        .to_vec();
+    let at = value.len() - 17;
+    value[at] ^= 0x01;
+    records.insert(&key, value).unwrap();
+    db.flush().unwrap();
+    drop((records, db));
+
+    let run = Running::start(&setup).await;
+    let api = run.api();
+    let before = host.requests().len();
+    let refused = client.send(&api.create_branch(ACCOUNT_A)).await.unwrap();
+    assert_eq!(refused.status(), 503);
+    assert_eq!(problem_code(&refused), "unavailable");
+    assert_eq!(
+        host.requests().len(),
+        before,
+        "the host got a request for a damaged credential"
+    );
+    // The clear metadata is whole, so the status still shows the PAT the user stored.
+    let status = client.send(&api.pat_status(ACCOUNT_A)).await.unwrap();
+    assert_eq!(json(&status)["configured"], true);
+
+    // Everyone else is served.
+    let acted = client.send(&api.create_branch(ACCOUNT_B)).await.unwrap();
+    assert_eq!(acted.status(), 201);
+    assert_eq!(
+        host.last().authorization(),
+        Some(&*format!("Bearer {PAT_B}"))
+    );
+    assert_eq!(client.send(&api.read()).await.unwrap().status(), 200);
+    assert_eq!(
+        host.last().authorization(),
+        Some(&*format!("Bearer {INTEGRATION_TOKEN}"))
+    );
+
+    // The operator's log names the record and what is wrong with it.
+    let logs = run.logs();
+    assert!(
+        logs.iter().any(|l| l.contains("vault error")
+            && l.contains(&format!(
+                "the PAT of account `{ACCOUNT_A}` for integration `ghe`: it fails authentication"
+            ))),
+        "{logs:?}"
+    );
+
+    // The user enters their PAT again: stored over the damaged record, and used.
+    let stored = client.send(&api.put_pat(ACCOUNT_A, PAT_A)).await.unwrap();
+    assert_eq!(stored.status(), 200);
+    let acted = client.send(&api.create_branch(ACCOUNT_A)).await.unwrap();
+    assert_eq!(acted.status(), 201);
+    assert_eq!(
+        host.last().authorization(),
+        Some(&*format!("Bearer {PAT_A}"))
+    );
+    assert_no_secret(&run.logs(), &secrets(&setup, &[PAT_A, PAT_B]));
+    run.stop().await;
+}
