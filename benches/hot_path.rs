@@ -121,9 +121,18 @@ region = "eu-west-1"
     Config::parse(&dir.path().join("patgate.toml"), text).expect("config")
 }
 
+/// Integration id, method, path, headers, body.
+type Case = (
+    &'static str,
+    Method,
+    &'static str,
+    Vec<(&'static str, &'static str)>,
+    &'static [u8],
+);
+
 fn classification(c: &mut Criterion) {
     let config = config();
-    let cases: [(&str, Method, &str, Vec<(&str, &str)>, &[u8]); 8] = [
+    let cases: [Case; 8] = [
         ("gh", Method::GET, "/api/v3/repos/acme/api/commits", vec![], b""),
         ("gh", Method::POST, "/api/v3/repos/acme/api/git/refs", vec![], BODY),
         ("gl", Method::GET, "/api/v4/projects/12/repository/commits", vec![], b""),
@@ -153,7 +162,11 @@ fn classification(c: &mut Criterion) {
         }
         let operation = adapter.classify(&method, path, &map, body);
         c.bench_function(
-            &format!("classify/{}/{method}/{}", integration.kind.as_str(), operation.as_str()),
+            &format!(
+                "classify/{}/{method}/{}",
+                integration.kind.as_str(),
+                operation.as_str()
+            ),
             |b| b.iter(|| adapter.classify(&method, path, &map, body)),
         );
     }
@@ -190,10 +203,16 @@ fn meta() -> PatMeta {
 /// Fills a vault with `n` users' PATs, many puts in flight so they share flushes.
 fn fill(runtime: &tokio::runtime::Runtime, vault: &std::sync::Arc<Vault>, n: u64) {
     runtime.block_on(async {
-        let mut tasks = tokio::task::JoinSet::new();
+        let mut tasks: tokio::task::JoinSet<Result<(), patgate::vault::VaultError>> =
+            tokio::task::JoinSet::new();
         for i in 0..n {
             if tasks.len() >= 512 {
-                tasks.join_next().await.expect("task").expect("join").expect("put");
+                tasks
+                    .join_next()
+                    .await
+                    .expect("task")
+                    .expect("join")
+                    .expect("put");
             }
             let vault = vault.clone();
             tasks.spawn(async move {
@@ -219,15 +238,22 @@ fn vault(c: &mut Criterion) {
     let key = MasterKey::generate();
     for n in sizes {
         let dir = tempfile::tempdir().expect("tempdir");
-        let vault = std::sync::Arc::new(Vault::init(&dir.path().join("state"), &key).expect("init"));
+        let vault =
+            std::sync::Arc::new(Vault::init(&dir.path().join("state"), &key).expect("init"));
         let started = Instant::now();
         fill(&runtime, &vault, n);
-        eprintln!("vault with {n} PATs filled in {:.1} s", started.elapsed().as_secs_f64());
+        eprintln!(
+            "vault with {n} PATs filled in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
         let mut i = 0u64;
         c.bench_function(&format!("vault/user_pat_get_decrypt/{n}"), |b| {
             b.iter(|| {
                 i = (i + 7919) % n;
-                vault.user_pat("gh", &account(i)).expect("get").expect("stored")
+                vault
+                    .user_pat("gh", &account(i))
+                    .expect("get")
+                    .expect("stored")
             })
         });
         drop(vault);
@@ -264,7 +290,10 @@ fn report_dir_size(dir: &Path, n: u64) {
             })
             .unwrap_or(0)
     }
-    eprintln!("vault with {n} PATs: {} MiB on disk", size(dir) / (1024 * 1024));
+    eprintln!(
+        "vault with {n} PATs: {} MiB on disk",
+        size(dir) / (1024 * 1024)
+    );
 }
 
 criterion_group!(benches, signatures, classification, policy_decide, vault);

@@ -34,7 +34,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 #[derive(Debug, Parser)]
-#[command(name = "patgate-bench", about = "Load generator and benchmark fixtures for patgate")]
+#[command(
+    name = "patgate-bench",
+    about = "Load generator and benchmark fixtures for patgate"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -43,7 +46,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Drive load at a URL and print one JSON line of results.
-    Load(LoadArgs),
+    Load(Box<LoadArgs>),
     /// Serve a fast HTTPS stand-in for a git host; prints its address on the first line.
     Upstream(UpstreamArgs),
     /// Make certificates, app keys, a master key, a vault with N users' PATs and a config.
@@ -180,7 +183,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Load(args) => load(args).await,
+            Command::Load(args) => load(*args).await,
             Command::Upstream(args) => upstream(args).await,
             Command::Setup(args) => setup(args).await,
         }
@@ -291,11 +294,7 @@ impl Plan {
             let authority = self.uri.authority().map(|a| a.as_str()).unwrap_or_default();
             let host = HeaderValue::try_from(authority).map_err(|e| e.to_string())?;
             request.headers_mut().insert(HOST, host);
-            let path = self
-                .uri
-                .path_and_query()
-                .map(|p| p.as_str())
-                .unwrap_or("/");
+            let path = self.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
             *request.uri_mut() = path.parse().map_err(|e| format!("{e}"))?;
         }
         Ok(request)
@@ -336,12 +335,7 @@ struct Phase {
     budget: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
-async fn worker(
-    plan: Arc<Plan>,
-    phase: Arc<Phase>,
-    id: u64,
-    step: u64,
-) -> (Histogram<u64>, Tally) {
+async fn worker(plan: Arc<Plan>, phase: Arc<Phase>, id: u64, step: u64) -> (Histogram<u64>, Tally) {
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("bounds");
     let mut tally = Tally::default();
     let mut sender: Option<Sender> = None;
@@ -709,7 +703,10 @@ async fn setup(args: SetupArgs) -> Result<()> {
         write("upstream.pem", &host.cert_pem)?;
         write("upstream-key.pem", &host.key_pem)?;
         let client = ca
-            .issue_client("jira-app (bench)", &[ClientName::Dns("jira-app.bench.local")])
+            .issue_client(
+                "jira-app (bench)",
+                &[ClientName::Dns("jira-app.bench.local")],
+            )
             .map_err(err)?;
         write("client.pem", &client.cert_pem)?;
         write("client-key.pem", &client.key_pem)?;
@@ -788,10 +785,7 @@ fn config(args: &SetupArgs, ed25519_public: &str) -> String {
     let listen = args.listen;
     let upstream_port = args.upstream_port;
     let admin = args.admin_listen;
-    let state = args
-        .state
-        .clone()
-        .unwrap_or_else(|| args.dir.join("state"));
+    let state = args.state.clone().unwrap_or_else(|| args.dir.join("state"));
     let state = state.display();
     format!(
         r#"# Written by `patgate-bench setup`.
