@@ -259,6 +259,5 @@ if sys.argv[3] == "1":
     start, end = "<!-- compare.sh: start -->", "<!-- compare.sh: end -->"
     a, b = md.index(start) + len(start), md.index(end)
     open(sys.argv[2], "w").write(md[:a] + "\n" + text + md[b:])
-open(sys.argv[1] + ".copy", "w").write(open(sys.argv[1]).read())
 EOF
 cp "$results" "$root/benches/last-run.jsonl"
