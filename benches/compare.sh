@@ -1,0 +1,263 @@
+#!/usr/bin/env bash
+# patgate side by side with nginx and with the upstream itself, on this machine, in one
+# interleaved run (BENCHMARKS.md). Usage, from the repository:
+#
+#   bash benches/compare.sh
+#
+# Environment: DURATION (seconds per measurement, default 10), REPS (default 2), USERS
+# (users with a stored PAT, default 1000), BIG_USERS (the vault for the RSS and start-up
+# figures, default 100000; 0 skips it), HANDSHAKE_DURATION (default DURATION/2), WRITE=0 to
+# leave BENCHMARKS.md alone. Not part of CI: it takes about 4 minutes and needs nginx
+# (installed from the Debian package when missing, as root).
+set -euo pipefail
+
+DURATION=${DURATION:-10}
+REPS=${REPS:-2}
+USERS=${USERS:-1000}
+BIG_USERS=${BIG_USERS:-100000}
+HANDSHAKE_DURATION=${HANDSHAKE_DURATION:-$(( (DURATION + 1) / 2 ))}
+WARMUP=${WARMUP:-1}
+WRITE=${WRITE:-1}
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+target=${CARGO_TARGET_DIR:-$root/target}
+started=$(date +%s)
+
+echo "== building (release)" >&2
+(cd "$root" && cargo build --release --quiet --bin patgate --bin patgate-bench)
+bench=$target/release/patgate-bench
+patgate=$target/release/patgate
+
+nginx=$(command -v nginx || true)
+[ -z "$nginx" ] && [ -x /usr/sbin/nginx ] && nginx=/usr/sbin/nginx
+if [ -z "$nginx" ]; then
+    echo "== installing nginx from the Debian packages" >&2
+    sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo=sudo
+    $sudo apt-get install -y nginx-light >/dev/null 2>&1 \
+        || { $sudo apt-get update >/dev/null && $sudo apt-get install -y nginx-light >/dev/null; }
+    nginx=/usr/sbin/nginx
+fi
+
+base=/tmp
+[ -d /dev/shm ] && [ -w /dev/shm ] && base=/dev/shm
+work=$(mktemp -d "$base/patgate-bench.XXXXXX")
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+up_port=$(free_port)
+pg_port=$(free_port)
+ng_port=$(free_port)
+admin_port=$(free_port)
+clk_tck=$(getconf CLK_TCK)
+
+echo "== certificates, keys, vault with $USERS users' PATs" >&2
+"$bench" setup --dir "$work" --listen "127.0.0.1:$pg_port" --admin-listen "127.0.0.1:$admin_port" \
+    --upstream-port "$up_port" --users "$USERS"
+
+"$bench" upstream --listen "127.0.0.1:$up_port" --cert "$work/upstream.pem" \
+    --key "$work/upstream-key.pem" >"$work/upstream.addr" &
+pids+=($!)
+
+wait_ready() { # URL: polls every 10 ms, up to 10 s
+    for _ in $(seq 1000); do
+        curl -sfo /dev/null "$1" && return 0
+        sleep 0.01
+    done
+    echo "not ready: $1" >&2
+    return 1
+}
+
+# patgate: Require User PAT on, requests act as USERS users with stored PATs.
+start_patgate() { # CONFIG -> sets pg_pid, ready_ms
+    local t0 t1
+    t0=$(date +%s%N)
+    "$patgate" run -c "$1" 2>>"$work/patgate.log" &
+    pg_pid=$!
+    pids+=("$pg_pid")
+    wait_ready "http://127.0.0.1:$admin_port/ready"
+    t1=$(date +%s%N)
+    ready_ms=$(( (t1 - t0) / 1000000 ))
+}
+start_patgate "$work/patgate.toml"
+
+token=$(cat "$work/integration.token")
+mkdir -p "$work/nginx"
+cat >"$work/nginx.conf" <<EOF
+worker_processes auto;
+pid $work/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $work/nginx/body;
+    proxy_temp_path $work/nginx/proxy;
+    fastcgi_temp_path $work/nginx/fastcgi;
+    uwsgi_temp_path $work/nginx/uwsgi;
+    scgi_temp_path $work/nginx/scgi;
+    upstream githost {
+        server 127.0.0.1:$up_port;
+        keepalive 64;
+    }
+    server {
+        listen 127.0.0.1:$ng_port ssl http2;
+        ssl_protocols TLSv1.3;
+        ssl_certificate $work/server.pem;
+        ssl_certificate_key $work/server-key.pem;
+        ssl_client_certificate $work/ca.pem;
+        ssl_verify_client on;
+        keepalive_requests 1000000;
+        location /git/bench/ {
+            proxy_pass https://githost/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host localhost:$up_port;
+            proxy_set_header Authorization "Bearer $token";
+            proxy_ssl_server_name on;
+            proxy_ssl_name localhost;
+            proxy_ssl_verify on;
+            proxy_ssl_trusted_certificate $work/ca.pem;
+            proxy_ssl_session_reuse on;
+        }
+    }
+}
+EOF
+"$nginx" -c "$work/nginx.conf" -p "$work/nginx" -g 'daemon off;' &
+ng_pid=$!
+pids+=("$ng_pid")
+for _ in $(seq 500); do
+    [ -n "$(pgrep -P "$ng_pid" || true)" ] && break
+    sleep 0.01
+done
+ng_pids=("$ng_pid")
+for child in $(pgrep -P "$ng_pid"); do ng_pids+=("$child"); done
+
+path=/api/v3/repos/acme/api/git/refs
+body='{"ref":"refs/heads/PROJ-1-fix-login","sha":"aa218f56b14c9653891f9e74264a383fa43fefbd"}'
+common=(--cacert "$work/ca.pem" --cert "$work/client.pem" --cert-key "$work/client-key.pem"
+    --clk-tck "$clk_tck" --warmup "$WARMUP" -d "$body")
+pid_args() { for p in "$@"; do printf -- '--pid\n%s\n' "$p"; done; }
+results=$work/results.jsonl
+
+run() { # LABEL CONCURRENCY DURATION [load args...]
+    local label=$1 c=$2 d=$3
+    shift 3
+    echo "   $label c=$c ${d}s" >&2
+    "$bench" load --label "$label" -c "$c" --duration "$d" "${common[@]}" "$@" >>"$results"
+}
+direct() {
+    run direct "$1" "$2" --plain -H "Authorization: Bearer $token" "${@:3}" \
+        "https://127.0.0.1:$up_port$path"
+}
+via_nginx() {
+    mapfile -t p < <(pid_args "${ng_pids[@]}")
+    run nginx "$1" "$2" --plain "${p[@]}" "${@:3}" "https://127.0.0.1:$ng_port/git/bench$path"
+}
+via_patgate() { # C D ed25519|hmac [args]
+    local alg=$3 key
+    if [ "$alg" = hmac ]; then key=(--hmac-key "$work/bench-hmac.hmac" --keyid bench-hmac)
+    else key=(--key "$work/bench-app.pem" --keyid bench-app); fi
+    run "patgate-$alg" "$1" "$2" "${key[@]}" --users "$USERS" --pid "$pg_pid" "${@:4}" \
+        "https://127.0.0.1:$pg_port/git/bench$path"
+}
+
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "== interleaved: $REPS rounds x concurrency 1, 32 x direct, nginx, patgate (hmac, ed25519), ${DURATION}s each" >&2
+for rep in $(seq "$REPS"); do
+    for c in 1 32; do
+        direct "$c" "$DURATION"
+        via_nginx "$c" "$DURATION"
+        via_patgate "$c" "$DURATION" hmac
+        via_patgate "$c" "$DURATION" ed25519
+    done
+done
+echo "== new connection (full mutual-TLS handshake) per request, concurrency 32" >&2
+for rep in $(seq "$REPS"); do
+    via_nginx 32 "$HANDSHAKE_DURATION" --new-connection
+    via_patgate 32 "$HANDSHAKE_DURATION" hmac --new-connection
+done
+echo "== HTTP/2, concurrency 32 (one round)" >&2
+via_nginx 32 "$HANDSHAKE_DURATION" --http2
+via_patgate 32 "$HANDSHAKE_DURATION" hmac --http2
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+
+big=""
+if [ "$BIG_USERS" -gt 0 ]; then
+    kill "$pg_pid"
+    wait "$pg_pid" 2>/dev/null || true
+    echo "== vault with $BIG_USERS users' PATs: start to ready, RSS under load" >&2
+    t0=$(date +%s)
+    "$bench" setup --dir "$work" --reuse-pki --listen "127.0.0.1:$pg_port" \
+        --admin-listen "127.0.0.1:$admin_port" --upstream-port "$up_port" \
+        --users "$BIG_USERS" --state "$work/big-state" --config "$work/big.toml" 2>&1 \
+        | sed 's/^/   /' >&2
+    fill_s=$(( $(date +%s) - t0 ))
+    start_patgate "$work/big.toml"
+    big_ready_ms=$ready_ms
+    USERS=$BIG_USERS via_patgate 32 "$DURATION" hmac
+    big="{\"users\": $BIG_USERS, \"ready_ms\": $big_ready_ms, \"fill_seconds\": $fill_s}"
+fi
+
+elapsed=$(( $(date +%s) - started ))
+python3 - "$results" "$root/BENCHMARKS.md" "$WRITE" <<EOF
+import json, sys, statistics
+rows = [json.loads(l) for l in open(sys.argv[1])]
+big = json.loads('''${big:-null}''')
+def pick(label, c, newconn=False, proto="http/1.1", users=None):
+    return [r for r in rows if r["label"] == label and r["concurrency"] == c
+            and r["new_connection"] == newconn and r["protocol"] == proto
+            and (users is None or r["users"] == users)]
+def mean(rs, f):
+    vals = [f(r) for r in rs]
+    return statistics.mean(vals) if vals else float("nan")
+out = []
+def table(title, c, newconn=False, proto="http/1.1", labels=("direct", "nginx", "patgate-hmac", "patgate-ed25519")):
+    out.append(f"\n**{title}**\n")
+    out.append("| target | req/s | × nginx | × direct | p50 µs | p90 µs | p99 µs | max µs | CPU µs/req | errors |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    ref = {l: pick(l, c, newconn, proto, users=None if l == "direct" or l == "nginx" else $USERS) for l in labels}
+    for l in labels:
+        rs = ref[l]
+        if not rs:
+            continue
+        rps = mean(rs, lambda r: r["rps"])
+        rn = rps / mean(ref["nginx"], lambda r: r["rps"]) if ref.get("nginx") else float("nan")
+        rd = rps / mean(ref["direct"], lambda r: r["rps"]) if ref.get("direct") else float("nan")
+        cpu = mean(rs, lambda r: r.get("target_cpu_us_per_request", float("nan")))
+        errs = {}
+        for r in rs:
+            for k, v in r["errors"].items():
+                errs[k] = errs.get(k, 0) + v
+        lat = lambda q: mean(rs, lambda r: r["latency_us"][q])
+        out.append(f"| {l} | {rps:,.0f} | {rn:.2f} | {rd:.2f} | {lat('p50'):.0f} | {lat('p90'):.0f} | {lat('p99'):.0f} | {lat('max'):.0f} | "
+                   + ("–" if cpu != cpu else f"{cpu:.1f}") + f" | {errs or 0} |")
+table("Concurrency 1, HTTP/1.1 keep-alive", 1)
+table("Concurrency 32, HTTP/1.1 keep-alive", 32)
+table("New connection (full mutual-TLS 1.3 handshake) per request, concurrency 32", 32, True, labels=("nginx", "patgate-hmac"))
+table("HTTP/2, concurrency 32 (one round)", 32, False, "h2", labels=("nginx", "patgate-hmac"))
+if big:
+    rs = [r for r in rows if r["users"] == big["users"] and r["label"].startswith("patgate")]
+    r = rs[-1]
+    out.append(f"\n**{big['users']:,} stored PATs**: start to ready {big['ready_ms']} ms (spawn to the first 200 from /ready, polled every 10 ms); "
+               f"under load (concurrency 32, hmac, {r['rps']:,.0f} req/s) RSS {r['target_rss_kib']/1024:.1f} MiB, peak {r['target_peak_rss_kib']/1024:.1f} MiB; "
+               f"filling the vault took {big['fill_seconds']} s.")
+out.append(f"\nMeans of $REPS interleaved rounds of ${DURATION} s (${HANDSHAKE_DURATION} s for new connections and HTTP/2) after ${WARMUP} s warm-up; "
+           f"load average {'$load_before'} before, {'$load_after'} after; whole run ${elapsed} s. "
+           "Latency is client-side; CPU µs/req is the target's user+sys time over the window (nginx: master and workers) divided by requests.")
+text = "\n".join(out) + "\n"
+print(text)
+if sys.argv[3] == "1":
+    md = open(sys.argv[2]).read()
+    start, end = "<!-- compare.sh: start -->", "<!-- compare.sh: end -->"
+    a, b = md.index(start) + len(start), md.index(end)
+    open(sys.argv[2], "w").write(md[:a] + "\n" + text + md[b:])
+EOF
+cp "$results" "$root/benches/last-run.jsonl"

@@ -1,0 +1,835 @@
+//! `patgate-bench`: the tools behind `benches/compare.sh` and BENCHMARKS.md.
+//!
+//! - `load`: the load generator. Fixed concurrency, each worker on its own keep-alive
+//!   connection (HTTP/1.1 or HTTP/2) or a new mutual-TLS connection per request; every request
+//!   signed with a fresh nonce (Ed25519 or HMAC-SHA256) as the Jira app signs, spread over N
+//!   users; one JSON line with req/s, latency percentiles, errors by status and the target
+//!   process's CPU time per request.
+//! - `upstream`: a fast HTTPS stand-in for a git host on loopback.
+//! - `setup`: certificates, app keys, master key, a vault holding N users' PATs, and a
+//!   patgate config in front of the `upstream`.
+
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::{Args, Parser, Subcommand};
+use hdrhistogram::Histogram;
+use http::header::{HeaderValue, CONTENT_TYPE, HOST};
+use http::{Method, Request, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use patgate::client::{sign_request, Outgoing};
+use patgate::devpki::{ClientName, DevCa};
+use patgate::signature::SigningKey;
+use patgate::vault::{Credential, MasterKey, PatMeta, Vault};
+use secrecy::SecretString;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "patgate-bench",
+    about = "Load generator and benchmark fixtures for patgate"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Drive load at a URL and print one JSON line of results.
+    Load(Box<LoadArgs>),
+    /// Serve a fast HTTPS stand-in for a git host; prints its address on the first line.
+    Upstream(UpstreamArgs),
+    /// Make certificates, app keys, a master key, a vault with N users' PATs and a config.
+    Setup(SetupArgs),
+}
+
+#[derive(Debug, Args)]
+struct LoadArgs {
+    /// The full URL, e.g. https://127.0.0.1:8443/git/bench/api/v3/repos/acme/api/git/refs
+    url: String,
+    /// A label copied into the JSON line.
+    #[arg(long, default_value = "")]
+    label: String,
+    /// Requests in flight at once (one worker each).
+    #[arg(long, short = 'c', default_value_t = 1)]
+    concurrency: usize,
+    /// How long to measure, in seconds (after the warm-up).
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Stop after this many requests instead of after --duration.
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Seconds of load before the measured window (not counted).
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// HTTP/2 instead of HTTP/1.1.
+    #[arg(long)]
+    http2: bool,
+    /// A new connection (TCP + full mutual-TLS handshake) for every request.
+    #[arg(long)]
+    new_connection: bool,
+    /// The method; POST when there is a body, else GET.
+    #[arg(short = 'X', long = "request")]
+    method: Option<String>,
+    /// The request body (Content-Type application/json).
+    #[arg(short = 'd', long = "data")]
+    data: Option<String>,
+    /// An extra header, `Name: value` (repeatable).
+    #[arg(short = 'H', long = "header")]
+    headers: Vec<String>,
+    /// Send no signature and no Patgate-Account (for nginx and the upstream itself).
+    #[arg(long)]
+    plain: bool,
+    /// The app's Ed25519 private key (PKCS#8 PEM).
+    #[arg(long, conflicts_with = "hmac_key")]
+    key: Option<PathBuf>,
+    /// An HMAC-SHA256 secret file (base64) instead of an Ed25519 key.
+    #[arg(long)]
+    hmac_key: Option<PathBuf>,
+    /// The key id the signatures name.
+    #[arg(long, default_value = "bench-app")]
+    keyid: String,
+    /// How many users the requests are spread over (round robin).
+    #[arg(long, default_value_t = 1000)]
+    users: u32,
+    /// The client certificate (PEM; may also hold its private key).
+    #[arg(long)]
+    cert: PathBuf,
+    /// The client certificate's key, when not in --cert.
+    #[arg(long)]
+    cert_key: Option<PathBuf>,
+    /// The CA that signed the target's server certificate.
+    #[arg(long)]
+    cacert: PathBuf,
+    /// The TLS server name to expect.
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
+    /// The target's process id: its CPU time (user+sys, /proc/PID/stat) over the measured
+    /// window is reported per request, with its resident set size at the end.
+    #[arg(long)]
+    pid: Vec<u32>,
+    /// Clock ticks per second of /proc/PID/stat (`getconf CLK_TCK`).
+    #[arg(long, default_value_t = 100)]
+    clk_tck: u64,
+}
+
+#[derive(Debug, Args)]
+struct UpstreamArgs {
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    #[arg(long)]
+    cert: PathBuf,
+    #[arg(long)]
+    key: PathBuf,
+    /// Worker threads (default: tokio's, one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+struct SetupArgs {
+    /// Where to write everything.
+    #[arg(long)]
+    dir: PathBuf,
+    /// The address patgate listens on.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// The port of `patgate-bench upstream` on 127.0.0.1.
+    #[arg(long)]
+    upstream_port: u16,
+    /// How many users get a stored PAT.
+    #[arg(long, default_value_t = 1000)]
+    users: u32,
+    /// Make only the vault (the certificates and keys already exist in --dir).
+    #[arg(long)]
+    reuse_pki: bool,
+    /// Where patgate's admin listener (/ready, /metrics) listens.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    admin_listen: SocketAddr,
+    /// The config file to write (default: DIR/patgate.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The state directory (default: DIR/state).
+    #[arg(long)]
+    state: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let threads = match &cli.command {
+        Command::Upstream(a) => a.threads,
+        _ => None,
+    };
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        builder.worker_threads(n);
+    }
+    let runtime = match builder.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("patgate-bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Load(args) => load(*args).await,
+            Command::Upstream(args) => upstream(args).await,
+            Command::Setup(args) => setup(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("patgate-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, String>;
+
+// ---------------------------------------------------------------------------------------
+// load
+
+/// What every worker shares.
+struct Plan {
+    uri: Uri,
+    url: String,
+    method: Method,
+    headers: Vec<(String, String)>,
+    body: Option<Bytes>,
+    key: Option<SigningKey>,
+    users: u32,
+    http2: bool,
+    new_connection: bool,
+    tls: TlsConnector,
+    server_name: rustls::pki_types::ServerName<'static>,
+    addr: SocketAddr,
+}
+
+#[derive(Default)]
+struct Tally {
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+}
+
+enum Sender {
+    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+impl Plan {
+    async fn connect(&self) -> Result<Sender> {
+        let tcp = TcpStream::connect(self.addr)
+            .await
+            .map_err(|e| format!("connect {}: {e}", self.addr))?;
+        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+        let tls = self
+            .tls
+            .connect(self.server_name.clone(), tcp)
+            .await
+            .map_err(|e| format!("TLS: {e}"))?;
+        let io = TokioIo::new(tls);
+        if self.http2 {
+            let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(|e| format!("HTTP/2: {e}"))?;
+            tokio::spawn(conn);
+            Ok(Sender::H2(send))
+        } else {
+            let (send, conn) = hyper::client::conn::http1::handshake(io)
+                .await
+                .map_err(|e| format!("HTTP/1.1: {e}"))?;
+            tokio::spawn(conn);
+            Ok(Sender::H1(send))
+        }
+    }
+
+    /// The request for the `n`th call: signed with a fresh nonce for user `n % users`.
+    fn request(&self, n: u64) -> Result<Request<Full<Bytes>>> {
+        let mut request = match &self.key {
+            Some(key) => {
+                let out = Outgoing {
+                    method: self.method.clone(),
+                    url: self.url.clone(),
+                    headers: self.headers.clone(),
+                    body: self.body.clone(),
+                    account: Some(account(n % u64::from(self.users))),
+                };
+                sign_request(key, &out, patgate::server::unix_now()).map_err(|e| e.to_string())?
+            }
+            None => {
+                let mut request = Request::new(Full::new(self.body.clone().unwrap_or_default()));
+                *request.method_mut() = self.method.clone();
+                *request.uri_mut() = self.uri.clone();
+                for (name, value) in &self.headers {
+                    let name = http::header::HeaderName::try_from(name.as_str())
+                        .map_err(|e| format!("header `{name}`: {e}"))?;
+                    let value = HeaderValue::try_from(value.as_str())
+                        .map_err(|e| format!("header `{name}`: {e}"))?;
+                    request.headers_mut().append(name, value);
+                }
+                if self.body.is_some() {
+                    request
+                        .headers_mut()
+                        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                }
+                request
+            }
+        };
+        if !self.http2 {
+            // HTTP/1.1 sends the origin form and a Host header (the signature covers the
+            // full target URI, which the server rebuilds from both).
+            let authority = self.uri.authority().map(|a| a.as_str()).unwrap_or_default();
+            let host = HeaderValue::try_from(authority).map_err(|e| e.to_string())?;
+            request.headers_mut().insert(HOST, host);
+            let path = self.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            *request.uri_mut() = path.parse().map_err(|e| format!("{e}"))?;
+        }
+        Ok(request)
+    }
+}
+
+fn account(i: u64) -> String {
+    format!("5b10ac8d82e05b22{i:08x}")
+}
+
+async fn send(sender: &mut Sender, request: Request<Full<Bytes>>) -> Result<u16> {
+    let response = match sender {
+        Sender::H1(s) => {
+            s.ready().await.map_err(|e| e.to_string())?;
+            s.send_request(request).await
+        }
+        Sender::H2(s) => {
+            s.ready().await.map_err(|e| e.to_string())?;
+            s.send_request(request).await
+        }
+    }
+    .map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(status)
+}
+
+struct Phase {
+    /// Requests that complete before this instant are counted.
+    measure_from: Instant,
+    /// No request starts after this instant.
+    stop_at: Option<Instant>,
+    /// Or: stop after this many counted requests in total.
+    budget: Option<Arc<std::sync::atomic::AtomicU64>>,
+}
+
+async fn worker(plan: Arc<Plan>, phase: Arc<Phase>, id: u64, step: u64) -> (Histogram<u64>, Tally) {
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("bounds");
+    let mut tally = Tally::default();
+    let mut sender: Option<Sender> = None;
+    let mut n = id;
+    loop {
+        let start = Instant::now();
+        if phase.stop_at.is_some_and(|stop| start >= stop) {
+            break;
+        }
+        if let Some(budget) = &phase.budget {
+            if start >= phase.measure_from
+                && budget
+                    .fetch_update(
+                        std::sync::atomic::Ordering::Relaxed,
+                        std::sync::atomic::Ordering::Relaxed,
+                        |left| left.checked_sub(1),
+                    )
+                    .is_err()
+            {
+                break;
+            }
+        }
+        let outcome = async {
+            let request = plan.request(n)?;
+            let mut current = match sender.take() {
+                Some(s) if !plan.new_connection => s,
+                _ => plan.connect().await?,
+            };
+            let status = send(&mut current, request).await?;
+            if !plan.new_connection {
+                sender = Some(current);
+            }
+            Ok::<u16, String>(status)
+        }
+        .await;
+        let end = Instant::now();
+        n += step;
+        if start < phase.measure_from {
+            continue;
+        }
+        match outcome {
+            Ok(status) if (200..300).contains(&status) => {
+                tally.ok += 1;
+                let nanos = u64::try_from((end - start).as_nanos()).unwrap_or(u64::MAX);
+                histogram.saturating_record(nanos);
+            }
+            Ok(status) => *tally.errors.entry(status.to_string()).or_default() += 1,
+            Err(e) => {
+                let kind = e.split(':').next().unwrap_or("error").to_string();
+                *tally.errors.entry(kind).or_default() += 1;
+            }
+        }
+    }
+    (histogram, tally)
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or("unexpected /proc/PID/stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state is field 3, utime field 14, stime field 15 (1-based).
+    let get = |i: usize| -> Result<u64> {
+        fields
+            .get(i - 3)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| "unexpected /proc/PID/stat".to_string())
+    };
+    Ok(get(14)? + get(15)?)
+}
+
+/// VmRSS and VmHWM of a process, in KiB.
+fn rss_kib(pid: u32) -> Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Ok((field("VmRSS:"), field("VmHWM:")))
+}
+
+async fn load(args: LoadArgs) -> Result<()> {
+    let uri: Uri = args
+        .url
+        .parse()
+        .map_err(|e| format!("`{}` is not a URL: {e}", args.url))?;
+    let authority = uri.authority().ok_or("the URL needs a host and port")?;
+    let port = authority.port_u16().unwrap_or(443);
+    let host = authority.host();
+    let addr: SocketAddr = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| format!("{host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host}: no address"))?;
+    let roots = patgate::tls::root_store(&args.cacert).map_err(|e| e.to_string())?;
+    let chain = patgate::tls::load_certs(&args.cert).map_err(|e| e.to_string())?;
+    let private = patgate::tls::load_private_key(args.cert_key.as_ref().unwrap_or(&args.cert))
+        .map_err(|e| e.to_string())?;
+    let mut config = rustls::ClientConfig::builder_with_provider(patgate::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, private)
+        .map_err(|e| format!("client certificate: {e}"))?;
+    // A new connection per request means a full handshake each time, as the issue asks.
+    if args.new_connection {
+        config.resumption = rustls::client::Resumption::disabled();
+    }
+    config.alpn_protocols = vec![if args.http2 {
+        b"h2".to_vec()
+    } else {
+        b"http/1.1".to_vec()
+    }];
+    let server_name = rustls::pki_types::ServerName::try_from(args.server_name.clone())
+        .map_err(|e| format!("--server-name: {e}"))?;
+    let key = if args.plain {
+        None
+    } else if let Some(path) = &args.key {
+        let pem = zeroize::Zeroizing::new(
+            std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?,
+        );
+        Some(
+            SigningKey::ed25519_from_pkcs8_pem(&args.keyid, &pem)
+                .map_err(|e| format!("{}: {e}", path.display()))?,
+        )
+    } else if let Some(path) = &args.hmac_key {
+        let secret = patgate::server::read_private_base64_file(path)?;
+        Some(
+            SigningKey::hmac(&args.keyid, &secret)
+                .map_err(|e| format!("{}: {e}", path.display()))?,
+        )
+    } else {
+        return Err("--key or --hmac-key is required unless --plain".into());
+    };
+    let body = args.data.clone().map(Bytes::from);
+    let method = match &args.method {
+        Some(m) => Method::from_bytes(m.as_bytes()).map_err(|e| e.to_string())?,
+        None if body.is_some() => Method::POST,
+        None => Method::GET,
+    };
+    let headers = args
+        .headers
+        .iter()
+        .map(|h| {
+            h.split_once(':')
+                .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+                .ok_or_else(|| format!("`{h}` is not `Name: value`"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let plan = Arc::new(Plan {
+        uri,
+        url: args.url.clone(),
+        method,
+        headers,
+        body,
+        key,
+        users: args.users.max(1),
+        http2: args.http2,
+        new_connection: args.new_connection,
+        tls: TlsConnector::from(Arc::new(config)),
+        server_name,
+        addr,
+    });
+    // One request first: a target that refuses everything is an error, not a figure.
+    let mut probe = plan.connect().await?;
+    let status = send(&mut probe, plan.request(u64::MAX / 2)?).await?;
+    if !(200..300).contains(&status) {
+        return Err(format!("the target answers {status} to the first request"));
+    }
+    drop(probe);
+
+    let start = Instant::now();
+    let measure_from = start + Duration::from_secs_f64(args.warmup.max(0.0));
+    let phase = Arc::new(Phase {
+        measure_from,
+        stop_at: match args.requests {
+            Some(_) => None,
+            None => Some(measure_from + Duration::from_secs_f64(args.duration.max(0.1))),
+        },
+        budget: args
+            .requests
+            .map(|n| Arc::new(std::sync::atomic::AtomicU64::new(n))),
+    });
+    let concurrency = args.concurrency.max(1);
+    let mut tasks = tokio::task::JoinSet::new();
+    for id in 0..concurrency {
+        tasks.spawn(worker(
+            plan.clone(),
+            phase.clone(),
+            id as u64,
+            concurrency as u64,
+        ));
+    }
+    // The target's CPU time over the measured window.
+    tokio::time::sleep_until(measure_from.into()).await;
+    let cpu_before = args
+        .pid
+        .iter()
+        .map(|&p| cpu_ticks(p))
+        .collect::<Result<Vec<_>>>()?;
+    let window_start = Instant::now();
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("bounds");
+    let mut tally = Tally::default();
+    let mut window_end = None;
+    let mut cpu_after = Vec::new();
+    let mut rss = (0, 0);
+    while let Some(done) = tasks.join_next().await {
+        if window_end.is_none() {
+            // The first worker to finish marks the end of the window (the others finish the
+            // request they have in flight).
+            window_end = Some(Instant::now());
+            cpu_after = args
+                .pid
+                .iter()
+                .map(|&p| cpu_ticks(p))
+                .collect::<Result<Vec<_>>>()?;
+            for &p in &args.pid {
+                let (now, peak) = rss_kib(p)?;
+                rss = (rss.0 + now, rss.1 + peak);
+            }
+        }
+        let (h, t) = done.map_err(|e| e.to_string())?;
+        histogram.add(&h).map_err(|e| e.to_string())?;
+        tally.ok += t.ok;
+        for (k, v) in t.errors {
+            *tally.errors.entry(k).or_default() += v;
+        }
+    }
+    let seconds = window_end
+        .unwrap_or_else(Instant::now)
+        .duration_since(window_start)
+        .as_secs_f64();
+    let errors: u64 = tally.errors.values().sum();
+    let completed = tally.ok + errors;
+    let us = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    let mut line = serde_json::json!({
+        "label": args.label,
+        "url": args.url,
+        "protocol": if args.http2 { "h2" } else { "http/1.1" },
+        "concurrency": concurrency,
+        "new_connection": args.new_connection,
+        "signed": plan.key.as_ref().map(|k| k.alg()),
+        "users": plan.users,
+        "seconds": round(seconds, 3),
+        "requests": completed,
+        "ok": tally.ok,
+        "errors": tally.errors,
+        "rps": round(completed as f64 / seconds, 1),
+        "latency_us": {
+            "p50": us(0.50), "p90": us(0.90), "p99": us(0.99),
+            "max": histogram.max() as f64 / 1000.0,
+            "mean": round(histogram.mean() / 1000.0, 1),
+        },
+    });
+    if !args.pid.is_empty() {
+        let ticks: u64 = cpu_after
+            .iter()
+            .zip(&cpu_before)
+            .map(|(a, b)| a.saturating_sub(*b))
+            .sum();
+        let cpu_seconds = ticks as f64 / args.clk_tck as f64;
+        line["target_cpu_seconds"] = round(cpu_seconds, 3).into();
+        line["target_cpu_us_per_request"] =
+            round(cpu_seconds * 1e6 / completed.max(1) as f64, 2).into();
+        line["target_cpu_cores"] = round(cpu_seconds / seconds, 2).into();
+        line["target_rss_kib"] = rss.0.into();
+        line["target_peak_rss_kib"] = rss.1.into();
+    }
+    println!("{line}");
+    Ok(())
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (x * f).round() / f
+}
+
+// ---------------------------------------------------------------------------------------
+// upstream
+
+async fn upstream(args: UpstreamArgs) -> Result<()> {
+    let tls = patgate::tls::server_config_without_client_auth(&args.cert, &args.key)
+        .map_err(|e| e.to_string())?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("bind {}: {e}", args.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("{addr}");
+    let acceptor = TlsAcceptor::from(Arc::new(tls));
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let service = hyper::service::service_fn(answer);
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tls), service)
+                .await;
+        });
+    }
+}
+
+/// 200 with a small JSON body to a read; 201 to a write, after reading its body. A request
+/// without an Authorization header gets 401, so a proxy that forgets it shows up as errors.
+async fn answer(
+    request: Request<hyper::body::Incoming>,
+) -> std::result::Result<http::Response<Full<Bytes>>, hyper::Error> {
+    let authorized = request.headers().contains_key(http::header::AUTHORIZATION);
+    let write = request.method() != Method::GET && request.method() != Method::HEAD;
+    request.into_body().collect().await?;
+    let (status, body): (u16, &'static [u8]) = if !authorized {
+        (401, br#"{"message":"Requires authentication"}"#)
+    } else if write {
+        (
+            201,
+            br#"{"ref":"refs/heads/bench","object":{"sha":"aa218f56b14c9653891f9e74264a383fa43fefbd","type":"commit"}}"#,
+        )
+    } else {
+        (200, br#"{"id":1,"name":"api","full_name":"acme/api"}"#)
+    };
+    let mut response = http::Response::new(Full::new(Bytes::from_static(body)));
+    *response.status_mut() = http::StatusCode::from_u16(status).expect("status");
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(response)
+}
+
+// ---------------------------------------------------------------------------------------
+// setup
+
+const INTEGRATION: &str = "bench";
+const INTEGRATION_TOKEN: &str = "ghs_benchintegrationtoken000000000000000";
+
+async fn setup(args: SetupArgs) -> Result<()> {
+    let dir = &args.dir;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = |name: &str| dir.join(name);
+    let write = |name: &str, text: &str| -> Result<()> {
+        patgate::keys::write_private(&path(name), text.as_bytes()).map_err(|e| e.to_string())
+    };
+    if !args.reuse_pki {
+        let err = |e: patgate::devpki::PkiError| format!("certificates: {e}");
+        let ca = DevCa::generate("patgate bench CA").map_err(err)?;
+        write("ca.pem", ca.cert_pem())?;
+        let server = ca.issue_server(&["localhost", "127.0.0.1"]).map_err(err)?;
+        write("server.pem", &server.cert_pem)?;
+        write("server-key.pem", &server.key_pem)?;
+        let host = ca.issue_server(&["localhost", "127.0.0.1"]).map_err(err)?;
+        write("upstream.pem", &host.cert_pem)?;
+        write("upstream-key.pem", &host.key_pem)?;
+        let client = ca
+            .issue_client(
+                "jira-app (bench)",
+                &[ClientName::Dns("jira-app.bench.local")],
+            )
+            .map_err(err)?;
+        write("client.pem", &client.cert_pem)?;
+        write("client-key.pem", &client.key_pem)?;
+        patgate::keys::generate("bench-app", dir, false).map_err(|e| e.to_string())?;
+        patgate::keys::generate("bench-hmac", dir, true).map_err(|e| e.to_string())?;
+        MasterKey::generate()
+            .write_new(&path("master-key"))
+            .map_err(|e| e.to_string())?;
+        write("integration.token", INTEGRATION_TOKEN)?;
+    }
+    if args.upstream_port != 0 {
+        let public = std::fs::read_to_string(path("bench-app.pub"))
+            .map_err(|e| format!("bench-app.pub: {e}"))?;
+        std::fs::write(
+            args.config.clone().unwrap_or_else(|| path("patgate.toml")),
+            config(&args, public.trim()),
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    let key = MasterKey::load_file(&path("master-key")).map_err(|e| e.to_string())?;
+    let state = args.state.clone().unwrap_or_else(|| path("state"));
+    let started = Instant::now();
+    let vault = Arc::new(Vault::init(&state, &key).map_err(|e| e.to_string())?);
+    vault
+        .put_integration_secret(
+            INTEGRATION,
+            &Credential::Token(SecretString::from(INTEGRATION_TOKEN)),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    // Each put is durable when it returns (one flush each); many at once share flushes.
+    let mut tasks = tokio::task::JoinSet::new();
+    let now = patgate::server::unix_now();
+    for i in 0..u64::from(args.users) {
+        if tasks.len() >= 256 {
+            if let Some(done) = tasks.join_next().await {
+                done.map_err(|e| e.to_string())??;
+            }
+        }
+        let vault = vault.clone();
+        tasks.spawn(async move {
+            let pat = format!("ghp_bench{i:031}");
+            let meta = PatMeta {
+                host_login: format!("user{i}"),
+                scopes: vec!["repo".into()],
+                validated_at: now,
+                created_at: now,
+                updated_at: now,
+                last_used_at: None,
+            };
+            vault
+                .put_user_pat(
+                    INTEGRATION,
+                    &account(i),
+                    &Credential::Token(SecretString::from(pat)),
+                    &meta,
+                )
+                .await
+                .map_err(|e| e.to_string())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.map_err(|e| e.to_string())??;
+    }
+    vault.flush().await.map_err(|e| e.to_string())?;
+    eprintln!(
+        "stored {} users' PATs in {:.1} s",
+        args.users,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn config(args: &SetupArgs, ed25519_public: &str) -> String {
+    let d = args.dir.display();
+    let listen = args.listen;
+    let upstream_port = args.upstream_port;
+    let admin = args.admin_listen;
+    let state = args.state.clone().unwrap_or_else(|| args.dir.join("state"));
+    let state = state.display();
+    format!(
+        r#"# Written by `patgate-bench setup`.
+state_dir = "{state}"
+
+[master_key]
+file = "{d}/master-key"
+
+[api]
+listen = "{listen}"
+cert = "{d}/server.pem"
+key = "{d}/server-key.pem"
+client_ca = "{d}/ca.pem"
+allowed_client_sans = ["dns:jira-app.bench.local"]
+
+# A short validity and a large replay cache: at tens of thousands of requests a second the
+# default (60 s, 200,000 nonces) fills up and answers 503, as documented.
+[signatures]
+max_validity_seconds = 10
+nonce_cache_entries = 2000000
+
+[[app_keys]]
+keyid = "bench-app"
+ed25519_public_key = "{ed25519_public}"
+
+[[app_keys]]
+keyid = "bench-hmac"
+hmac_secret_file = "{d}/bench-hmac.hmac"
+
+[[integrations]]
+id = "{INTEGRATION}"
+kind = "github"
+base_url = "https://localhost:{upstream_port}"
+roots = "none"
+extra_ca = "{d}/ca.pem"
+require_user_pat = true
+
+[admin]
+listen = "{admin}"
+socket = "{d}/admin.sock"
+
+# nginx runs with access_log off; patgate's access lines are at info.
+[log]
+level = "warn"
+"#
+    )
+}
