@@ -97,7 +97,7 @@ fn spellings(secret: &[u8]) -> Vec<Vec<u8>> {
             let start = (shift * 8).div_ceil(6);
             let end = text.len().saturating_sub(4);
             if end > start + 16 {
-                out.push(text[start..end].as_bytes().to_vec());
+                out.push(text.as_bytes()[start..end].to_vec());
             }
         }
     }
