@@ -34,7 +34,9 @@ fuzz_target!(|data: &[u8]| {
                     matches!(integration.base_url.scheme_str(), Some("https" | "http")),
                     "{url}"
                 );
-                assert!(!url.ends_with('/'), "{url}");
+                // `http::Uri` shows an empty path as `/`; a prefix has no trailing slash.
+                let prefix = integration.base_url.path();
+                assert!(prefix == "/" || !prefix.ends_with('/'), "{url}");
             }
         }
         Err(err) => {
