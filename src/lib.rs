@@ -57,3 +57,15 @@ pub mod telemetry;
 pub mod tls;
 pub mod upstream;
 pub mod vault;
+
+/// For the fuzz targets in `fuzz/` only; not part of patgate's API. Each item is a private
+/// step of the request flow, unchanged, so a target can drive it the way the proxy does.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// The proxy's gate in front of every host classifier: true when the path below
+    /// `/git/{integration}` is refused (400 bad-request) before it is classified, because a
+    /// segment is `.` or `..` in some spelling.
+    pub fn path_is_refused(host_path: &str) -> bool {
+        crate::proxy::refuse_dot_segments(host_path).is_err()
+    }
+}

@@ -503,7 +503,7 @@ fn account(headers: &HeaderMap) -> Result<Option<String>, Problem> {
 /// Refuses `.` and `..` segments, also when percent-encoded or hidden behind an encoded
 /// slash: the host would resolve them and the request could leave the path it was
 /// classified by.
-fn refuse_dot_segments(path: &str) -> Result<(), Problem> {
+pub(crate) fn refuse_dot_segments(path: &str) -> Result<(), Problem> {
     for segment in hosts::segments(path) {
         let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
         let is_dot = |piece: &str| piece == "." || piece == "..";

@@ -179,7 +179,12 @@ pub fn classify(method: &Method, path: &str, body: &[u8]) -> Operation {
     if method == Method::GET || method == Method::HEAD {
         return Operation::Read;
     }
-    let path = path.strip_prefix("/api/v3").unwrap_or(path);
+    // `/api/v3` is a whole prefix (GHES), never the start of a longer segment: the host
+    // would not read `/api/v3repos/…` as `/repos/…` (found by fuzz/ classify_github).
+    let path = path
+        .strip_prefix("/api/v3")
+        .filter(|rest| rest.is_empty() || rest.starts_with('/'))
+        .unwrap_or(path);
     let segs: Vec<&str> = segments(path).collect();
     // Tolerate one trailing slash, as GitHub does.
     let segs = match segs.split_last() {
@@ -357,6 +362,27 @@ mod tests {
                 Operation::Read
             );
             assert_eq!(classify(&Method::HEAD, &p("/user"), b""), Operation::Read);
+        }
+    }
+
+    /// Found by `fuzz/run.sh` (classify_github): `/api/v3` used to be stripped as a string
+    /// prefix, so `/api/v3repos/…` was classified as `/repos/…` and became an action.
+    #[test]
+    fn api_v3_is_stripped_only_as_a_whole_segment() {
+        for (method, path, body) in [
+            (
+                Method::DELETE,
+                "/api/v3repos/acme/api/git/refs/heads/feature/PROJPO",
+                &b""[..],
+            ),
+            (Method::POST, "/api/v3repos/acme/api/git/refs", BRANCH),
+            (Method::POST, "/api/v3repos/acme/api/pulls", b"{}"),
+        ] {
+            assert_eq!(
+                classify(&method, path, body),
+                Operation::OtherWrite,
+                "{method} {path}"
+            );
         }
     }
 

@@ -1,0 +1,36 @@
+//! The Azure DevOps Services and Server / TFS (ref updates are told apart by the body) classifier behind the proxy's path gate.
+//! Input: `METHOD PATH`, `\n`, the body.
+//!
+//! Properties: no panic; a path with a dot segment in any spelling is refused before it is
+//! classified; GET and HEAD are reads; only POST/DELETE on the host's own action paths are
+//! actions.
+#![no_main]
+
+use http::Method;
+use libfuzzer_sys::fuzz_target;
+use patgate::hosts::azure;
+use patgate::policy::Operation;
+use patgate_fuzz::{check_common, gated, request_line, split_line};
+
+fuzz_target!(|data: &[u8]| {
+    let Some((line, body)) = split_line(data) else {
+        return;
+    };
+    let Some((method, path)) = request_line(line) else {
+        return;
+    };
+    let op = gated(path, || azure::classify(&method, path, body));
+    check_common(&method, path, op);
+    if let Some(op) = op {
+        if method == Method::GET || method == Method::HEAD {
+            assert_eq!(op, Operation::Read);
+        }
+        if op.is_action() {
+            assert_eq!(method, Method::POST, "{path:?}: {op:?}");
+            assert!(
+                path.split('/').any(|s| s.eq_ignore_ascii_case("_apis")),
+                "{path:?}: {op:?}"
+            );
+        }
+    }
+});
