@@ -31,3 +31,6 @@ export PATGATE_BROWSER_NODE_MODULES="$PWD/target/browser-tests/node_modules"
 cargo test --locked --all-targets "$@"
 # Doc tests are not part of --all-targets.
 cargo test --locked --doc "$@"
+# The README's first command is `cargo run --release -- dev`: `cargo run` must pick patgate
+# among the package's binaries (the debug build is already there, so this costs a second).
+cargo run --locked --quiet -- --version
