@@ -521,9 +521,7 @@ async fn the_v1_api_counts_against_the_same_quotas() {
 
 /// Replaces `from` with `to` in the gateway's config file, then reloads (SIGHUP's path).
 async fn reload_with(gw: &Gateway, from: &str, to: &str) {
-    let text = std::fs::read_to_string(&gw.config_path).unwrap();
-    assert!(text.contains(from), "the config has no `{from}`");
-    std::fs::write(&gw.config_path, text.replacen(from, to, 1)).unwrap();
+    edit_config(&gw.config_path, from, to);
     gw.handle.reload().await.unwrap();
 }
 

@@ -113,13 +113,6 @@ fn read(gw: &Gateway) -> Outgoing {
     gw.get("/git/ghe/api/v3/repos/acme/api")
 }
 
-/// Replaces `from` with `to` in the gateway's config file.
-fn edit_config(config_path: &Path, from: &str, to: &str) {
-    let text = std::fs::read_to_string(config_path).unwrap();
-    assert!(text.contains(from), "the config has no `{from}`");
-    std::fs::write(config_path, text.replacen(from, to, 1)).unwrap();
-}
-
 /// Names the CRL file under `[api]`.
 fn add_crl(config_path: &Path, crl_file: &str) {
     edit_config(

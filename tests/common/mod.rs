@@ -840,3 +840,10 @@ pub fn write_private(dir: &Path, name: &str, text: &str) {
 pub fn signed(client: &SignedClient, out: &Outgoing) -> Request<Full<Bytes>> {
     client.sign(out).unwrap()
 }
+
+/// Replaces the first `from` with `to` in a config file (which must contain `from`).
+pub fn edit_config(config_path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(config_path).unwrap();
+    assert!(text.contains(from), "the config has no `{from}`");
+    std::fs::write(config_path, text.replacen(from, to, 1)).unwrap();
+}
