@@ -540,6 +540,16 @@ impl Server {
                 }
             })
         };
+        let metrics = current.load().metrics.clone();
+        tokio::spawn(crate::ratelimit::prune_periodically(
+            current.load().limits.clone(),
+            metrics.clone(),
+            stop_connect.subscribe(),
+        ));
+        // Ready before the admin listener answers its first probe: a probe that was queued
+        // while starting must not see "not ready" once everything is up. The API listener is
+        // bound; connections wait in its backlog until the loop below accepts them.
+        metrics.ready.set(1);
         // The admin listener answers through the drain and stops last.
         let (stop_admin, admin_stopped) = tokio::sync::watch::channel(false);
         let admin = self.admin_listener.map(|listener| {
@@ -550,13 +560,6 @@ impl Server {
                 admin_stopped,
             ))
         });
-        let metrics = current.load().metrics.clone();
-        tokio::spawn(crate::ratelimit::prune_periodically(
-            current.load().limits.clone(),
-            metrics.clone(),
-            stop_connect.subscribe(),
-        ));
-        metrics.ready.set(1);
         tokio::pin!(shutdown);
         loop {
             let (tcp, peer) = tokio::select! {
