@@ -1,6 +1,8 @@
 //! Parsing `Signature-Input` / `Signature`, choosing the signature to check,
 //! and building the RFC 9421 §2.5 signature base.
 
+use std::borrow::Cow;
+
 use sfv::{BareItem, Dictionary, InnerList, ListEntry, ListSerializer, Parser, Version};
 
 use super::components::{component_value, parse_components, Component, Target};
@@ -31,15 +33,27 @@ pub(crate) struct Selected<'k> {
 
 /// Joins every field line of `name` as one dictionary (RFC 9651 §4.2: a
 /// dictionary may be split over lines). `None` when the header is absent.
-fn combined(headers: &http::HeaderMap, name: &str) -> Result<Option<String>, SignatureError> {
-    let mut parts = Vec::new();
-    for v in headers.get_all(name) {
-        let s = v
-            .to_str()
-            .map_err(|_| SignatureError::Invalid(format!("{name} header is not visible ASCII")))?;
-        parts.push(s);
+fn combined<'h>(
+    headers: &'h http::HeaderMap,
+    name: &str,
+) -> Result<Option<Cow<'h, str>>, SignatureError> {
+    let text = |v: &'h http::HeaderValue| {
+        v.to_str()
+            .map_err(|_| SignatureError::Invalid(format!("{name} header is not visible ASCII")))
+    };
+    let mut values = headers.get_all(name).iter();
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    let first = text(first)?;
+    // One field line, the usual case, is borrowed as it is.
+    let mut joined: Option<String> = None;
+    for v in values {
+        let all = joined.get_or_insert_with(|| first.to_owned());
+        all.push_str(", ");
+        all.push_str(text(v)?);
     }
-    Ok((!parts.is_empty()).then(|| parts.join(", ")))
+    Ok(Some(joined.map_or(Cow::Borrowed(first), Cow::Owned)))
 }
 
 pub(crate) fn parse_dictionary(value: &str, what: &str) -> Result<Dictionary, SignatureError> {
@@ -228,7 +242,7 @@ pub(crate) fn build_base<'m>(
     inner: &InnerList,
 ) -> Result<String, SignatureError> {
     let mut target: Option<Target<'m>> = None;
-    let mut base = String::new();
+    let mut base = String::with_capacity(512);
     for c in components {
         let value = component_value(msg, &mut target, c)?;
         if value.bytes().any(|b| b == b'\n' || b == b'\r') {

@@ -1,8 +1,6 @@
 //! Covered components (RFC 9421 §2): parsing the identifiers of a
 //! `Signature-Input` inner list and computing their values for a request.
 
-use std::collections::HashSet;
-
 use sfv::{BareItem, FieldType as _, Item, ItemSerializer};
 
 use super::{quoted, Message, SignatureError};
@@ -47,6 +45,9 @@ impl Component {
     /// Human form for [`super::Verified::covered`]: the name, then any
     /// parameters as serialised, e.g. `@query-param;name="a"`.
     pub(crate) fn display(&self) -> String {
+        if self.params.is_empty() {
+            return self.name.clone();
+        }
         format!("{}{}", self.name, self.params)
     }
 }
@@ -56,7 +57,6 @@ const UNSUPPORTED_PARAMS: [&str; 5] = ["sf", "key", "bs", "req", "tr"];
 
 /// Parses and validates the covered components of one signature.
 pub(crate) fn parse_components(items: &[Item]) -> Result<Vec<Component>, SignatureError> {
-    let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(items.len());
     for item in items {
         let name = match &item.bare_item {
@@ -68,19 +68,33 @@ pub(crate) fn parse_components(items: &[Item]) -> Result<Vec<Component>, Signatu
                 )))
             }
         };
-        let serialized = item.serialize();
-        if !seen.insert(serialized.clone()) {
+        // The common identifier, a plain name without parameters, serialises as the name in
+        // quotes (an sf-string needs escapes only for `"` and a backslash); anything else goes
+        // through sfv's serializer. This runs on every request.
+        let plain = item.params.is_empty() && !name.contains(['"', '\\']);
+        let (serialized, params) = if plain {
+            let mut serialized = String::with_capacity(name.len() + 2);
+            serialized.push('"');
+            serialized.push_str(&name);
+            serialized.push('"');
+            (serialized, String::new())
+        } else {
+            let serialized = item.serialize();
+            let bare_len = ItemSerializer::new()
+                .bare_item(&item.bare_item)
+                .finish()
+                .len();
+            let params = serialized.get(bare_len..).unwrap_or_default().to_owned();
+            (serialized, params)
+        };
+        // A handful of components: a linear scan beats hashing them.
+        if out.iter().any(|c: &Component| c.serialized == serialized) {
             return Err(SignatureError::Invalid(format!(
                 "component {} is covered more than once",
                 quoted(&serialized)
             )));
         }
         let kind = component_kind(&name, item)?;
-        let bare_len = ItemSerializer::new()
-            .bare_item(&item.bare_item)
-            .finish()
-            .len();
-        let params = serialized.get(bare_len..).unwrap_or_default().to_owned();
         out.push(Component {
             serialized,
             name,
