@@ -80,7 +80,7 @@ wait_ready() { # URL: polls every 10 ms, up to 10 s
 start_patgate() { # CONFIG -> sets pg_pid, ready_ms
     local t0 t1
     t0=$(date +%s%N)
-    "$patgate" run -c "$1" 2>>"$work/patgate.log" &
+    env ${PG_ENV:-} "$patgate" run -c "$1" 2>>"$work/patgate.log" &
     pg_pid=$!
     pids+=("$pg_pid")
     wait_ready "http://127.0.0.1:$admin_port/ready"
@@ -88,6 +88,11 @@ start_patgate() { # CONFIG -> sets pg_pid, ready_ms
     ready_ms=$(( (t1 - t0) / 1000000 ))
 }
 start_patgate "$work/patgate.toml"
+restart_patgate() { # [VAR=value ...]: the same config and vault, another environment
+    kill "$pg_pid"
+    wait "$pg_pid" 2>/dev/null || true
+    PG_ENV="$*" start_patgate "$work/patgate.toml"
+}
 
 token=$(cat "$work/integration.token")
 mkdir -p "$work/nginx"
@@ -165,12 +170,12 @@ via_patgate() { # C D ed25519|hmac [args]
     local alg=$3 key
     if [ "$alg" = hmac ]; then key=(--hmac-key "$work/bench-hmac.hmac" --keyid bench-hmac)
     else key=(--key "$work/bench-app.pem" --keyid bench-app); fi
-    run "patgate-$alg" "$1" "$2" "${key[@]}" --users "$USERS" --pid "$pg_pid" "${@:4}" \
+    run "${PG_LABEL:-patgate-$alg}" "$1" "$2" "${key[@]}" --users "$USERS" --pid "$pg_pid" "${@:4}" \
         "https://127.0.0.1:$pg_port/git/bench$path"
 }
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-echo "== interleaved: $REPS rounds x concurrency 1, 32 x direct, nginx, patgate (hmac, ed25519), ${DURATION}s each" >&2
+echo "== interleaved: $REPS rounds x concurrency 1, 32 x direct, nginx, patgate (hmac, ed25519), then patgate hmac on 1 worker thread at 32, ${DURATION}s each" >&2
 for rep in $(seq "$REPS"); do
     for c in 1 32; do
         direct "$c" "$DURATION"
@@ -178,6 +183,10 @@ for rep in $(seq "$REPS"); do
         via_patgate "$c" "$DURATION" hmac
         via_patgate "$c" "$DURATION" ed25519
     done
+    # The same, on one worker thread instead of one per CPU (README, "Worker threads").
+    restart_patgate TOKIO_WORKER_THREADS=1
+    PG_LABEL=patgate-hmac-1thread via_patgate 32 "$DURATION" hmac
+    restart_patgate
 done
 echo "== new connection (full mutual-TLS handshake) per request, concurrency 32" >&2
 for rep in $(seq "$REPS"); do
@@ -240,7 +249,7 @@ def table(title, c, newconn=False, proto="http/1.1", labels=("direct", "nginx", 
         out.append(f"| {l} | {rps:,.0f} | {rn:.2f} | {rd:.2f} | {lat('p50'):.0f} | {lat('p90'):.0f} | {lat('p99'):.0f} | {lat('max'):.0f} | "
                    + ("–" if cpu != cpu else f"{cpu:.1f}") + f" | {errs or 0} |")
 table("Concurrency 1, HTTP/1.1 keep-alive", 1)
-table("Concurrency 32, HTTP/1.1 keep-alive", 32)
+table("Concurrency 32, HTTP/1.1 keep-alive", 32, labels=("direct", "nginx", "patgate-hmac", "patgate-ed25519", "patgate-hmac-1thread"))
 table("New connection (full mutual-TLS 1.3 handshake) per request, concurrency 32", 32, True, labels=("nginx", "patgate-hmac"))
 table("HTTP/2, concurrency 32 (one round)", 32, False, "h2", labels=("nginx", "patgate-hmac"))
 if big:
