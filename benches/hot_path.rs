@@ -5,7 +5,8 @@
 //!   cargo bench --bench hot_path
 //!
 //! PATGATE_BENCH_VAULT_SIZES (default "1000,100000") sets the vault sizes, e.g.
-//! "1000,100000,1000000" (the 1M vault takes minutes to fill).
+//! "1000,100000,1000000" (the 1M vault takes minutes to fill). PATGATE_BENCH_VAULT_CACHE_MIB
+//! sets sled's page cache for those vaults (default: the `vault.cache_capacity_mib` default).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -17,7 +18,7 @@ use patgate::client::{sign_request, Outgoing};
 use patgate::config::Config;
 use patgate::policy::{self, Facts, Operation};
 use patgate::signature::{digest, KeyRing, Message, SigningKey, Verifier, Window};
-use patgate::vault::{Credential, MasterKey, PatMeta, Vault};
+use patgate::vault::{Credential, MasterKey, PatMeta, Vault, VaultOptions};
 use secrecy::SecretString;
 
 const BODY: &[u8] =
@@ -235,16 +236,28 @@ fn vault(c: &mut Criterion) {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
+    let options = match std::env::var("PATGATE_BENCH_VAULT_CACHE_MIB") {
+        Ok(mib) => VaultOptions::default().cache_capacity_bytes(
+            mib.trim()
+                .parse::<u64>()
+                .expect("PATGATE_BENCH_VAULT_CACHE_MIB")
+                * 1024
+                * 1024,
+        ),
+        Err(_) => VaultOptions::default(),
+    };
     let key = MasterKey::generate();
     for n in sizes {
         let dir = tempfile::tempdir().expect("tempdir");
-        let vault =
-            std::sync::Arc::new(Vault::init(&dir.path().join("state"), &key).expect("init"));
+        let state = dir.path().join("state");
+        let vault = Vault::init_with(&state, &key, &options).expect("init");
         let started = Instant::now();
+        let vault = std::sync::Arc::new(vault);
         fill(&runtime, &vault, n);
         eprintln!(
-            "vault with {n} PATs filled in {:.1} s",
-            started.elapsed().as_secs_f64()
+            "vault with {n} PATs filled in {:.1} s ({} MiB page cache)",
+            started.elapsed().as_secs_f64(),
+            options.cache_capacity_bytes / (1024 * 1024)
         );
         let mut i = 0u64;
         c.bench_function(&format!("vault/user_pat_get_decrypt/{n}"), |b| {

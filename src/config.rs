@@ -53,6 +53,7 @@ pub struct Config {
     pub log: LogSettings,
     pub admin: AdminSettings,
     pub service: ServiceSettings,
+    pub vault: VaultSettings,
     /// `[rate_limits]`: local quotas and holds when the host throttles.
     pub rate_limits: crate::ratelimit::RateLimitSettings,
 }
@@ -63,6 +64,14 @@ pub struct ServiceSettings {
     /// After SIGTERM: how long in-flight requests get to finish before their connections
     /// are closed. systemd's `TimeoutStopSec` must be longer.
     pub shutdown_grace: Duration,
+}
+
+/// How the vault's store is opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultSettings {
+    /// The size of sled's page cache. Records outside it are read from the file (usually the
+    /// OS page cache) when used; this bounds how much of the store the process keeps in memory.
+    pub cache_capacity_bytes: u64,
 }
 
 /// Operators' access to the running service.
@@ -335,6 +344,12 @@ pub mod defaults {
     pub const SHUTDOWN_GRACE_SECONDS: u64 = 30;
     /// Upper bound for `service.shutdown_grace_seconds`.
     pub const SHUTDOWN_GRACE_CAP_SECONDS: u64 = 3600;
+    /// `vault.cache_capacity_mib`: sled's page cache, in MiB. Small, so the memory the vault
+    /// takes does not grow with the number of stored PATs; a PAT outside the cache is read
+    /// from the file when used, about 10 µs more (BENCHMARKS.md has both figures).
+    pub const VAULT_CACHE_CAPACITY_MIB: u64 = 4;
+    /// Upper bound for `vault.cache_capacity_mib` (sled's own default is 1 GiB).
+    pub const VAULT_CACHE_CAPACITY_CAP_MIB: u64 = 1024;
 }
 
 #[derive(Debug, Deserialize)]
@@ -358,6 +373,8 @@ struct RawConfig {
     #[serde(default)]
     service: RawService,
     #[serde(default)]
+    vault: RawVault,
+    #[serde(default)]
     rate_limits: crate::ratelimit::settings::RawRateLimits,
 }
 
@@ -378,6 +395,25 @@ impl Default for RawService {
 
 fn d_shutdown_grace() -> u64 {
     defaults::SHUTDOWN_GRACE_SECONDS
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVault {
+    #[serde(default = "d_vault_cache")]
+    cache_capacity_mib: u64,
+}
+
+impl Default for RawVault {
+    fn default() -> Self {
+        RawVault {
+            cache_capacity_mib: d_vault_cache(),
+        }
+    }
+}
+
+fn d_vault_cache() -> u64 {
+    defaults::VAULT_CACHE_CAPACITY_MIB
 }
 
 #[derive(Debug, Deserialize)]
@@ -648,11 +684,25 @@ impl Validator<'_> {
         let service = ServiceSettings {
             shutdown_grace: Duration::from_secs(raw.service.shutdown_grace_seconds),
         };
+        let cache_mib = raw.vault.cache_capacity_mib;
+        if !(1..=defaults::VAULT_CACHE_CAPACITY_CAP_MIB).contains(&cache_mib) {
+            return Err(self.err(
+                "vault.cache_capacity_mib",
+                format!(
+                    "must be between 1 and {} (MiB)",
+                    defaults::VAULT_CACHE_CAPACITY_CAP_MIB
+                ),
+            ));
+        }
+        let vault = VaultSettings {
+            cache_capacity_bytes: cache_mib * 1024 * 1024,
+        };
         let ids: Vec<&str> = integrations.iter().map(|i| i.id.as_str()).collect();
         let rate_limits =
             crate::ratelimit::RateLimitSettings::from_raw(self.file, raw.rate_limits, &ids)?;
         Ok(Config {
             service,
+            vault,
             source: self.file.to_path_buf(),
             state_dir,
             admin,
@@ -1080,6 +1130,29 @@ base_url = "https://ghe.example.com/"
     }
 
     #[test]
+    fn vault_cache_capacity_default_bounds_and_errors() {
+        let cfg = parse(MINIMAL).unwrap();
+        assert_eq!(cfg.vault.cache_capacity_bytes, 4 * 1024 * 1024);
+        // The vault opened without a config (benchmarks, tests) uses the same default.
+        assert_eq!(
+            crate::vault::VaultOptions::default().cache_capacity_bytes,
+            cfg.vault.cache_capacity_bytes
+        );
+        let cfg = parse(&format!("{MINIMAL}[vault]\ncache_capacity_mib = 1\n")).unwrap();
+        assert_eq!(cfg.vault.cache_capacity_bytes, 1024 * 1024);
+        let cfg = parse(&format!("{MINIMAL}[vault]\ncache_capacity_mib = 1024\n")).unwrap();
+        assert_eq!(cfg.vault.cache_capacity_bytes, 1024 * 1024 * 1024);
+        for bad in ["0", "1025"] {
+            let err =
+                parse(&format!("{MINIMAL}[vault]\ncache_capacity_mib = {bad}\n")).unwrap_err();
+            assert_eq!(err.key, "vault.cache_capacity_mib", "{bad}");
+            assert!(err.reason.contains("between 1 and 1024"), "{err}");
+        }
+        let err = parse(&format!("{MINIMAL}[vault]\ncache_capacity_mib = \"16M\"\n")).unwrap_err();
+        assert!(err.to_string().contains("cache_capacity_mib"), "{err}");
+    }
+
+    #[test]
     fn service_grace_and_crls() {
         let cfg = parse(MINIMAL).unwrap();
         assert_eq!(cfg.service.shutdown_grace, Duration::from_secs(30));
@@ -1421,6 +1494,7 @@ mod example_file {
             (format!("{base}[log]\nzzz = 1\n"), "log"),
             (format!("{base}[connect]\nzzz = 1\n"), "connect"),
             (format!("{base}[service]\nzzz = 1\n"), "service"),
+            (format!("{base}[vault]\nzzz = 1\n"), "vault"),
             (format!("{base}[rate_limits]\nzzz = 1\n"), "rate_limits"),
             (
                 format!("{base}[rate_limits.user]\nzzz = 1\n"),
@@ -1492,6 +1566,10 @@ mod example_file {
             (
                 "shutdown_grace_seconds",
                 defaults::SHUTDOWN_GRACE_SECONDS.to_string(),
+            ),
+            (
+                "cache_capacity_mib",
+                defaults::VAULT_CACHE_CAPACITY_MIB.to_string(),
             ),
             ("crl", "[]".to_string()),
             ("shadow", "false".to_string()),

@@ -23,7 +23,7 @@ use crate::metrics::ReloadLabels;
 use crate::server::{check_materials, Runtime, ServerHandle};
 
 /// The settings a reload cannot change, with why; the service must be restarted for them.
-pub const RESTART_ONLY: [(&str, &str); 9] = [
+pub const RESTART_ONLY: [(&str, &str); 10] = [
     ("state_dir", "the vault is open there"),
     ("master_key", "the vault is open with it"),
     ("api.listen", "the api socket is bound"),
@@ -36,6 +36,7 @@ pub const RESTART_ONLY: [(&str, &str); 9] = [
         "the replay cache is carried over as it is",
     ),
     ("log", "logging is set up once at start"),
+    ("vault.cache_capacity_mib", "the vault's store is open"),
 ];
 
 /// What a successful reload changed: counts and ids, never a secret.
@@ -197,7 +198,7 @@ impl Runtime {
 /// Refuses a new config that changes a [`RESTART_ONLY`] setting.
 fn refuse_restart_only(old: &Config, new: &Config) -> Result<(), ConfigError> {
     let connect_listen = |c: &Config| c.connect.as_ref().map(|c| c.listen);
-    let changed: [(&str, bool); 9] = [
+    let changed: [(&str, bool); 10] = [
         ("state_dir", old.state_dir != new.state_dir),
         ("master_key", old.master_key != new.master_key),
         ("api.listen", old.api.listen != new.api.listen),
@@ -213,6 +214,7 @@ fn refuse_restart_only(old: &Config, new: &Config) -> Result<(), ConfigError> {
             "log",
             old.log.level != new.log.level || old.log.format != new.log.format,
         ),
+        ("vault.cache_capacity_mib", old.vault != new.vault),
     ];
     for (key, differs) in changed {
         if differs {

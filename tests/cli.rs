@@ -72,6 +72,21 @@ fn config_check_names_file_key_and_reason() {
         )),
         "{message}"
     );
+
+    // A vault page cache of 0 is refused before any file is read.
+    let text_before = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        format!("{text_before}[vault]\ncache_capacity_mib = 0\n"),
+    )
+    .unwrap();
+    let out = patgate(&["config", "check", file.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(1));
+    let message = text(&out);
+    assert!(
+        message.contains(": vault.cache_capacity_mib: must be between 1 and 1024 (MiB)"),
+        "{message}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -368,6 +383,13 @@ async fn run_serves_until_sigterm() {
         &Options::default(),
     )
     .await;
+    // The smallest vault page cache still serves.
+    let toml = std::fs::read_to_string(&setup.config_path).unwrap();
+    std::fs::write(
+        &setup.config_path,
+        format!("{toml}\n[vault]\ncache_capacity_mib = 1\n"),
+    )
+    .unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_patgate"))
         .args(["run", "--config", setup.config_path.to_str().unwrap()])
         .env("RUST_LOG", "info")

@@ -407,6 +407,17 @@ async fn settings_bound_at_start_refuse_the_reload_by_key() {
         assert!(err.reason.contains("restart"), "{err}");
         std::fs::write(&gw.config_path, original).unwrap();
     }
+    // The vault's page cache belongs to the open store: a new `[vault]` table is refused too.
+    let original = std::fs::read_to_string(&gw.config_path).unwrap();
+    std::fs::write(
+        &gw.config_path,
+        format!("{original}\n[vault]\ncache_capacity_mib = 8\n"),
+    )
+    .unwrap();
+    let err = gw.handle.reload().await.unwrap_err();
+    assert_eq!(err.key, "vault.cache_capacity_mib", "{err}");
+    assert!(err.reason.contains("restart"), "{err}");
+    std::fs::write(&gw.config_path, original).unwrap();
     // A syntax error names the file too.
     let original = std::fs::read_to_string(&gw.config_path).unwrap();
     std::fs::write(&gw.config_path, format!("{original}\n[api\n")).unwrap();
@@ -414,7 +425,7 @@ async fn settings_bound_at_start_refuse_the_reload_by_key() {
     assert_eq!(err.file, gw.config_path);
     std::fs::write(&gw.config_path, original).unwrap();
 
-    assert!(reloads(&gw, "error").ends_with(" 4"));
+    assert!(reloads(&gw, "error").ends_with(" 5"));
     assert_eq!(gw.client().send(&read(&gw)).await.unwrap().status(), 200);
     // The file as it was reloads fine.
     gw.handle.reload().await.unwrap();

@@ -13,7 +13,7 @@ use http::Method;
 use secrecy::{ExposeSecret as _, SecretString};
 use zeroize::Zeroizing;
 
-use super::{load_config, load_master_key, CliResult};
+use super::{load_config, load_master_key, vault_options, CliResult};
 use crate::adminsock::client::{self, AdminClient};
 use crate::audit::{self, Via};
 use crate::config::{Config, MasterKeySource};
@@ -230,7 +230,7 @@ pub(super) fn open_with_pending_key(config: &Config, err: VaultError) -> Result<
         return Err(err.to_string());
     }
     let key = MasterKey::load_file(&pending).map_err(|e| format!("{err}; and {e}"))?;
-    let vault = Vault::open(&config.state_dir, &key).map_err(|e| {
+    let vault = Vault::open_with(&config.state_dir, &key, &vault_options(config)).map_err(|e| {
         format!(
             "{err}; the key left by a rotation in {} does not open it either: {e}",
             pending.display()
@@ -340,7 +340,7 @@ pub(super) async fn rotate_key(config_path: &Path) -> CliResult {
 /// The rotation on the vault itself, when no service runs.
 async fn rotate_here(config: &Config, new_key: MasterKey) -> Result<Rotated, String> {
     let key = load_master_key(&config.master_key)?;
-    match Vault::open(&config.state_dir, &key) {
+    match Vault::open_with(&config.state_dir, &key, &vault_options(config)) {
         Ok(vault) => {
             let rotation = vault
                 .rotate_key(new_key)
@@ -356,7 +356,7 @@ async fn rotate_here(config: &Config, new_key: MasterKey) -> Result<Rotated, Str
         }
         Err(err @ (VaultError::RotationInterrupted { .. } | VaultError::WrongMasterKey { .. })) => {
             // Opening with the new key finishes a rotation that got past its marker.
-            let vault = Vault::open(&config.state_dir, &new_key)
+            let vault = Vault::open_with(&config.state_dir, &new_key, &vault_options(config))
                 .map_err(|e| format!("{err}; and the new key in the pending file: {e}"))?;
             Ok(Rotated::Earlier {
                 to_version: vault.key_version(),

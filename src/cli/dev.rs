@@ -17,7 +17,7 @@ use clap::Args;
 use rand_core::{OsRng, RngCore as _};
 use secrecy::SecretString;
 
-use super::CliResult;
+use super::{vault_options, CliResult};
 use crate::config::Config;
 use crate::devpki::{ClientName, DevCa};
 use crate::server::{Runtime, Server};
@@ -120,10 +120,11 @@ pub(crate) async fn run(args: DevArgs) -> CliResult {
             .map_err(|e| e.to_string())?;
     }
     let key = MasterKey::load_file(&key_path).map_err(|e| e.to_string())?;
-    let vault = match Vault::open(&config.state_dir, &key) {
+    let options = vault_options(&config);
+    let vault = match Vault::open_with(&config.state_dir, &key, &options) {
         Ok(v) => v,
         Err(crate::vault::VaultError::NotInitialized { .. }) => {
-            Vault::init(&config.state_dir, &key).map_err(|e| e.to_string())?
+            Vault::init_with(&config.state_dir, &key, &options).map_err(|e| e.to_string())?
         }
         Err(e) => return Err(e.to_string()),
     };

@@ -19,7 +19,7 @@ use secrecy::SecretString;
 
 use crate::config::{Config, MasterKeySource};
 use crate::server::{IntegrationRuntime, Runtime, Server};
-use crate::vault::{Credential, MasterKey, Vault, VaultError};
+use crate::vault::{Credential, MasterKey, Vault, VaultError, VaultOptions};
 
 const DEFAULT_CONFIG: &str = "/etc/patgate/patgate.toml";
 
@@ -226,9 +226,14 @@ pub fn load_master_key(source: &MasterKeySource) -> Result<MasterKey, String> {
     .map_err(|e| e.to_string())
 }
 
+/// How the config says the vault is opened (`[vault]`).
+pub(crate) fn vault_options(config: &Config) -> VaultOptions {
+    VaultOptions::default().cache_capacity_bytes(config.vault.cache_capacity_bytes)
+}
+
 fn open_vault(config: &Config) -> Result<Vault, String> {
     let key = load_master_key(&config.master_key)?;
-    Vault::open(&config.state_dir, &key).or_else(|e| match e {
+    Vault::open_with(&config.state_dir, &key, &vault_options(config)).or_else(|e| match e {
         VaultError::Locked { .. } => Err(format!(
             "{e}. The admin commands reach a running service through its admin socket, {} by this config: is admin.socket the same in the service's config?",
             config.admin.socket.display()
@@ -403,7 +408,8 @@ fn vault_init(config_path: &Path) -> CliResult {
         }
     }
     let key = load_master_key(&config.master_key)?;
-    Vault::init(&config.state_dir, &key).map_err(|e| e.to_string())?;
+    Vault::init_with(&config.state_dir, &key, &vault_options(&config))
+        .map_err(|e| e.to_string())?;
     println!("made the vault in {}", config.state_dir.display());
     Ok(ExitCode::SUCCESS)
 }
@@ -652,4 +658,22 @@ fn keys_gen(keyid: &str, out: &Path, hmac: bool) -> CliResult {
     let made = crate::keys::generate(keyid, out, hmac).map_err(|e| e.to_string())?;
     println!("{made}");
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_vault_is_opened_with_the_configured_page_cache() {
+        let text = "state_dir = \"s\"\n[master_key]\nfile = \"k\"\n[api]\nlisten = \"127.0.0.1:1\"\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"a\"\n";
+        let config = Config::parse(Path::new("/etc/patgate/patgate.toml"), text).unwrap();
+        assert_eq!(
+            vault_options(&config).cache_capacity_bytes,
+            crate::config::defaults::VAULT_CACHE_CAPACITY_MIB * 1024 * 1024
+        );
+        let text = format!("{text}[vault]\ncache_capacity_mib = 7\n");
+        let config = Config::parse(Path::new("/etc/patgate/patgate.toml"), &text).unwrap();
+        assert_eq!(vault_options(&config).cache_capacity_bytes, 7 * 1024 * 1024);
+    }
 }

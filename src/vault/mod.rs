@@ -80,14 +80,15 @@ const MAX_PLAINTEXT: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct VaultOptions {
-    /// sled's page cache, in bytes. sled's default is 1 GiB; the vault's is 64 MiB.
+    /// sled's page cache, in bytes. sled's default is 1 GiB; the vault's is 4 MiB, the
+    /// default of the `vault.cache_capacity_mib` config key.
     pub cache_capacity_bytes: u64,
 }
 
 impl Default for VaultOptions {
     fn default() -> Self {
         VaultOptions {
-            cache_capacity_bytes: 64 * 1024 * 1024,
+            cache_capacity_bytes: 4 * 1024 * 1024,
         }
     }
 }
