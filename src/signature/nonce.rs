@@ -1,15 +1,52 @@
 //! The replay cache: each `(keyid, nonce)` is accepted once while its
 //! signature could still be accepted.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
-use std::hash::BuildHasher;
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use super::SignatureError;
 
 const SHARDS: usize = 16;
+
+/// What the cache keeps of a `(keyid, nonce)` pair: 128 bits from two SipHash keys drawn
+/// at random for the process, instead of the strings, so an entry is 24 bytes in a hash
+/// table and an insert allocates nothing. Two different pairs get the same fingerprint with
+/// probability about n²/2¹²⁹ among n entries, and nobody outside the process knows the keys
+/// to aim for one; a collision could only refuse a fresh request as a replay, never let a
+/// replay in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fingerprint(u64, u64);
+
+impl Hash for Fingerprint {
+    // Random already: its first half is the table's hash (see `FingerprintHasher`).
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0);
+    }
+}
+
+/// Passes a fingerprint's first half through as the hash.
+#[derive(Default)]
+struct FingerprintHasher(u64);
+
+impl Hasher for FingerprintHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only fingerprints are hashed; fold anything else in rather than ignore it.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
 
 /// A bounded, sharded set of `(keyid, nonce)` pairs with expiry times.
 pub(crate) struct NonceCache {
@@ -18,36 +55,36 @@ pub(crate) struct NonceCache {
     /// holds without a global lock.
     len: AtomicUsize,
     capacity: usize,
-    hasher: std::collections::hash_map::RandomState,
+    keys: (RandomState, RandomState),
 }
 
 #[derive(Default)]
 struct Shard {
     /// Entry -> last second at which its signature can still be accepted.
-    entries: HashMap<Box<str>, u64>,
-    /// Same entries ordered by expiry, so pruning only looks at the head.
-    by_expiry: BinaryHeap<Reverse<(u64, Box<str>)>>,
+    entries: HashMap<Fingerprint, u64, BuildHasherDefault<FingerprintHasher>>,
     /// Largest `now` this shard was pruned at: anything that expired before
-    /// it may have been forgotten, so such a pair can no longer be admitted
+    /// it has been forgotten, so such a pair can no longer be admitted
     /// (this keeps a clock stepping backwards from reopening a replay).
     horizon: u64,
 }
 
 impl Shard {
-    /// Drops entries that expired before `now`; returns how many.
+    /// Drops entries that expired before `now`; returns how many. Once per second at most:
+    /// a pass over the shard's table, which is cheaper in memory than keeping the entries
+    /// ordered by expiry as well.
     fn prune(&mut self, now: u64) -> usize {
-        self.horizon = self.horizon.max(now);
-        let mut n = 0;
-        while let Some(Reverse((exp, _))) = self.by_expiry.peek() {
-            if *exp >= self.horizon {
-                break;
-            }
-            if let Some(Reverse((_, key))) = self.by_expiry.pop() {
-                self.entries.remove(&key);
-                n += 1;
-            }
+        if now <= self.horizon {
+            return 0;
         }
-        n
+        self.horizon = now;
+        let before = self.entries.len();
+        self.entries.retain(|_, expiry| *expiry >= now);
+        let after = self.entries.len();
+        // Give memory back after a burst.
+        if self.entries.capacity() > 1024 && after < self.entries.capacity() / 4 {
+            self.entries.shrink_to(after * 2);
+        }
+        before - after
     }
 }
 
@@ -67,7 +104,7 @@ impl NonceCache {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             len: AtomicUsize::new(0),
             capacity,
-            hasher: std::collections::hash_map::RandomState::new(),
+            keys: (RandomState::new(), RandomState::new()),
         }
     }
 
@@ -89,9 +126,8 @@ impl NonceCache {
         expiry: u64,
         now: u64,
     ) -> Result<(), SignatureError> {
-        // Length-prefixed so no (keyid, nonce) split is ambiguous.
-        let key: Box<str> = format!("{}:{keyid}{nonce}", keyid.len()).into_boxed_str();
-        let idx = (self.hasher.hash_one(&key) as usize) % SHARDS;
+        let key = self.fingerprint(keyid, nonce);
+        let idx = (key.1 % SHARDS as u64) as usize;
         for attempt in 0..2 {
             {
                 let mut shard = self.lock(idx);
@@ -112,8 +148,7 @@ impl NonceCache {
                     })
                     .is_ok();
                 if reserved {
-                    shard.entries.insert(key.clone(), expiry);
-                    shard.by_expiry.push(Reverse((expiry, key)));
+                    shard.entries.insert(key, expiry);
                     return Ok(());
                 }
             }
@@ -123,6 +158,15 @@ impl NonceCache {
             }
         }
         Err(SignatureError::NonceCacheFull)
+    }
+
+    /// The pair's fingerprint. Hashing `(&str, &str)` ends each string with a separator, so
+    /// no other split of the same bytes, like ("k", "2n1") against ("k2", "n1"), shares it.
+    fn fingerprint(&self, keyid: &str, nonce: &str) -> Fingerprint {
+        Fingerprint(
+            self.keys.0.hash_one((keyid, nonce)),
+            self.keys.1.hash_one((keyid, nonce)),
+        )
     }
 
     fn prune_all(&self, now: u64) {
@@ -154,6 +198,21 @@ mod tests {
         // Still a replay at the last valid second.
         assert_eq!(c.insert("k", "n1", 100, 100), Err(SignatureError::Replayed));
         assert_eq!(c.len(), 3);
+    }
+
+    #[test]
+    fn distinct_pairs_stay_distinct_and_each_replays() {
+        let c = NonceCache::new(200_000);
+        for i in 0..100_000 {
+            c.insert("app", &format!("nonce-{i}"), 100, 1).unwrap();
+        }
+        assert_eq!(c.len(), 100_000);
+        for i in (0..100_000).step_by(997) {
+            assert_eq!(
+                c.insert("app", &format!("nonce-{i}"), 100, 2),
+                Err(SignatureError::Replayed)
+            );
+        }
     }
 
     #[test]
