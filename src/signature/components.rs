@@ -1,6 +1,8 @@
 //! Covered components (RFC 9421 §2): parsing the identifiers of a
 //! `Signature-Input` inner list and computing their values for a request.
 
+use std::collections::HashSet;
+
 use sfv::{BareItem, FieldType as _, Item, ItemSerializer};
 
 use super::{quoted, Message, SignatureError};
@@ -58,6 +60,9 @@ const UNSUPPORTED_PARAMS: [&str; 5] = ["sf", "key", "bs", "req", "tr"];
 /// Parses and validates the covered components of one signature.
 pub(crate) fn parse_components(items: &[Item]) -> Result<Vec<Component>, SignatureError> {
     let mut out = Vec::with_capacity(items.len());
+    // Duplicates: a linear scan over the usual handful of components, a set beyond that (a
+    // hostile list of thousands would otherwise cost quadratic time).
+    let mut seen: Option<HashSet<String>> = (items.len() > 16).then(HashSet::new);
     for item in items {
         let name = match &item.bare_item {
             BareItem::String(s) => s.as_str().to_owned(),
@@ -87,8 +92,11 @@ pub(crate) fn parse_components(items: &[Item]) -> Result<Vec<Component>, Signatu
             let params = serialized.get(bare_len..).unwrap_or_default().to_owned();
             (serialized, params)
         };
-        // A handful of components: a linear scan beats hashing them.
-        if out.iter().any(|c: &Component| c.serialized == serialized) {
+        let duplicate = match &mut seen {
+            Some(seen) => !seen.insert(serialized.clone()),
+            None => out.iter().any(|c: &Component| c.serialized == serialized),
+        };
+        if duplicate {
             return Err(SignatureError::Invalid(format!(
                 "component {} is covered more than once",
                 quoted(&serialized)

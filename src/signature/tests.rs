@@ -256,6 +256,46 @@ fn rfc_derived_components_base() {
 }
 
 #[test]
+fn a_component_covered_twice_is_refused_in_short_and_long_lists() {
+    let mut h = HeaderMap::new();
+    h.insert("x-a", HeaderValue::from_static("1"));
+    let msg = Message {
+        method: &Method::GET,
+        target_uri: "https://a.example/x?n=1",
+        headers: &h,
+    };
+    let twice = |input: &str| match signature_base(&msg, input, "s") {
+        Err(SignatureError::Invalid(why)) => assert!(why.contains("more than once"), "{why}"),
+        other => panic!("{input}: {other:?}"),
+    };
+    twice(r#"s=("@method" "x-a" "@method")"#);
+    twice(r#"s=("@query-param";name="n" "@query-param";name="n")"#);
+    // Past 16 components the check uses a set: the same answer.
+    let many: Vec<String> = (0..40).map(|i| format!("\"x-h{i}\"")).collect();
+    twice(&format!("s=({} \"x-h7\")", many.join(" ")));
+    // Distinct parameters are distinct components.
+    let h2 = {
+        let mut h = HeaderMap::new();
+        h.insert("x-a", HeaderValue::from_static("1"));
+        h
+    };
+    let msg2 = Message {
+        method: &Method::GET,
+        target_uri: "https://a.example/x?n=1&m=2",
+        headers: &h2,
+    };
+    assert_eq!(
+        signature_base(
+            &msg2,
+            r#"s=("@query-param";name="n" "@query-param";name="m" "x-a")"#,
+            "s"
+        )
+        .unwrap(),
+        "\"@query-param\";name=\"n\": 1\n\"@query-param\";name=\"m\": 2\n\"x-a\": 1\n\"@signature-params\": (\"@query-param\";name=\"n\" \"@query-param\";name=\"m\" \"x-a\")"
+    );
+}
+
+#[test]
 fn header_values_are_trimmed_and_joined() {
     let mut h = HeaderMap::new();
     h.append("x-multi", HeaderValue::from_static("  a, b "));
