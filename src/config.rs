@@ -1089,11 +1089,9 @@ fn parse_base_url(text: &str) -> Result<http::Uri, String> {
         .map_err(|e| format!("`{text}` is not a URL: {e}"))
 }
 
+/// The smallest config that parses, for the unit tests of the modules that read a section of it.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MINIMAL: &str = r#"
+pub(crate) const TEST_MINIMAL: &str = r#"
 state_dir = "state"
 [master_key]
 file = "master-key"
@@ -1107,6 +1105,12 @@ id = "ghe"
 kind = "github"
 base_url = "https://ghe.example.com/"
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = TEST_MINIMAL;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(Path::new("/etc/patgate/patgate.toml"), text)

@@ -666,7 +666,7 @@ mod tests {
 
     #[test]
     fn the_vault_is_opened_with_the_configured_page_cache() {
-        let text = "state_dir = \"s\"\n[master_key]\nfile = \"k\"\n[api]\nlisten = \"127.0.0.1:1\"\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"a\"\n";
+        let text = crate::config::TEST_MINIMAL;
         let config = Config::parse(Path::new("/etc/patgate/patgate.toml"), text).unwrap();
         assert_eq!(
             vault_options(&config).cache_capacity_bytes,

@@ -355,20 +355,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
-    const MINIMAL: &str = r#"
-state_dir = "state"
-[master_key]
-file = "master-key"
-[api]
-listen = "127.0.0.1:8443"
-cert = "server.pem"
-key = "server-key.pem"
-client_ca = "ca.pem"
-[[integrations]]
-id = "ghe"
-kind = "github"
-base_url = "https://ghe.example.com/"
-"#;
+    use crate::config::TEST_MINIMAL as MINIMAL;
 
     fn parse(section: &str) -> Result<RateLimitSettings, ConfigError> {
         Config::parse(
