@@ -314,3 +314,29 @@ async fn what_the_host_says_is_escaped_and_another_origin_is_refused() {
     );
     gw.stop().await;
 }
+
+/// The harness picks the connect port before patgate binds it; when another process takes it
+/// in between, the gateway starts on another port and its links name that one.
+#[tokio::test]
+async fn the_harness_moves_the_connect_listener_off_a_port_taken_meanwhile() {
+    let ca = std::sync::Arc::new(patgate::devpki::DevCa::generate("patgate test CA").unwrap());
+    let host = RecordingHost::start(&ca, HostMode::Normal).await;
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let setup = Setup::with_ca(dir.clone(), ca, &host, &with_connect(300)).await;
+    let config = std::fs::read_to_string(dir.path().join("patgate.toml")).unwrap();
+    let taken = config
+        .split("public_url = \"https://localhost:")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_string();
+    let _squatter = std::net::TcpListener::bind(format!("127.0.0.1:{taken}")).unwrap();
+    let gw = setup.start().await;
+    let url = new_link(&gw, ACCOUNT_A).await;
+    assert!(url.starts_with("https://localhost:"), "{url}");
+    assert!(
+        !url.starts_with(&format!("https://localhost:{taken}/")),
+        "{url}"
+    );
+    gw.stop().await;
+}

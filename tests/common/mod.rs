@@ -567,12 +567,9 @@ level = "{level}"
         );
         let mut config = config;
         if let Some(ttl) = opts.connect_ttl_seconds {
-            // public_url must name the port before the listener exists: take a free one.
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
+            // public_url must name the port before the listener exists: take a free one
+            // (`try_start` picks another if it is taken by the time patgate binds it).
+            let port = free_port();
             config.push_str(&format!(
                 "[connect]\nlisten = \"127.0.0.1:{port}\"\ncert = \"server.pem\"\nkey = \"server-key.pem\"\npublic_url = \"https://localhost:{port}\"\nlink_ttl_seconds = {ttl}\n"
             ));
@@ -609,7 +606,40 @@ level = "{level}"
     /// Starts patgate on these files, or says why it would not start (as `patgate run`
     /// would print it).
     pub async fn try_start(&self) -> Result<Gateway, String> {
+        let mut attempts = 0;
+        loop {
+            match self.try_start_once().await {
+                // The connect listener's port was picked free before patgate could bind it
+                // (its public_url must name the port), and a test running beside this one
+                // may have taken it since: pick another.
+                Err(Start::ConnectPortTaken) if attempts < 10 => {
+                    attempts += 1;
+                    let text = std::fs::read_to_string(&self.config_path).unwrap();
+                    let Some(old) = text
+                        .split("[connect]\nlisten = \"127.0.0.1:")
+                        .nth(1)
+                        .and_then(|rest| rest.split('"').next())
+                    else {
+                        return Err("the connect port was taken, and the config has none".into());
+                    };
+                    let new = free_port().to_string();
+                    std::fs::write(
+                        &self.config_path,
+                        text.replace(&format!("127.0.0.1:{old}"), &format!("127.0.0.1:{new}"))
+                            .replace(&format!("localhost:{old}"), &format!("localhost:{new}")),
+                    )
+                    .unwrap();
+                }
+                Err(Start::ConnectPortTaken) => return Err("no free port for [connect]".into()),
+                Err(Start::Refused(why)) => return Err(why),
+                Ok(gateway) => return Ok(gateway),
+            }
+        }
+    }
+
+    async fn try_start_once(&self) -> Result<Gateway, Start> {
         let mut config = patgate::config::Config::load(&self.config_path).unwrap();
+        let has_connect = config.connect.is_some();
         let key = MasterKey::load_file(&self.dir.path().join("master-key")).unwrap();
         // The vault made by `Setup` (or a stopped gateway) may still be letting go of its
         // lock for a moment after it was dropped (sled's background flusher holds it), so a
@@ -638,7 +668,13 @@ level = "{level}"
                 patgate::ratelimit::Clock::Fake(clock.clone()),
             ));
         }
-        let server = Server::bind(runtime).await.unwrap();
+        let server = match Server::bind(runtime).await {
+            Ok(server) => server,
+            Err(err) if err.kind() == std::io::ErrorKind::AddrInUse && has_connect => {
+                return Err(Start::ConnectPortTaken)
+            }
+            Err(err) => panic!("binding patgate's listeners: {err}"),
+        };
         let addr = server.local_addr().unwrap();
         let admin = server
             .admin_addr()
@@ -842,6 +878,29 @@ pub fn signed(client: &SignedClient, out: &Outgoing) -> Request<Full<Bytes>> {
 }
 
 /// Replaces the first `from` with `to` in a config file (which must contain `from`).
+/// A port nothing listens on right now (it may be taken again before it is used).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Why one attempt to start patgate did not give a gateway.
+enum Start {
+    /// The port picked for `[connect]` was taken before patgate bound it.
+    ConnectPortTaken,
+    /// What `patgate run` would print.
+    Refused(String),
+}
+
+impl From<String> for Start {
+    fn from(why: String) -> Self {
+        Start::Refused(why)
+    }
+}
+
 pub fn edit_config(config_path: &Path, from: &str, to: &str) {
     let text = std::fs::read_to_string(config_path).unwrap();
     assert!(text.contains(from), "the config has no `{from}`");
