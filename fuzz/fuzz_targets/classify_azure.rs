@@ -10,13 +10,10 @@ use http::Method;
 use libfuzzer_sys::fuzz_target;
 use patgate::hosts::azure;
 use patgate::policy::Operation;
-use patgate_fuzz::{check_common, gated, request_line, split_line};
+use patgate_fuzz::{check_common, gated, request};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((line, body)) = split_line(data) else {
-        return;
-    };
-    let Some((method, path)) = request_line(line) else {
+    let Some((method, path, body)) = request(data) else {
         return;
     };
     let op = gated(path, || azure::classify(&method, path, body));

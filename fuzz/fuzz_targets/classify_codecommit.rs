@@ -11,13 +11,10 @@ use http::Method;
 use libfuzzer_sys::fuzz_target;
 use patgate::hosts::codecommit;
 use patgate::policy::Operation;
-use patgate_fuzz::{check_common, gated, request_line, split_line};
+use patgate_fuzz::{check_common, gated, request, split_line};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((line, rest)) = split_line(data) else {
-        return;
-    };
-    let Some((method, path)) = request_line(line) else {
+    let Some((method, path, rest)) = request(data) else {
         return;
     };
     let mut headers = HeaderMap::new();

@@ -20,9 +20,16 @@ pub fn split_line(data: &[u8]) -> Option<(&str, &[u8])> {
 }
 
 /// `METHOD SP PATH` (the path may hold anything but a line break).
-pub fn request_line(line: &str) -> Option<(Method, &str)> {
+fn request_line(line: &str) -> Option<(Method, &str)> {
     let (method, path) = line.split_once(' ')?;
     Some((Method::from_bytes(method.as_bytes()).ok()?, path))
+}
+
+/// A fuzz input as a request: `METHOD SP PATH` on the first line, the rest as the body.
+pub fn request(data: &[u8]) -> Option<(Method, &str, &[u8])> {
+    let (line, body) = split_line(data)?;
+    let (method, path) = request_line(line)?;
+    Some((method, path, body))
 }
 
 /// Whether `path`, percent-decoded once as the host would, has a `.` or `..` segment
