@@ -1,5 +1,5 @@
-//! patgate's own API for the Jira app, under `/v1` on the api listener (same mTLS and
-//! signature as the proxy):
+//! patgate's own API for the Jira app, under `/v1` on the api listener (same caller
+//! authentication as the proxy):
 //!
 //! | request | answer |
 //! |---|---|
@@ -7,6 +7,9 @@
 //! | `PUT /v1/integrations/{id}/users/{account}/pat` `{"token": "…"}` (CodeCommit: `{"access_key_id": "…", "secret_access_key": "…", "session_token"?: "…"}`) | validates with the host, stores, answers the status |
 //! | `DELETE /v1/integrations/{id}/users/{account}/pat` | removes it, answers the status |
 //! | `POST /v1/integrations/{id}/users/{account}/connect-link` | a one-time link to the connect page: `{"url", "expires_at"}` (404 `not-found` without `[connect]`) |
+//!
+//! The account in the path is taken byte for byte: a percent-encoded one is refused, never
+//! decoded (the same validator as `Patgate-Account`, the admin socket and the command line).
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
@@ -14,11 +17,17 @@ use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use serde::Serialize;
 
+use crate::audit;
+use crate::authn::Caller;
 use crate::body::{full, ResponseBody};
-use crate::error::{ErrorCode, Problem};
-use crate::proxy::{check_digest, is_valid_account_id, read_body};
-use crate::server::{IntegrationRuntime, Runtime};
-use crate::vault::PatMeta;
+use crate::error::{Problem, RequestError};
+use crate::ids::AccountId;
+use crate::inbound;
+use crate::pat::PatInput;
+use crate::pipeline::Summary;
+use crate::ratelimit;
+use crate::runtime::{IntegrationRuntime, Runtime};
+use crate::vault::{PatMeta, VaultError};
 
 /// The most a `/v1` request body may hold.
 const API_BODY_LIMIT: usize = 64 * 1024;
@@ -53,148 +62,138 @@ impl PatStatus {
             )
             .to_string()
         };
+        let supports_pats = integration.adapter().supports_pats();
         PatStatus {
-            integration: integration.config.id.clone(),
+            integration: integration.id().to_string(),
             account: account.to_string(),
             configured: meta.is_some(),
             host_login: meta.as_ref().map(|m| m.host_login.clone()),
             scopes_or_permissions: meta.as_ref().map(|m| m.scopes.clone()).unwrap_or_default(),
             validated_at: meta.as_ref().map(|m| rfc3339(m.validated_at)),
             last_used_at: meta.as_ref().and_then(|m| m.last_used_at).map(rfc3339),
-            require_user_pat: integration.config.require_user_pat,
-            host_supports_pats: integration.adapter.supports_pats(),
-            note: (!integration.adapter.supports_pats()).then_some(
+            require_user_pat: integration.config().require_user_pat,
+            host_supports_pats: supports_pats,
+            note: (!supports_pats).then_some(
                 "This host (TFS 2013/2015) does not support personal access tokens; with Require User PAT on, actions are refused.",
             ),
         }
     }
 }
 
-pub(crate) async fn handle(
+/// A user's PAT metadata with a use not yet written to the vault (they are written in
+/// batches) taken as the newer last use.
+pub fn pat_meta(
     runtime: &Runtime,
-    conn: &crate::server::Connection,
+    integration: &str,
+    account: &str,
+) -> Result<Option<PatMeta>, VaultError> {
+    let mut meta = runtime.vault().user_pat_meta(integration, account)?;
+    if let (Some(meta), Some(pending)) = (
+        meta.as_mut(),
+        runtime.pat_uses().pending(integration, account),
+    ) {
+        meta.last_used_at = meta.last_used_at.max(Some(pending));
+    }
+    Ok(meta)
+}
+
+/// One `/v1` request from a verified caller.
+pub async fn handle(
+    runtime: &Runtime,
+    caller: &Caller,
     req: Request<Incoming>,
     request_id: &str,
-) -> Result<Response<ResponseBody>, Problem> {
+    summary: &mut Summary,
+) -> Result<Response<ResponseBody>, RequestError> {
+    summary.api = true;
     let path = req.uri().path().to_string();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    // `/v1/integrations/{id}/…`: named in metrics only when it is configured.
+    if let ["v1", "integrations", id, ..] = segments.as_slice() {
+        summary.integration = runtime.integration_entry(id).map(|(id, _)| id.to_string());
+    }
     let ["v1", "integrations", id, "users", account, resource @ ("pat" | "connect-link")] =
         segments.as_slice()
     else {
-        return Err(Problem::new(
-            ErrorCode::NotFound,
-            "the /v1 API serves /v1/integrations/{id}/users/{account}/pat and …/connect-link",
-        ));
+        return Err(RequestError::ApiNotFound);
     };
-    let integration = runtime.integrations.get(*id).ok_or_else(|| {
-        Problem::new(
-            ErrorCode::UnknownIntegration,
-            format!("no integration `{id}` is configured"),
-        )
-    })?;
-    let account = percent_encoding::percent_decode_str(account)
-        .decode_utf8()
-        .ok()
-        .filter(|a| is_valid_account_id(a))
-        .ok_or_else(|| {
-            Problem::new(
-                ErrorCode::BadRequest,
-                "the account in the path is not an Atlassian accountId",
-            )
-        })?
-        .into_owned();
+    let integration = runtime
+        .integration(id)
+        .ok_or_else(|| RequestError::UnknownIntegration(id.to_string()))?;
+    let account = AccountId::parse(account).map_err(RequestError::PathAccount)?;
     // The same quotas as the proxy: a status lookup is a read, anything else an action.
-    runtime.limits.check(
-        &crate::ratelimit::Subject {
-            client: &conn.client_subject,
-            integration: &integration.config.id,
-            account: Some(&account),
+    runtime.limits().check(
+        &ratelimit::Subject {
+            client: &caller.client,
+            integration: integration.id(),
+            account: Some(account.as_str()),
             class: if req.method() == Method::GET {
-                crate::ratelimit::Class::Reads
+                ratelimit::Class::Reads
             } else {
-                crate::ratelimit::Class::Actions
+                ratelimit::Class::Actions
             },
             request_id,
         },
-        &runtime.metrics,
+        runtime.metrics(),
     )?;
-    let vault = &runtime.vault;
-    let id = integration.config.id.as_str();
+    let vault = runtime.vault();
+    let id = integration.id();
+    let account = account.as_str();
     if *resource == "connect-link" {
         if req.method() != Method::POST {
-            return Err(Problem::new(ErrorCode::MethodNotAllowed, "use POST"));
+            return Err(RequestError::MethodNotAllowed("POST"));
         }
-        let links = runtime.connect.as_ref().ok_or_else(|| {
-            Problem::new(
-                ErrorCode::NotFound,
-                "no connect page is configured on this patgate ([connect] in its config)",
-            )
-        })?;
-        let link = links.issue(id, &account, crate::server::unix_now());
-        crate::audit::connect_link_issued(id, &account, &link.expires_at);
+        let links = runtime.links().ok_or(RequestError::NoConnectPage)?;
+        let link = links.issue(id, account, runtime.clock().unix_now());
+        audit::connect_link_issued(id, account, &link.expires_at);
         return json(&link);
     }
     match *req.method() {
-        Method::GET => {
-            let mut meta = vault.user_pat_meta(id, &account)?;
-            // A use not yet written to the vault (they are written in batches) is newer.
-            if let (Some(meta), Some(pending)) =
-                (meta.as_mut(), runtime.pat_uses.pending(id, &account))
-            {
-                meta.last_used_at = meta.last_used_at.max(Some(pending));
-            }
-            json(&PatStatus::new(integration, &account, meta))
-        }
+        Method::GET => json(&PatStatus::new(
+            integration,
+            account,
+            pat_meta(runtime, id, account)?,
+        )),
         Method::PUT => {
             let (parts, body) = req.into_parts();
-            let body = read_body(
+            let body = inbound::read_body(
                 parts.headers.get(http::header::CONTENT_LENGTH),
                 body,
                 API_BODY_LIMIT,
             )
             .await?;
-            check_digest(&parts.headers, &body)?;
-            let put: crate::pat::PatInput = serde_json::from_slice(&body).map_err(|e| {
-                // serde's message names the field, never the value.
-                Problem::new(
-                    ErrorCode::BadRequest,
-                    format!("the body must be {{\"token\": \"…\"}} (CodeCommit: {{\"access_key_id\": \"…\", \"secret_access_key\": \"…\"}}): {e}"),
-                )
-            })?;
+            inbound::check_digest(&parts.headers, &body)?;
+            let put: PatInput =
+                serde_json::from_slice(&body).map_err(|e| RequestError::BadBody(e.to_string()))?;
             let credential = put
-                .into_credential(&integration.config)
-                .map_err(|why| Problem::new(ErrorCode::BadRequest, why))?;
-            let meta = crate::pat::validate_and_store(integration, vault, &account, &credential)
-                .await
-                .map_err(|err| {
-                    let problem = Problem::from(err);
-                    crate::audit::pat_refused(
-                        crate::audit::Via::Api,
-                        id,
-                        &account,
-                        problem.code.as_str(),
-                    );
-                    problem
-                })?;
-            crate::audit::pat_stored(crate::audit::Via::Api, id, &account, &meta.host_login);
-            json(&PatStatus::new(integration, &account, Some(meta)))
+                .into_credential(integration.config())
+                .map_err(RequestError::BadCredential)?;
+            let meta = crate::pat::validate_and_store(
+                integration,
+                vault,
+                runtime.clock(),
+                account,
+                &credential,
+            )
+            .await
+            .inspect_err(|err| {
+                audit::pat_refused(audit::Via::Api, id, account, Problem::of(err).code.as_str())
+            })?;
+            audit::pat_stored(audit::Via::Api, id, account, &meta.host_login);
+            json(&PatStatus::new(integration, account, Some(meta)))
         }
         Method::DELETE => {
-            if vault.delete_user_pat(id, &account).await? {
-                crate::audit::pat_removed(crate::audit::Via::Api, id, &account);
+            if vault.delete_user_pat(id, account).await? {
+                audit::pat_removed(audit::Via::Api, id, account);
             }
-            json(&PatStatus::new(integration, &account, None))
+            json(&PatStatus::new(integration, account, None))
         }
-        _ => Err(Problem::new(
-            ErrorCode::MethodNotAllowed,
-            "use GET, PUT or DELETE",
-        )),
+        _ => Err(RequestError::MethodNotAllowed("GET, PUT or DELETE")),
     }
 }
 
-fn json(value: &impl Serialize) -> Result<Response<ResponseBody>, Problem> {
-    let bytes =
-        serde_json::to_vec(value).map_err(|e| Problem::new(ErrorCode::Internal, e.to_string()))?;
+fn json(value: &impl Serialize) -> Result<Response<ResponseBody>, RequestError> {
+    let bytes = serde_json::to_vec(value).map_err(|e| RequestError::Encode(e.to_string()))?;
     let mut response = Response::new(full(Bytes::from(bytes)));
     response
         .headers_mut()

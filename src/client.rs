@@ -14,6 +14,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+use crate::clock::Clock;
 use crate::signature::{self, Message, SignParams, SigningKey};
 use crate::tls;
 
@@ -45,6 +46,8 @@ pub struct Outgoing {
 pub struct SignedClient {
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
     key: Arc<SigningKey>,
+    /// What `created` is read from.
+    clock: Clock,
 }
 
 impl SignedClient {
@@ -82,12 +85,18 @@ impl SignedClient {
         Ok(SignedClient {
             client: client.build(connector),
             key: Arc::new(key),
+            clock: Clock::system(),
         })
+    }
+
+    /// The same client, signing with `created` read from `clock` (a test's manual clock).
+    pub fn with_clock(self, clock: Clock) -> SignedClient {
+        SignedClient { clock, ..self }
     }
 
     /// Builds and signs a request without sending it.
     pub fn sign(&self, out: &Outgoing) -> Result<Request<Full<Bytes>>, ClientError> {
-        sign_request(&self.key, out, crate::server::unix_now())
+        sign_request(&self.key, out, self.clock.unix_now())
     }
 
     /// Signs and sends, and reads the whole answer.
@@ -142,8 +151,8 @@ pub fn sign_request(
     if let Some(account) = &out.account {
         let value = HeaderValue::try_from(account.as_str())
             .map_err(|_| ClientError::Request("bad account".into()))?;
-        headers.insert(crate::proxy::ACCOUNT_HEADER, value);
-        components.push(crate::proxy::ACCOUNT_HEADER);
+        headers.insert(crate::inbound::ACCOUNT_HEADER, value);
+        components.push(crate::inbound::ACCOUNT_HEADER);
     }
     if let Some(body) = &out.body {
         let digest = signature::digest::sha256(body);

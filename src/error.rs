@@ -1,16 +1,38 @@
-//! Every error a client can see, mapped to an HTTP status and a stable problem+json `code`
-//! (RFC 9457) in exactly this one place.
+//! Every error a client can see, mapped to an HTTP status, a stable problem+json `code`
+//! (RFC 9457) and a detail, in exactly this one place.
 //!
-//! Modules keep their own error enums; the `From` impls at the bottom decide what each of
-//! them means on the wire. Nothing here formats a secret: module errors never carry one, and
-//! `detail` strings are built from those errors' `Display`.
+//! Modules keep their own error enums ([`crate::authn::AuthError`],
+//! [`crate::inbound::InboundError`], [`crate::vault::VaultError`],
+//! [`crate::upstream::UpstreamError`], [`crate::host_calls::HostCallError`],
+//! [`crate::policy::Refusal`], [`crate::ratelimit::Refusal`], …); the refusals that belong
+//! to a request rather than to a module ([`RequestError`] on the api listener, [`AdminError`]
+//! on the admin socket) are defined here, beside the mapping. The `From` impls below decide
+//! what each means on the wire, and which party is to blame ([`Blame`], as Pingora records
+//! it): the caller, the git host, or patgate itself. Errors that are patgate's fault are
+//! logged here, once, with their whole message; the caller gets a detail that does not help
+//! probe the store.
+//!
+//! Nothing here formats a secret: module errors never carry one, and details are built from
+//! those errors' `Display`.
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use http::{Response, StatusCode};
 use serde::Serialize;
 
+use crate::authn::AuthError;
 use crate::body::{full, ResponseBody};
+use crate::connect::LinkError;
+use crate::host_calls::HostCallError;
+use crate::hosts::{UnsupportedCredential, WhoAmIError};
+use crate::ids::InvalidId;
+use crate::inbound::InboundError;
+use crate::pat::SaveError;
+use crate::signature::SignatureError;
+use crate::store::{NonceError, StoreError};
+use crate::upstream::UpstreamError;
+use crate::vault::VaultError;
+use crate::{policy, ratelimit};
 
 /// The stable error codes of the contract with the Jira app (docs/protocol.md).
 ///
@@ -159,11 +181,33 @@ impl ErrorCode {
     }
 }
 
+/// Whose fault a refusal is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    /// The request (or its sender) is wrong or not allowed: fixing it is the caller's.
+    Caller,
+    /// The git host failed, or told patgate to wait.
+    Host,
+    /// patgate itself: its store, its configuration, its own limits of capacity.
+    Patgate,
+}
+
+impl Blame {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Blame::Caller => "caller",
+            Blame::Host => "host",
+            Blame::Patgate => "patgate",
+        }
+    }
+}
+
 /// A problem+json answer: the one shape every refusal takes.
 #[derive(Debug, Clone)]
 pub struct Problem {
     pub code: ErrorCode,
     pub detail: String,
+    pub blame: Blame,
     /// For `user-pat-required`: where the user can enter a PAT.
     pub setup_url: Option<String>,
     /// Seconds, for 429 and 503.
@@ -191,14 +235,38 @@ struct ProblemBody<'a> {
 pub const PROBLEM_TYPE_BASE: &str = "urn:patgate:problem:";
 
 impl Problem {
-    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+    fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        let blame = match code.status().as_u16() {
+            502 | 504 => Blame::Host,
+            500..=599 => Blame::Patgate,
+            _ => Blame::Caller,
+        };
         Problem {
             code,
             detail: detail.into(),
+            blame,
             setup_url: None,
             retry_after: None,
             headers: Vec::new(),
         }
+    }
+
+    fn blamed(mut self, blame: Blame) -> Self {
+        self.blame = blame;
+        self
+    }
+
+    fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// The problem an error means on the wire.
+    pub fn of<'e, E>(err: &'e E) -> Problem
+    where
+        Problem: From<&'e E>,
+    {
+        Problem::from(err)
     }
 
     pub fn status(&self) -> StatusCode {
@@ -238,31 +306,242 @@ impl Problem {
     }
 }
 
-impl From<crate::signature::SignatureError> for Problem {
-    fn from(err: crate::signature::SignatureError) -> Self {
-        use crate::signature::SignatureError as E;
-        let code = match &err {
+// ---- the refusals of a request -------------------------------------------------------
+
+/// Why a request on the api listener (`/git/…` through the pipeline, `/v1/…`) was refused,
+/// or its answer not received.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error(transparent)]
+    Inbound(#[from] InboundError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// The api listener serves `/git/…` and `/v1/…` only.
+    #[error("patgate serves /git/{{integration}}/… and /v1/…")]
+    NotFound,
+    /// A `/v1` path that names no resource.
+    #[error("the /v1 API serves /v1/integrations/{{id}}/users/{{account}}/pat and …/connect-link")]
+    ApiNotFound,
+    #[error("no integration `{0}` is configured")]
+    UnknownIntegration(String),
+    /// An action must name the user it acts for.
+    #[error("create branch, delete branch and create pull request must name the acting Jira user in Patgate-Account")]
+    AccountRequired,
+    /// The account in a `/v1` path.
+    #[error("the account in the path is not an Atlassian accountId: {0}")]
+    PathAccount(InvalidId),
+    #[error("use {0}")]
+    MethodNotAllowed(&'static str),
+    #[error("no connect page is configured on this patgate ([connect] in its config)")]
+    NoConnectPage,
+    /// serde's message names the field, never the value.
+    #[error("the body must be {{\"token\": \"…\"}} (CodeCommit: {{\"access_key_id\": \"…\", \"secret_access_key\": \"…\"}}): {0}")]
+    BadBody(String),
+    /// The fields sent do not make a credential; says which, never a value.
+    #[error("{0}")]
+    BadCredential(String),
+    #[error(transparent)]
+    RateLimited(#[from] ratelimit::Refusal),
+    #[error(transparent)]
+    HostHeld(#[from] ratelimit::HoldRefusal),
+    /// The policy refused; for `user-pat-required`, where the user can enter a PAT.
+    #[error("{refusal}")]
+    Policy {
+        refusal: policy::Refusal,
+        setup_url: Option<String>,
+    },
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Save(#[from] SaveError),
+    /// The integration's own credential was never stored.
+    #[error("integration `{0}` has no secret in the vault; an admin must run `patgate integration set-secret {0}`")]
+    NoSecret(String),
+    #[error("the stored credential does not fit this host: {0}")]
+    CredentialMismatch(UnsupportedCredential),
+    #[error("the path cannot be forwarded: {0}")]
+    Unforwardable(String),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("the answer could not be written: {0}")]
+    Encode(String),
+}
+
+/// Why a request on the admin socket was refused. The admin socket is the service user's
+/// own channel, so vault errors are shown whole.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("uid {peer_uid} may not use the admin socket: only the service user (uid {service_uid}) and root may")]
+    PeerRefused { peer_uid: u32, service_uid: u32 },
+    #[error("the admin socket serves /v1/vault/records, /v1/vault/rotate-key, /v1/integrations/{{id}}/secret and /v1/integrations/{{id}}/users/{{account}}/pat")]
+    NotFound,
+    #[error("the running service has no integration `{0}`")]
+    UnknownIntegration(String),
+    #[error("the account is not an Atlassian accountId: {0}")]
+    BadAccount(InvalidId),
+    #[error("use {0}")]
+    MethodNotAllowed(&'static str),
+    #[error(transparent)]
+    Inbound(#[from] InboundError),
+    /// serde's message names the field and position, never the value of a secret field.
+    #[error("the request body is not what this request takes: {0}")]
+    BadBody(String),
+    #[error("{0}")]
+    BadCredential(String),
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    #[error(transparent)]
+    Save(#[from] SaveError),
+    #[error("the answer could not be written: {0}")]
+    Encode(String),
+}
+
+// ---- the mapping -----------------------------------------------------------------------
+
+impl From<&RequestError> for Problem {
+    fn from(err: &RequestError) -> Problem {
+        use RequestError as E;
+        let detail = err.to_string();
+        match err {
+            E::Inbound(e) => e.into(),
+            E::Auth(e) => e.into(),
+            E::NotFound | E::ApiNotFound | E::NoConnectPage => {
+                Problem::new(ErrorCode::NotFound, detail)
+            }
+            E::UnknownIntegration(_) => Problem::new(ErrorCode::UnknownIntegration, detail),
+            E::AccountRequired
+            | E::PathAccount(_)
+            | E::BadBody(_)
+            | E::BadCredential(_)
+            | E::Unforwardable(_) => Problem::new(ErrorCode::BadRequest, detail),
+            E::MethodNotAllowed(_) => Problem::new(ErrorCode::MethodNotAllowed, detail),
+            E::RateLimited(e) => e.into(),
+            E::HostHeld(e) => e.into(),
+            E::Policy { refusal, setup_url } => Problem {
+                setup_url: setup_url.clone(),
+                ..refusal.into()
+            },
+            E::Vault(e) => e.into(),
+            E::Store(e) => e.into(),
+            E::Save(e) => e.into(),
+            E::NoSecret(_) => Problem::new(ErrorCode::Unavailable, detail),
+            E::CredentialMismatch(_) => Problem::new(ErrorCode::Unavailable, detail),
+            E::Upstream(e) => e.into(),
+            E::Encode(_) => Problem::new(ErrorCode::Internal, detail),
+        }
+    }
+}
+
+impl From<&AdminError> for Problem {
+    fn from(err: &AdminError) -> Problem {
+        use AdminError as E;
+        let detail = err.to_string();
+        match err {
+            E::PeerRefused { .. } => Problem::new(ErrorCode::ClientNotAllowed, detail),
+            E::NotFound => Problem::new(ErrorCode::NotFound, detail),
+            E::UnknownIntegration(_) => Problem::new(ErrorCode::UnknownIntegration, detail),
+            E::BadAccount(_) | E::BadBody(_) | E::BadCredential(_) => {
+                Problem::new(ErrorCode::BadRequest, detail)
+            }
+            E::MethodNotAllowed(_) => Problem::new(ErrorCode::MethodNotAllowed, detail),
+            E::Inbound(e) => e.into(),
+            E::Vault(e) | E::Save(SaveError::Vault(e)) => admin_vault_problem(e),
+            E::Save(e) => e.into(),
+            E::Encode(_) => Problem::new(ErrorCode::Internal, detail),
+        }
+    }
+}
+
+/// A vault error as the admin sees it: the whole message (vault errors never carry a
+/// secret).
+fn admin_vault_problem(err: &VaultError) -> Problem {
+    let code = match err {
+        VaultError::InvalidId { .. }
+        | VaultError::SameKey
+        | VaultError::RotationInProgress { .. }
+        | VaultError::MasterKeyInvalid { .. } => ErrorCode::BadRequest,
+        _ => ErrorCode::Unavailable,
+    };
+    Problem::new(code, err.to_string())
+}
+
+impl From<&InboundError> for Problem {
+    fn from(err: &InboundError) -> Problem {
+        use InboundError as E;
+        match err {
+            E::BodyTooLarge { .. } => Problem::new(ErrorCode::BodyTooLarge, err.to_string()),
+            E::NoDigest | E::DigestNotAscii | E::TwoDigests => {
+                Problem::new(ErrorCode::SignatureInvalid, err.to_string())
+            }
+            E::Digest(e) => e.into(),
+            _ => Problem::new(ErrorCode::BadRequest, err.to_string()),
+        }
+    }
+}
+
+impl From<&AuthError> for Problem {
+    fn from(err: &AuthError) -> Problem {
+        match err {
+            AuthError::ClientNotAllowed | AuthError::NoClientCertificate => {
+                Problem::new(ErrorCode::ClientNotAllowed, err.to_string())
+            }
+            AuthError::Signature(e) => e.into(),
+            AuthError::Nonce(e) => e.into(),
+        }
+    }
+}
+
+impl From<&SignatureError> for Problem {
+    fn from(err: &SignatureError) -> Problem {
+        use SignatureError as E;
+        let code = match err {
             E::Missing => ErrorCode::SignatureMissing,
             E::Invalid(_) | E::DigestMismatch | E::DigestInvalid(_) => ErrorCode::SignatureInvalid,
             E::Expired(_) => ErrorCode::SignatureExpired,
-            E::Replayed => ErrorCode::SignatureReplayed,
             E::UnknownKey(_) => ErrorCode::UnknownKey,
-            E::NonceCacheFull => {
-                return Problem {
-                    retry_after: Some(1),
-                    ..Problem::new(ErrorCode::Unavailable, err.to_string())
-                }
-            }
         };
         Problem::new(code, err.to_string())
     }
 }
 
-impl From<crate::vault::VaultError> for Problem {
-    fn from(err: crate::vault::VaultError) -> Self {
-        use crate::vault::VaultError as E;
+impl From<&NonceError> for Problem {
+    fn from(err: &NonceError) -> Problem {
         match err {
-            E::InvalidId { .. } => Problem::new(ErrorCode::BadRequest, err.to_string()),
+            NonceError::Replayed => Problem::new(
+                ErrorCode::SignatureReplayed,
+                format!("signature replayed: {err}"),
+            ),
+            NonceError::BeforeHorizon => Problem::new(
+                ErrorCode::SignatureExpired,
+                format!("signature expired: {err}"),
+            ),
+            NonceError::Full => Problem::new(ErrorCode::Unavailable, err.to_string())
+                .blamed(Blame::Patgate)
+                .retry_after(1),
+            NonceError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<&StoreError> for Problem {
+    fn from(err: &StoreError) -> Problem {
+        // The store failing, not the caller: the log line has the whole error, the caller a
+        // detail that does not help probe it. A retry may succeed.
+        tracing::error!(error = %err, "store error");
+        Problem::new(
+            ErrorCode::Unavailable,
+            format!("patgate's {} store failed; see the patgate log", err.store),
+        )
+        .retry_after(1)
+    }
+}
+
+impl From<&VaultError> for Problem {
+    fn from(err: &VaultError) -> Problem {
+        match err {
+            VaultError::InvalidId { .. } => Problem::new(ErrorCode::BadRequest, err.to_string()),
             // Anything else is the vault failing, not the client: say so without detail that
             // could help an attacker probe the store; the log line carries the full error.
             other => {
@@ -276,10 +555,10 @@ impl From<crate::vault::VaultError> for Problem {
     }
 }
 
-impl From<crate::upstream::UpstreamError> for Problem {
-    fn from(err: crate::upstream::UpstreamError) -> Self {
-        use crate::upstream::UpstreamError as E;
-        let code = match &err {
+impl From<&UpstreamError> for Problem {
+    fn from(err: &UpstreamError) -> Problem {
+        use UpstreamError as E;
+        let code = match err {
             E::Unreachable(_) | E::Protocol(_) => ErrorCode::UpstreamUnreachable,
             E::Tls(_) => ErrorCode::UpstreamTls,
             E::Timeout { .. } => ErrorCode::UpstreamTimeout,
@@ -288,9 +567,9 @@ impl From<crate::upstream::UpstreamError> for Problem {
     }
 }
 
-impl From<crate::policy::Refusal> for Problem {
-    fn from(refusal: crate::policy::Refusal) -> Self {
-        use crate::policy::Refusal as R;
+impl From<&policy::Refusal> for Problem {
+    fn from(refusal: &policy::Refusal) -> Problem {
+        use policy::Refusal as R;
         match refusal {
             R::UserPatRequired => Problem::new(
                 ErrorCode::UserPatRequired,
@@ -308,27 +587,93 @@ impl From<crate::policy::Refusal> for Problem {
     }
 }
 
-impl From<crate::hosts::WhoAmIError> for Problem {
-    fn from(err: crate::hosts::WhoAmIError) -> Self {
-        use crate::hosts::WhoAmIError as E;
-        match err {
-            E::Rejected(_) => Problem::new(ErrorCode::PatInvalid, err.to_string()),
-            E::InsufficientScope { .. } => {
-                Problem::new(ErrorCode::PatInsufficientScope, err.to_string())
+impl From<&ratelimit::Refusal> for Problem {
+    fn from(refusal: &ratelimit::Refusal) -> Problem {
+        let mut problem = Problem::new(
+            ErrorCode::RateLimited,
+            format!(
+                "over the per-{} limit for {}: {} requests per {} s (burst {}); retry in {} s",
+                refusal.tier.as_str(),
+                refusal.class.as_str(),
+                refusal.quota.requests,
+                refusal.quota.window_seconds,
+                refusal.quota.burst,
+                refusal.retry_after
+            ),
+        )
+        .retry_after(refusal.retry_after);
+        for (name, value) in [
+            ("ratelimit-policy", refusal.policy_field()),
+            ("ratelimit", refusal.limit_field()),
+        ] {
+            // Built from integers and fixed names: always a valid field value.
+            if let Ok(value) = HeaderValue::try_from(value) {
+                problem
+                    .headers
+                    .push((http::HeaderName::from_static(name), value));
             }
-            E::Upstream(inner) => inner.into(),
-            E::UnexpectedAnswer(_) => Problem::new(ErrorCode::UpstreamUnreachable, err.to_string()),
-            E::UnsupportedCredential(_) => Problem::new(ErrorCode::BadRequest, err.to_string()),
+        }
+        problem
+    }
+}
+
+impl From<&ratelimit::HoldRefusal> for Problem {
+    fn from(hold: &ratelimit::HoldRefusal) -> Problem {
+        match hold {
+            ratelimit::HoldRefusal::Held { retry_after, .. } => {
+                Problem::new(ErrorCode::HostRateLimited, hold.to_string())
+                    .blamed(Blame::Host)
+                    .retry_after(*retry_after)
+            }
+            ratelimit::HoldRefusal::Store(e) => e.into(),
         }
     }
 }
 
-impl From<crate::pat::StoreError> for Problem {
-    fn from(err: crate::pat::StoreError) -> Self {
+impl From<&SaveError> for Problem {
+    fn from(err: &SaveError) -> Problem {
         match err {
-            crate::pat::StoreError::Host(e) => e.into(),
-            crate::pat::StoreError::Vault(e) => e.into(),
+            SaveError::Host(e) => e.into(),
+            SaveError::Vault(e) => e.into(),
         }
+    }
+}
+
+impl From<&HostCallError> for Problem {
+    fn from(err: &HostCallError) -> Problem {
+        use HostCallError as E;
+        match err {
+            E::WhoAmI(e) => e.into(),
+            E::Upstream(e) => e.into(),
+            E::UnsupportedCredential(_) => Problem::new(ErrorCode::BadRequest, err.to_string()),
+            E::Detect(_) | E::Url { .. } => {
+                Problem::new(ErrorCode::UpstreamUnreachable, err.to_string())
+            }
+        }
+    }
+}
+
+impl From<&WhoAmIError> for Problem {
+    fn from(err: &WhoAmIError) -> Problem {
+        use WhoAmIError as E;
+        let code = match err {
+            E::Rejected(_) => ErrorCode::PatInvalid,
+            E::InsufficientScope { .. } => ErrorCode::PatInsufficientScope,
+            E::UnexpectedAnswer(_) => ErrorCode::UpstreamUnreachable,
+            E::UnsupportedCredential(_) => ErrorCode::BadRequest,
+        };
+        Problem::new(code, err.to_string())
+    }
+}
+
+/// The status of the connect page's answer to a link it cannot use (the page is HTML, not
+/// problem+json; its wording is the page's).
+pub fn link_status(err: &LinkError) -> StatusCode {
+    match err {
+        LinkError::Invalid => StatusCode::NOT_FOUND,
+        LinkError::Expired | LinkError::Used => StatusCode::GONE,
+        LinkError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        LinkError::Store(e) => Problem::of(e).status(),
     }
 }
 
@@ -357,8 +702,10 @@ mod tests {
 
     #[test]
     fn problem_body_is_rfc9457() {
-        let mut p = Problem::new(ErrorCode::UserPatRequired, "no PAT");
-        p.setup_url = Some("https://patgate.example/connect/abc".into());
+        let p = Problem::of(&RequestError::Policy {
+            refusal: policy::Refusal::UserPatRequired,
+            setup_url: Some("https://patgate.example/connect/abc".into()),
+        });
         let v: serde_json::Value = serde_json::from_slice(&p.to_json(Some("req-1"))).unwrap();
         assert_eq!(v["status"], 403);
         assert_eq!(v["code"], "user-pat-required");
@@ -368,5 +715,68 @@ mod tests {
         let resp = p.into_response(None);
         assert_eq!(resp.status(), 403);
         assert_eq!(resp.headers()[CONTENT_TYPE], "application/problem+json");
+    }
+
+    #[test]
+    fn a_rate_limit_refusal_carries_the_draft_headers() {
+        let refusal = ratelimit::Refusal {
+            tier: ratelimit::Tier::Integration,
+            class: ratelimit::Class::Reads,
+            quota: ratelimit::QuotaSettings {
+                requests: 5000,
+                window_seconds: 3600,
+                burst: 100,
+            },
+            retry_after: 12,
+        };
+        let problem = Problem::of(&RequestError::RateLimited(refusal));
+        assert_eq!(problem.code, ErrorCode::RateLimited);
+        let response = problem.into_response(None);
+        assert_eq!(response.status(), 429);
+        assert_eq!(response.headers()["retry-after"], "12");
+        assert_eq!(
+            response.headers()["ratelimit-policy"],
+            r#""integration-reads";q=5000;w=3600"#
+        );
+        assert_eq!(
+            response.headers()["ratelimit"],
+            r#""integration-reads";r=0;t=12"#
+        );
+    }
+
+    #[test]
+    fn blame_follows_whose_fault_it_is() {
+        let cases: [(Problem, ErrorCode, Blame); 5] = [
+            (
+                Problem::of(&RequestError::UnknownIntegration("x".into())),
+                ErrorCode::UnknownIntegration,
+                Blame::Caller,
+            ),
+            (
+                Problem::of(&RequestError::Upstream(UpstreamError::Timeout {
+                    after: std::time::Duration::from_secs(1),
+                })),
+                ErrorCode::UpstreamTimeout,
+                Blame::Host,
+            ),
+            (
+                Problem::of(&RequestError::NoSecret("ghe".into())),
+                ErrorCode::Unavailable,
+                Blame::Patgate,
+            ),
+            (
+                Problem::of(&AuthError::Nonce(NonceError::Full)),
+                ErrorCode::Unavailable,
+                Blame::Patgate,
+            ),
+            (
+                Problem::of(&AuthError::Nonce(NonceError::Replayed)),
+                ErrorCode::SignatureReplayed,
+                Blame::Caller,
+            ),
+        ];
+        for (problem, code, blame) in cases {
+            assert_eq!((problem.code, problem.blame), (code, blame), "{problem:?}");
+        }
     }
 }

@@ -34,6 +34,7 @@ pub mod admin;
 pub mod adminsock;
 pub mod api;
 pub mod audit;
+pub mod authn;
 pub mod body;
 pub mod cli;
 pub mod client;
@@ -43,18 +44,21 @@ pub mod connect;
 pub mod demo;
 pub mod devpki;
 pub mod error;
+pub mod host_calls;
 pub mod hosts;
 pub mod ids;
+pub mod inbound;
 pub mod keys;
+pub mod listener;
 pub mod metrics;
 pub mod pat;
+pub mod pipeline;
 pub mod policy;
-pub mod proxy;
 pub mod ratelimit;
-pub mod reload;
-pub mod server;
+pub mod runtime;
 pub mod service;
 pub mod signature;
+pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;
@@ -68,6 +72,6 @@ pub mod fuzzing {
     /// `/git/{integration}` is refused (400 bad-request) before it is classified, because a
     /// segment is `.` or `..` in some spelling.
     pub fn path_is_refused(host_path: &str) -> bool {
-        crate::proxy::refuse_dot_segments(host_path).is_err()
+        crate::inbound::refuse_dot_segments(host_path).is_err()
     }
 }

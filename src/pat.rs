@@ -3,17 +3,14 @@
 //! Shared by the `/v1` API and `patgate pat set`, so a PAT is never stored without the host
 //! having said whose it is.
 
-use bytes::Bytes;
-use http::{HeaderMap, Request, StatusCode};
 use secrecy::SecretString;
 
+use crate::clock::Clock;
 use crate::config::Integration;
-use crate::hosts::{HostIdentity, WhoAmIError};
-use crate::server::{unix_now, IntegrationRuntime};
+use crate::host_calls::{self, HostCallError};
+use crate::hosts::HostIdentity;
+use crate::runtime::IntegrationRuntime;
 use crate::vault::{Credential, PatMeta, Vault, VaultError};
-
-/// The most of a who-am-I answer patgate reads.
-const WHO_AM_I_LIMIT: usize = 256 * 1024;
 
 /// What a user enters as a "PAT": a token, or on CodeCommit their own access key pair (the
 /// region is the integration's). The `/v1` PUT body has this shape.
@@ -67,79 +64,31 @@ impl PatInput {
     }
 }
 
-/// Asks the host whose `credential` this is.
+/// Why a PAT was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum SaveError {
+    #[error(transparent)]
+    Host(#[from] HostCallError),
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+}
+
+/// Asks the host whose `credential` is, for a user's PAT.
 pub async fn who_am_i(
     integration: &IntegrationRuntime,
     credential: &Credential,
-) -> Result<HostIdentity, WhoAmIError> {
-    let request = integration.adapter.who_am_i_request();
-    let (status, headers, body) = send(integration, request, credential).await?;
-    integration.adapter.who_am_i_answer(status, &headers, &body)
+) -> Result<HostIdentity, HostCallError> {
+    host_calls::who_am_i(integration.adapter(), integration.upstream(), credential).await
 }
 
-/// Asks the host whose integration credential this is. Beyond [`who_am_i`], an integration
-/// credential may be one that no user owns (a GitHub App installation token, refused on
-/// `/user`): when the host's answer calls for it, the adapter's second request decides.
+/// Asks the host whose integration credential `credential` is (see
+/// [`host_calls::who_am_i_integration`]).
 pub async fn who_am_i_integration(
     integration: &IntegrationRuntime,
     credential: &Credential,
-) -> Result<HostIdentity, WhoAmIError> {
-    let request = integration.adapter.who_am_i_request();
-    let (status, headers, body) = send(integration, request, credential).await?;
-    let first = integration.adapter.who_am_i_answer(status, &headers, &body);
-    let Some(fallback) = integration
-        .adapter
-        .integration_who_am_i_fallback(status, &headers)
-    else {
-        return first;
-    };
-    let (status, headers, body) = send(integration, fallback, credential).await?;
-    integration
-        .adapter
-        .integration_who_am_i_fallback_answer(status, &headers, &body)
-        .map_err(|second| match (first, second) {
-            (Err(WhoAmIError::Rejected(a)), WhoAmIError::Rejected(b)) => {
-                WhoAmIError::Rejected(format!("{a}; and {b}"))
-            }
-            (_, second) => second,
-        })
-}
-
-/// Sends a who-am-I request with `credential` applied; answers status, headers and body.
-async fn send(
-    integration: &IntegrationRuntime,
-    mut request: Request<Bytes>,
-    credential: &Credential,
-) -> Result<(StatusCode, HeaderMap, Bytes), WhoAmIError> {
-    if request.uri().scheme().is_none() {
-        let path = request
-            .uri()
-            .path_and_query()
-            .map_or("/", |pq| pq.as_str())
-            .to_string();
-        *request.uri_mut() = integration.upstream.uri(&path, None).map_err(|e| {
-            WhoAmIError::UnexpectedAnswer(format!("cannot build the who-am-I URL: {e}"))
-        })?;
-    }
-    integration
-        .adapter
-        .apply_credential(&mut request, credential)?;
-    let response = integration.upstream.send(request).await?;
-    let (head, body) = response.into_parts();
-    let body = integration
-        .upstream
-        .read_to_end(body, WHO_AM_I_LIMIT, "the who-am-I answer")
-        .await?;
-    Ok((head.status, head.headers, body))
-}
-
-/// Why a PAT was not stored.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error(transparent)]
-    Host(#[from] WhoAmIError),
-    #[error(transparent)]
-    Vault(#[from] VaultError),
+) -> Result<HostIdentity, HostCallError> {
+    host_calls::who_am_i_integration(integration.adapter(), integration.upstream(), credential)
+        .await
 }
 
 /// Validates `credential` with the host and, when the host accepts it, stores it for
@@ -147,17 +96,18 @@ pub enum StoreError {
 pub async fn validate_and_store(
     integration: &IntegrationRuntime,
     vault: &Vault,
+    clock: &Clock,
     account: &str,
     credential: &Credential,
-) -> Result<PatMeta, StoreError> {
+) -> Result<PatMeta, SaveError> {
     integration
-        .adapter
+        .adapter()
         .accepts(credential)
-        .map_err(WhoAmIError::from)?;
+        .map_err(HostCallError::from)?;
     let identity = who_am_i(integration, credential).await?;
-    let now = unix_now();
+    let now = clock.unix_now();
     let created_at = vault
-        .user_pat_meta(&integration.config.id, account)?
+        .user_pat_meta(integration.id(), account)?
         .map_or(now, |previous| previous.created_at);
     let meta = PatMeta {
         host_login: identity.login,
@@ -168,7 +118,32 @@ pub async fn validate_and_store(
         last_used_at: None,
     };
     vault
-        .put_user_pat(&integration.config.id, account, credential, &meta)
+        .put_user_pat(integration.id(), account, credential, &meta)
         .await?;
     Ok(meta)
+}
+
+/// Validates an integration secret with the host (unless `validate` is off) and stores it.
+/// Shared by the admin socket and the command line's direct path. Answers the host login.
+pub async fn save_integration_secret(
+    integration: &IntegrationRuntime,
+    vault: &Vault,
+    credential: &Credential,
+    validate: bool,
+) -> Result<Option<String>, SaveError> {
+    integration
+        .adapter()
+        .accepts(credential)
+        .map_err(HostCallError::from)?;
+    // Asked before anything is written, so a refused credential leaves the vault as it was.
+    let host_login = if validate {
+        Some(who_am_i_integration(integration, credential).await?.login)
+    } else {
+        None
+    };
+    vault
+        .put_integration_secret(integration.id(), credential)
+        .await?;
+    crate::audit::integration_secret_changed(crate::audit::Via::Cli, integration.id());
+    Ok(host_login)
 }

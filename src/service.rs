@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sd_notify::NotifyState;
 
-use crate::server::ServerHandle;
+use crate::listener::ServerHandle;
 
 fn notify(states: &[NotifyState<'_>]) {
     if let Err(err) = sd_notify::notify(states) {
@@ -20,7 +20,7 @@ fn notify(states: &[NotifyState<'_>]) {
 /// The `STATUS=` line while serving.
 pub fn serving_status(handle: &ServerHandle) -> String {
     let runtime = handle.runtime();
-    format!("serving {} integrations", runtime.integrations.len())
+    format!("serving {} integrations", runtime.integration_count())
 }
 
 /// `READY=1`: the listeners are bound and the vault is open (at start), or a reload is over

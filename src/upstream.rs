@@ -38,6 +38,17 @@ pub enum UpstreamError {
     Protocol(String),
 }
 
+impl UpstreamError {
+    /// The `kind` label of `patgate_upstream_errors_total`.
+    pub fn metric_kind(&self) -> &'static str {
+        match self {
+            UpstreamError::Unreachable(_) | UpstreamError::Protocol(_) => "upstream-unreachable",
+            UpstreamError::Tls(_) => "upstream-tls",
+            UpstreamError::Timeout { .. } => "upstream-timeout",
+        }
+    }
+}
+
 /// The host stopped sending its response body: nothing came for the integration's
 /// `request_timeout` while patgate waited for more.
 #[derive(Debug, thiserror::Error)]

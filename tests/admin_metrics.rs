@@ -138,7 +138,7 @@ async fn ready_turns_503_when_shutdown_begins_while_live_answers_through_the_dra
     until(|| host.requests().len() == 1).await;
 
     gw.begin_stop();
-    until(|| gw.runtime.metrics.ready.get() == 0).await;
+    until(|| gw.runtime.metrics().ready.get() == 0).await;
     let ready = gw.admin_request(Method::GET, "/ready").await;
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
@@ -189,9 +189,9 @@ async fn requests_latency_vault_records_and_certificate_expiry_are_exported() {
     };
     assert_eq!(send(unknown_api).await.status(), 404);
 
-    let before = patgate::server::unix_now() as i64;
+    let before = patgate::clock::unix_now() as i64;
     let metrics = gw.metrics().await;
-    let after = patgate::server::unix_now() as i64;
+    let after = patgate::clock::unix_now() as i64;
     for line in [
         r#"patgate_requests_total{integration="ghe",operation="pat-api",credential="-",status="200"} 1"#,
         r#"patgate_requests_total{integration="ghe",operation="read",credential="integration",status="200"} 2"#,

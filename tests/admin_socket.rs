@@ -128,11 +128,11 @@ async fn a_stale_socket_is_replaced_and_a_live_one_refuses_a_second_service() {
     assert!(stderr(&out).contains(VIA_SERVICE), "{}", stderr(&out));
 
     // Another service configured with the same socket path is refused.
-    let err = patgate::adminsock::AdminSocket::bind(&path)
+    let err = patgate::listener::AdminSocket::bind(&path)
         .await
         .unwrap_err();
     assert!(
-        matches!(err, patgate::adminsock::AdminSocketError::InUse { .. }),
+        matches!(err, patgate::listener::AdminSocketError::InUse { .. }),
         "{err:?}"
     );
     assert!(err
@@ -144,12 +144,12 @@ async fn a_stale_socket_is_replaced_and_a_live_one_refuses_a_second_service() {
     // Something that is not a socket is never removed.
     let other = setup.dir.path().join("not-a-socket");
     std::fs::write(&other, "data").unwrap();
-    let err = patgate::adminsock::AdminSocket::bind(&other)
+    let err = patgate::listener::AdminSocket::bind(&other)
         .await
         .unwrap_err();
     assert!(matches!(
         err,
-        patgate::adminsock::AdminSocketError::NotASocket { .. }
+        patgate::listener::AdminSocketError::NotASocket { .. }
     ));
     assert_eq!(std::fs::read_to_string(&other).unwrap(), "data");
     gw.stop().await;
@@ -168,8 +168,8 @@ async fn a_peer_of_another_uid_is_refused() {
     if own_uid(&std::env::temp_dir()) != 0 {
         // Another uid needs root to make; what remains testable is the check itself.
         eprintln!("not root: checking the peer rule with uid values only");
-        assert!(!patgate::adminsock::peer_allowed(NOBODY, 1000));
-        assert!(patgate::adminsock::peer_allowed(0, 1000));
+        assert!(!patgate::listener::adminsock::peer_allowed(NOBODY, 1000));
+        assert!(patgate::listener::adminsock::peer_allowed(0, 1000));
         return;
     }
     // A socket in a directory everyone can enter, and a config the other user can read.
@@ -521,7 +521,7 @@ async fn bad_admin_requests_get_stable_codes() {
         refused(&sock, Method::POST, "/v1/vault/rotate-key", Some(&body)).await,
         "bad-request"
     );
-    assert_eq!(gw.runtime.vault.key_version(), 1);
+    assert_eq!(gw.runtime.vault().key_version(), 1);
     gw.stop().await;
 }
 
@@ -631,7 +631,7 @@ async fn rotate_key_while_serving_fails_no_request() {
     );
     assert!(stdout(&out).contains("now holds the new key (version 2)"));
     assert!(!setup.dir.path().join("master-key.new").exists());
-    assert_eq!(gw.runtime.vault.key_version(), 2);
+    assert_eq!(gw.runtime.vault().key_version(), 2);
     // Keep the load on with the new key in use.
     wait_for(30, &mut done).await;
     stop.store(true, Ordering::Relaxed);
@@ -651,7 +651,7 @@ async fn rotate_key_while_serving_fails_no_request() {
         "{total} requests, {during} of them answered while `vault rotate-key` ran \
          ({expected_records} records), none failed"
     );
-    let metrics = gw.runtime.metrics.encode();
+    let metrics = gw.runtime.metrics().encode();
     assert!(
         metrics
             .lines()
@@ -660,7 +660,7 @@ async fn rotate_key_while_serving_fails_no_request() {
     );
     // Every record the host saw carried the right credential (checked per answer above);
     // and the vault holds nothing under the old version.
-    for record in gw.runtime.vault.list().unwrap() {
+    for record in gw.runtime.vault().list().unwrap() {
         assert_eq!(record.key_version, 2, "{}", record.id);
     }
     let gw = Arc::try_unwrap(gw).unwrap();
@@ -675,7 +675,7 @@ async fn rotate_key_while_serving_fails_no_request() {
         "{opened:?}"
     );
     let gw = setup.start().await;
-    assert_eq!(gw.runtime.vault.key_version(), 2);
+    assert_eq!(gw.runtime.vault().key_version(), 2);
     let response = gw
         .client()
         .send(&gw.create_branch(Some(ACCOUNT_B)))
@@ -768,7 +768,7 @@ async fn rotate_key_on_a_stopped_service_and_recovery_of_an_unfinished_one() {
     );
 
     let gw = setup.start().await;
-    assert_eq!(gw.runtime.vault.key_version(), 3);
+    assert_eq!(gw.runtime.vault().key_version(), 3);
     let response = gw
         .client()
         .send(&gw.get("/git/ghe/api/v3/repos/acme/api"))

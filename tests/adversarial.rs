@@ -81,7 +81,7 @@ async fn exchange(gw: &Gateway, raw: &[u8]) -> (u16, String) {
 fn signed_get_headers(gw: &Gateway, path: &str, account: Option<&str>) -> String {
     let mut out = gw.get(path);
     out.account = account.map(str::to_string);
-    let request = sign_request(&gw.signing_key, &out, patgate::server::unix_now()).unwrap();
+    let request = sign_request(&gw.signing_key, &out, patgate::clock::unix_now()).unwrap();
     request
         .headers()
         .iter()
@@ -361,7 +361,7 @@ fn raw_create_branch(gw: &Gateway, account: &str) -> Vec<u8> {
     let request = sign_request(
         &gw.signing_key,
         &gw.create_branch(Some(ACCOUNT_A)),
-        patgate::server::unix_now(),
+        patgate::clock::unix_now(),
     )
     .unwrap();
     let mut head = format!(

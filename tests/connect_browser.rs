@@ -125,7 +125,7 @@ async fn reused_and_expired_links_and_a_rejected_token_are_refused_plainly() {
     assert_eq!(seen["submit"]["token_in_html"], false);
     assert!(gw
         .runtime
-        .vault
+        .vault()
         .user_pat_meta("ghe", ACCOUNT_B)
         .unwrap()
         .is_none());

@@ -586,13 +586,13 @@ async fn tfs_release_is_detected_at_start() {
         )
         .await;
         let gw = gw.unwrap_or_else(|e| panic!("{probe:?}: {e}"));
-        let integration = &gw.runtime.integrations[INTEGRATION_ID];
+        let integration = gw.runtime.integration(INTEGRATION_ID).unwrap();
         assert_eq!(
-            integration.config.tfs_version,
+            integration.config().tfs_version,
             Some(TfsVersion::Release(release)),
             "{probe:?}"
         );
-        assert_eq!(integration.adapter.supports_pats(), pats, "{probe:?}");
+        assert_eq!(integration.adapter().supports_pats(), pats, "{probe:?}");
         // The probes carried the integration's credential and asked the collection.
         let first = &host.requests()[0];
         assert_eq!(first.method, Method::OPTIONS);

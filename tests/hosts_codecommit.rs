@@ -308,7 +308,7 @@ async fn start(policy: Policy) -> (Gateway, CodeCommitHost) {
     let (setup, host) = setup(policy).await;
     let gw = setup.start().await;
     gw.runtime
-        .vault
+        .vault()
         .put_integration_secret("cc", &INTEGRATION.credential())
         .await
         .unwrap();
@@ -880,7 +880,7 @@ async fn the_connect_page_takes_a_users_key_pair_and_checks_it_with_sts() {
     assert!(!html.contains(ALICE.secret), "{html}");
     let meta = gw
         .runtime
-        .vault
+        .vault()
         .user_pat_meta("cc", ACCOUNT_A)
         .unwrap()
         .unwrap();

@@ -91,7 +91,7 @@ fn python_keys() -> Value {
 
 fn verifier(start: u64) -> Verifier {
     let ring = KeyRing::from_keys([ed().app_key(), mac().app_key()]).unwrap();
-    Verifier::new(ring, Window::default(), 1000, start)
+    Verifier::new(ring, Window::default(), start)
 }
 
 fn header_list(h: &HeaderMap) -> Value {

@@ -106,7 +106,7 @@ async fn a_pat_the_host_rejects_is_not_stored() {
     assert_eq!(problem_code(&response), "pat-invalid");
     assert!(gw
         .runtime
-        .vault
+        .vault()
         .user_pat_meta("ghe", ACCOUNT_A)
         .unwrap()
         .is_none());
@@ -134,7 +134,7 @@ async fn a_pat_without_the_repo_scope_is_not_stored() {
     assert_eq!(problem_code(&response), "pat-insufficient-scope");
     assert!(gw
         .runtime
-        .vault
+        .vault()
         .user_pat_meta("ghe", ACCOUNT_A)
         .unwrap()
         .is_none());
@@ -188,7 +188,7 @@ async fn last_used_at_is_kept_in_memory_and_written_at_shutdown() {
     // Not yet in the vault (no disk write per request), but the status API shows it.
     let meta = gw
         .runtime
-        .vault
+        .vault()
         .user_pat_meta("ghe", ACCOUNT_A)
         .unwrap()
         .unwrap();

@@ -132,7 +132,7 @@ fn issue_client(dir: &Path, ca: &patgate::devpki::DevCa, name: &str) -> String {
 }
 
 fn reloads(gw: &Gateway, result: &str) -> String {
-    let text = gw.runtime.metrics.encode();
+    let text = gw.runtime.metrics().encode();
     text.lines()
         .find(|l| l.starts_with(&format!("patgate_reloads_total{{result=\"{result}\"}}")))
         .unwrap_or_default()
@@ -243,7 +243,7 @@ async fn a_reload_that_revokes_a_certificate_refuses_new_handshakes_and_open_con
     assert!(
         reloads(&gw, "ok").ends_with(" 1"),
         "{}",
-        gw.runtime.metrics.encode()
+        gw.runtime.metrics().encode()
     );
 
     // A new handshake with the revoked certificate is refused …
@@ -521,8 +521,11 @@ async fn a_detected_tfs_release_is_kept_unless_the_integration_changed() {
             .count()
     };
     let release = || {
-        gw.handle.runtime().integrations[INTEGRATION_ID]
-            .config
+        gw.handle
+            .runtime()
+            .integration(INTEGRATION_ID)
+            .unwrap()
+            .config()
             .tfs_version
     };
     assert_eq!(probes(), 1);

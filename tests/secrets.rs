@@ -179,7 +179,7 @@ async fn trace_logs_and_answers_hold_no_secret() {
     let master_key_before = std::fs::read_to_string(setup.dir.path().join("master-key")).unwrap();
     let gw = setup.start().await;
     gw.runtime
-        .vault
+        .vault()
         .put_integration_secret(
             "cc",
             &aws(AWS_INTEGRATION_KEY_ID, AWS_INTEGRATION_SECRET, None),
@@ -195,7 +195,7 @@ async fn trace_logs_and_answers_hold_no_secret() {
         last_used_at: None,
     };
     gw.runtime
-        .vault
+        .vault()
         .put_user_pat(
             "cc",
             ACCOUNT_A,
@@ -360,7 +360,7 @@ async fn trace_logs_and_answers_hold_no_secret() {
     let state = format!(
         "{:?} {:?} {:?} {:?}",
         gw.runtime,
-        gw.runtime.vault,
+        gw.runtime.vault(),
         aws(AWS_USER_KEY_ID, AWS_USER_SECRET, Some(AWS_USER_SESSION)),
         Credential::Token(PAT_A.to_string().into())
     );

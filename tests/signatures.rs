@@ -10,7 +10,7 @@ use patgate::client::sign_request;
 use patgate::signature::SigningKey;
 
 fn unix_now() -> u64 {
-    patgate::server::unix_now()
+    patgate::clock::unix_now()
 }
 
 #[tokio::test]

@@ -10,11 +10,14 @@
 #![no_main]
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use patgate::config::ConnectListener;
 use patgate::connect::{LinkError, Links};
+use patgate::store::MemoryLinks;
+use patgate_fuzz::ready;
 
 const NOW: u64 = 1_767_225_600;
 const INTEGRATION: &str = "ghe";
@@ -24,13 +27,16 @@ fuzz_target!(|data: &[u8]| {
     let Ok(template) = std::str::from_utf8(data) else {
         return;
     };
-    let links = Links::new(&ConnectListener {
-        listen: "127.0.0.1:0".parse().expect("socket address"),
-        cert: PathBuf::from("connect.crt"),
-        key: PathBuf::from("connect.key"),
-        public_url: "https://patgate.example.com:8444".into(),
-        link_ttl: Duration::from_secs(600),
-    });
+    let links = Links::new(
+        &ConnectListener {
+            listen: "127.0.0.1:0".parse().expect("socket address"),
+            cert: PathBuf::from("connect.crt"),
+            key: PathBuf::from("connect.key"),
+            public_url: "https://patgate.example.com:8444".into(),
+            link_ttl: Duration::from_secs(600),
+        },
+        Arc::new(MemoryLinks::new()),
+    );
     let link = links.issue(INTEGRATION, ACCOUNT, NOW);
     let (_, token) = link.url.rsplit_once("/connect/").expect("a connect URL");
     let (payload, tag) = token.split_once('.').expect("payload.tag");
@@ -44,7 +50,7 @@ fuzz_target!(|data: &[u8]| {
 
     let page_check = links.check_page(&candidate, NOW);
     assert!(page_check.is_err(), "a link token checked as a page token");
-    match links.open(&candidate, NOW) {
+    match ready(links.open(&candidate, NOW)) {
         Ok((claims, page)) => {
             assert!(
                 !forged,
@@ -56,12 +62,15 @@ fuzz_target!(|data: &[u8]| {
                 ("link", INTEGRATION)
             );
             assert_eq!(claims.account, ACCOUNT);
-            assert_eq!(links.open(&candidate, NOW).err(), Some(LinkError::Used));
+            assert_eq!(
+                ready(links.open(&candidate, NOW)).err(),
+                Some(LinkError::Used)
+            );
             let page_claims = links.check_page(&page, NOW).expect("its page token checks");
             assert_eq!(page_claims.kind, "page");
             assert_eq!(page_claims.account, ACCOUNT);
             assert!(
-                links.open(&page, NOW).is_err(),
+                ready(links.open(&page, NOW)).is_err(),
                 "a page token opened as a link"
             );
             assert_eq!(

@@ -107,3 +107,16 @@ pub fn byte_sequence<'d>(dict: &'d sfv::Dictionary, key: &str) -> Option<&'d [u8
 /// The longest a signature error message may get whatever the headers hold: messages
 /// quote attacker strings truncated (64 characters, escaped), so a header cannot flood logs.
 pub const MAX_ERROR_MESSAGE: usize = 1024;
+
+/// The output of a future that is ready at once (the embedded stores answer without
+/// waiting), polled once: a target has no runtime to drive it.
+pub fn ready<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+    {
+        std::task::Poll::Ready(output) => output,
+        std::task::Poll::Pending => panic!("an embedded store's future was not ready at once"),
+    }
+}

@@ -267,7 +267,7 @@ impl Plan {
                     body: self.body.clone(),
                     account: Some(account(n % u64::from(self.users))),
                 };
-                sign_request(key, &out, patgate::server::unix_now()).map_err(|e| e.to_string())?
+                sign_request(key, &out, patgate::clock::unix_now()).map_err(|e| e.to_string())?
             }
             None => {
                 let mut request = Request::new(Full::new(self.body.clone().unwrap_or_default()));
@@ -472,7 +472,7 @@ async fn load(args: LoadArgs) -> Result<()> {
                 .map_err(|e| format!("{}: {e}", path.display()))?,
         )
     } else if let Some(path) = &args.hmac_key {
-        let secret = patgate::server::read_private_base64_file(path)?;
+        let secret = patgate::runtime::read_private_base64_file(path)?;
         Some(
             SigningKey::hmac(&args.keyid, &secret)
                 .map_err(|e| format!("{}: {e}", path.display()))?,
@@ -739,7 +739,7 @@ async fn setup(args: SetupArgs) -> Result<()> {
         .map_err(|e| e.to_string())?;
     // Each put is durable when it returns (one flush each); many at once share flushes.
     let mut tasks = tokio::task::JoinSet::new();
-    let now = patgate::server::unix_now();
+    let now = patgate::clock::unix_now();
     for i in 0..u64::from(args.users) {
         if tasks.len() >= 256 {
             if let Some(done) = tasks.join_next().await {

@@ -11,16 +11,17 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use clap::Args;
 use rand_core::{OsRng, RngCore as _};
 use secrecy::SecretString;
 
 use super::{vault_options, CliResult};
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::devpki::{ClientName, DevCa};
-use crate::server::{Runtime, Server};
+use crate::listener::{Listeners, Server};
+use crate::runtime::Runtime;
 use crate::vault::{Credential, MasterKey, Vault};
 
 /// The Jira user the quickstart acts as (an Atlassian accountId).
@@ -149,12 +150,13 @@ pub(crate) async fn run(args: DevArgs) -> CliResult {
     }
 
     crate::telemetry::init(&config.log)?;
-    let runtime =
-        Runtime::build(config, Arc::new(vault), SystemTime::now()).map_err(|e| e.to_string())?;
-    let server = Server::bind(runtime)
+    let runtime = Runtime::start(config, Arc::new(vault), Clock::system())
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    let addr = server.local_addr().map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?;
+    let listeners = Listeners::bind(runtime.config()).await?;
+    let addr = listeners
+        .api_addr()
+        .ok_or_else(|| format!("cannot listen on {}", args.listen))?;
     println!(
         "{}",
         instructions(
@@ -163,10 +165,12 @@ pub(crate) async fn run(args: DevArgs) -> CliResult {
             integration_id,
             &base_url,
             args.upstream.is_none(),
-            server.admin_addr(),
+            listeners.admin_addr(),
         )
     );
-    server.run(super::shutdown_signal()).await;
+    Server::new(runtime)
+        .run(listeners, super::shutdown_signal())
+        .await;
     Ok(ExitCode::SUCCESS)
 }
 

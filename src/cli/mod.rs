@@ -12,13 +12,14 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use clap::{Args, Parser, Subcommand};
 use secrecy::SecretString;
 
+use crate::clock::Clock;
 use crate::config::{Config, MasterKeySource};
-use crate::server::{IntegrationRuntime, Runtime, Server};
+use crate::listener::{Listeners, Server};
+use crate::runtime::{IntegrationRuntime, Runtime};
 use crate::vault::{Credential, MasterKey, Vault, VaultError, VaultOptions};
 
 const DEFAULT_CONFIG: &str = "/etc/patgate/patgate.toml";
@@ -248,34 +249,32 @@ fn open_vault(config: &Config) -> Result<Vault, String> {
 
 async fn run(config_path: &Path) -> CliResult {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut config = load_config(config_path)?;
+    let config = load_config(config_path)?;
     crate::telemetry::init(&config.log)?;
-    let started_at = SystemTime::now();
     let vault = Arc::new(open_vault(&config)?);
-    let tfs_detected = crate::server::detect_host_versions(&mut config, &vault)
+    let runtime = Runtime::start(config, vault, Clock::system())
         .await
         .map_err(|e| e.to_string())?;
-    let mut runtime = Runtime::build(config, vault, started_at).map_err(|e| e.to_string())?;
-    runtime.tfs_detected = tfs_detected;
-    let server = Server::bind(runtime)
-        .await
-        .map_err(|e| format!("cannot listen: {e}"))?;
+    let listeners = Listeners::bind(runtime.config()).await?;
+    let server = Server::new(runtime);
     // Signal handlers before READY=1: from then on systemd may send SIGHUP or SIGTERM, and
     // without a handler either would kill the process.
     let mut term =
         signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
     let hangup = signal(SignalKind::hangup()).map_err(|e| format!("cannot watch SIGHUP: {e}"))?;
     let handle = server.handle();
-    let addr = server.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(%addr, integrations = server.runtime().integrations.len(), "patgate is serving");
-    if let Some(admin) = server.admin_addr() {
+    let runtime = handle.runtime();
+    if let Some(addr) = listeners.api_addr() {
+        tracing::info!(%addr, integrations = runtime.integration_count(), "patgate is serving");
+    }
+    if let Some(admin) = listeners.admin_addr() {
         tracing::info!(%admin, "admin listener: http://{admin}/metrics, /ready, /live");
     }
     // A host that is down at start is worth a warning, not a refusal to start: patgate keeps
     // serving the other integrations and answers 502 for this one until it is back.
-    for integration in server.runtime().integrations.values() {
-        let id = integration.config.id.clone();
-        let upstream = integration.upstream.clone();
+    for integration in runtime.integrations() {
+        let id = integration.id().to_string();
+        let upstream = integration.upstream().clone();
         tokio::spawn(async move {
             match upstream.probe().await {
                 Ok(status) => {
@@ -295,7 +294,8 @@ async fn run(config_path: &Path) -> CliResult {
         }
         crate::service::stopping();
     };
-    server.run(shutdown).await;
+    drop(runtime);
+    server.run(listeners, shutdown).await;
     tracing::info!("patgate stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -305,7 +305,7 @@ async fn run(config_path: &Path) -> CliResult {
 /// line saying why.
 async fn reload_on_sighup(
     mut hangup: tokio::signal::unix::Signal,
-    handle: crate::server::ServerHandle,
+    handle: crate::listener::ServerHandle,
 ) {
     while hangup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading the configuration");
@@ -345,7 +345,7 @@ async fn config_check(file: &Path, offline: bool) -> CliResult {
         // While the service runs the vault is locked: say so rather than fail a good file.
         match open_vault(&config) {
             Ok(vault) => {
-                crate::server::detect_host_versions(&mut config, &vault)
+                crate::runtime::detect_tfs_releases(&mut config, &vault)
                     .await
                     .map_err(|e| e.to_string())?;
                 for integration in &config.integrations {
@@ -361,13 +361,13 @@ async fn config_check(file: &Path, offline: bool) -> CliResult {
             ),
         }
     }
-    let materials = crate::server::check_materials(&config).map_err(|e| e.to_string())?;
+    let materials = crate::runtime::check_materials(&config).map_err(|e| e.to_string())?;
     if !offline {
         for (index, integration) in config.integrations.iter().enumerate() {
             let Some(runtime) = materials.integrations.get(&integration.id) else {
                 continue;
             };
-            let status = runtime.upstream.probe().await.map_err(|e| {
+            let status = runtime.upstream().probe().await.map_err(|e| {
                 format!(
                     "{}: integrations[{index}].base_url: {e} (run with --offline to skip this check)",
                     file.display()
@@ -498,7 +498,7 @@ async fn set_secret(args: SetSecretArgs) -> CliResult {
     }
     let runtime =
         IntegrationRuntime::build(&config.source, index, integration).map_err(|e| e.to_string())?;
-    runtime.adapter.accepts(&credential).map_err(|e| {
+    runtime.adapter().accepts(&credential).map_err(|e| {
         format!(
             "integration `{}` ({}): {e}",
             args.id,
@@ -545,8 +545,11 @@ async fn pat(command: PatCommand) -> CliResult {
         PatCommand::Status(a) => (a, "status"),
         PatCommand::Delete(a) => (a, "delete"),
     };
-    if !crate::proxy::is_valid_account_id(&args.account) {
-        return Err(format!("`{}` is not an Atlassian accountId", args.account));
+    if let Err(why) = crate::ids::AccountId::parse(&args.account) {
+        return Err(format!(
+            "`{}` is not an Atlassian accountId: {why}",
+            args.account
+        ));
     }
     let config = load_config(&args.config.config)?;
     crate::telemetry::init_for_command(&config.log)?;
@@ -578,7 +581,7 @@ async fn pat(command: PatCommand) -> CliResult {
     }
     let vault = open_vault(&config)?;
     let mut config = config;
-    crate::server::detect_host_versions(&mut config, &vault)
+    crate::runtime::detect_tfs_releases(&mut config, &vault)
         .await
         .map_err(|e| e.to_string())?;
     let integration = &config.integrations[index];
@@ -588,19 +591,25 @@ async fn pat(command: PatCommand) -> CliResult {
         "set" => {
             let input = read_pat_input(args.access_key_id.clone())?;
             let credential = input.into_credential(integration)?;
-            let meta = crate::pat::validate_and_store(&runtime, &vault, &args.account, &credential)
-                .await
-                .map_err(|e| {
-                    let message = format!("not stored: {e}");
-                    let problem = crate::error::Problem::from(e);
-                    crate::audit::pat_refused(
-                        crate::audit::Via::Cli,
-                        &args.integration,
-                        &args.account,
-                        problem.code.as_str(),
-                    );
-                    message
-                })?;
+            let meta = crate::pat::validate_and_store(
+                &runtime,
+                &vault,
+                &Clock::system(),
+                &args.account,
+                &credential,
+            )
+            .await
+            .map_err(|e| {
+                let message = format!("not stored: {e}");
+                let problem = crate::error::Problem::of(&e);
+                crate::audit::pat_refused(
+                    crate::audit::Via::Cli,
+                    &args.integration,
+                    &args.account,
+                    problem.code.as_str(),
+                );
+                message
+            })?;
             crate::audit::pat_stored(
                 crate::audit::Via::Cli,
                 &args.integration,

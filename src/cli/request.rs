@@ -82,7 +82,7 @@ pub(super) async fn run(args: RequestArgs) -> CliResult {
             .map_err(|e| format!("{}: {e}", path.display()))?
     } else {
         let path = args.hmac_key.as_ref().ok_or("--hmac-key")?;
-        let secret = crate::server::read_private_base64_file(path)?;
+        let secret = crate::runtime::read_private_base64_file(path)?;
         SigningKey::hmac(&keyid, &secret).map_err(|e| format!("{}: {e}", path.display()))?
     };
     let body = match args.data.as_deref() {

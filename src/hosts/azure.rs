@@ -40,7 +40,6 @@ use secrecy::ExposeSecret;
 use super::{segments, set_default, HostAdapter, HostIdentity, UnsupportedCredential, WhoAmIError};
 use crate::config::{HostKind, Integration, TfsRelease, TfsVersion};
 use crate::policy::Operation;
-use crate::upstream::{Upstream, UpstreamError};
 use crate::vault::Credential;
 
 /// Asks Azure DevOps to answer bad credentials with 401, not a 203 sign-in page.
@@ -362,19 +361,15 @@ pub fn who_am_i_answer(status: StatusCode, body: &[u8]) -> Result<HostIdentity, 
     })
 }
 
-// ---- TFS version detection (the one piece of I/O in this module) --------------------------
+// ---- TFS version detection -------------------------------------------------------------
 
-/// Why the server's release could not be told.
+/// Why the server's release could not be told from its answers.
 #[derive(Debug, thiserror::Error)]
 pub enum DetectError {
-    #[error(transparent)]
-    Upstream(#[from] UpstreamError),
     #[error("the server refused the integration's credentials (HTTP {0}); check `patgate integration set-secret`")]
     Refused(StatusCode),
     #[error("the server did not say which REST API versions it supports ({0}); set `version` to the server's release")]
     Unrecognised(String),
-    #[error("the integration has no secret in the vault to ask the server with; store it with `patgate integration set-secret`, or set `version`")]
-    NoSecret,
 }
 
 /// How the release was found, for the start log.
@@ -388,9 +383,21 @@ pub struct Detected {
 }
 
 /// The most of a probe's answer read.
-const PROBE_LIMIT: usize = 4 * 1024 * 1024;
+pub const PROBE_LIMIT: usize = 4 * 1024 * 1024;
 
-/// Asks the server which release it is, with the integration's credential:
+/// What to do after a probe's answer.
+#[derive(Debug)]
+pub enum ProbeStep {
+    /// Send this request (path-only URI, resolved against the integration's base URL; the
+    /// caller applies the integration's credential) and hand its answer to
+    /// [`VersionProbe::answer`].
+    Send(Box<Request<Bytes>>),
+    Done(Result<Detected, DetectError>),
+}
+
+/// Asks the server which release it is, with the integration's credential, as a
+/// conversation without I/O: [`VersionProbe::start`] gives the first request and each
+/// answer gives the next step ([`crate::host_calls`] sends them).
 ///
 /// 1. `OPTIONS {collection}/_apis` lists every resource with its `maxVersion`; the highest
 ///    gives the release.
@@ -402,68 +409,64 @@ const PROBE_LIMIT: usize = 4 * 1024 * 1024;
 /// TFS 2013 is the release whose highest version is below 2.0 (its REST API was only ever
 /// `1.0-preview`); a 2013 server that answers neither probe must be configured with
 /// `version = 2013`. Nothing else is guessed: no answer is an error.
-pub async fn detect_version(
-    upstream: &Upstream,
-    credential: &Credential,
-) -> Result<Detected, DetectError> {
-    let options = probe(upstream, Method::OPTIONS, "/_apis", None, credential).await?;
-    if let Some(api_version) = highest_location_version(options.0, &options.1) {
-        if let Some(release) = release_for_api_version(&api_version) {
-            return Ok(Detected {
-                release,
-                api_version,
-                probe: "OPTIONS _apis",
-            });
-        }
-    }
-    let options_status = options.0;
-    let error = probe(
-        upstream,
-        Method::GET,
-        "/_apis/projects",
-        Some("api-version=99.0"),
-        credential,
-    )
-    .await?;
-    if let Some(api_version) = version_from_out_of_range(&error.1) {
-        if let Some(release) = release_for_api_version(&api_version) {
-            return Ok(Detected {
-                release,
-                api_version,
-                probe: "GET _apis/projects?api-version=99.0",
-            });
-        }
-    }
-    Err(DetectError::Unrecognised(format!(
-        "OPTIONS _apis answered {options_status}, GET _apis/projects?api-version=99.0 answered {}",
-        error.0
-    )))
+#[derive(Debug, Default)]
+pub struct VersionProbe {
+    /// The status `OPTIONS _apis` answered, once it did.
+    options_status: Option<StatusCode>,
 }
 
-async fn probe(
-    upstream: &Upstream,
-    method: Method,
-    path: &str,
-    query: Option<&str>,
-    credential: &Credential,
-) -> Result<(StatusCode, Bytes), DetectError> {
+impl VersionProbe {
+    /// The probe and its first request.
+    pub fn start() -> (VersionProbe, Request<Bytes>) {
+        (
+            VersionProbe::default(),
+            probe_request(Method::OPTIONS, "/_apis"),
+        )
+    }
+
+    /// Reads the answer to the last request sent.
+    pub fn answer(&mut self, status: StatusCode, body: &[u8]) -> ProbeStep {
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::NON_AUTHORITATIVE_INFORMATION
+        {
+            return ProbeStep::Done(Err(DetectError::Refused(status)));
+        }
+        let Some(options_status) = self.options_status else {
+            self.options_status = Some(status);
+            if let Some(detected) =
+                highest_location_version(status, body).and_then(|v| detected(v, "OPTIONS _apis"))
+            {
+                return ProbeStep::Done(Ok(detected));
+            }
+            return ProbeStep::Send(Box::new(probe_request(
+                Method::GET,
+                "/_apis/projects?api-version=99.0",
+            )));
+        };
+        ProbeStep::Done(
+            version_from_out_of_range(body)
+                .and_then(|v| detected(v, "GET _apis/projects?api-version=99.0"))
+                .ok_or_else(|| {
+                    DetectError::Unrecognised(format!(
+                        "OPTIONS _apis answered {options_status}, GET _apis/projects?api-version=99.0 answered {status}"
+                    ))
+                }),
+        )
+    }
+}
+
+fn detected(api_version: String, probe: &'static str) -> Option<Detected> {
+    release_for_api_version(&api_version).map(|release| Detected {
+        release,
+        api_version,
+        probe,
+    })
+}
+
+fn probe_request(method: Method, path_and_query: &'static str) -> Request<Bytes> {
     let mut request = Request::new(Bytes::new());
     *request.method_mut() = method;
-    *request.uri_mut() = upstream
-        .uri(path, query)
-        .map_err(|e| DetectError::Unrecognised(format!("cannot build the probe URL: {e}")))?;
-    default_headers(request.headers_mut());
-    apply_credential(request.headers_mut(), credential)
-        .map_err(|e| DetectError::Unrecognised(e.to_string()))?;
-    let response = upstream.send(request).await?;
-    let status = response.status();
-    if status == StatusCode::UNAUTHORIZED || status == StatusCode::NON_AUTHORITATIVE_INFORMATION {
-        return Err(DetectError::Refused(status));
-    }
-    let body = upstream
-        .read_to_end(response.into_body(), PROBE_LIMIT, "the version probe")
-        .await?;
-    Ok((status, body))
+    *request.uri_mut() = http::Uri::from_static(path_and_query);
+    request
 }
 
 /// The highest `maxVersion` in an `OPTIONS _apis` answer (`{"count": n, "value": [...]}`).

@@ -3,7 +3,8 @@
 //! Everything here is pure: classification reads the method, the raw path, the query, the
 //! headers (CodeCommit: `X-Amz-Target`) and (where a host needs it) the body; credential
 //! application edits the final request (CodeCommit signs it with SigV4 and the current
-//! time). Sockets live in [`crate::upstream`].
+//! time). Sockets live in [`crate::upstream`]; the requests patgate sends on its own behalf
+//! (who-am-I, the TFS release probe) are sent by [`crate::host_calls`].
 //!
 //! Paths are handled as the raw bytes the app sent. Nothing is percent-decoded or
 //! normalised: GitLab, for one, needs `%2F` to reach it intact, and a decoded path could be
@@ -22,7 +23,6 @@ use http::{Method, Request};
 
 use crate::config::{HostKind, Integration};
 use crate::policy::Operation;
-use crate::upstream::UpstreamError;
 use crate::vault::Credential;
 
 /// A git host kind: the host-specific half of forwarding a request.
@@ -149,8 +149,6 @@ pub enum WhoAmIError {
     Rejected(String),
     #[error("the token lacks {needed}; it has: {has}")]
     InsufficientScope { needed: String, has: String },
-    #[error(transparent)]
-    Upstream(#[from] UpstreamError),
     #[error("the git host gave an unexpected answer: {0}")]
     UnexpectedAnswer(String),
     #[error(transparent)]

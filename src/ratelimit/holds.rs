@@ -14,22 +14,19 @@
 //! PATs, and one user's throttled PAT stops nobody else. The host's own 429 reaches the app
 //! unchanged; only the requests after it are answered by patgate.
 //!
-//! Memory: a hold exists only for a stored credential the host throttled, so there are at
-//! most as many as credentials in the vault; ended holds are dropped on lookup and by
-//! [`Holds::prune`].
+//! Where holds are kept is a [`HoldStore`]: every process that shares one holds a credential
+//! another one saw throttled.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
 
-use governor::clock::Clock as _;
-use governor::nanos::Nanos;
 use http::header::{HeaderMap, RETRY_AFTER};
 use http::StatusCode;
 
-use super::{ceil_seconds, Clock, HostThrottleSettings};
-use crate::error::{ErrorCode, Problem};
+use super::{ceil_seconds, HostThrottleSettings};
+use crate::clock::Clock;
 use crate::metrics::{HoldLabels, Metrics};
+use crate::store::{HoldKey, HoldState, HoldStore, StoreError};
 
 /// Which credential of an integration a hold is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,28 +46,59 @@ impl HoldCredential<'_> {
         }
     }
 
-    fn key(&self, integration: &str) -> (String, Option<String>) {
-        match self {
-            HoldCredential::Integration => (integration.to_string(), None),
-            HoldCredential::User(account) => (integration.to_string(), Some(account.to_string())),
+    fn key<'a>(&'a self, integration: &'a str) -> HoldKey<'a> {
+        HoldKey {
+            integration,
+            account: match self {
+                HoldCredential::Integration => None,
+                HoldCredential::User(account) => Some(account),
+            },
         }
     }
 }
 
-/// The credentials on hold, and until when (on the limiters' clock).
+/// A request refused because its credential is on hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HoldRefusal {
+    #[error("the git host of integration `{integration}` is rate limiting the {whose} credential; patgate holds requests with it for {retry_after} s more")]
+    Held {
+        integration: String,
+        /// `integration's` or `user's`.
+        whose: &'static str,
+        /// Whole seconds left of the hold, rounded up.
+        retry_after: u64,
+    },
+    /// The hold store did not answer: nothing is sent with a credential that may be held.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The credentials on hold, and until when, in a [`HoldStore`].
 #[derive(Debug)]
 pub struct Holds {
     clock: Clock,
     settings: Mutex<HostThrottleSettings>,
-    until: Mutex<HashMap<(String, Option<String>), Nanos>>,
+    store: Arc<dyn HoldStore>,
+}
+
+/// Unix milliseconds on `clock`.
+fn now_ms(clock: &Clock) -> u64 {
+    u64::try_from(
+        clock
+            .now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_millis(),
+    )
+    .unwrap_or(u64::MAX)
 }
 
 impl Holds {
-    pub fn new(settings: HostThrottleSettings, clock: Clock) -> Holds {
+    pub fn new(settings: HostThrottleSettings, clock: Clock, store: Arc<dyn HoldStore>) -> Holds {
         Holds {
             clock,
             settings: Mutex::new(settings),
-            until: Mutex::default(),
+            store,
         }
     }
 
@@ -80,46 +108,38 @@ impl Holds {
 
     /// `Err` (429 `host-rate-limited`, `Retry-After` = what is left of the hold) while the
     /// credential is held.
-    pub fn check(
+    pub async fn check(
         &self,
         integration: &str,
         credential: HoldCredential<'_>,
         metrics: &Metrics,
-    ) -> Result<(), Problem> {
-        let now = self.clock.now();
-        let key = credential.key(integration);
-        let mut map = self.until.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(&until) = map.get(&key) else {
-            return Ok(());
+    ) -> Result<(), HoldRefusal> {
+        let now = now_ms(&self.clock);
+        let until = match self.store.held(credential.key(integration), now).await? {
+            HoldState::Free => return Ok(()),
+            HoldState::Ended => {
+                self.count_active(now, metrics).await;
+                return Ok(());
+            }
+            HoldState::Held(until) => until,
         };
-        if until <= now {
-            map.remove(&key);
-            set_active(&map, now, metrics);
-            return Ok(());
-        }
-        drop(map);
         metrics
             .upstream_held
             .get_or_create(&labels(integration, credential))
             .inc();
-        let left = ceil_seconds(Duration::from(until.saturating_sub(now)));
-        let mut problem = Problem::new(
-            ErrorCode::HostRateLimited,
-            format!(
-                "the git host of integration `{integration}` is rate limiting the {} credential; patgate holds requests with it for {left} s more",
-                match credential {
-                    HoldCredential::Integration => "integration's",
-                    HoldCredential::User(_) => "user's",
-                }
-            ),
-        );
-        problem.retry_after = Some(left);
-        Err(problem)
+        Err(HoldRefusal::Held {
+            integration: integration.to_string(),
+            whose: match credential {
+                HoldCredential::Integration => "integration's",
+                HoldCredential::User(_) => "user's",
+            },
+            retry_after: ceil_seconds(Duration::from_millis(until.saturating_sub(now))),
+        })
     }
 
     /// Looks at the host's answer to a request sent with `credential`, and starts a hold
     /// when the host throttled it.
-    pub fn observe(
+    pub async fn observe(
         &self,
         integration: &str,
         credential: HoldCredential<'_>,
@@ -138,45 +158,52 @@ impl Holds {
         if !settings.hold {
             return;
         }
-        let hold = hold_duration(headers, unix_now(), &settings);
-        let now = self.clock.now();
-        let until = now + Nanos::from(hold);
-        let mut map = self.until.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = map.entry(credential.key(integration)).or_insert(now);
-        let starts = *entry <= now;
-        *entry = (*entry).max(until);
-        set_active(&map, now, metrics);
-        drop(map);
-        if starts {
-            let until_wall = SystemTime::now() + hold;
-            tracing::warn!(
+        let hold = hold_duration(headers, self.clock.unix_now(), &settings);
+        let now = now_ms(&self.clock);
+        let until = now.saturating_add(u64::try_from(hold.as_millis()).unwrap_or(u64::MAX));
+        match self
+            .store
+            .hold(credential.key(integration), until, now)
+            .await
+        {
+            Ok(starts) => {
+                self.count_active(now, metrics).await;
+                if starts {
+                    tracing::warn!(
+                        target: "patgate::ratelimit",
+                        integration,
+                        credential = credential.kind(),
+                        status = status.as_u16(),
+                        hold_seconds = hold.as_secs(),
+                        until = %humantime::format_rfc3339_seconds(self.clock.now() + hold),
+                        "the git host throttled this credential; patgate answers requests with it 429 until the reset"
+                    );
+                }
+            }
+            Err(err) => tracing::error!(
                 target: "patgate::ratelimit",
                 integration,
                 credential = credential.kind(),
-                status = status.as_u16(),
-                hold_seconds = hold.as_secs(),
-                until = %humantime::format_rfc3339_seconds(until_wall),
-                "the git host throttled this credential; patgate answers requests with it 429 until the reset"
-            );
+                error = %err,
+                "the git host throttled this credential, and the hold could not be stored"
+            ),
         }
     }
 
-    /// Drops holds that ended.
-    pub fn prune(&self, metrics: &Metrics) {
-        let now = self.clock.now();
-        let mut map = self.until.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|_, until| *until > now);
-        map.shrink_to_fit();
-        set_active(&map, now, metrics);
+    /// Drops holds that ended, and sets `patgate_upstream_holds_active`.
+    pub async fn prune(&self, metrics: &Metrics) {
+        self.count_active(now_ms(&self.clock), metrics).await;
     }
 
-    /// Holds in memory, ended or not (for tests of pruning).
-    pub fn len(&self) -> usize {
-        self.until.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    async fn count_active(&self, now: u64, metrics: &Metrics) {
+        match self.store.prune(now).await {
+            Ok(active) => {
+                metrics
+                    .holds_active
+                    .set(i64::try_from(active).unwrap_or(i64::MAX));
+            }
+            Err(err) => tracing::warn!(error = %err, "pruning host holds failed"),
+        }
     }
 }
 
@@ -185,20 +212,6 @@ fn labels(integration: &str, credential: HoldCredential<'_>) -> HoldLabels {
         integration: integration.to_string(),
         credential: credential.kind().to_string(),
     }
-}
-
-fn set_active(map: &HashMap<(String, Option<String>), Nanos>, now: Nanos, metrics: &Metrics) {
-    let active = map.values().filter(|until| **until > now).count();
-    metrics
-        .holds_active
-        .set(i64::try_from(active).unwrap_or(i64::MAX));
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs()
 }
 
 fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {

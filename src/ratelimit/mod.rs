@@ -64,48 +64,21 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use governor::clock::{Clock as _, FakeRelativeClock};
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{NotUntil, Quota, RateLimiter};
-use http::header::HeaderValue;
 
-use crate::error::{ErrorCode, Problem};
+use crate::clock::Clock;
 use crate::metrics::{Metrics, RateLimitLabels};
 use crate::policy::Operation;
+use crate::store::HoldStore;
 
-pub use holds::{HoldCredential, Holds};
+pub use holds::{HoldCredential, HoldRefusal, Holds};
 pub use settings::{
     HostThrottleSettings, Override, QuotaSettings, RateLimitSettings, TierSettings,
 };
-
-/// The time source of every limiter and hold: the monotonic clock in the service, governor's
-/// [`FakeRelativeClock`] in tests (advanced by hand, never slept on).
-#[derive(Debug, Clone)]
-pub enum Clock {
-    /// Time since this instant.
-    Monotonic(std::time::Instant),
-    Fake(FakeRelativeClock),
-}
-
-impl Clock {
-    pub fn monotonic() -> Clock {
-        Clock::Monotonic(std::time::Instant::now())
-    }
-}
-
-impl governor::clock::Clock for Clock {
-    type Instant = Nanos;
-
-    fn now(&self) -> Nanos {
-        match self {
-            Clock::Monotonic(start) => Nanos::from(start.elapsed()),
-            Clock::Fake(fake) => fake.now(),
-        }
-    }
-}
 
 /// Reads or actions: each tier has a quota for both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -163,7 +136,8 @@ pub struct Subject<'a> {
 }
 
 /// A request over a quota.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("over the per-{} limit for {}", .tier.as_str(), .class.as_str())]
 pub struct Refusal {
     pub tier: Tier,
     pub class: Class,
@@ -191,36 +165,6 @@ impl Refusal {
     /// `RateLimit: "user-actions";r=0;t=6`
     pub fn limit_field(&self) -> String {
         format!("\"{}\";r=0;t={}", self.policy_name(), self.retry_after)
-    }
-}
-
-impl From<Refusal> for Problem {
-    fn from(refusal: Refusal) -> Problem {
-        let mut problem = Problem::new(
-            ErrorCode::RateLimited,
-            format!(
-                "over the per-{} limit for {}: {} requests per {} s (burst {}); retry in {} s",
-                refusal.tier.as_str(),
-                refusal.class.as_str(),
-                refusal.quota.requests,
-                refusal.quota.window_seconds,
-                refusal.quota.burst,
-                refusal.retry_after
-            ),
-        );
-        problem.retry_after = Some(refusal.retry_after);
-        for (name, value) in [
-            ("ratelimit-policy", refusal.policy_field()),
-            ("ratelimit", refusal.limit_field()),
-        ] {
-            // Built from integers and fixed names: always a valid field value.
-            if let Ok(value) = HeaderValue::try_from(value) {
-                problem
-                    .headers
-                    .push((http::HeaderName::from_static(name), value));
-            }
-        }
-        problem
     }
 }
 
@@ -345,16 +289,26 @@ impl Limiters {
 pub struct RateLimits {
     clock: Clock,
     limiters: RwLock<Arc<Limiters>>,
-    pub holds: Holds,
+    holds: Holds,
 }
 
 impl RateLimits {
-    pub fn new(settings: &RateLimitSettings, clock: Clock) -> RateLimits {
+    /// Limits on `clock`, with holds kept in `holds`.
+    pub fn new(
+        settings: &RateLimitSettings,
+        clock: Clock,
+        holds: Arc<dyn HoldStore>,
+    ) -> RateLimits {
         RateLimits {
             limiters: RwLock::new(Arc::new(Limiters::build(settings, &clock, None))),
-            holds: Holds::new(settings.host_throttle, clock.clone()),
+            holds: Holds::new(settings.host_throttle, clock.clone(), holds),
             clock,
         }
+    }
+
+    /// Holds on credentials the git host throttled.
+    pub fn holds(&self) -> &Holds {
+        &self.holds
     }
 
     /// Applies new settings. Limiters whose quota is unchanged keep their state; the holds
@@ -483,12 +437,14 @@ impl RateLimits {
             class: subject.class,
             quota,
             // Whole seconds until the limiter allows a request, rounded up.
-            retry_after: ceil_seconds(not_until.wait_time_from(self.clock.now())),
+            retry_after: ceil_seconds(
+                not_until.wait_time_from(governor::clock::Clock::now(&self.clock)),
+            ),
         })
     }
 
     /// Drops the state of keys that are back to a full burst, and holds that ended.
-    pub fn prune(&self, metrics: &Metrics) {
+    pub async fn prune(&self, metrics: &Metrics) {
         let limiters = self.current();
         for pair in [&limiters.client, &limiters.integration] {
             for limit in [&pair.reads, &pair.actions].into_iter().flatten() {
@@ -503,7 +459,7 @@ impl RateLimits {
             limit.limiter.retain_recent();
             limit.limiter.shrink_to_fit();
         }
-        self.holds.prune(metrics);
+        self.holds.prune(metrics).await;
     }
 
     /// How many keys the keyed limiters hold (client, integration and user tiers).
@@ -539,7 +495,7 @@ pub async fn prune_periodically(
 ) {
     loop {
         tokio::select! {
-            () = tokio::time::sleep(limits.prune_interval()) => limits.prune(&metrics),
+            () = limits.clock.sleep(limits.prune_interval()) => limits.prune(&metrics).await,
             _ = stop.changed() => break,
         }
     }

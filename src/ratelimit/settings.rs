@@ -250,7 +250,7 @@ impl RateLimitSettings {
                 ));
             }
             if let Some(account) = &o.account {
-                if !crate::proxy::is_valid_account_id(account) {
+                if !crate::ids::AccountId::is_valid(account) {
                     return Err(err(
                         format!("{at}.account"),
                         format!("`{account}` is not an Atlassian accountId"),

@@ -13,18 +13,18 @@
 //!   checks the cryptography. No profile rules, no time window, no nonce: this
 //!   is the layer the RFC 9421 Appendix B vectors are checked against.
 //! * [`Verifier::verify`] is the patgate profile: the same plus the required
-//!   parameters (`created`, `nonce`, `keyid`), the required covered components,
-//!   the time window and the replay cache.
+//!   parameters (`created`, `nonce`, `keyid`), the required covered components
+//!   and the time window. The replay check is the caller's ([`crate::authn`]),
+//!   against a [`crate::store::NonceStore`], until [`Verified::replay_until`].
 //! * [`digest`] checks and produces `Content-Digest` (RFC 9530).
 //! * [`sign`] produces the two header values; used by patgate's `request`
-//!   CLI, tests and the worked examples in `docs/protocol-signing.md`
+//!   CLI, tests and the worked examples in `docs/protocol.md`
 //!   ([`vectors::worked_examples`]).
 
 mod base;
 mod components;
 pub mod digest;
 mod keys;
-mod nonce;
 mod sign;
 pub mod vectors;
 mod verify;
@@ -81,15 +81,9 @@ pub enum SignatureError {
     /// `expires` passed, or created before the gateway started).
     #[error("signature expired: {0}")]
     Expired(String),
-    /// The `(keyid, nonce)` pair was already accepted within the window.
-    #[error("signature replayed: nonce already used for this keyid")]
-    Replayed,
     /// No signature names a configured key.
     #[error("unknown key: {0}")]
     UnknownKey(String),
-    /// The replay cache is full even after pruning; retry later (503).
-    #[error("nonce cache is full")]
-    NonceCacheFull,
     /// `Content-Digest` is well-formed but does not match the body.
     #[error("Content-Digest does not match the request body")]
     DigestMismatch,
@@ -108,9 +102,7 @@ impl SignatureError {
             | SignatureError::DigestMismatch
             | SignatureError::DigestInvalid(_) => "signature-invalid",
             SignatureError::Expired(_) => "signature-expired",
-            SignatureError::Replayed => "signature-replayed",
             SignatureError::UnknownKey(_) => "unknown-key",
-            SignatureError::NonceCacheFull => "unavailable",
         }
     }
 }

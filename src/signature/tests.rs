@@ -194,7 +194,7 @@ fn rfc_vectors_window_and_digest() {
 
 #[test]
 fn rfc_vectors_fail_the_patgate_profile() {
-    let verifier = Verifier::new(rfc_keys(), Window::default(), 10, RFC_CREATED);
+    let verifier = Verifier::new(rfc_keys(), Window::default(), RFC_CREATED);
     let req = Requirements { has_body: true };
     let h = with_sig(rfc_headers(), B26_INPUT, B26_SIG);
     let msg = Message {
@@ -422,12 +422,8 @@ impl Req {
 }
 
 fn verifier(keys: &[&SigningKey]) -> Verifier {
-    verifier_cap(keys, 1000)
-}
-
-fn verifier_cap(keys: &[&SigningKey], cap: usize) -> Verifier {
     let ring = KeyRing::from_keys(keys.iter().map(|k| k.app_key())).unwrap();
-    Verifier::new(ring, Window::default(), cap, NOW - 3600)
+    Verifier::new(ring, Window::default(), NOW - 3600)
 }
 
 fn invalid(r: Result<Verified, SignatureError>) -> String {
@@ -742,9 +738,7 @@ fn expired_cases() {
     // Future beyond the skew.
     let r = Req::post().sign_with(&key, "s", POST_COMPONENTS, NOW + 6, "d");
     assert!(expired(v.verify(&r.msg(), BODY_REQ, NOW)).contains("created is in the future"));
-    // expires passed. A fresh verifier: the one above has seen now = NOW + 61, and the replay
-    // cache rightly refuses entries that would expire before a time it has already pruned to
-    // (a clock stepping back must not let a replay in), which is not what this case tests.
+    // expires passed.
     let v = verifier(&[&key]);
     let mut r = Req::post();
     let p = SignParams {
@@ -757,12 +751,24 @@ fn expired_cases() {
     };
     r.sign_params(&key, &p);
     assert!(expired(v.verify(&r.msg(), BODY_REQ, NOW + 11)).contains("expires"));
-    v.verify(&r.msg(), BODY_REQ, NOW + 10).unwrap();
+    let ok = v.verify(&r.msg(), BODY_REQ, NOW + 10).unwrap();
+    assert_eq!(
+        ok.replay_until,
+        NOW + 10,
+        "remembered until expires, when that is sooner"
+    );
+    let ok = v
+        .verify(&Req::signed(&key, "g").msg(), BODY_REQ, NOW)
+        .unwrap();
+    assert_eq!(
+        ok.replay_until,
+        NOW + 60,
+        "else until created + max_validity"
+    );
     // Created before the gateway started.
     let v2 = Verifier::new(
         KeyRing::from_keys([key.app_key()]).unwrap(),
         Window::default(),
-        10,
         NOW + 1,
     );
     let r = Req::signed(&key, "f");
@@ -791,38 +797,6 @@ fn window_configuration() {
 }
 
 #[test]
-fn replayed_per_keyid() {
-    let (k1, k2) = (ed("k1"), mac("k2"));
-    let v = verifier(&[&k1, &k2]);
-    let r = Req::signed(&k1, "same");
-    v.verify(&r.msg(), BODY_REQ, NOW).unwrap();
-    assert_eq!(
-        v.verify(&r.msg(), BODY_REQ, NOW + 1),
-        Err(SignatureError::Replayed)
-    );
-    // A fresh signature reusing the nonce is still a replay.
-    let r2 = Req::post().sign_with(&k1, "other-label", POST_COMPONENTS, NOW + 2, "same");
-    assert_eq!(
-        v.verify(&r2.msg(), BODY_REQ, NOW + 2),
-        Err(SignatureError::Replayed)
-    );
-    // The same nonce under another trusted keyid is a different pair.
-    v.verify(&Req::signed(&k2, "same").msg(), BODY_REQ, NOW)
-        .unwrap();
-    // A reload keeps the cache.
-    let reloaded = v.with_keys(KeyRing::from_keys([k1.app_key()]).unwrap());
-    assert_eq!(
-        reloaded.verify(&r.msg(), BODY_REQ, NOW + 1),
-        Err(SignatureError::Replayed)
-    );
-    // Clones share it too.
-    assert_eq!(
-        v.clone().verify(&r.msg(), BODY_REQ, NOW + 1),
-        Err(SignatureError::Replayed)
-    );
-}
-
-#[test]
 fn unknown_key() {
     let v = verifier(&[&ed("trusted")]);
     let r = Req::signed(&ed("stranger"), "n");
@@ -832,68 +806,11 @@ fn unknown_key() {
             r#"keyid "stranger" is not trusted"#.into()
         ))
     );
-    let empty = Verifier::new(KeyRing::new(), Window::default(), 10, 0);
+    let empty = Verifier::new(KeyRing::new(), Window::default(), 0);
     assert!(matches!(
         empty.verify(&r.msg(), BODY_REQ, NOW),
         Err(SignatureError::UnknownKey(_))
     ));
-    assert_eq!(
-        SignatureError::UnknownKey(String::new()).code(),
-        "unknown-key"
-    );
-}
-
-#[test]
-fn nonce_cache_full() {
-    let key = ed("k");
-    let v = verifier_cap(&[&key], 1);
-    v.verify(&Req::signed(&key, "n1").msg(), BODY_REQ, NOW)
-        .unwrap();
-    assert_eq!(
-        v.verify(&Req::signed(&key, "n2").msg(), BODY_REQ, NOW),
-        Err(SignatureError::NonceCacheFull)
-    );
-    assert_eq!(SignatureError::NonceCacheFull.code(), "unavailable");
-}
-
-#[test]
-fn expired_nonce_entries_are_pruned() {
-    let key = ed("k");
-    let v = verifier_cap(&[&key], 1);
-    v.verify(&Req::signed(&key, "n1").msg(), BODY_REQ, NOW)
-        .unwrap();
-    let later = NOW + 61;
-    let r = Req::post().sign_with(&key, "s", POST_COMPONENTS, later, "n2");
-    v.verify(&r.msg(), BODY_REQ, later).unwrap();
-    // The old entry is gone, the new one counts.
-    let r = Req::post().sign_with(&key, "s", POST_COMPONENTS, later, "n3");
-    assert_eq!(
-        v.verify(&r.msg(), BODY_REQ, later),
-        Err(SignatureError::NonceCacheFull)
-    );
-}
-
-#[test]
-fn nonce_not_consumed_by_failures() {
-    let key = ed("k");
-    let v = verifier(&[&key]);
-    // Bad signature (other private key, same keyid) with nonce N...
-    let forged = Req::signed(&ed2("k"), "N");
-    assert_eq!(
-        invalid(v.verify(&forged.msg(), BODY_REQ, NOW)),
-        "signature does not verify"
-    );
-    // ... does not burn N.
-    v.verify(&Req::signed(&key, "N").msg(), BODY_REQ, NOW)
-        .unwrap();
-
-    // A body that does not match its digest does not burn the nonce either.
-    let r = Req::signed(&key, "M");
-    assert_eq!(
-        v.verify_with_body(&r.msg(), Some(b"tampered"), NOW),
-        Err(SignatureError::DigestMismatch)
-    );
-    v.verify_with_body(&r.msg(), Some(BODY), NOW).unwrap();
 }
 
 #[test]
@@ -913,7 +830,6 @@ fn digest_errors_through_the_verifier() {
         v.verify_with_body(&r.msg(), Some(BODY), NOW),
         Err(SignatureError::DigestInvalid(_))
     ));
-    assert_eq!(SignatureError::DigestMismatch.code(), "signature-invalid");
 }
 
 #[test]
@@ -961,7 +877,7 @@ fn secrets_are_not_printable() {
     let k = SigningKey::hmac("my-keyid", &secret).unwrap();
     let app = k.app_key();
     let ring = KeyRing::from_keys([app.clone(), ed("ed-id").app_key()]).unwrap();
-    let v = Verifier::new(ring.clone(), Window::default(), 1, 0);
+    let v = Verifier::new(ring.clone(), Window::default(), 0);
     let seed_hex = "07070707";
     for s in [
         format!("{k:?}"),
@@ -1057,7 +973,7 @@ fn pem_keys() {
         .unwrap();
     let signer = SigningKey::ed25519_from_pkcs8_pem("pem", &private_pem).unwrap();
     let app = AppKey::ed25519_from_pem("pem", &public_pem).unwrap();
-    let v = Verifier::new(KeyRing::from_keys([app]).unwrap(), Window::default(), 10, 0);
+    let v = Verifier::new(KeyRing::from_keys([app]).unwrap(), Window::default(), 0);
     v.verify(&Req::signed(&signer, "n").msg(), BODY_REQ, NOW)
         .unwrap();
     assert!(AppKey::ed25519_from_pem(
@@ -1070,7 +986,6 @@ fn pem_keys() {
     let v = Verifier::new(
         KeyRing::from_keys([g.app_key()]).unwrap(),
         Window::default(),
-        10,
         0,
     );
     v.verify(&Req::signed(&g, "n").msg(), BODY_REQ, NOW)
@@ -1161,6 +1076,4 @@ fn unknown_parameters_are_signed_and_accepted() {
         invalid(v.verify(&r2.msg(), NO_BODY, NOW)),
         "signature does not verify"
     );
-    // Debug of a verifier shows sizes, not the cached nonces.
-    assert!(!format!("{v:?}").contains("u1"));
 }

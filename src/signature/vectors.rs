@@ -309,7 +309,7 @@ mod tests {
             AppKey::hmac_from_base64(TEST_HMAC_KEYID, TEST_HMAC_SECRET_B64).unwrap(),
         ])
         .unwrap();
-        let verifier = Verifier::new(ring, Window::default(), 100, EXAMPLE_CREATED);
+        let verifier = Verifier::new(ring, Window::default(), EXAMPLE_CREATED);
         let examples = examples();
         assert_eq!(examples.len(), 4);
         for ex in &examples {

@@ -7,7 +7,6 @@ use hmac::Mac as _;
 use super::base::{build_base, select, Selected};
 use super::components::{Component, Derived, Kind};
 use super::keys::{KeyMaterial, KeyRing};
-use super::nonce::NonceCache;
 use super::{
     digest, quoted, ConfigError, Message, SignatureError, CONTENT_DIGEST, PATGATE_ACCOUNT,
 };
@@ -137,33 +136,33 @@ pub struct Verified {
     /// Covered components in signed order: the name followed by any
     /// parameters, e.g. `@method`, `content-type`, `@query-param;name="a"`.
     pub covered: Vec<String>,
+    /// The last second (Unix) at which this signature can be accepted: the replay cache must
+    /// remember `(keyid, nonce)` until then.
+    pub replay_until: u64,
 }
 
-/// The patgate profile verifier. Cheap to share (`Arc` inside); clones
-/// share the replay cache.
+/// The patgate profile verifier: the trusted keys, the time window and the process start.
+/// Cheap to share (`Arc` inside). The replay check is the caller's: a [`Verified`] says
+/// until when its `(keyid, nonce)` must be remembered.
 #[derive(Debug, Clone)]
 pub struct Verifier {
     keys: Arc<KeyRing>,
     window: Window,
     not_before: u64,
-    nonces: Arc<NonceCache>,
 }
 
 impl Verifier {
-    /// `nonce_capacity` bounds the replay cache; `not_before` is the process
-    /// start in Unix seconds (signatures created earlier are refused because
-    /// the replay cache did not exist then).
-    pub fn new(keys: KeyRing, window: Window, nonce_capacity: usize, not_before: u64) -> Self {
+    /// `not_before` is the process start in Unix seconds: signatures created earlier are
+    /// refused, because the replay cache did not exist then.
+    pub fn new(keys: KeyRing, window: Window, not_before: u64) -> Self {
         Verifier {
             keys: Arc::new(keys),
             window,
             not_before,
-            nonces: Arc::new(NonceCache::new(nonce_capacity)),
         }
     }
 
-    /// The same verifier with another key ring (reload), keeping the replay
-    /// cache so a reload cannot reopen a replay.
+    /// The same verifier with another key ring.
     pub fn with_keys(&self, keys: KeyRing) -> Self {
         Verifier {
             keys: Arc::new(keys),
@@ -171,15 +170,13 @@ impl Verifier {
         }
     }
 
-    /// The verifier of a reloaded config: new keys and window, the same
-    /// replay cache and start time, so a reload cannot reopen a replay nor let
-    /// in a signature made before the process started.
+    /// The verifier of a reloaded config: new keys and window, the same start time, so a
+    /// reload cannot let in a signature made before the process started.
     pub fn reloaded(&self, keys: KeyRing, window: Window) -> Self {
         Verifier {
             keys: Arc::new(keys),
             window,
             not_before: self.not_before,
-            nonces: self.nonces.clone(),
         }
     }
 
@@ -193,10 +190,9 @@ impl Verifier {
         self.window
     }
 
-    /// The full profile: parse, pick the first trusted signature, required
-    /// parameters and components, time window, cryptography, then the nonce
-    /// (recorded only once the signature verified, so unauthenticated
-    /// traffic cannot fill the cache).
+    /// The full profile: parse, pick the first trusted signature, required parameters and
+    /// components, time window, cryptography. The caller then records the nonce (only once
+    /// the signature verified, so unauthenticated traffic cannot fill the cache).
     ///
     /// The body digest is not checked here: call [`digest::verify`] on the
     /// body (or use [`Verifier::verify_with_body`]).
@@ -210,7 +206,7 @@ impl Verifier {
     }
 
     /// [`Verifier::verify`] plus the `Content-Digest` check of a fully read
-    /// body, done after the cryptography and before the nonce is recorded.
+    /// body, done after the cryptography.
     /// `body: None` means the request has no body.
     pub fn verify_with_body(
         &self,
@@ -253,14 +249,8 @@ impl Verifier {
         if let Some(body) = body {
             digest::verify_headers(msg.headers, body)?;
         }
-        let keyid = sel.key.keyid();
-        self.nonces.insert(
-            keyid,
-            &nonce,
-            self.window.last_valid(created, sel.params.expires),
-            now,
-        )?;
-        Ok(verified(&sel, created, nonce))
+        let replay_until = self.window.last_valid(created, sel.params.expires);
+        Ok(verified(&sel, created, nonce, replay_until))
     }
 }
 
@@ -274,15 +264,13 @@ pub fn verify_signature_only(
     let sel = select(keys, msg.headers)?;
     verify_crypto(msg, &sel)?;
     let nonce = sel.params.nonce.clone().unwrap_or_default();
-    Ok(verified(
-        &sel,
-        sel.params.created.unwrap_or_default(),
-        nonce,
-    ))
+    let created = sel.params.created.unwrap_or_default();
+    Ok(verified(&sel, created, nonce, created))
 }
 
-fn verified(sel: &Selected<'_>, created: u64, nonce: String) -> Verified {
+fn verified(sel: &Selected<'_>, created: u64, nonce: String, replay_until: u64) -> Verified {
     Verified {
+        replay_until,
         keyid: sel.key.keyid().to_owned(),
         label: sel.label.clone(),
         created,

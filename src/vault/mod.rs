@@ -20,6 +20,7 @@
 mod credential;
 mod crypto;
 mod error;
+mod last_use;
 mod master_key;
 mod record;
 mod rotation;
@@ -40,6 +41,7 @@ use zeroize::Zeroizing;
 
 pub use self::credential::Credential;
 pub use self::error::VaultError;
+pub use self::last_use::{PatUses, PAT_USE_FLUSH_INTERVAL};
 pub use self::master_key::{
     install_pending_key, match_owner, pending_key_path, MasterKey, MASTER_KEY_LEN,
     SYSTEMD_CREDENTIAL_NAME,

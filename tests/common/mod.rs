@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
@@ -22,8 +22,10 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use patgate::client::{Outgoing, SignedClient};
+use patgate::clock::{Clock, ManualClock};
 use patgate::devpki::{ClientName, DevCa, Issued};
-use patgate::server::{Runtime, Server};
+use patgate::listener::{AdminSocket, Listeners, Server, ServerHandle};
+use patgate::runtime::Runtime;
 use patgate::signature::SigningKey;
 use patgate::vault::{Credential, MasterKey, Vault};
 use tokio::net::TcpListener;
@@ -415,8 +417,9 @@ pub struct Options {
     pub connect_ttl_seconds: Option<u64>,
     /// `service.shutdown_grace_seconds`.
     pub shutdown_grace_seconds: u64,
-    /// Rate limits and holds run on this clock instead of the monotonic one.
-    pub clock: Option<governor::clock::FakeRelativeClock>,
+    /// The gateway reads the time from this clock, which the test advances by hand, instead
+    /// of the system's (the app's client signs with it too).
+    pub clock: Option<ManualClock>,
 }
 
 impl Default for Options {
@@ -453,7 +456,9 @@ pub struct Gateway {
     pub config_path: PathBuf,
     pub runtime: Arc<Runtime>,
     /// Reloads the running gateway (what SIGHUP does in `patgate run`).
-    pub handle: patgate::server::ServerHandle,
+    pub handle: ServerHandle,
+    /// The clock the gateway reads (a manual one when [`Options::clock`] was set).
+    pub clock: Clock,
     shutdown: Option<oneshot::Sender<()>>,
     stopped: Option<tokio::task::JoinHandle<()>>,
 }
@@ -466,7 +471,11 @@ pub struct Setup {
     pub config_path: PathBuf,
     pub signing_key_pem: String,
     /// [`Options::clock`].
-    pub clock: Option<governor::clock::FakeRelativeClock>,
+    pub clock: Option<ManualClock>,
+    /// The connect listener, bound before the config was written (its `public_url` names
+    /// the port); the first start takes it, a restart binds the same port again.
+    connect: Mutex<Option<std::net::TcpListener>>,
+    connect_port: Option<u16>,
 }
 
 impl Setup {
@@ -566,14 +575,15 @@ level = "{level}"
             integration_toml = opts.integration_toml,
         );
         let mut config = config;
-        if let Some(ttl) = opts.connect_ttl_seconds {
-            // public_url must name the port before the listener exists: take a free one
-            // (`try_start` picks another if it is taken by the time patgate binds it).
-            let port = free_port();
+        let connect = opts.connect_ttl_seconds.map(|ttl| {
+            // public_url must name the port: bind first, write the config with its port.
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
             config.push_str(&format!(
                 "[connect]\nlisten = \"127.0.0.1:{port}\"\ncert = \"server.pem\"\nkey = \"server-key.pem\"\npublic_url = \"https://localhost:{port}\"\nlink_ttl_seconds = {ttl}\n"
             ));
-        }
+            (listener, port)
+        });
         let config_path = d.join("patgate.toml");
         write(d, "patgate.toml", &config);
         let key = MasterKey::load_file(&d.join("master-key")).unwrap();
@@ -595,6 +605,8 @@ level = "{level}"
             ca,
             config_path,
             clock: opts.clock.clone(),
+            connect_port: connect.as_ref().map(|(_, port)| *port),
+            connect: Mutex::new(connect.map(|(listener, _)| listener)),
         }
     }
 
@@ -606,40 +618,7 @@ level = "{level}"
     /// Starts patgate on these files, or says why it would not start (as `patgate run`
     /// would print it).
     pub async fn try_start(&self) -> Result<Gateway, String> {
-        let mut attempts = 0;
-        loop {
-            match self.try_start_once().await {
-                // The connect listener's port was picked free before patgate could bind it
-                // (its public_url must name the port), and a test running beside this one
-                // may have taken it since: pick another.
-                Err(Start::ConnectPortTaken) if attempts < 10 => {
-                    attempts += 1;
-                    let text = std::fs::read_to_string(&self.config_path).unwrap();
-                    let Some(old) = text
-                        .split("[connect]\nlisten = \"127.0.0.1:")
-                        .nth(1)
-                        .and_then(|rest| rest.split('"').next())
-                    else {
-                        return Err("the connect port was taken, and the config has none".into());
-                    };
-                    let new = free_port().to_string();
-                    std::fs::write(
-                        &self.config_path,
-                        text.replace(&format!("127.0.0.1:{old}"), &format!("127.0.0.1:{new}"))
-                            .replace(&format!("localhost:{old}"), &format!("localhost:{new}")),
-                    )
-                    .unwrap();
-                }
-                Err(Start::ConnectPortTaken) => return Err("no free port for [connect]".into()),
-                Err(Start::Refused(why)) => return Err(why),
-                Ok(gateway) => return Ok(gateway),
-            }
-        }
-    }
-
-    async fn try_start_once(&self) -> Result<Gateway, Start> {
-        let mut config = patgate::config::Config::load(&self.config_path).unwrap();
-        let has_connect = config.connect.is_some();
+        let config = patgate::config::Config::load(&self.config_path).map_err(|e| e.to_string())?;
         let key = MasterKey::load_file(&self.dir.path().join("master-key")).unwrap();
         // The vault made by `Setup` (or a stopped gateway) may still be letting go of its
         // lock for a moment after it was dropped (sled's background flusher holds it), so a
@@ -654,35 +633,22 @@ level = "{level}"
                 other => break Arc::new(other.map_err(|e| format!("opening the vault: {e}"))?),
             }
         };
-        // The same async start step as `patgate run`: detect TFS releases first.
-        let tfs_detected = patgate::server::detect_host_versions(&mut config, &vault)
+        let clock = self
+            .clock
+            .as_ref()
+            .map_or_else(Clock::system, ManualClock::clock);
+        // The same start step as `patgate run`: TFS releases are detected first.
+        let runtime = Runtime::start(config, vault, clock.clone())
             .await
             .map_err(|e| e.to_string())?;
-        // A second earlier, so signatures made in this same second are not "before start".
-        let started = SystemTime::now() - Duration::from_secs(1);
-        let mut runtime = Runtime::build(config, vault, started).map_err(|e| e.to_string())?;
-        runtime.tfs_detected = tfs_detected;
-        if let Some(clock) = &self.clock {
-            runtime.limits = Arc::new(patgate::ratelimit::RateLimits::new(
-                &runtime.config.rate_limits,
-                patgate::ratelimit::Clock::Fake(clock.clone()),
-            ));
-        }
-        let server = match Server::bind(runtime).await {
-            Ok(server) => server,
-            Err(err) if err.kind() == std::io::ErrorKind::AddrInUse && has_connect => {
-                return Err(Start::ConnectPortTaken)
-            }
-            Err(err) => panic!("binding patgate's listeners: {err}"),
-        };
-        let addr = server.local_addr().unwrap();
-        let admin = server
-            .admin_addr()
-            .expect("the test config has admin.listen");
-        let runtime = server.runtime();
+        let listeners = self.listeners(&runtime).await;
+        let addr = listeners.api_addr().unwrap();
+        let admin = listeners.admin_addr().unwrap();
+        let server = Server::new(runtime);
         let handle = server.handle();
+        let runtime = handle.runtime();
         let (tx, rx) = oneshot::channel();
-        let stopped = tokio::spawn(server.run(async {
+        let stopped = tokio::spawn(server.run(listeners, async {
             let _ = rx.await;
         }));
         Ok(Gateway {
@@ -695,9 +661,41 @@ level = "{level}"
             config_path: self.config_path.clone(),
             runtime,
             handle,
+            clock,
             shutdown: Some(tx),
             stopped: Some(stopped),
         })
+    }
+
+    /// The connect listener bound by [`Setup::with_ca`], the first time only.
+    fn take_connect_listener(&self) -> Option<std::net::TcpListener> {
+        self.connect.lock().unwrap().take()
+    }
+
+    /// What the gateway listens on: the api and admin listeners on ports of their own, the
+    /// connect listener on the port its `public_url` names.
+    async fn listeners(&self, runtime: &Runtime) -> Listeners {
+        let bind = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() };
+        let connect = match self.connect_port {
+            None => None,
+            Some(port) => Some(match self.take_connect_listener() {
+                Some(listener) => {
+                    listener.set_nonblocking(true).unwrap();
+                    tokio::net::TcpListener::from_std(listener).unwrap()
+                }
+                None => tokio::net::TcpListener::bind(("127.0.0.1", port))
+                    .await
+                    .unwrap(),
+            }),
+        };
+        Listeners {
+            api: bind().await,
+            connect,
+            admin: Some(bind().await),
+            admin_socket: AdminSocket::bind(&runtime.config().admin.socket)
+                .await
+                .unwrap(),
+        }
     }
 }
 
@@ -748,7 +746,8 @@ impl Gateway {
         self.dir.path().join(name)
     }
 
-    /// The app's client: the right CA, client certificate and Ed25519 key.
+    /// The app's client: the right CA, client certificate and Ed25519 key; it signs with
+    /// the gateway's clock.
     pub fn client(&self) -> SignedClient {
         self.client_with(self.signing_key.clone(), false)
     }
@@ -762,12 +761,13 @@ impl Gateway {
             http2,
         )
         .unwrap()
+        .with_clock(self.clock.clone())
     }
 
     /// The app's HMAC key.
     pub fn hmac_key(&self) -> SigningKey {
         let secret =
-            patgate::server::read_private_base64_file(&self.path(&format!("{HMAC_KEYID}.hmac")))
+            patgate::runtime::read_private_base64_file(&self.path(&format!("{HMAC_KEYID}.hmac")))
                 .unwrap();
         SigningKey::hmac(HMAC_KEYID, &secret).unwrap()
     }
@@ -783,7 +783,7 @@ impl Gateway {
             last_used_at: None,
         };
         self.runtime
-            .vault
+            .vault()
             .put_user_pat(
                 "ghe",
                 account,
@@ -878,29 +878,6 @@ pub fn signed(client: &SignedClient, out: &Outgoing) -> Request<Full<Bytes>> {
 }
 
 /// Replaces the first `from` with `to` in a config file (which must contain `from`).
-/// A port nothing listens on right now (it may be taken again before it is used).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Why one attempt to start patgate did not give a gateway.
-enum Start {
-    /// The port picked for `[connect]` was taken before patgate bound it.
-    ConnectPortTaken,
-    /// What `patgate run` would print.
-    Refused(String),
-}
-
-impl From<String> for Start {
-    fn from(why: String) -> Self {
-        Start::Refused(why)
-    }
-}
-
 pub fn edit_config(config_path: &Path, from: &str, to: &str) {
     let text = std::fs::read_to_string(config_path).unwrap();
     assert!(text.contains(from), "the config has no `{from}`");

@@ -1,5 +1,5 @@
-//! The replay cache: each `(keyid, nonce)` is accepted once while its
-//! signature could still be accepted.
+//! The replay cache kept in this process's memory: each `(keyid, nonce)` is accepted once
+//! while its signature could still be accepted. The embedded default of [`NonceStore`].
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -7,7 +7,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use super::SignatureError;
+use super::{BoxFuture, NonceError, NonceStore};
 
 const SHARDS: usize = 16;
 
@@ -49,7 +49,7 @@ impl Hasher for FingerprintHasher {
 }
 
 /// A bounded, sharded set of `(keyid, nonce)` pairs with expiry times.
-pub(crate) struct NonceCache {
+pub struct MemoryNonces {
     shards: Box<[Mutex<Shard>]>,
     /// Entries across all shards; reserved before an insert so the bound
     /// holds without a global lock.
@@ -88,19 +88,20 @@ impl Shard {
     }
 }
 
-impl std::fmt::Debug for NonceCache {
+impl std::fmt::Debug for MemoryNonces {
     // Only the sizes: the entries are many and say who called when.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NonceCache")
+        f.debug_struct("MemoryNonces")
             .field("len", &self.len.load(Ordering::Relaxed))
             .field("capacity", &self.capacity)
             .finish()
     }
 }
 
-impl NonceCache {
-    pub(crate) fn new(capacity: usize) -> Self {
-        NonceCache {
+impl MemoryNonces {
+    /// A cache that holds at most `capacity` pairs.
+    pub fn new(capacity: usize) -> Self {
+        MemoryNonces {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             len: AtomicUsize::new(0),
             capacity,
@@ -117,15 +118,14 @@ impl NonceCache {
     }
 
     /// Records `(keyid, nonce)` valid until `expiry` (inclusive).
-    /// `Replayed` if already present, `NonceCacheFull` if no room is left
-    /// after pruning every shard.
-    pub(crate) fn insert(
+    /// `Replayed` if already present, `Full` if no room is left after pruning every shard.
+    pub fn insert(
         &self,
         keyid: &str,
         nonce: &str,
         expiry: u64,
         now: u64,
-    ) -> Result<(), SignatureError> {
+    ) -> Result<(), NonceError> {
         let key = self.fingerprint(keyid, nonce);
         let idx = (key.1 % SHARDS as u64) as usize;
         for attempt in 0..2 {
@@ -134,12 +134,10 @@ impl NonceCache {
                 let pruned = shard.prune(now);
                 self.len.fetch_sub(pruned, Ordering::AcqRel);
                 if expiry < shard.horizon {
-                    return Err(SignatureError::Expired(
-                        "signature is older than the replay cache horizon".to_owned(),
-                    ));
+                    return Err(NonceError::BeforeHorizon);
                 }
                 if shard.entries.contains_key(&key) {
-                    return Err(SignatureError::Replayed);
+                    return Err(NonceError::Replayed);
                 }
                 let reserved = self
                     .len
@@ -157,7 +155,7 @@ impl NonceCache {
                 self.prune_all(now);
             }
         }
-        Err(SignatureError::NonceCacheFull)
+        Err(NonceError::Full)
     }
 
     /// The pair's fingerprint. Hashing `(&str, &str)` ends each string with a separator, so
@@ -176,9 +174,26 @@ impl NonceCache {
         }
     }
 
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
+    /// The pairs held now (expired ones not yet pruned included).
+    pub fn len(&self) -> usize {
         self.len.load(Ordering::Acquire)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl NonceStore for MemoryNonces {
+    fn first_use<'a>(
+        &'a self,
+        keyid: &'a str,
+        nonce: &'a str,
+        replay_until: u64,
+        now: u64,
+    ) -> BoxFuture<'a, Result<(), NonceError>> {
+        let outcome = self.insert(keyid, nonce, replay_until, now);
+        Box::pin(std::future::ready(outcome))
     }
 }
 
@@ -188,21 +203,21 @@ mod tests {
 
     #[test]
     fn replay_and_expiry() {
-        let c = NonceCache::new(4);
+        let c = MemoryNonces::new(4);
         c.insert("k", "n1", 100, 50).unwrap();
-        assert_eq!(c.insert("k", "n1", 100, 60), Err(SignatureError::Replayed));
+        assert_eq!(c.insert("k", "n1", 100, 60), Err(NonceError::Replayed));
         // Same nonce, other key: distinct.
         c.insert("k2", "n1", 100, 60).unwrap();
         // The length prefix keeps ("k", "2n1") apart from ("k2", "n1").
         c.insert("k", "2n1", 100, 60).unwrap();
         // Still a replay at the last valid second.
-        assert_eq!(c.insert("k", "n1", 100, 100), Err(SignatureError::Replayed));
+        assert_eq!(c.insert("k", "n1", 100, 100), Err(NonceError::Replayed));
         assert_eq!(c.len(), 3);
     }
 
     #[test]
     fn distinct_pairs_stay_distinct_and_each_replays() {
-        let c = NonceCache::new(200_000);
+        let c = MemoryNonces::new(200_000);
         for i in 0..100_000 {
             c.insert("app", &format!("nonce-{i}"), 100, 1).unwrap();
         }
@@ -210,47 +225,38 @@ mod tests {
         for i in (0..100_000).step_by(997) {
             assert_eq!(
                 c.insert("app", &format!("nonce-{i}"), 100, 2),
-                Err(SignatureError::Replayed)
+                Err(NonceError::Replayed)
             );
         }
     }
 
     #[test]
     fn full_then_pruned() {
-        let c = NonceCache::new(2);
+        let c = MemoryNonces::new(2);
         c.insert("k", "a", 10, 0).unwrap();
         c.insert("k", "b", 20, 0).unwrap();
-        assert_eq!(
-            c.insert("k", "c", 30, 5),
-            Err(SignatureError::NonceCacheFull)
-        );
+        assert_eq!(c.insert("k", "c", 30, 5), Err(NonceError::Full));
         // At 11 "a" has expired, wherever its shard is.
         c.insert("k", "c", 30, 11).unwrap();
         assert_eq!(c.len(), 2);
-        assert_eq!(
-            c.insert("k", "d", 30, 11),
-            Err(SignatureError::NonceCacheFull)
-        );
+        assert_eq!(c.insert("k", "d", 30, 11), Err(NonceError::Full));
     }
 
     #[test]
     fn clock_going_back_cannot_reopen_a_pruned_nonce() {
-        let c = NonceCache::new(8);
+        let c = MemoryNonces::new(8);
         c.insert("k", "a", 10, 0).unwrap();
         c.prune_all(20); // "a" is forgotten
                          // Back in time "a" would be inside its window again: refuse it
                          // rather than admit a replay.
-        assert!(matches!(
-            c.insert("k", "a", 10, 5),
-            Err(SignatureError::Expired(_))
-        ));
+        assert_eq!(c.insert("k", "a", 10, 5), Err(NonceError::BeforeHorizon));
         // Pairs expiring after the horizon are still fine.
         c.insert("k", "b", 25, 5).unwrap();
     }
 
     #[test]
     fn concurrent_inserts_respect_capacity() {
-        let c = std::sync::Arc::new(NonceCache::new(100));
+        let c = std::sync::Arc::new(MemoryNonces::new(100));
         let handles: Vec<_> = (0..4)
             .map(|t| {
                 let c = c.clone();

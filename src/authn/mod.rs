@@ -1,0 +1,117 @@
+//! Who is calling: each request on the api listener is turned into a verified [`Caller`] by
+//! an [`Authenticator`], or refused, before anything else looks at it.
+//!
+//! The pipeline knows only this seam. An implementation checks whatever its kind of caller
+//! presents and answers the same facts: the client identity (the `client` rate-limit tier,
+//! the decision log), the app key that signed, and the acting Jira account when the
+//! credential itself names one. Adding a kind of caller is one implementation here and one
+//! line where the runtime builds its authenticator; the pipeline does not change.
+//!
+//! | implementation | the caller presents |
+//! |---|---|
+//! | [`MtlsSignature`] | a client certificate (checked at the TLS handshake) and an RFC 9421 signature |
+
+mod mtls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{HeaderMap, Method};
+
+use crate::ids::AccountId;
+use crate::signature::SignatureError;
+use crate::store::{BoxFuture, NonceError};
+
+pub use mtls::MtlsSignature;
+
+/// What is known about a connection once its TLS handshake is done.
+#[derive(Debug)]
+pub struct Connection {
+    pub peer: SocketAddr,
+    /// The client certificate, when the client presented one (it chained to the client CA:
+    /// the handshake checked that).
+    pub certificate: Option<ClientCertificate>,
+}
+
+/// The client certificate of a connection.
+#[derive(Debug)]
+pub struct ClientCertificate {
+    /// Its subject, for logs and the `client` rate-limit tier.
+    pub subject: Arc<str>,
+    /// Whether it carries a SAN on `api.allowed_client_sans` (or there is no list), as the
+    /// config said at the handshake.
+    pub allowed: bool,
+}
+
+/// The parts of a request an authenticator reads.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHead<'a> {
+    pub method: &'a Method,
+    /// The absolute URI the client addressed (`@target-uri`).
+    pub target_uri: &'a str,
+    pub headers: &'a HeaderMap,
+    pub has_body: bool,
+}
+
+/// How a caller proved who it is (the decision log and audit events say it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// A client certificate and an RFC 9421 signature.
+    ClientCertificate,
+}
+
+impl AuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::ClientCertificate => "client-certificate",
+        }
+    }
+}
+
+/// A verified caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The client identity: the `client` rate-limit tier's key and the decision log's
+    /// `client`.
+    pub client: Arc<str>,
+    /// The app key that signed the request.
+    pub key_id: String,
+    /// The acting Jira user, when the credential itself names one. `None`: the request's
+    /// own `Patgate-Account` (signed) names the user, or nobody acts.
+    pub principal: Option<AccountId>,
+    pub method: AuthMethod,
+}
+
+/// Why a caller was refused. Messages never hold key material.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// The client certificate carries none of `api.allowed_client_sans`.
+    #[error("the client certificate carries none of the SANs on api.allowed_client_sans")]
+    ClientNotAllowed,
+    /// No client certificate on a listener that needs one.
+    #[error("this listener needs a client certificate")]
+    NoClientCertificate,
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    /// The signature verified, but its nonce was refused by the replay cache.
+    #[error(transparent)]
+    Nonce(#[from] NonceError),
+}
+
+/// Turns a request into a [`Caller`]. See the module docs.
+pub trait Authenticator: Send + Sync + std::fmt::Debug {
+    /// Whether this connection may send requests at all (its client certificate, say),
+    /// checked before anything of the request is read.
+    fn admit(&self, _connection: &Connection) -> Result<(), AuthError> {
+        Ok(())
+    }
+
+    /// The request's caller, once [`Authenticator::admit`] let its connection in. `now` is
+    /// the runtime clock's Unix seconds.
+    fn authenticate<'a>(
+        &'a self,
+        connection: &'a Connection,
+        head: RequestHead<'a>,
+        now: u64,
+    ) -> BoxFuture<'a, Result<Caller, AuthError>>;
+}

@@ -1,0 +1,201 @@
+//! The api listener: TLS with client certificates, then each request routed to the pipeline
+//! (`/git/…`) or patgate's own API (`/v1/…`) once its caller is authenticated, and every
+//! answer recorded in the decision log and the metrics.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::header::HeaderValue;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::authn::{ClientCertificate, Connection};
+use crate::body::ResponseBody;
+use crate::error::{Problem, RequestError};
+use crate::inbound::{self, REQUEST_ID_HEADER};
+use crate::pipeline::{self, Summary};
+use crate::runtime::{Current, Runtime};
+
+/// Accepts until `shutdown` completes, then closes the socket (new connections are refused).
+/// Every connection is watched by `graceful` and cut when `cut` turns true.
+pub(super) async fn serve(
+    current: Arc<Current>,
+    listener: TcpListener,
+    graceful: &GracefulShutdown,
+    cut: watch::Receiver<bool>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    // EMFILE and the like: back off instead of spinning.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let connection = serve_connection(current.clone(), tcp, peer, graceful.watcher());
+        let mut cut = cut.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = connection => {}
+                _ = cut.changed() => tracing::info!(%peer, "connection closed: the shutdown grace period is over"),
+            }
+        });
+    }
+}
+
+/// One api connection: the TLS handshake with the runtime current now (its certificate,
+/// client CA and CRLs), then each request with the runtime current when it arrives.
+async fn serve_connection(
+    current: Arc<Current>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    watcher: Watcher,
+) {
+    let at_handshake = current.load();
+    let acceptor = TlsAcceptor::from(at_handshake.api_tls().clone());
+    let handshake = at_handshake
+        .clock()
+        .timeout(
+            at_handshake.config().api.handshake_timeout,
+            acceptor.accept(tcp),
+        )
+        .await;
+    let tls = match handshake {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(err)) => {
+            tracing::info!(%peer, error = %err, "TLS handshake refused");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let connection = {
+        let (_, session) = tls.get_ref();
+        // The verifier requires a certificate, so one is always present here.
+        let certificate = session
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|leaf| {
+                // Like the certificate checks, the allow-list applies at the handshake.
+                ClientCertificate {
+                    subject: crate::tls::subject(leaf).into(),
+                    allowed: crate::tls::client_allowed(
+                        &at_handshake.config().api.allowed_client_sans,
+                        &crate::tls::client_sans(leaf),
+                    ),
+                }
+            });
+        if let Some(certificate) = certificate.as_ref().filter(|c| !c.allowed) {
+            tracing::info!(%peer, subject = %certificate.subject, "client certificate not on the allow-list");
+        }
+        Arc::new(Connection { peer, certificate })
+    };
+    let builder = super::http::builder(&at_handshake.config().api, at_handshake.clock());
+    drop(at_handshake);
+    let service = service_fn(move |req| {
+        let runtime = current.load();
+        let connection = connection.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle(&runtime, &connection, req).await) }
+    });
+    let conn = builder.serve_connection(TokioIo::new(tls), service);
+    if let Err(err) = watcher.watch(conn.into_owned()).await {
+        tracing::debug!(%peer, error = %err, "connection ended with an error");
+    }
+}
+
+/// Where a request on the api listener goes.
+enum Route {
+    Git,
+    Api,
+    Unknown,
+}
+
+impl Route {
+    fn of(path: &str) -> Route {
+        if path.starts_with("/git/") {
+            Route::Git
+        } else if path.starts_with("/v1/") {
+            Route::Api
+        } else {
+            Route::Unknown
+        }
+    }
+}
+
+/// One request: authenticate, route, answer (a refusal as problem+json), record.
+async fn handle(
+    runtime: &Runtime,
+    connection: &Connection,
+    req: Request<Incoming>,
+) -> Response<ResponseBody> {
+    let started = Instant::now();
+    let request_id = inbound::request_id(req.headers());
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let mut summary = Summary::default();
+    let outcome = route(runtime, connection, req, &request_id, &mut summary).await;
+    let (mut response, problem) = match outcome {
+        Ok(response) => (response, None),
+        Err(err) => {
+            let problem = Problem::of(&err);
+            let code = problem.code.as_str();
+            let blame = problem.blame.as_str();
+            (
+                problem.into_response(Some(&request_id)),
+                Some((code, blame)),
+            )
+        }
+    };
+    let client = connection.certificate.as_ref().map_or("-", |c| &*c.subject);
+    summary.record(
+        runtime.metrics(),
+        pipeline::summary::Outcome {
+            status: response.status().as_u16(),
+            code: problem.map(|(code, _)| code),
+            blame: problem.map(|(_, blame)| blame),
+            latency: started.elapsed(),
+            request_id: &request_id,
+            client,
+            method: &method,
+            path: &path,
+        },
+    );
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
+async fn route(
+    runtime: &Runtime,
+    connection: &Connection,
+    req: Request<Incoming>,
+    request_id: &str,
+    summary: &mut Summary,
+) -> Result<Response<ResponseBody>, RequestError> {
+    let caller = pipeline::authenticate(runtime, connection, &req).await?;
+    summary.auth = Some(caller.method);
+    match Route::of(req.uri().path()) {
+        Route::Git => pipeline::git(runtime, &caller, req, request_id, summary).await,
+        Route::Api => crate::api::handle(runtime, &caller, req, request_id, summary).await,
+        Route::Unknown => Err(RequestError::NotFound),
+    }
+}

@@ -1,0 +1,284 @@
+//! One request to a git host, from a verified caller to the host and back, as named steps in
+//! the order they run:
+//!
+//! | step | function | refuses with |
+//! |---|---|---|
+//! | authenticate | [`authenticate`]: the runtime's [`crate::authn::Authenticator`] | 401, 403 `client-not-allowed` |
+//! | the integration | [`integration`] | 404 `unknown-integration` |
+//! | read | [`read`]: dot segments, the acting account, the body and its digest | 400, 401, 413 |
+//! | classify | [`classify`]: the host adapter says what the request does | 400 (an action names no user) |
+//! | limit | [`limit`]: patgate's quotas | 429 `rate-limited` |
+//! | policy | [`policy`]: which credential, or which refusal | 403 `user-pat-required` (with a setup link), … |
+//! | credential | [`credential`]: host holds, then the vault | 429 `host-rate-limited`, 503 |
+//! | forward | [`forward::forward`]: the host request, the streamed answer | 502, 504 |
+//!
+//! Limits come after classification because reads and actions have separate quotas and only
+//! the host adapter knows which one a request is; before the policy, because the policy
+//! reads the vault, which is what the limits protect.
+//!
+//! Nothing reaches the host before the signature, the body's digest and the policy have all
+//! passed. A refusal is a [`RequestError`], which [`crate::error`] turns into the answer.
+
+pub mod forward;
+pub mod summary;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{Request, Response};
+use http_body::Body as _;
+use hyper::body::Incoming;
+
+use crate::authn::{Caller, Connection, RequestHead};
+use crate::body::ResponseBody;
+use crate::error::RequestError;
+use crate::ids::AccountId;
+use crate::inbound;
+use crate::policy::{self, Decision, Facts, Operation};
+use crate::ratelimit::{self, HoldCredential};
+use crate::runtime::{IntegrationRuntime, Runtime};
+use crate::vault::{Credential, PatMeta};
+
+pub use summary::Summary;
+
+/// The first step of every request on the api listener (`/git` and `/v1`): the target URI
+/// the caller addressed, then the runtime's authenticator.
+pub async fn authenticate(
+    runtime: &Runtime,
+    connection: &Connection,
+    req: &Request<Incoming>,
+) -> Result<Caller, RequestError> {
+    let authenticator = runtime.authenticator();
+    authenticator.admit(connection)?;
+    let target_uri = inbound::target_uri(req)?;
+    let head = RequestHead {
+        method: req.method(),
+        target_uri: &target_uri,
+        headers: req.headers(),
+        has_body: !req.body().is_end_stream(),
+    };
+    let now = runtime.clock().unix_now();
+    Ok(authenticator.authenticate(connection, head, now).await?)
+}
+
+/// The path below `/git/`: the integration and the host path (raw, never decoded).
+pub fn split_git_path(rest: &str) -> (&str, &str) {
+    match rest.find('/') {
+        Some(slash) => (&rest[..slash], &rest[slash..]),
+        None => (rest, "/"),
+    }
+}
+
+/// The configured integration a `/git/{id}/…` request names.
+pub fn integration<'r>(
+    runtime: &'r Runtime,
+    id: &str,
+) -> Result<&'r IntegrationRuntime, RequestError> {
+    runtime
+        .integration(id)
+        .ok_or_else(|| RequestError::UnknownIntegration(id.to_string()))
+}
+
+/// What the request says, read and checked.
+#[derive(Debug)]
+pub struct Read {
+    pub parts: Parts,
+    pub body: Bytes,
+    /// The acting Jira user, if one is named.
+    pub account: Option<AccountId>,
+}
+
+/// Reads the request: no dot segments in the host path, the acting account (the caller's
+/// own principal, else the signed `Patgate-Account`), the whole body within the
+/// integration's limit, and its digest.
+pub async fn read(
+    integration: &IntegrationRuntime,
+    caller: &Caller,
+    req: Request<Incoming>,
+    host_path: &str,
+) -> Result<Read, RequestError> {
+    inbound::refuse_dot_segments(host_path)?;
+    let account = match &caller.principal {
+        Some(principal) => Some(principal.clone()),
+        None => inbound::account(req.headers())?,
+    };
+    let (parts, body) = req.into_parts();
+    let body = inbound::read_body(
+        parts.headers.get(http::header::CONTENT_LENGTH),
+        body,
+        integration.config().max_body_bytes,
+    )
+    .await?;
+    inbound::check_digest(&parts.headers, &body)?;
+    Ok(Read {
+        parts,
+        body,
+        account,
+    })
+}
+
+/// What the request does on the host; an action must name its user.
+pub fn classify(
+    integration: &IntegrationRuntime,
+    read: &Read,
+    host_path: &str,
+) -> Result<Operation, RequestError> {
+    let operation = integration.adapter().classify(
+        &read.parts.method,
+        host_path,
+        &read.parts.headers,
+        &read.body,
+    );
+    if operation.is_action() && read.account.is_none() {
+        return Err(RequestError::AccountRequired);
+    }
+    Ok(operation)
+}
+
+/// Patgate's quotas for this caller, integration, user and class (see [`crate::ratelimit`]).
+pub fn limit(
+    runtime: &Runtime,
+    caller: &Caller,
+    integration: &IntegrationRuntime,
+    account: Option<&AccountId>,
+    operation: Operation,
+    request_id: &str,
+) -> Result<(), RequestError> {
+    runtime.limits().check(
+        &ratelimit::Subject {
+            client: &caller.client,
+            integration: integration.id(),
+            account: account.map(AccountId::as_str),
+            class: ratelimit::Class::of(operation),
+            request_id,
+        },
+        runtime.metrics(),
+    )?;
+    Ok(())
+}
+
+/// The policy's decision, and the user's PAT when the policy took it.
+#[derive(Debug)]
+pub struct Decided {
+    pub decision: Decision,
+    pub user_pat: Option<(Credential, PatMeta)>,
+}
+
+/// Which credential the host must see ([`crate::policy`]), or which refusal; a user who
+/// must set up a PAT gets a link to the page where they can.
+pub async fn policy(
+    runtime: &Runtime,
+    integration: &IntegrationRuntime,
+    account: Option<&AccountId>,
+    operation: Operation,
+) -> Result<Decided, RequestError> {
+    let config = integration.config();
+    let user_pat = match (
+        account,
+        policy::consults_user_pat(operation, config.require_user_pat),
+    ) {
+        (Some(account), true) => runtime.vault().user_pat(&config.id, account.as_str())?,
+        _ => None,
+    };
+    let decision = policy::decide(Facts {
+        operation,
+        require_user_pat: config.require_user_pat,
+        host_supports_pats: integration.adapter().supports_pats(),
+        user_has_pat: user_pat.is_some(),
+        allow_other_writes: config.allow_other_writes,
+    })
+    .map_err(|refusal| {
+        // The user can act on this at once: a link to the page where they enter a PAT.
+        let setup_url = match refusal {
+            policy::Refusal::UserPatRequired => {
+                runtime.links().zip(account).map(|(links, account)| {
+                    links
+                        .issue(&config.id, account.as_str(), runtime.clock().unix_now())
+                        .url
+                })
+            }
+            _ => None,
+        };
+        RequestError::Policy { refusal, setup_url }
+    })?;
+    Ok(Decided { decision, user_pat })
+}
+
+/// The credential to send with: refused while the host holds it, else the user's PAT (its
+/// use recorded) or the integration's secret from the vault.
+pub async fn credential(
+    runtime: &Runtime,
+    integration: &IntegrationRuntime,
+    account: Option<&AccountId>,
+    decided: Decided,
+) -> Result<Credential, RequestError> {
+    let id = integration.id();
+    let held = hold_credential(decided.decision, account);
+    runtime
+        .limits()
+        .holds()
+        .check(id, held, runtime.metrics())
+        .await?;
+    match (decided.decision, account) {
+        (Decision::UseUserPat, Some(account)) => {
+            runtime
+                .pat_uses()
+                .record(id, account.as_str(), runtime.clock().unix_now());
+            decided.user_pat.map(|(credential, _meta)| credential)
+        }
+        _ => runtime.vault().integration_secret(id)?,
+    }
+    .ok_or_else(|| RequestError::NoSecret(id.to_string()))
+}
+
+/// Which credential a hold is on, for a decision.
+pub fn hold_credential(decision: Decision, account: Option<&AccountId>) -> HoldCredential<'_> {
+    match (decision, account) {
+        (Decision::UseUserPat, Some(account)) => HoldCredential::User(account.as_str()),
+        _ => HoldCredential::Integration,
+    }
+}
+
+/// Every step for a request below `/git/{integration}`, once the caller is verified.
+pub async fn git(
+    runtime: &Runtime,
+    caller: &Caller,
+    req: Request<Incoming>,
+    request_id: &str,
+    summary: &mut Summary,
+) -> Result<Response<ResponseBody>, RequestError> {
+    let path = req.uri().path().to_string();
+    let rest = path.strip_prefix("/git/").unwrap_or_default();
+    let (id, host_path) = split_git_path(rest);
+    let integration = integration(runtime, id)?;
+    summary.integration = Some(integration.id().to_string());
+    let read = read(integration, caller, req, host_path).await?;
+    summary.account = read.account.clone();
+    let operation = classify(integration, &read, host_path)?;
+    summary.operation = Some(operation);
+    let account = read.account.clone();
+    limit(
+        runtime,
+        caller,
+        integration,
+        account.as_ref(),
+        operation,
+        request_id,
+    )?;
+    let decided = policy(runtime, integration, account.as_ref(), operation).await?;
+    let decision = decided.decision;
+    summary.credential = Some(decision);
+    let credential = credential(runtime, integration, account.as_ref(), decided).await?;
+    forward::forward(
+        runtime,
+        integration,
+        forward::Outbound {
+            read,
+            host_path,
+            request_id,
+            decision,
+            credential,
+        },
+        summary,
+    )
+    .await
+}

@@ -1,0 +1,323 @@
+//! What the service runs with: everything built from one validated config ([`Runtime`]),
+//! and the slot that holds the runtime in force ([`Current`]), swapped whole on reload.
+//!
+//! Each TLS handshake and each request takes the runtime current when it starts, so open
+//! connections go on with what they began with and new ones see the new material.
+//!
+//! The runtime is plain data with narrow accessors: it knows the config, the vault, the
+//! host adapters and upstream clients, the authenticator, the rate limits and the stores,
+//! and nothing of sockets or requests. The listeners and the request pipeline sit above it.
+//!
+//! What lives for the process is made once ([`Runtime::start`]) and carried over by
+//! [`Runtime::reload`]: the vault, the metrics, the clock, the replay cache, the connect
+//! links' store, the rate-limit state and host holds.
+
+mod materials;
+mod reload;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use crate::authn::{Authenticator, MtlsSignature};
+use crate::clock::Clock;
+use crate::config::{Config, ConfigError, HostKind, Integration, TfsVersion};
+use crate::connect::Links;
+use crate::hosts::{adapter_for, HostAdapter};
+use crate::metrics::Metrics;
+use crate::ratelimit::RateLimits;
+use crate::signature::Verifier;
+use crate::store::{LinkStore, MemoryHolds, MemoryLinks, MemoryNonces, NonceStore};
+use crate::upstream::Upstream;
+use crate::vault::{PatUses, Vault};
+
+pub use materials::{check_materials, load_app_keys, read_private_base64_file, Materials};
+pub use reload::{ReloadReport, RESTART_ONLY};
+
+/// One integration, ready to forward to.
+#[derive(Debug)]
+pub struct IntegrationRuntime {
+    config: Integration,
+    adapter: Arc<dyn HostAdapter>,
+    upstream: Upstream,
+}
+
+impl IntegrationRuntime {
+    /// The adapter and the upstream client for one configured integration (`index` is its
+    /// place in the file, for errors).
+    pub fn build(file: &Path, index: usize, config: &Integration) -> Result<Self, ConfigError> {
+        let upstream = Upstream::new(config)
+            .map_err(|e| ConfigError::new(file, format!("integrations[{index}].extra_ca"), e))?;
+        Ok(IntegrationRuntime {
+            adapter: adapter_for(config),
+            upstream,
+            config: config.clone(),
+        })
+    }
+
+    /// The integration's id.
+    pub fn id(&self) -> &str {
+        &self.config.id
+    }
+
+    /// The integration as configured.
+    pub fn config(&self) -> &Integration {
+        &self.config
+    }
+
+    /// What the host's requests mean and how its credentials are applied.
+    pub fn adapter(&self) -> &dyn HostAdapter {
+        &*self.adapter
+    }
+
+    /// The pooled client to the host.
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+}
+
+/// Everything a request needs, built once from a validated config.
+#[derive(Debug)]
+pub struct Runtime {
+    config: Config,
+    clock: Clock,
+    /// The process start (Unix seconds): signatures created earlier are refused.
+    not_before: u64,
+    nonces: Arc<dyn NonceStore>,
+    authenticator: MtlsSignature,
+    integrations: HashMap<String, IntegrationRuntime>,
+    vault: Arc<Vault>,
+    api_tls: Arc<rustls::ServerConfig>,
+    /// When `api_tls`'s certificate expires (Unix seconds); `/metrics` counts down to it.
+    api_cert_not_after: i64,
+    /// The connect page's links and TLS, when `[connect]` is configured.
+    links: Option<Links>,
+    connect_tls: Option<Arc<rustls::ServerConfig>>,
+    /// When users' PATs were last used, not yet written to the vault.
+    pat_uses: Arc<PatUses>,
+    /// The `tfs` integrations whose `version = "auto"` was detected (their `tfs_version` now
+    /// holds the release); a reload that leaves one unchanged keeps its release.
+    tfs_detected: HashSet<String>,
+    metrics: Arc<Metrics>,
+    /// Rate limits and host holds; a reload reconfigures them in place (state is kept).
+    limits: Arc<RateLimits>,
+}
+
+impl Runtime {
+    /// The async start step and the build: every `tfs` integration with `version = "auto"`
+    /// asks its server which release it is (with the integration's secret), then everything
+    /// else is loaded. `clock` is what the service reads the time from for the rest of the
+    /// process; signatures created before the second this is called in were made before the
+    /// replay cache existed, and are refused.
+    pub async fn start(
+        mut config: Config,
+        vault: Arc<Vault>,
+        clock: Clock,
+    ) -> Result<Runtime, ConfigError> {
+        let not_before = clock.unix_now();
+        let tfs_detected = reload::detect_releases(&mut config, &vault, None).await?;
+        let nonces: Arc<dyn NonceStore> =
+            Arc::new(MemoryNonces::new(config.signatures.nonce_cache_entries));
+        let links: Arc<dyn LinkStore> = Arc::new(MemoryLinks::new());
+        let limits = Arc::new(RateLimits::new(
+            &config.rate_limits,
+            clock.clone(),
+            Arc::new(MemoryHolds::new()),
+        ));
+        Runtime::assemble(
+            config,
+            Carried {
+                clock,
+                not_before,
+                nonces,
+                links,
+                vault,
+                pat_uses: Arc::default(),
+                metrics: Arc::new(Metrics::new()),
+                limits,
+            },
+            tfs_detected,
+        )
+    }
+
+    /// Builds a runtime from a config whose releases are known, around what is carried.
+    fn assemble(
+        config: Config,
+        carried: Carried,
+        tfs_detected: HashSet<String>,
+    ) -> Result<Runtime, ConfigError> {
+        if let Some(index) = config.integrations.iter().position(needs_detection) {
+            // A programming error, not an admin's: the start step was skipped.
+            return Err(ConfigError::new(
+                &config.source,
+                format!("integrations[{index}].version"),
+                "`auto` must be detected before the service is built (Runtime::start)",
+            ));
+        }
+        let materials = check_materials(&config)?;
+        let verifier = Verifier::new(materials.keys, materials.window, carried.not_before);
+        let links = config
+            .connect
+            .as_ref()
+            .map(|c| Links::new(c, carried.links.clone()));
+        Ok(Runtime {
+            authenticator: MtlsSignature::new(verifier, carried.nonces.clone()),
+            integrations: materials.integrations,
+            api_tls: Arc::new(materials.tls),
+            api_cert_not_after: materials.api_cert_not_after,
+            connect_tls: materials.connect_tls.map(Arc::new),
+            links,
+            tfs_detected,
+            clock: carried.clock,
+            not_before: carried.not_before,
+            nonces: carried.nonces,
+            vault: carried.vault,
+            pat_uses: carried.pat_uses,
+            metrics: carried.metrics,
+            limits: carried.limits,
+            config,
+        })
+    }
+
+    /// What a reload carries over from this runtime.
+    fn carried(&self) -> Carried {
+        Carried {
+            clock: self.clock.clone(),
+            not_before: self.not_before,
+            nonces: self.nonces.clone(),
+            links: self.links.as_ref().map_or_else(
+                || Arc::new(MemoryLinks::new()) as Arc<dyn LinkStore>,
+                |l| l.store(),
+            ),
+            vault: self.vault.clone(),
+            pat_uses: self.pat_uses.clone(),
+            metrics: self.metrics.clone(),
+            limits: self.limits.clone(),
+        }
+    }
+
+    /// The validated config this runtime was built from.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Where the service reads the time.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Turns requests on the api listener into verified callers.
+    pub fn authenticator(&self) -> &dyn Authenticator {
+        &self.authenticator
+    }
+
+    /// The configured integration `id`.
+    pub fn integration(&self, id: &str) -> Option<&IntegrationRuntime> {
+        self.integrations.get(id)
+    }
+
+    /// The configured integration `id`, with the id as the config spells it (for metric
+    /// labels, which must come from the config, never from a URL as sent).
+    pub fn integration_entry(&self, id: &str) -> Option<(&str, &IntegrationRuntime)> {
+        self.integrations
+            .get_key_value(id)
+            .map(|(id, integration)| (id.as_str(), integration))
+    }
+
+    /// Every configured integration, in no particular order.
+    pub fn integrations(&self) -> impl Iterator<Item = &IntegrationRuntime> {
+        self.integrations.values()
+    }
+
+    /// How many integrations are configured.
+    pub fn integration_count(&self) -> usize {
+        self.integrations.len()
+    }
+
+    pub fn vault(&self) -> &Arc<Vault> {
+        &self.vault
+    }
+
+    /// The api listener's TLS: its certificate, client CA and CRLs.
+    pub fn api_tls(&self) -> &Arc<rustls::ServerConfig> {
+        &self.api_tls
+    }
+
+    /// When the api listener's certificate expires (Unix seconds).
+    pub fn api_cert_not_after(&self) -> i64 {
+        self.api_cert_not_after
+    }
+
+    /// The connect page's links, when `[connect]` is configured.
+    pub fn links(&self) -> Option<&Links> {
+        self.links.as_ref()
+    }
+
+    /// The connect listener's TLS, when `[connect]` is configured.
+    pub fn connect_tls(&self) -> Option<&Arc<rustls::ServerConfig>> {
+        self.connect_tls.as_ref()
+    }
+
+    /// When users' PATs were last used, not yet written to the vault.
+    pub fn pat_uses(&self) -> &Arc<PatUses> {
+        &self.pat_uses
+    }
+
+    /// Lives for the whole process.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Rate limits and host holds.
+    pub fn limits(&self) -> &Arc<RateLimits> {
+        &self.limits
+    }
+}
+
+/// What lives for the process, carried from one runtime to the next.
+struct Carried {
+    clock: Clock,
+    not_before: u64,
+    nonces: Arc<dyn NonceStore>,
+    links: Arc<dyn LinkStore>,
+    vault: Arc<Vault>,
+    pat_uses: Arc<PatUses>,
+    metrics: Arc<Metrics>,
+    limits: Arc<RateLimits>,
+}
+
+/// The start step alone, for `patgate config check` and the admin commands: every `tfs`
+/// integration with `version = "auto"` asks its server which release it is, and `config`
+/// then holds that release. Answers the ids detected.
+pub async fn detect_tfs_releases(
+    config: &mut Config,
+    vault: &Vault,
+) -> Result<HashSet<String>, ConfigError> {
+    reload::detect_releases(config, vault, None).await
+}
+
+/// Whether an integration's release is still to be asked for.
+fn needs_detection(integration: &Integration) -> bool {
+    integration.kind == HostKind::Tfs && integration.tfs_version == Some(TfsVersion::Auto)
+}
+
+/// The runtime in force. A reload replaces it whole; whoever took it before keeps theirs
+/// (an `Arc`), so a request never sees half of one config and half of another.
+#[derive(Debug)]
+pub struct Current(RwLock<Arc<Runtime>>);
+
+impl Current {
+    pub fn new(runtime: Runtime) -> Current {
+        Current(RwLock::new(Arc::new(runtime)))
+    }
+
+    /// The runtime new handshakes and requests use now.
+    pub fn load(&self) -> Arc<Runtime> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Puts `runtime` in force.
+    pub fn store(&self, runtime: Arc<Runtime>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = runtime;
+    }
+}

@@ -1,0 +1,161 @@
+//! What patgate remembers beyond one request, behind traits, so that several replicas can
+//! later share it: the replay (nonce) cache, connect-link state and host holds (here), and
+//! the vault's sealed records and last-use times.
+//!
+//! Each trait says what any implementation must guarantee. The embedded implementations are
+//! the defaults and need no database: this process's memory for nonces, links and holds.
+//! Methods are async (a shared store answers over the network) and object safe (a
+//! [`BoxFuture`] each), so the runtime holds an `Arc<dyn …>` chosen from the config.
+//!
+//! | state | trait | embedded implementation |
+//! |---|---|---|
+//! | `(keyid, nonce)` pairs seen within the signature window | [`NonceStore`] | [`MemoryNonces`] |
+//! | connect links opened (one use each), the link key | [`LinkStore`] | [`MemoryLinks`] |
+//! | credentials the git host throttled, until when | [`HoldStore`] | [`MemoryHolds`] |
+
+mod holds;
+mod links;
+mod nonces;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub use holds::MemoryHolds;
+pub use links::MemoryLinks;
+pub use nonces::MemoryNonces;
+
+/// The future of a store method: boxed, so the traits are object safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A store that did not answer. The messages name the store and the operation, never a key
+/// that could be a secret (nonces and link ids are not secrets; credentials never reach
+/// these stores).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the {store} store failed: {reason}")]
+pub struct StoreError {
+    pub store: &'static str,
+    pub reason: String,
+}
+
+/// Why a nonce was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NonceError {
+    /// The pair was accepted before, within its window.
+    #[error("nonce already used for this keyid")]
+    Replayed,
+    /// The pair's window ended before the store's horizon (what it already forgot): it
+    /// cannot tell a replay from a first use, so it refuses.
+    #[error("signature is older than the replay cache horizon")]
+    BeforeHorizon,
+    /// No room for another pair, even after dropping the expired ones.
+    #[error("nonce cache is full")]
+    Full,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The replay cache: each `(keyid, nonce)` pair is accepted once while a signature carrying
+/// it could still be accepted.
+///
+/// An implementation must:
+/// - answer `Ok` for exactly one of any number of concurrent calls with the same pair
+///   (across every process that shares the store), and [`NonceError::Replayed`] for the
+///   others, until `replay_until` (Unix seconds, inclusive) has passed;
+/// - never answer `Ok` when it cannot tell (a store it cannot reach is an error, never a
+///   first use: a replay check does not fail open);
+/// - bound its memory ([`NonceError::Full`] rather than grow without limit).
+pub trait NonceStore: Send + Sync + std::fmt::Debug {
+    /// Records the pair as used until `replay_until`; `now` is the caller's clock.
+    fn first_use<'a>(
+        &'a self,
+        keyid: &'a str,
+        nonce: &'a str,
+        replay_until: u64,
+        now: u64,
+    ) -> BoxFuture<'a, Result<(), NonceError>>;
+}
+
+/// Why a connect link was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkUseError {
+    /// It was opened before.
+    #[error("this link was already used")]
+    Used,
+    /// No room to remember another opened link until the old ones expire.
+    #[error("too many links are open at once")]
+    Busy,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Connect-link state: the key links are signed with, and which links were opened (each
+/// opens once).
+///
+/// An implementation must:
+/// - give every process that shares it the same [`LinkStore::key`], so a link made by one
+///   opens at another, and never write that key anywhere in clear;
+/// - accept exactly one [`LinkStore::first_open`] of a link id, across every process that
+///   shares the store, until `expires_at` (Unix seconds) has passed;
+/// - bound its memory ([`LinkUseError::Busy`] rather than grow without limit).
+pub trait LinkStore: Send + Sync + std::fmt::Debug {
+    /// The HMAC key links and page tokens are signed with.
+    fn key(&self) -> &[u8; 32];
+
+    /// Marks the link `id` opened; `Ok` the first time only.
+    fn first_open<'a>(
+        &'a self,
+        id: &'a str,
+        expires_at: u64,
+        now: u64,
+    ) -> BoxFuture<'a, Result<(), LinkUseError>>;
+}
+
+/// Whether a credential is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldState {
+    /// Not held.
+    Free,
+    /// Held until this time.
+    Held(u64),
+    /// Not held any more: a hold on it ended, and this lookup is the first to see that.
+    Ended,
+}
+
+/// A credential that can be held: an integration's own, or one user's PAT on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HoldKey<'a> {
+    pub integration: &'a str,
+    /// `None`: the integration's own credential.
+    pub account: Option<&'a str>,
+}
+
+/// Host holds: credentials the git host throttled, and until when patgate holds requests
+/// made with them.
+///
+/// An implementation must:
+/// - make a hold seen by every process that shares the store from the moment
+///   [`HoldStore::hold`] completes;
+/// - keep the later end when two holds of one credential overlap;
+/// - forget holds that ended (on [`HoldStore::prune`] at the latest).
+///
+/// Times are Unix milliseconds from the caller's clock.
+pub trait HoldStore: Send + Sync + std::fmt::Debug {
+    /// Whether `key` is held at `now`.
+    fn held<'a>(
+        &'a self,
+        key: HoldKey<'a>,
+        now: u64,
+    ) -> BoxFuture<'a, Result<HoldState, StoreError>>;
+
+    /// Holds `key` until `until`; answers whether it was not held at `now` before (a new
+    /// hold rather than a longer one).
+    fn hold<'a>(
+        &'a self,
+        key: HoldKey<'a>,
+        until: u64,
+        now: u64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Forgets holds that ended by `now`; answers how many are still active.
+    fn prune(&self, now: u64) -> BoxFuture<'_, Result<usize, StoreError>>;
+}
