@@ -16,7 +16,9 @@
 //! | `types.rs` | the validated parts: listeners, keys, [`Integration`], [`HostKind`], [`TfsVersion`], … |
 //! | `raw.rs` | the file as written (serde structs) and [`defaults`] |
 //! | `validate.rs` | the validator: from the file as written to [`Config`], or the first error |
+//! | `rate_limits.rs` | the `[rate_limits]` section: [`RateLimitSettings`], its file form, defaults and checks |
 
+mod rate_limits;
 mod raw;
 mod types;
 mod validate;
@@ -24,13 +26,15 @@ mod validate;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use rate_limits::{
+    HostThrottleSettings, Override, QuotaSettings, RateLimitSettings, TierSettings,
+};
 pub use raw::defaults;
 pub use types::{
     AdminSettings, ApiListener, AppKeyConfig, AppKeyMaterial, ClientSan, CodeCommitSettings,
     ConnectListener, HostKind, Integration, LogFormat, LogSettings, MasterKeySource,
     ServiceSettings, SignatureSettings, TfsRelease, TfsVersion, TrustRoots, VaultSettings,
 };
-pub use validate::is_valid_integration_id;
 
 use raw::RawConfig;
 use validate::Validator;
@@ -73,7 +77,7 @@ pub struct Config {
     pub service: ServiceSettings,
     pub vault: VaultSettings,
     /// `[rate_limits]`: local quotas and holds when the host throttles.
-    pub rate_limits: crate::ratelimit::RateLimitSettings,
+    pub rate_limits: RateLimitSettings,
 }
 
 impl Config {

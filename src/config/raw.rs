@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::rate_limits::RawRateLimits;
 use super::types::{HostKind, LogFormat, TrustRoots};
 
 /// Defaults live here, next to the keys; the example file repeats them and a test checks
@@ -70,7 +71,7 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) vault: RawVault,
     #[serde(default)]
-    pub(super) rate_limits: crate::ratelimit::settings::RawRateLimits,
+    pub(super) rate_limits: RawRateLimits,
 }
 
 #[derive(Debug, Deserialize)]
@@ -332,10 +333,7 @@ mod example_file {
             defaults::NONCE_CACHE_ENTRIES
         );
         // No local limits unless configured; holds on host throttling are on.
-        assert_eq!(
-            cfg.rate_limits,
-            crate::ratelimit::RateLimitSettings::default()
-        );
+        assert_eq!(cfg.rate_limits, super::super::RateLimitSettings::default());
     }
 
     /// The quotas the example shows commented out are valid as written.
@@ -384,7 +382,7 @@ mod example_file {
 
     #[test]
     fn the_example_documents_every_key_with_its_default() {
-        use crate::ratelimit::settings::defaults as rl;
+        use super::super::rate_limits::defaults as rl;
         let base = "state_dir = \"s\"\n[master_key]\nfile = \"k\"\n[api]\nlisten = \"127.0.0.1:1\"\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"a\"\n";
         let sections = [
             (format!("zzz = 1\n{base}"), ""),

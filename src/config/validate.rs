@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::rate_limits::RateLimitSettings;
 use super::raw::{
     defaults, RawAdmin, RawApi, RawAppKey, RawConfig, RawConnect, RawIntegration, RawSignatures,
     RawTfsVersion,
@@ -21,6 +22,7 @@ use super::types::{
     SignatureSettings, TfsRelease, TfsVersion, TrustRoots, VaultSettings,
 };
 use super::{Config, ConfigError};
+use crate::ids::IntegrationId;
 
 /// Turns the file as written into the validated [`Config`], one section at a time; every
 /// refusal names the file and the dotted key.
@@ -91,8 +93,7 @@ impl Validator<'_> {
             cache_capacity_bytes: cache_mib * 1024 * 1024,
         };
         let ids: Vec<&str> = integrations.iter().map(|i| i.id.as_str()).collect();
-        let rate_limits =
-            crate::ratelimit::RateLimitSettings::from_raw(self.file, raw.rate_limits, &ids)?;
+        let rate_limits = RateLimitSettings::from_raw(self.file, raw.rate_limits, &ids)?;
         Ok(Config {
             service,
             vault,
@@ -274,12 +275,13 @@ impl Validator<'_> {
         let mut out = Vec::with_capacity(raw.len());
         for (i, integ) in raw.into_iter().enumerate() {
             let at = |field: &str| format!("integrations[{i}].{field}");
-            if !is_valid_integration_id(&integ.id) {
+            if !IntegrationId::is_valid(&integ.id) {
                 return Err(self.err(
                     at("id"),
                     format!(
-                        "`{}` must be 1 to 64 of a-z, 0-9, `-` and `_`, starting with a letter or digit",
-                        integ.id
+                        "`{}` must be 1 to {} of a-z, 0-9, `-` and `_`, starting with a letter or digit",
+                        integ.id,
+                        IntegrationId::MAX_LEN
                     ),
                 ));
             }
@@ -444,17 +446,6 @@ fn parse_tfs_version(raw: &RawTfsVersion) -> Result<TfsVersion, String> {
         })
 }
 
-/// Integration ids appear in URLs (`/git/{id}/…`) and vault keys, so they are kept to a
-/// small alphabet with no case or encoding ambiguity.
-pub fn is_valid_integration_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        && id.as_bytes()[0].is_ascii_alphanumeric()
-}
-
 fn parse_base_url(text: &str) -> Result<http::Uri, String> {
     let uri: http::Uri = text
         .parse()
@@ -508,11 +499,6 @@ mod tests {
     fn vault_cache_capacity_default_bounds_and_errors() {
         let cfg = parse(MINIMAL).unwrap();
         assert_eq!(cfg.vault.cache_capacity_bytes, 4 * 1024 * 1024);
-        // The vault opened without a config (benchmarks, tests) uses the same default.
-        assert_eq!(
-            crate::vault::VaultOptions::default().cache_capacity_bytes,
-            cfg.vault.cache_capacity_bytes
-        );
         let cfg = parse(&format!("{MINIMAL}[vault]\ncache_capacity_mib = 1\n")).unwrap();
         assert_eq!(cfg.vault.cache_capacity_bytes, 1024 * 1024);
         let cfg = parse(&format!("{MINIMAL}[vault]\ncache_capacity_mib = 1024\n")).unwrap();

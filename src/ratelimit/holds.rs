@@ -27,7 +27,8 @@ use governor::nanos::Nanos;
 use http::header::{HeaderMap, RETRY_AFTER};
 use http::StatusCode;
 
-use super::{ceil_seconds, Clock, HostThrottleSettings};
+use super::{ceil_seconds, Clock};
+use crate::config::HostThrottleSettings;
 use crate::error::{ErrorCode, Problem};
 use crate::metrics::{HoldLabels, Metrics};
 

@@ -57,7 +57,6 @@
 //! reset, so a burst from the app cannot get the integration account banned.
 
 pub mod holds;
-pub mod settings;
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -72,14 +71,12 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{NotUntil, Quota, RateLimiter};
 use http::header::HeaderValue;
 
+use crate::config::{QuotaSettings, RateLimitSettings, TierSettings};
 use crate::error::{ErrorCode, Problem};
 use crate::metrics::{Metrics, RateLimitLabels};
 use crate::policy::Operation;
 
 pub use holds::{HoldCredential, Holds};
-pub use settings::{
-    HostThrottleSettings, Override, QuotaSettings, RateLimitSettings, TierSettings,
-};
 
 /// The time source of every limiter and hold: the monotonic clock in the service, governor's
 /// [`FakeRelativeClock`] in tests (advanced by hand, never slept on).
