@@ -722,7 +722,7 @@ mod tests {
         let refusal = ratelimit::Refusal {
             tier: ratelimit::Tier::Integration,
             class: ratelimit::Class::Reads,
-            quota: ratelimit::QuotaSettings {
+            quota: crate::config::QuotaSettings {
                 requests: 5000,
                 window_seconds: 3600,
                 burst: 100,

@@ -89,6 +89,36 @@ fn config_check_names_file_key_and_reason() {
     );
 }
 
+#[test]
+fn config_check_names_the_line_and_column_of_a_syntax_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("patgate.toml");
+    // The string on line 3 never ends: toml stops at the end of that line.
+    std::fs::write(&file, "state_dir = \"s\"\n[master_key]\nfile = \"k\n").unwrap();
+    let out = patgate(&["config", "check", file.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "patgate: {}: line 3, column 10: invalid basic string\n",
+            file.display()
+        )
+    );
+
+    // A file that cannot be read is named without an empty key after it.
+    let missing = dir.path().join("missing.toml");
+    let out = patgate(&["config", "check", missing.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(1));
+    let message = text(&out);
+    assert!(
+        message.contains(&format!(
+            "patgate: {}: cannot read the file: ",
+            missing.display()
+        )),
+        "{message}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_check_reports_a_host_that_does_not_answer() {
     let ca = std::sync::Arc::new(patgate::devpki::DevCa::generate("check CA").unwrap());

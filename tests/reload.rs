@@ -418,11 +418,19 @@ async fn settings_bound_at_start_refuse_the_reload_by_key() {
     assert_eq!(err.key, "vault.cache_capacity_mib", "{err}");
     assert!(err.reason.contains("restart"), "{err}");
     std::fs::write(&gw.config_path, original).unwrap();
-    // A syntax error names the file too.
+    // A syntax error names the file, then the line and column in place of a key.
     let original = std::fs::read_to_string(&gw.config_path).unwrap();
     std::fs::write(&gw.config_path, format!("{original}\n[api\n")).unwrap();
     let err = gw.handle.reload().await.unwrap_err();
     assert_eq!(err.file, gw.config_path);
+    let line = original.matches('\n').count() + 2;
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: line {line}, column 5: invalid table header; expected `.`, `]`",
+            gw.config_path.display()
+        )
+    );
     std::fs::write(&gw.config_path, original).unwrap();
 
     assert!(reloads(&gw, "error").ends_with(" 5"));

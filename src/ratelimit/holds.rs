@@ -23,8 +23,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use http::header::{HeaderMap, RETRY_AFTER};
 use http::StatusCode;
 
-use super::{ceil_seconds, HostThrottleSettings};
+use super::ceil_seconds;
 use crate::clock::Clock;
+use crate::config::HostThrottleSettings;
 use crate::metrics::{HoldLabels, Metrics};
 use crate::store::{HoldKey, HoldState, HoldStore, StoreError};
 

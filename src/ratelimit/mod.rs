@@ -57,7 +57,6 @@
 //! reset, so a burst from the app cannot get the integration account banned.
 
 pub mod holds;
-pub mod settings;
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -71,14 +70,12 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{NotUntil, Quota, RateLimiter};
 
 use crate::clock::Clock;
+use crate::config::{QuotaSettings, RateLimitSettings, TierSettings};
 use crate::metrics::{Metrics, RateLimitLabels};
 use crate::policy::Operation;
 use crate::store::HoldStore;
 
 pub use holds::{HoldCredential, HoldRefusal, Holds};
-pub use settings::{
-    HostThrottleSettings, Override, QuotaSettings, RateLimitSettings, TierSettings,
-};
 
 /// Reads or actions: each tier has a quota for both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -10,6 +10,7 @@ use sfv::FieldType as _;
 
 use super::holds::{hold_duration, reset_after, throttled};
 use super::*;
+use crate::config::{HostThrottleSettings, Override};
 
 const CLIENT: &str = "CN=jira-app";
 

@@ -82,15 +82,16 @@ const MAX_PLAINTEXT: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct VaultOptions {
-    /// sled's page cache, in bytes. sled's default is 1 GiB; the vault's is 4 MiB, the
-    /// default of the `vault.cache_capacity_mib` config key.
+    /// sled's page cache, in bytes. sled's default is 1 GiB; the vault's is that of the
+    /// `vault.cache_capacity_mib` config key (4 MiB), so a vault opened without a config
+    /// (benchmarks, tests) behaves like one opened with the default file.
     pub cache_capacity_bytes: u64,
 }
 
 impl Default for VaultOptions {
     fn default() -> Self {
         VaultOptions {
-            cache_capacity_bytes: 4 * 1024 * 1024,
+            cache_capacity_bytes: crate::config::defaults::VAULT_CACHE_CAPACITY_MIB * 1024 * 1024,
         }
     }
 }

@@ -1,4 +1,8 @@
-//! The `[rate_limits]` section: typed, validated, and reported with the key that is wrong.
+//! The `[rate_limits]` section: its validated types, the section as written with its
+//! defaults, and its validation, each refusal reported with the key that is wrong.
+//!
+//! [`crate::ratelimit`] builds its limiters and holds from [`RateLimitSettings`]; this file
+//! only reads and checks the section, so the configuration knows nothing of governor.
 //!
 //! ```toml
 //! [rate_limits]
@@ -18,19 +22,20 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+use super::ConfigError;
+use crate::ids::AccountId;
 
 /// Defaults of `[rate_limits]`; the example config repeats them and a test checks it does.
-pub mod defaults {
+pub(crate) mod defaults {
     /// `rate_limits.prune_interval_seconds`.
-    pub const PRUNE_INTERVAL_SECONDS: u64 = 60;
+    pub(crate) const PRUNE_INTERVAL_SECONDS: u64 = 60;
     /// `rate_limits.host_throttle.default_hold_seconds`: when the host throttles without
     /// saying until when.
-    pub const DEFAULT_HOLD_SECONDS: u64 = 60;
+    pub(crate) const DEFAULT_HOLD_SECONDS: u64 = 60;
     /// `rate_limits.host_throttle.max_hold_seconds`: GitHub's primary limits reset hourly.
-    pub const MAX_HOLD_SECONDS: u64 = 3600;
+    pub(crate) const MAX_HOLD_SECONDS: u64 = 3600;
     /// Upper bound for a quota's window and for a hold: one day.
-    pub const MAX_WINDOW_SECONDS: u64 = 86_400;
+    pub(crate) const MAX_WINDOW_SECONDS: u64 = 86_400;
 }
 
 /// `[rate_limits]`, validated.
@@ -116,7 +121,7 @@ impl Default for HostThrottleSettings {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RawRateLimits {
+pub(super) struct RawRateLimits {
     #[serde(default)]
     shadow: bool,
     #[serde(default = "d_prune")]
@@ -216,7 +221,7 @@ fn d_max_hold() -> u64 {
 impl RateLimitSettings {
     /// Validates the section. `integrations` are the configured ids, which overrides must
     /// name.
-    pub(crate) fn from_raw(
+    pub(super) fn from_raw(
         file: &Path,
         raw: RawRateLimits,
         integrations: &[&str],
@@ -250,7 +255,7 @@ impl RateLimitSettings {
                 ));
             }
             if let Some(account) = &o.account {
-                if !crate::ids::AccountId::is_valid(account) {
+                if !AccountId::is_valid(account) {
                     return Err(err(
                         format!("{at}.account"),
                         format!("`{account}` is not an Atlassian accountId"),
@@ -352,17 +357,11 @@ fn quota(
 
 #[cfg(test)]
 mod tests {
+    use super::super::{test_parse, TEST_MINIMAL as MINIMAL};
     use super::*;
-    use crate::config::Config;
-
-    use crate::config::TEST_MINIMAL as MINIMAL;
 
     fn parse(section: &str) -> Result<RateLimitSettings, ConfigError> {
-        Config::parse(
-            Path::new("/etc/patgate/patgate.toml"),
-            &format!("{MINIMAL}{section}"),
-        )
-        .map(|c| c.rate_limits)
+        test_parse(&format!("{MINIMAL}{section}")).map(|c| c.rate_limits)
     }
 
     fn refused(section: &str) -> (String, String) {
@@ -482,6 +481,11 @@ mod tests {
             ),
             (
                 "[[rate_limits.overrides]]\nintegration = \"ghe\"\naccount = \"not an id\"\nreads = { requests = 5, window_seconds = 60 }\n",
+                "rate_limits.overrides[0].account",
+            ),
+            // An id of dots only would be "this" or "the parent" as a path segment.
+            (
+                "[[rate_limits.overrides]]\nintegration = \"ghe\"\naccount = \"..\"\nreads = { requests = 5, window_seconds = 60 }\n",
                 "rate_limits.overrides[0].account",
             ),
             (
