@@ -21,10 +21,11 @@ use crate::runtime::Runtime;
 
 /// The content type of `/metrics`: prometheus-client writes the OpenMetrics text format
 /// (it ends with `# EOF`), which Prometheus negotiates and parses.
-pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const METRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// One admin request. HEAD gets GET's head (hyper leaves the body out).
-pub async fn answer(runtime: &Runtime, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+pub(crate) async fn answer(runtime: &Runtime, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     if !matches!(path, "/live" | "/ready" | "/metrics") {
         return text(

@@ -34,7 +34,7 @@ const API_BODY_LIMIT: usize = 64 * 1024;
 
 /// The status of one user's PAT for one integration.
 #[derive(Debug, Serialize)]
-pub struct PatStatus {
+pub(crate) struct PatStatus {
     pub integration: String,
     pub account: String,
     pub configured: bool,
@@ -51,7 +51,7 @@ pub struct PatStatus {
 }
 
 impl PatStatus {
-    pub fn new(
+    pub(crate) fn new(
         integration: &IntegrationRuntime,
         account: &str,
         meta: Option<PatMeta>,
@@ -82,7 +82,7 @@ impl PatStatus {
 
 /// A user's PAT metadata with a use not yet written to the vault (they are written in
 /// batches) taken as the newer last use.
-pub fn pat_meta(
+pub(crate) fn pat_meta(
     runtime: &Runtime,
     integration: &str,
     account: &str,
@@ -98,7 +98,7 @@ pub fn pat_meta(
 }
 
 /// One `/v1` request from a verified caller.
-pub async fn handle(
+pub(crate) async fn handle(
     runtime: &Runtime,
     caller: &Caller,
     req: Request<Incoming>,

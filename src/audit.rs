@@ -5,11 +5,11 @@
 //! Events name who and what, never the credential.
 
 /// The `tracing` target every audit event uses.
-pub const TARGET: &str = "patgate::audit";
+pub(crate) const TARGET: &str = "patgate::audit";
 
 /// Where a change came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Via {
+pub(crate) enum Via {
     /// The app, over the signed `/v1` API.
     Api,
     /// A user, on the connect page.
@@ -19,7 +19,7 @@ pub enum Via {
 }
 
 impl Via {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Via::Api => "api",
             Via::ConnectPage => "connect-page",
@@ -28,38 +28,38 @@ impl Via {
     }
 }
 
-pub fn pat_stored(via: Via, integration: &str, account: &str, host_login: &str) {
+pub(crate) fn pat_stored(via: Via, integration: &str, account: &str, host_login: &str) {
     tracing::info!(target: TARGET, event = "pat-stored", via = via.as_str(), integration, account, host_login, "user PAT stored");
 }
 
-pub fn pat_removed(via: Via, integration: &str, account: &str) {
+pub(crate) fn pat_removed(via: Via, integration: &str, account: &str) {
     tracing::info!(target: TARGET, event = "pat-removed", via = via.as_str(), integration, account, "user PAT removed");
 }
 
-pub fn integration_secret_changed(via: Via, integration: &str) {
+pub(crate) fn integration_secret_changed(via: Via, integration: &str) {
     tracing::info!(target: TARGET, event = "integration-secret-changed", via = via.as_str(), integration, "integration secret changed");
 }
 
-pub fn key_rotated(via: Via, from_version: u32, to_version: u32, records: usize) {
+pub(crate) fn key_rotated(via: Via, from_version: u32, to_version: u32, records: usize) {
     tracing::info!(target: TARGET, event = "key-rotated", via = via.as_str(), from_version, to_version, records, "vault master key rotated");
 }
 
 /// A refused PAT, on the connect page (the user sees why; the token is not stored).
-pub fn pat_refused(via: Via, integration: &str, account: &str, code: &str) {
+pub(crate) fn pat_refused(via: Via, integration: &str, account: &str, code: &str) {
     tracing::info!(target: TARGET, event = "pat-refused", via = via.as_str(), integration, account, code, "user PAT refused");
 }
 
 /// The app asked for a one-time link to the connect page for a user.
-pub fn connect_link_issued(integration: &str, account: &str, expires_at: &str) {
+pub(crate) fn connect_link_issued(integration: &str, account: &str, expires_at: &str) {
     tracing::info!(target: TARGET, event = "connect-link-issued", via = Via::Api.as_str(), integration, account, expires_at, "connect link issued");
 }
 
 /// A user opened a connect link.
-pub fn connect_link_opened(integration: &str, account: &str) {
+pub(crate) fn connect_link_opened(integration: &str, account: &str) {
     tracing::info!(target: TARGET, event = "connect-link-opened", via = Via::ConnectPage.as_str(), integration, account, "connect link opened");
 }
 
 /// A connect link was refused (expired, used, forged); `reason` never holds the link.
-pub fn connect_link_refused(reason: &dyn std::fmt::Display) {
+pub(crate) fn connect_link_refused(reason: &dyn std::fmt::Display) {
     tracing::info!(target: TARGET, event = "connect-link-refused", via = Via::ConnectPage.as_str(), reason = %reason, "connect link refused");
 }

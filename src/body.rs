@@ -2,23 +2,18 @@
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Full};
 
 /// Errors a streamed body can end with.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Every response patgate sends: a fixed buffer (problem documents, API answers) or the git
 /// host's body streamed through.
-pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
+pub(crate) type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// A complete in-memory body.
-pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
+pub(crate) fn full(bytes: impl Into<Bytes>) -> ResponseBody {
     Full::new(bytes.into())
         .map_err(|never| match never {})
         .boxed_unsync()
-}
-
-/// No body.
-pub fn empty() -> ResponseBody {
-    Empty::new().map_err(|never| match never {}).boxed_unsync()
 }

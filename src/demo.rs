@@ -23,7 +23,7 @@ use tokio_rustls::TlsAcceptor;
 
 /// Who the demo host knows, by token.
 #[derive(Debug)]
-pub struct DemoAccounts {
+pub(crate) struct DemoAccounts {
     /// token → (login, whether it is the integration's token)
     by_token: HashMap<String, (String, bool)>,
 }
@@ -33,7 +33,10 @@ impl DemoAccounts {
         clippy::disallowed_methods,
         reason = "the demo host must know the demo tokens it accepts"
     )]
-    pub fn new(integration_token: &SecretString, users: &[(&str, &SecretString)]) -> DemoAccounts {
+    pub(crate) fn new(
+        integration_token: &SecretString,
+        users: &[(&str, &SecretString)],
+    ) -> DemoAccounts {
         let mut by_token = HashMap::new();
         by_token.insert(
             integration_token.expose_secret().to_string(),
@@ -56,7 +59,7 @@ impl DemoAccounts {
 }
 
 /// Starts the demo host with TLS on `127.0.0.1:0`; returns its address.
-pub async fn start(
+pub(crate) async fn start(
     tls: rustls::ServerConfig,
     accounts: DemoAccounts,
 ) -> std::io::Result<SocketAddr> {

@@ -38,7 +38,7 @@ use crate::{policy, ratelimit};
 ///
 /// The string form never changes once published; add codes, never rename them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorCode {
+pub(crate) enum ErrorCode {
     BadRequest,
     SignatureMissing,
     SignatureInvalid,
@@ -55,7 +55,6 @@ pub enum ErrorCode {
     PatInvalid,
     PatInsufficientScope,
     BodyTooLarge,
-    HeadersTooLarge,
     RateLimited,
     HostRateLimited,
     UpstreamUnreachable,
@@ -67,7 +66,8 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation tests.
-    pub const ALL: [ErrorCode; 24] = [
+    #[cfg(test)]
+    pub(crate) const ALL: [ErrorCode; 23] = [
         Self::BadRequest,
         Self::SignatureMissing,
         Self::SignatureInvalid,
@@ -84,7 +84,6 @@ impl ErrorCode {
         Self::PatInvalid,
         Self::PatInsufficientScope,
         Self::BodyTooLarge,
-        Self::HeadersTooLarge,
         Self::RateLimited,
         Self::HostRateLimited,
         Self::UpstreamUnreachable,
@@ -95,7 +94,7 @@ impl ErrorCode {
     ];
 
     /// The `code` member of the problem document.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::BadRequest => "bad-request",
             Self::SignatureMissing => "signature-missing",
@@ -113,7 +112,6 @@ impl ErrorCode {
             Self::PatInvalid => "pat-invalid",
             Self::PatInsufficientScope => "pat-insufficient-scope",
             Self::BodyTooLarge => "body-too-large",
-            Self::HeadersTooLarge => "headers-too-large",
             Self::RateLimited => "rate-limited",
             Self::HostRateLimited => "host-rate-limited",
             Self::UpstreamUnreachable => "upstream-unreachable",
@@ -125,7 +123,7 @@ impl ErrorCode {
     }
 
     /// The HTTP status that goes with the code.
-    pub fn status(self) -> StatusCode {
+    pub(crate) fn status(self) -> StatusCode {
         match self {
             Self::BadRequest => StatusCode::BAD_REQUEST,
             Self::SignatureMissing
@@ -141,7 +139,6 @@ impl ErrorCode {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PatInvalid | Self::PatInsufficientScope => StatusCode::UNPROCESSABLE_ENTITY,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::RateLimited | Self::HostRateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::UpstreamUnreachable | Self::UpstreamTls => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -151,7 +148,7 @@ impl ErrorCode {
     }
 
     /// A short, fixed summary of the problem type (the problem document's `title`).
-    pub fn title(self) -> &'static str {
+    pub(crate) fn title(self) -> &'static str {
         match self {
             Self::BadRequest => "Malformed request",
             Self::SignatureMissing => "Request is not signed",
@@ -169,7 +166,6 @@ impl ErrorCode {
             Self::PatInvalid => "The personal access token was refused by the git host",
             Self::PatInsufficientScope => "The personal access token lacks required rights",
             Self::BodyTooLarge => "Request body is too large",
-            Self::HeadersTooLarge => "Request headers are too large",
             Self::RateLimited => "Rate limit exceeded",
             Self::HostRateLimited => "The git host is rate limiting this credential",
             Self::UpstreamUnreachable => "The git host could not be reached",
@@ -183,7 +179,7 @@ impl ErrorCode {
 
 /// Whose fault a refusal is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Blame {
+pub(crate) enum Blame {
     /// The request (or its sender) is wrong or not allowed: fixing it is the caller's.
     Caller,
     /// The git host failed, or told patgate to wait.
@@ -193,7 +189,7 @@ pub enum Blame {
 }
 
 impl Blame {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Blame::Caller => "caller",
             Blame::Host => "host",
@@ -204,7 +200,7 @@ impl Blame {
 
 /// A problem+json answer: the one shape every refusal takes.
 #[derive(Debug, Clone)]
-pub struct Problem {
+pub(crate) struct Problem {
     pub code: ErrorCode,
     pub detail: String,
     pub blame: Blame,
@@ -232,7 +228,7 @@ struct ProblemBody<'a> {
 
 /// Prefix of the problem `type` URIs. They name the problem type and are not meant to be
 /// fetched (RFC 9457 §3.1.1 allows that); docs/protocol.md describes each code.
-pub const PROBLEM_TYPE_BASE: &str = "urn:patgate:problem:";
+pub(crate) const PROBLEM_TYPE_BASE: &str = "urn:patgate:problem:";
 
 impl Problem {
     fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
@@ -262,19 +258,19 @@ impl Problem {
     }
 
     /// The problem an error means on the wire.
-    pub fn of<'e, E>(err: &'e E) -> Problem
+    pub(crate) fn of<'e, E>(err: &'e E) -> Problem
     where
         Problem: From<&'e E>,
     {
         Problem::from(err)
     }
 
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         self.code.status()
     }
 
     /// The JSON body, with the request id when known so users can quote it to admins.
-    pub fn to_json(&self, request_id: Option<&str>) -> Vec<u8> {
+    pub(crate) fn to_json(&self, request_id: Option<&str>) -> Vec<u8> {
         let body = ProblemBody {
             kind: format!("{PROBLEM_TYPE_BASE}{}", self.code.as_str()),
             title: self.code.title(),
@@ -287,7 +283,7 @@ impl Problem {
         serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec())
     }
 
-    pub fn into_response(self, request_id: Option<&str>) -> Response<ResponseBody> {
+    pub(crate) fn into_response(self, request_id: Option<&str>) -> Response<ResponseBody> {
         let mut response = Response::new(full(Bytes::from(self.to_json(request_id))));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
@@ -311,7 +307,7 @@ impl Problem {
 /// Why a request on the api listener (`/git/…` through the pipeline, `/v1/…`) was refused,
 /// or its answer not received.
 #[derive(Debug, thiserror::Error)]
-pub enum RequestError {
+pub(crate) enum RequestError {
     #[error(transparent)]
     Inbound(#[from] InboundError),
     #[error(transparent)]
@@ -668,7 +664,7 @@ impl From<&WhoAmIError> for Problem {
 
 /// The status of the connect page's answer to a link it cannot use (the page is HTML, not
 /// problem+json; its wording is the page's).
-pub fn link_status(err: &LinkError) -> StatusCode {
+pub(crate) fn link_status(err: &LinkError) -> StatusCode {
     match err {
         LinkError::Invalid => StatusCode::NOT_FOUND,
         LinkError::Expired | LinkError::Used => StatusCode::GONE,

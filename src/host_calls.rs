@@ -37,7 +37,7 @@ pub enum HostCallError {
 }
 
 /// Asks the host whose `credential` this is.
-pub async fn who_am_i(
+pub(crate) async fn who_am_i(
     adapter: &dyn HostAdapter,
     upstream: &Upstream,
     credential: &Credential,
@@ -51,7 +51,7 @@ pub async fn who_am_i(
 /// Asks the host whose integration credential this is. Beyond [`who_am_i`], an integration
 /// credential may be one that no user owns (a GitHub App installation token, refused on
 /// `/user`): when the host's answer calls for it, the adapter's second request decides.
-pub async fn who_am_i_integration(
+pub(crate) async fn who_am_i_integration(
     adapter: &dyn HostAdapter,
     upstream: &Upstream,
     credential: &Credential,
@@ -78,7 +78,7 @@ pub async fn who_am_i_integration(
 
 /// Asks a TFS / Azure DevOps Server which release it is, with the integration's credential
 /// (see [`VersionProbe`] for what is asked and how the answers are read).
-pub async fn detect_release(
+pub(crate) async fn detect_release(
     adapter: &dyn HostAdapter,
     upstream: &Upstream,
     credential: &Credential,

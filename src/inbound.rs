@@ -16,12 +16,12 @@ use crate::ids::{AccountId, InvalidId};
 use crate::signature::{digest, SignatureError};
 
 /// Names the acting Jira user (an Atlassian accountId).
-pub const ACCOUNT_HEADER: &str = "patgate-account";
+pub(crate) const ACCOUNT_HEADER: &str = "patgate-account";
 /// Tells the app which credential the host saw: `user` or `integration`.
-pub const CREDENTIAL_HEADER: &str = "patgate-credential";
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
+pub(crate) const CREDENTIAL_HEADER: &str = "patgate-credential";
+pub(crate) const REQUEST_ID_HEADER: &str = "x-request-id";
 /// The longest `X-Request-Id` taken from the app.
-pub const MAX_REQUEST_ID_LEN: usize = 128;
+pub(crate) const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// Why what a caller sent cannot be read. The messages are the problem details the caller
 /// sees: they say what is wrong with the request, never echo a value that could be a secret.
@@ -68,7 +68,7 @@ pub enum InboundError {
 
 /// The absolute URI the app must have signed as `@target-uri`: `https://` + the authority it
 /// addressed + the raw path and query.
-pub fn target_uri<B>(req: &Request<B>) -> Result<String, InboundError> {
+pub(crate) fn target_uri<B>(req: &Request<B>) -> Result<String, InboundError> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
@@ -113,7 +113,7 @@ pub fn target_uri<B>(req: &Request<B>) -> Result<String, InboundError> {
 /// [`MAX_REQUEST_ID_LEN`] characters of letters, digits and `-_.:/+=@`, so it cannot break
 /// a log line or a header), else a new random one. It is logged, returned to the app and
 /// forwarded to the host.
-pub fn request_id(headers: &HeaderMap) -> String {
+pub(crate) fn request_id(headers: &HeaderMap) -> String {
     let mut values = headers.get_all(REQUEST_ID_HEADER).iter();
     let first = values.next();
     first
@@ -159,7 +159,7 @@ fn new_request_id() -> String {
 
 /// The `Patgate-Account` header: `None` when absent, an error when sent twice or when it is
 /// not an accountId byte for byte.
-pub fn account(headers: &HeaderMap) -> Result<Option<AccountId>, InboundError> {
+pub(crate) fn account(headers: &HeaderMap) -> Result<Option<AccountId>, InboundError> {
     let mut values = headers.get_all(ACCOUNT_HEADER).iter();
     let Some(value) = values.next() else {
         return Ok(None);
@@ -178,7 +178,7 @@ pub fn account(headers: &HeaderMap) -> Result<Option<AccountId>, InboundError> {
 /// Refuses `.` and `..` segments, also when percent-encoded or hidden behind an encoded
 /// slash: the host would resolve them and the request could leave the path it was
 /// classified by.
-pub fn refuse_dot_segments(path: &str) -> Result<(), InboundError> {
+pub(crate) fn refuse_dot_segments(path: &str) -> Result<(), InboundError> {
     for segment in hosts::segments(path) {
         let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
         let is_dot = |piece: &str| piece == "." || piece == "..";
@@ -192,7 +192,7 @@ pub fn refuse_dot_segments(path: &str) -> Result<(), InboundError> {
 /// Reads the whole body, refusing it as soon as it passes `limit`. Bodies are buffered
 /// because their digest must be checked before the host sees a byte; the limit bounds what
 /// one request can hold.
-pub async fn read_body(
+pub(crate) async fn read_body(
     content_length: Option<&HeaderValue>,
     body: Incoming,
     limit: usize,
@@ -217,7 +217,7 @@ pub async fn read_body(
 }
 
 /// When there is a body, or a Content-Digest anyway, the digest must match the bytes.
-pub fn check_digest(headers: &HeaderMap, body: &[u8]) -> Result<(), InboundError> {
+pub(crate) fn check_digest(headers: &HeaderMap, body: &[u8]) -> Result<(), InboundError> {
     let mut values = headers.get_all("content-digest").iter();
     match (values.next(), values.next()) {
         (None, _) if body.is_empty() => Ok(()),

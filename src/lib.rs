@@ -8,55 +8,51 @@
 //! forwards the request to the host.
 //!
 //! # Layout
-//! Modules follow a request, and dependencies point down the flow:
+//! Modules follow a request, in layers whose imports point down only (docs/architecture.md
+//! traces one request through them):
 //!
-//! | step | module |
+//! | layer | modules |
 //! |---|---|
-//! | configuration, validated once | [`config`] |
-//! | api listener: TLS with client certificates, accept loop | [`tls`], [`server`] |
-//! | reload on SIGHUP, systemd notify and watchdog | [`reload`], [`service`] |
-//! | per-request flow | [`proxy`] (git host paths), [`api`] (patgate's own `/v1`) |
-//! | the connect page where users enter their PAT (own listener, one-time links) | [`connect`] |
-//! | RFC 9421 signatures, RFC 9530 digests, replay cache | [`signature`] |
-//! | what a request does on the host, credential schemes | [`hosts`] (pure) |
-//! | rate limits (tiers, shadow mode) and holds when the host throttles | [`ratelimit`] |
-//! | which credential, or which refusal | [`policy`] (pure) |
-//! | encrypted credential store | [`vault`] |
-//! | PAT validation with the host, then storage | [`pat`] |
-//! | upstream connector: pooled, rustls, timeouts | [`upstream`] |
-//! | every error as problem+json, in one place | [`error`] |
-//! | logs, the audit stream, Prometheus metrics | [`telemetry`], [`audit`], [`metrics`] |
-//! | admin listener on loopback: `/live`, `/ready`, `/metrics` | [`admin`] |
-//! | the admin socket the command line reaches the running service on | [`adminsock`] |
-//! | command line, quickstart, demo host | [`cli`], [`demo`], [`devpki`], [`keys`], [`client`] |
+//! | command line, systemd | `cli`, `service` |
+//! | listeners: accept loops, TLS, routing | [`listener`] |
+//! | endpoints: the `/git` pipeline, `/v1`, the connect page, admin, the admin socket | `pipeline`, `api`, [`connect`], `admin`, [`adminsock`] |
+//! | every error as an answer, in one place | `error` |
+//! | storing credentials after asking the host | `pat` |
+//! | what the service runs with, swapped on reload | [`runtime`] |
+//! | edge parsing; calls patgate makes to a host | `inbound`, `host_calls` |
+//! | who is calling; host adapters (pure); the connector to hosts; rate limits and holds | [`authn`], [`hosts`], [`upstream`], [`ratelimit`] |
+//! | the encrypted vault; what replicas would share | [`vault`], [`store`] |
+//! | signatures (pure); the credential policy (pure); the config | [`signature`], [`policy`], [`config`] |
+//! | time, ids, TLS material, metrics, logs, audit | [`clock`], [`ids`], [`tls`], [`metrics`], [`telemetry`], `audit` |
+//! | development: the signing client, dev PKI, keys, the demo host | [`client`], [`devpki`], [`keys`], `demo` |
 
-pub mod admin;
+mod admin;
 pub mod adminsock;
-pub mod api;
-pub mod audit;
+mod api;
+mod audit;
 pub mod authn;
-pub mod body;
+mod body;
 pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
 pub mod connect;
-pub mod demo;
+mod demo;
 pub mod devpki;
-pub mod error;
-pub mod host_calls;
+mod error;
+mod host_calls;
 pub mod hosts;
 pub mod ids;
-pub mod inbound;
+mod inbound;
 pub mod keys;
 pub mod listener;
 pub mod metrics;
-pub mod pat;
-pub mod pipeline;
+mod pat;
+mod pipeline;
 pub mod policy;
 pub mod ratelimit;
 pub mod runtime;
-pub mod service;
+mod service;
 pub mod signature;
 pub mod store;
 pub mod telemetry;

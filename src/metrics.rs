@@ -1,7 +1,7 @@
 //! Prometheus metrics, served as text on the admin listener's `/metrics`.
 //!
 //! One [`Metrics`] lives for the whole process (it survives reloads) and is shared through
-//! the [`crate::server::Runtime`]. Labels carry ids, operations and kinds only: never an
+//! the [`crate::runtime::Runtime`]. Labels carry ids, operations and kinds only: never an
 //! account id (unbounded) and never anything secret.
 
 use prometheus_client::encoding::EncodeLabelSet;

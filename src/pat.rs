@@ -16,7 +16,7 @@ use crate::vault::{Credential, PatMeta, Vault, VaultError};
 /// region is the integration's). The `/v1` PUT body has this shape.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PatInput {
+pub(crate) struct PatInput {
     pub token: Option<SecretString>,
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<SecretString>,
@@ -27,7 +27,7 @@ impl PatInput {
     /// The credential, when the fields form exactly one of `{token}` and
     /// `{access_key_id, secret_access_key[, session_token]}`; the error says which fields
     /// are wrong, never a value.
-    pub fn into_credential(self, integration: &Integration) -> Result<Credential, String> {
+    pub(crate) fn into_credential(self, integration: &Integration) -> Result<Credential, String> {
         match self {
             PatInput {
                 token: Some(token),
@@ -74,7 +74,7 @@ pub enum SaveError {
 }
 
 /// Asks the host whose `credential` is, for a user's PAT.
-pub async fn who_am_i(
+pub(crate) async fn who_am_i(
     integration: &IntegrationRuntime,
     credential: &Credential,
 ) -> Result<HostIdentity, HostCallError> {
@@ -83,7 +83,7 @@ pub async fn who_am_i(
 
 /// Asks the host whose integration credential `credential` is (see
 /// [`host_calls::who_am_i_integration`]).
-pub async fn who_am_i_integration(
+pub(crate) async fn who_am_i_integration(
     integration: &IntegrationRuntime,
     credential: &Credential,
 ) -> Result<HostIdentity, HostCallError> {
@@ -93,7 +93,7 @@ pub async fn who_am_i_integration(
 
 /// Validates `credential` with the host and, when the host accepts it, stores it for
 /// `account`. Returns what was stored. Nothing is written when validation fails.
-pub async fn validate_and_store(
+pub(crate) async fn validate_and_store(
     integration: &IntegrationRuntime,
     vault: &Vault,
     clock: &Clock,
@@ -125,7 +125,7 @@ pub async fn validate_and_store(
 
 /// Validates an integration secret with the host (unless `validate` is off) and stores it.
 /// Shared by the admin socket and the command line's direct path. Answers the host login.
-pub async fn save_integration_secret(
+pub(crate) async fn save_integration_secret(
     integration: &IntegrationRuntime,
     vault: &Vault,
     credential: &Credential,

@@ -18,20 +18,20 @@ fn notify(states: &[NotifyState<'_>]) {
 }
 
 /// The `STATUS=` line while serving.
-pub fn serving_status(handle: &ServerHandle) -> String {
+pub(crate) fn serving_status(handle: &ServerHandle) -> String {
     let runtime = handle.runtime();
     format!("serving {} integrations", runtime.integration_count())
 }
 
 /// `READY=1`: the listeners are bound and the vault is open (at start), or a reload is over
 /// (whether it was applied or refused: either way a config is serving).
-pub fn ready(status: &str) {
+pub(crate) fn ready(status: &str) {
     notify(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
 /// `RELOADING=1` with `MONOTONIC_USEC=`, which systemd 253+ uses to match the reload it
 /// asked for; older versions ignore it.
-pub fn reloading() {
+pub(crate) fn reloading() {
     let mut states = vec![NotifyState::Reloading, NotifyState::Status("reloading")];
     if let Ok(now) = NotifyState::monotonic_usec_now() {
         states.push(now);
@@ -40,22 +40,17 @@ pub fn reloading() {
 }
 
 /// `STOPPING=1`: shutdown has begun.
-pub fn stopping() {
+pub(crate) fn stopping() {
     notify(&[
         NotifyState::Stopping,
         NotifyState::Status("stopping: finishing requests in flight"),
     ]);
 }
 
-/// A `STATUS=` line alone.
-pub fn status(status: &str) {
-    notify(&[NotifyState::Status(status)]);
-}
-
 /// When systemd set `WATCHDOG_USEC` for this process: pings `WATCHDOG=1` at half of it, from
 /// a task on the async runtime that first takes the runtime in force, so a ping shows that
 /// the scheduler runs and requests can get a runtime. Answers the period.
-pub fn spawn_watchdog(handle: ServerHandle) -> Option<Duration> {
+pub(crate) fn spawn_watchdog(handle: ServerHandle) -> Option<Duration> {
     let period = sd_notify::watchdog_enabled()? / 2;
     if period.is_zero() {
         return None;

@@ -4,7 +4,7 @@
 //! [`crate::listener::adminsock`]'s.
 //!
 //! The protocol is HTTP/1.1 with JSON bodies; refusals are problem+json with the stable codes
-//! of [`crate::error`]. Secrets travel in request bodies only, never in paths. Answers are
+//! of the error module. Secrets travel in request bodies only, never in paths. Answers are
 //! pretty-printed JSON, the exact text the CLI prints, so its output is the same whether it
 //! went through the service or opened the vault itself. Ids in paths are taken byte for
 //! byte, never decoded (the command line validates them before it sends).
@@ -13,7 +13,7 @@
 //! |---|---|
 //! | `GET /v1/vault/records` | every record's metadata, as `patgate vault list` prints it |
 //! | `PUT /v1/integrations/{id}/secret` [`SecretBody`] | `{"integration", "credential_kind", "host_login"}` |
-//! | `GET`/`PUT`/`DELETE /v1/integrations/{id}/users/{account}/pat` (`PUT`: [`crate::pat::PatInput`]) | the PAT status (`DELETE`: with `patgate-pat-removed: true\|false`) |
+//! | `GET`/`PUT`/`DELETE /v1/integrations/{id}/users/{account}/pat` (`PUT`: `{"token": …}`, as `/v1`) | the PAT status (`DELETE`: with `patgate-pat-removed: true\|false`) |
 //! | `POST /v1/vault/rotate-key` [`RotateBody`] | [`crate::vault::Rotation`] |
 
 pub mod client;

@@ -6,7 +6,7 @@
 //! every key with its default; a test keeps the two in step.
 //!
 //! [`Config::load`] checks the syntax and the values. It does not read certificates or keys:
-//! [`crate::server::Runtime::build`] does, and reports failures with the same
+//! [`crate::runtime::Runtime::start`] does, and reports failures with the same
 //! [`ConfigError`] shape (file, key, reason), so `patgate config check` covers both.
 //!
 //! # Layout

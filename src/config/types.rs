@@ -134,7 +134,7 @@ pub struct Integration {
     /// Set for `kind = "codecommit"` only.
     pub codecommit: Option<CodeCommitSettings>,
     /// The server release, for `tfs` only (`None` for every other kind). `auto` is replaced
-    /// by the detected release at start ([`crate::server::detect_host_versions`]).
+    /// by the detected release at start ([`crate::runtime::Runtime::start`]).
     pub tfs_version: Option<TfsVersion>,
 }
 

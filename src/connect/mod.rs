@@ -5,7 +5,7 @@
 //! | part | module |
 //! |---|---|
 //! | one-time links and page tokens (signed, opened once) | [`links`] |
-//! | the page and its forms | [`page`] |
+//! | the page and its forms | `page` ([`handle`]) |
 
 pub mod links;
 mod page;

@@ -61,7 +61,7 @@ with the Code: Read & write scope (Code: Read, write & manage also works).";
 pub enum Deployment {
     Services,
     /// `None` only before `version = "auto"` was detected; adapters that serve requests are
-    /// built after detection ([`crate::server::detect_host_versions`]).
+    /// built after detection ([`crate::runtime::Runtime::start`]).
     Server(Option<TfsRelease>),
 }
 
@@ -397,7 +397,7 @@ pub enum ProbeStep {
 
 /// Asks the server which release it is, with the integration's credential, as a
 /// conversation without I/O: [`VersionProbe::start`] gives the first request and each
-/// answer gives the next step ([`crate::host_calls`] sends them).
+/// answer gives the next step (`host_calls` sends them).
 ///
 /// 1. `OPTIONS {collection}/_apis` lists every resource with its `maxVersion`; the highest
 ///    gives the release.

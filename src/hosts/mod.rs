@@ -4,7 +4,7 @@
 //! headers (CodeCommit: `X-Amz-Target`) and (where a host needs it) the body; credential
 //! application edits the final request (CodeCommit signs it with SigV4 and the current
 //! time). Sockets live in [`crate::upstream`]; the requests patgate sends on its own behalf
-//! (who-am-I, the TFS release probe) are sent by [`crate::host_calls`].
+//! (who-am-I, the TFS release probe) are sent by `host_calls`.
 //!
 //! Paths are handled as the raw bytes the app sent. Nothing is percent-decoded or
 //! normalised: GitLab, for one, needs `%2F` to reach it intact, and a decoded path could be

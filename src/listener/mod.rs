@@ -3,9 +3,9 @@
 //!
 //! | listener | serves | module |
 //! |---|---|---|
-//! | api (TLS with client certificates) | `/git/…` ([`crate::pipeline`]), `/v1/…` ([`crate::api`]) | [`api`] |
-//! | connect (TLS, no client certificate) | the page where users enter a PAT ([`crate::connect`]) | [`connect`] |
-//! | admin (plain HTTP on loopback) | `/live`, `/ready`, `/metrics` ([`crate::admin`]) | [`admin`] |
+//! | api (TLS with client certificates) | `/git/…` (the pipeline), `/v1/…` (patgate's own API) | `api` |
+//! | connect (TLS, no client certificate) | the page where users enter a PAT ([`crate::connect`]) | `connect` |
+//! | admin (plain HTTP on loopback) | `/live`, `/ready`, `/metrics` | `admin` |
 //! | admin socket (Unix socket, the service user and root) | the `patgate` command ([`crate::adminsock`]) | [`adminsock`] |
 //!
 //! [`Server::run`] takes sockets that are already bound ([`Listeners`]) and a shutdown

@@ -22,7 +22,7 @@ use crate::vault::Credential;
 
 /// What the forward step sends.
 #[derive(Debug)]
-pub struct Outbound<'a> {
+pub(crate) struct Outbound<'a> {
     pub read: Read,
     pub host_path: &'a str,
     pub request_id: &'a str,
@@ -31,7 +31,7 @@ pub struct Outbound<'a> {
 }
 
 /// Sends the request to the host and answers its response, streamed.
-pub async fn forward(
+pub(crate) async fn forward(
     runtime: &Runtime,
     integration: &IntegrationRuntime,
     out: Outbound<'_>,

@@ -19,8 +19,8 @@
 //! Nothing reaches the host before the signature, the body's digest and the policy have all
 //! passed. A refusal is a [`RequestError`], which [`crate::error`] turns into the answer.
 
-pub mod forward;
-pub mod summary;
+pub(crate) mod forward;
+pub(crate) mod summary;
 
 use bytes::Bytes;
 use http::request::Parts;
@@ -38,11 +38,11 @@ use crate::ratelimit::{self, HoldCredential};
 use crate::runtime::{IntegrationRuntime, Runtime};
 use crate::vault::{Credential, PatMeta};
 
-pub use summary::Summary;
+pub(crate) use summary::Summary;
 
 /// The first step of every request on the api listener (`/git` and `/v1`): the target URI
 /// the caller addressed, then the runtime's authenticator.
-pub async fn authenticate(
+pub(crate) async fn authenticate(
     runtime: &Runtime,
     connection: &Connection,
     req: &Request<Incoming>,
@@ -61,7 +61,7 @@ pub async fn authenticate(
 }
 
 /// The path below `/git/`: the integration and the host path (raw, never decoded).
-pub fn split_git_path(rest: &str) -> (&str, &str) {
+pub(crate) fn split_git_path(rest: &str) -> (&str, &str) {
     match rest.find('/') {
         Some(slash) => (&rest[..slash], &rest[slash..]),
         None => (rest, "/"),
@@ -69,7 +69,7 @@ pub fn split_git_path(rest: &str) -> (&str, &str) {
 }
 
 /// The configured integration a `/git/{id}/…` request names.
-pub fn integration<'r>(
+pub(crate) fn integration<'r>(
     runtime: &'r Runtime,
     id: &str,
 ) -> Result<&'r IntegrationRuntime, RequestError> {
@@ -80,7 +80,7 @@ pub fn integration<'r>(
 
 /// What the request says, read and checked.
 #[derive(Debug)]
-pub struct Read {
+pub(crate) struct Read {
     pub parts: Parts,
     pub body: Bytes,
     /// The acting Jira user, if one is named.
@@ -90,7 +90,7 @@ pub struct Read {
 /// Reads the request: no dot segments in the host path, the acting account (the caller's
 /// own principal, else the signed `Patgate-Account`), the whole body within the
 /// integration's limit, and its digest.
-pub async fn read(
+pub(crate) async fn read(
     integration: &IntegrationRuntime,
     caller: &Caller,
     req: Request<Incoming>,
@@ -117,7 +117,7 @@ pub async fn read(
 }
 
 /// What the request does on the host; an action must name its user.
-pub fn classify(
+pub(crate) fn classify(
     integration: &IntegrationRuntime,
     read: &Read,
     host_path: &str,
@@ -135,7 +135,7 @@ pub fn classify(
 }
 
 /// Patgate's quotas for this caller, integration, user and class (see [`crate::ratelimit`]).
-pub fn limit(
+pub(crate) fn limit(
     runtime: &Runtime,
     caller: &Caller,
     integration: &IntegrationRuntime,
@@ -158,14 +158,14 @@ pub fn limit(
 
 /// The policy's decision, and the user's PAT when the policy took it.
 #[derive(Debug)]
-pub struct Decided {
+pub(crate) struct Decided {
     pub decision: Decision,
     pub user_pat: Option<(Credential, PatMeta)>,
 }
 
 /// Which credential the host must see ([`crate::policy`]), or which refusal; a user who
 /// must set up a PAT gets a link to the page where they can.
-pub async fn policy(
+pub(crate) async fn policy(
     runtime: &Runtime,
     integration: &IntegrationRuntime,
     account: Option<&AccountId>,
@@ -205,7 +205,7 @@ pub async fn policy(
 
 /// The credential to send with: refused while the host holds it, else the user's PAT (its
 /// use recorded) or the integration's secret from the vault.
-pub async fn credential(
+pub(crate) async fn credential(
     runtime: &Runtime,
     integration: &IntegrationRuntime,
     account: Option<&AccountId>,
@@ -231,7 +231,10 @@ pub async fn credential(
 }
 
 /// Which credential a hold is on, for a decision.
-pub fn hold_credential(decision: Decision, account: Option<&AccountId>) -> HoldCredential<'_> {
+pub(crate) fn hold_credential(
+    decision: Decision,
+    account: Option<&AccountId>,
+) -> HoldCredential<'_> {
     match (decision, account) {
         (Decision::UseUserPat, Some(account)) => HoldCredential::User(account.as_str()),
         _ => HoldCredential::Integration,
@@ -239,7 +242,7 @@ pub fn hold_credential(decision: Decision, account: Option<&AccountId>) -> HoldC
 }
 
 /// Every step for a request below `/git/{integration}`, once the caller is verified.
-pub async fn git(
+pub(crate) async fn git(
     runtime: &Runtime,
     caller: &Caller,
     req: Request<Incoming>,

@@ -11,7 +11,7 @@ use crate::policy::{Decision, Operation};
 
 /// See the module docs.
 #[derive(Debug, Default)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// Set only from the config's integrations (never from the URL as sent), so metric
     /// labels stay bounded.
     pub integration: Option<String>,
@@ -28,7 +28,7 @@ pub struct Summary {
 
 /// The answer, as the log line and the metrics record it.
 #[derive(Debug, Clone, Copy)]
-pub struct Outcome<'a> {
+pub(crate) struct Outcome<'a> {
     pub status: u16,
     /// The problem `code`, when patgate refused.
     pub code: Option<&'static str>,
@@ -43,7 +43,7 @@ pub struct Outcome<'a> {
 
 impl Summary {
     /// `read`, `create-branch`, …; `pat-api` for `/v1`; `-` when refused before either.
-    pub fn operation_label(&self) -> &'static str {
+    pub(crate) fn operation_label(&self) -> &'static str {
         match self.operation {
             Some(operation) => operation.as_str(),
             None if self.api => "pat-api",
@@ -54,7 +54,7 @@ impl Summary {
     /// The decision line on `patgate::access`, `patgate_requests_total` and
     /// `patgate_request_duration_seconds`. Metric label values come from the config and
     /// fixed names only, never an account.
-    pub fn record(&self, metrics: &Metrics, outcome: Outcome<'_>) {
+    pub(crate) fn record(&self, metrics: &Metrics, outcome: Outcome<'_>) {
         let integration = self.integration.as_deref().unwrap_or("-");
         let operation = self.operation_label();
         let credential = self.credential.map_or("-", Decision::as_str);

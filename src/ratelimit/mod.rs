@@ -23,7 +23,7 @@
 //!   adapter knows which one a request is (some hosts need the body to tell);
 //! - before the vault and the host, which are what the limits protect.
 //!
-//! `/v1` requests ([`crate::api`]) are checked the same way once their path is parsed: a
+//! `/v1` requests are checked the same way once their path is parsed: a
 //! PAT status lookup is a read, anything else an action.
 //!
 //! Tiers are checked from the narrowest to the widest (user, integration, client, total):

@@ -11,7 +11,7 @@ use super::IntegrationRuntime;
 use crate::config::{AppKeyMaterial, Config, ConfigError};
 use crate::signature::{AppKey, KeyRing, Window};
 
-/// What the config's files hold, loaded and checked: the parts of a [`Runtime`] that do
+/// What the config's files hold, loaded and checked: the parts of a [`super::Runtime`] that do
 /// not need the vault. `patgate config check` builds this too.
 #[derive(Debug)]
 pub struct Materials {

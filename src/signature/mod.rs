@@ -92,21 +92,6 @@ pub enum SignatureError {
     DigestInvalid(String),
 }
 
-impl SignatureError {
-    /// The stable error code patgate returns to the client (with 401, or 503
-    /// for [`SignatureError::NonceCacheFull`]).
-    pub fn code(&self) -> &'static str {
-        match self {
-            SignatureError::Missing => "signature-missing",
-            SignatureError::Invalid(_)
-            | SignatureError::DigestMismatch
-            | SignatureError::DigestInvalid(_) => "signature-invalid",
-            SignatureError::Expired(_) => "signature-expired",
-            SignatureError::UnknownKey(_) => "unknown-key",
-        }
-    }
-}
-
 /// A key or window configuration that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {

@@ -1,4 +1,4 @@
-//! Worked examples for `docs/protocol-signing.md`, generated from fixed
+//! Worked examples for `docs/protocol.md`, generated from fixed
 //! inputs so the document can be checked against the code.
 
 use std::fmt::Write as _;
@@ -177,7 +177,7 @@ pub(crate) fn examples() -> Vec<Example> {
     ]
 }
 
-/// The generated Markdown of `docs/protocol-signing.md`'s "Worked examples"
+/// The generated Markdown of `docs/protocol.md`'s "Worked examples"
 /// section: test keys, requests, digests, signature bases and headers.
 pub fn worked_examples() -> String {
     let (ed, mac) = (test_ed25519_key(), test_hmac_key());
