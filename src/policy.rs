@@ -1,8 +1,8 @@
 //! Which credential the git host sees: DESIGN.md's policy table as one pure function.
 //!
 //! No I/O, no clock: the caller states the facts ([`Facts`]) and gets a [`Decision`]. Each row
-//! of the table has a test below, and `tests/proxy.rs` (with the TFS rows in `tests/hosts_azure.rs`) drives every row through the
-//! real server.
+//! of the table has a test below, and `tests/proxy.rs` (with the TFS rows in
+//! `tests/hosts_azure.rs`) drives every row through the real server.
 
 /// What the request does on the host, as the host adapter classified it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
