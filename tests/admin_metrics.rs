@@ -4,7 +4,7 @@
 mod common;
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use common::*;
@@ -328,28 +328,6 @@ async fn the_request_id_goes_to_the_host_and_back() {
     gw.stop().await;
 }
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn json_lines(&self) -> Vec<serde_json::Value> {
-        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
-        text.lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: not JSON: {l}")))
-            .collect()
-    }
-}
-
 // Single-threaded, so the logger this test sets (for its own thread only) sees every event
 // of the gateway it drives.
 #[tokio::test(flavor = "current_thread")]
@@ -364,10 +342,8 @@ async fn json_decision_lines_and_the_audit_file() {
     let audit_path = gw.path("audit/patgate-audit.jsonl");
     assert_eq!(config.log.audit_file.as_deref(), Some(audit_path.as_path()));
     std::fs::create_dir(gw.path("audit")).unwrap();
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber =
-        patgate::telemetry::subscriber(&config.log, move || writer.clone(), false).unwrap();
+    let captured = common::logs::Captured::default();
+    let subscriber = patgate::telemetry::subscriber(&config.log, captured.writer(), false).unwrap();
     let _logger = tracing::subscriber::set_default(subscriber);
     {
         use std::os::unix::fs::PermissionsExt as _;

@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,48 +14,12 @@ use http::{Response, StatusCode};
 use patgate::client::Outgoing;
 use patgate::clock::ManualClock;
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Every log line of this test binary (tests run side by side: look for lines of your own).
-fn logs() -> &'static Captured {
-    static LOGS: OnceLock<Captured> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .with_writer(move || writer.clone())
-            .init();
-        captured
-    })
-}
-
-fn log_lines(containing: &[&str]) -> Vec<String> {
-    let text = String::from_utf8(logs().0.lock().unwrap().clone()).unwrap();
-    text.lines()
-        .filter(|l| containing.iter().all(|c| l.contains(c)))
-        .map(str::to_string)
-        .collect()
-}
-
 /// A gateway with these `[rate_limits]` and a fake clock.
 async fn gateway(
     rate_limits: &str,
     require_user_pat: bool,
 ) -> (Gateway, RecordingHost, ManualClock) {
-    logs();
+    common::logs::global("info");
     let clock = ManualClock::new();
     let (gw, host) = Gateway::start(Options {
         require_user_pat,
@@ -573,4 +535,9 @@ async fn a_reload_applies_new_quotas_and_keeps_host_holds() {
     assert_refused(&refused, "integration-reads", 1, 60, 60);
     assert_eq!(host.requests().len(), 2);
     gw.stop().await;
+}
+
+/// Log lines of this binary with every one of `containing`.
+fn log_lines(containing: &[&str]) -> Vec<String> {
+    common::logs::global("info").lines(containing)
 }

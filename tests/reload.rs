@@ -9,7 +9,7 @@
 mod common;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use common::*;
@@ -137,36 +137,6 @@ fn reloads(gw: &Gateway, result: &str) -> String {
         .find(|l| l.starts_with(&format!("patgate_reloads_total{{result=\"{result}\"}}")))
         .unwrap_or_default()
         .to_string()
-}
-
-/// Log lines written while the test's own task runs (the reload runs there).
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let writer = self.clone();
-        tracing::subscriber::set_default(
-            tracing_subscriber::fmt()
-                .with_ansi(false)
-                .with_writer(move || writer.clone())
-                .finish(),
-        )
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
 }
 
 const REVOKED: &str = "CertificateRevoked";
@@ -310,7 +280,7 @@ async fn a_broken_certificate_is_refused_with_its_file_named_and_the_old_one_ser
     let served = OneConnection::open(&gw, &gw.path("client.pem"))
         .await
         .server_cert;
-    let logs = Captured::default();
+    let logs = common::logs::Captured::default();
     let err = {
         let _guard = logs.install();
         write(

@@ -20,7 +20,7 @@ mod common;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use common::*;
@@ -116,26 +116,13 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trace_logs_and_answers_hold_no_secret() {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     // patgate's own logger, twice under one subscriber: text, and JSON with the audit file.
-    let captured = Captured::default();
-    let captured_json = Captured::default();
+    let captured = common::logs::Captured::default();
+    let captured_json = common::logs::Captured::default();
     let audit_dir = tempfile::tempdir().unwrap();
     let audit_file = audit_dir.path().join("audit.jsonl");
     let settings = |format| patgate::config::LogSettings {
@@ -143,10 +130,9 @@ async fn trace_logs_and_answers_hold_no_secret() {
         format,
         audit_file: None,
     };
-    let (writer, json_writer) = (captured.clone(), captured_json.clone());
     let text = patgate::telemetry::layer(
         &settings(patgate::config::LogFormat::Text),
-        move || writer.clone(),
+        captured.writer(),
         false,
     )
     .unwrap();
@@ -155,7 +141,7 @@ async fn trace_logs_and_answers_hold_no_secret() {
             audit_file: Some(audit_file.clone()),
             ..settings(patgate::config::LogFormat::Json)
         },
-        move || json_writer.clone(),
+        captured_json.writer(),
         false,
     )
     .unwrap();
@@ -371,8 +357,8 @@ async fn trace_logs_and_answers_hold_no_secret() {
     let signing_key = std::fs::read_to_string(gw.path(&format!("{APP_KEYID}.pem"))).unwrap();
     gw.stop().await;
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    let json_logs = String::from_utf8(captured_json.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
+    let json_logs = captured_json.text();
     for line in json_logs.lines() {
         let _: serde_json::Value = serde_json::from_str(line)
             .unwrap_or_else(|e| panic!("a JSON log line does not parse ({e}): {line}"));

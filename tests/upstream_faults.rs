@@ -16,8 +16,7 @@
 mod common;
 
 use std::future::Future;
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -52,42 +51,10 @@ async fn bounded<T>(what: &str, test: impl Future<Output = T>) -> T {
 
 // ---- logs --------------------------------------------------------------------------------
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Everything logged so far by every test of this binary: patgate's own targets at trace
 /// level, its dependencies at info.
 fn logs() -> String {
-    static LOGS: OnceLock<Captured> = OnceLock::new();
-    let captured = LOGS.get_or_init(|| {
-        use tracing_subscriber::layer::SubscriberExt as _;
-        use tracing_subscriber::util::SubscriberInitExt as _;
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let layer = patgate::telemetry::layer(
-            &patgate::config::LogSettings {
-                level: "info,patgate=trace".into(),
-                format: patgate::config::LogFormat::Text,
-                audit_file: None,
-            },
-            move || writer.clone(),
-            false,
-        )
-        .unwrap();
-        tracing_subscriber::registry().with(layer).init();
-        captured
-    });
-    String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned()
+    common::logs::global("info,patgate=trace").text()
 }
 
 /// The log lines of one request (each test request carries its own `X-Request-Id`).

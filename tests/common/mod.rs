@@ -7,6 +7,7 @@
 #![allow(dead_code, unreachable_pub)] // each test binary uses a different part of the harness
 
 pub mod conformance;
+pub mod logs;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
