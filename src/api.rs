@@ -23,7 +23,7 @@ use crate::body::{full, ResponseBody};
 use crate::error::{Problem, RequestError};
 use crate::ids::AccountId;
 use crate::inbound;
-use crate::pat::PatInput;
+use crate::pat::{PatInput, SaveError};
 use crate::pipeline::Summary;
 use crate::ratelimit;
 use crate::runtime::{IntegrationRuntime, Runtime};
@@ -97,6 +97,35 @@ pub(crate) fn pat_meta(
     Ok(meta)
 }
 
+/// Stores a user's PAT the way every channel does (the `/v1` API, the connect page, the admin
+/// socket): the host says whose it is, the vault stores it, and the audit stream records
+/// either the store or, when the host refused the token, the refusal with its problem code.
+pub(crate) async fn save_pat(
+    runtime: &Runtime,
+    integration: &IntegrationRuntime,
+    via: audit::Via,
+    account: &str,
+    credential: &crate::vault::Credential,
+) -> Result<PatMeta, SaveError> {
+    let id = integration.id();
+    let saved = crate::pat::validate_and_store(
+        integration,
+        runtime.vault(),
+        runtime.clock(),
+        account,
+        credential,
+    )
+    .await;
+    match &saved {
+        Ok(meta) => audit::pat_stored(via, id, account, &meta.host_login),
+        Err(err @ SaveError::Host(_)) => {
+            audit::pat_refused(via, id, account, Problem::of(err).code.as_str())
+        }
+        Err(SaveError::Vault(_)) => {}
+    }
+    saved
+}
+
 /// One `/v1` request from a verified caller.
 pub(crate) async fn handle(
     runtime: &Runtime,
@@ -168,18 +197,8 @@ pub(crate) async fn handle(
             let credential = put
                 .into_credential(integration.config())
                 .map_err(RequestError::BadCredential)?;
-            let meta = crate::pat::validate_and_store(
-                integration,
-                vault,
-                runtime.clock(),
-                account,
-                &credential,
-            )
-            .await
-            .inspect_err(|err| {
-                audit::pat_refused(audit::Via::Api, id, account, Problem::of(err).code.as_str())
-            })?;
-            audit::pat_stored(audit::Via::Api, id, account, &meta.host_login);
+            let meta =
+                save_pat(runtime, integration, audit::Via::Api, account, &credential).await?;
             json(&PatStatus::new(integration, account, Some(meta)))
         }
         Method::DELETE => {

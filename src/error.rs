@@ -22,11 +22,11 @@ use serde::Serialize;
 
 use crate::authn::AuthError;
 use crate::body::{full, ResponseBody};
-use crate::connect::LinkError;
 use crate::host_calls::HostCallError;
 use crate::hosts::{UnsupportedCredential, WhoAmIError};
 use crate::ids::InvalidId;
 use crate::inbound::InboundError;
+use crate::links::LinkError;
 use crate::pat::SaveError;
 use crate::signature::SignatureError;
 use crate::store::{NonceError, StoreError};

@@ -15,13 +15,13 @@
 //! |---|---|
 //! | command line, systemd | `cli`, `service` |
 //! | listeners: accept loops, TLS, routing | [`listener`] |
-//! | endpoints: the `/git` pipeline, `/v1`, the connect page, admin, the admin socket | `pipeline`, `api`, [`connect`], `admin`, [`adminsock`] |
+//! | endpoints: the `/git` pipeline, `/v1`, the connect page, admin, the admin socket | `pipeline`, `api`, `connect`, `admin`, [`adminsock`] |
 //! | every error as an answer, in one place | `error` |
 //! | storing credentials after asking the host | `pat` |
 //! | what the service runs with, swapped on reload | [`runtime`] |
 //! | edge parsing; calls patgate makes to a host | `inbound`, `host_calls` |
 //! | who is calling; host adapters (pure); the connector to hosts; rate limits and holds | [`authn`], [`hosts`], [`upstream`], [`ratelimit`] |
-//! | the encrypted vault; what replicas would share | [`vault`], [`store`] |
+//! | the encrypted vault; connect links; what replicas would share | [`vault`], [`links`], [`store`] |
 //! | signatures (pure); the credential policy (pure); the config | [`signature`], [`policy`], [`config`] |
 //! | time, ids, TLS material, metrics, logs, audit | [`clock`], [`ids`], [`tls`], [`metrics`], [`telemetry`], `audit` |
 //! | development: the signing client, dev PKI, keys, the demo host | [`client`], [`devpki`], [`keys`], `demo` |
@@ -36,7 +36,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
-pub mod connect;
+mod connect;
 mod demo;
 pub mod devpki;
 mod error;
@@ -45,6 +45,7 @@ pub mod hosts;
 pub mod ids;
 mod inbound;
 pub mod keys;
+pub mod links;
 pub mod listener;
 pub mod metrics;
 mod pat;

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use patgate::config::ConnectListener;
-use patgate::connect::{LinkError, Links};
+use patgate::links::{LinkError, Links};
 use patgate::store::MemoryLinks;
 use patgate_fuzz::ready;
 

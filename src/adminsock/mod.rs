@@ -30,9 +30,9 @@ use serde::{Deserialize, Serialize};
 use crate::api::PatStatus;
 use crate::audit::{self, Via};
 use crate::body::{full, ResponseBody};
-use crate::error::{AdminError, Problem};
+use crate::error::AdminError;
 use crate::ids::AccountId;
-use crate::pat::{PatInput, SaveError};
+use crate::pat::PatInput;
 use crate::runtime::{IntegrationRuntime, Runtime};
 use crate::vault::{Credential, MasterKey};
 
@@ -176,20 +176,8 @@ async fn pat(
             let credential = input
                 .into_credential(integration.config())
                 .map_err(AdminError::BadCredential)?;
-            let meta = crate::pat::validate_and_store(
-                integration,
-                vault,
-                runtime.clock(),
-                account,
-                &credential,
-            )
-            .await
-            .inspect_err(|err| {
-                if let SaveError::Host(_) = err {
-                    audit::pat_refused(Via::Cli, id, account, Problem::of(err).code.as_str());
-                }
-            })?;
-            audit::pat_stored(Via::Cli, id, account, &meta.host_login);
+            let meta =
+                crate::api::save_pat(runtime, integration, Via::Cli, account, &credential).await?;
             json(&PatStatus::new(integration, account, Some(meta)))
         }
         Method::DELETE => {

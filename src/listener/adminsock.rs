@@ -176,6 +176,9 @@ pub(super) async fn serve(
     current: Arc<Current>,
     mut stop: watch::Receiver<bool>,
 ) {
+    // Commands in flight finish before shutdown goes on: the vault they use is flushed and
+    // closed after this returns (and a command run right after sees it closed).
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let stream = tokio::select! {
             accepted = socket.listener.accept() => match accepted {
@@ -205,6 +208,7 @@ pub(super) async fn serve(
             );
         }
         let current = current.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let runtime = current.load();
@@ -225,12 +229,22 @@ pub(super) async fn serve(
             let conn = hyper::server::conn::http1::Builder::new()
                 .max_buf_size(BODY_LIMIT)
                 .serve_connection(TokioIo::new(stream), service);
-            if let Err(err) = conn.await {
+            if let Err(err) = watcher.watch(conn).await {
                 tracing::debug!(error = %err, "admin connection ended with an error");
             }
         });
     }
     drop(socket);
+    let runtime = current.load();
+    let grace = runtime.config().service.shutdown_grace;
+    let clock = runtime.clock().clone();
+    drop(runtime);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = clock.sleep(grace) => {
+            tracing::warn!("admin socket: a command was still running when the grace period ended");
+        }
+    }
 }
 
 #[cfg(test)]

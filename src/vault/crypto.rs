@@ -12,8 +12,12 @@ use rand_core::{OsRng, RngCore as _};
 use zeroize::Zeroize as _;
 
 use super::master_key::MasterKey;
-use super::record::{NONCE_LEN, TAG_LEN};
 use super::VaultError;
+
+/// AES-GCM's 96-bit nonce.
+pub(crate) const NONCE_LEN: usize = 12;
+/// AES-GCM's 128-bit tag.
+pub(crate) const TAG_LEN: usize = 16;
 
 /// Plaintexts up to this size decrypt in a stack buffer, so a read allocates only its result.
 const STACK_PLAINTEXT: usize = 1024;

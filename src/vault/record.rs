@@ -46,6 +46,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::credential::CredentialKind;
+pub(crate) use super::crypto::{NONCE_LEN, TAG_LEN};
 
 /// The layout version of stored values.
 pub(crate) const FORMAT_VERSION: u8 = 1;
@@ -54,8 +55,6 @@ const AAD_VERSION: u8 = 1;
 /// The most bytes an integration or account id may have.
 pub const MAX_ID_LEN: usize = 256;
 
-pub(crate) const NONCE_LEN: usize = 12;
-pub(crate) const TAG_LEN: usize = 16;
 const HEADER_LEN: usize = 1 + 4 + NONCE_LEN + 4;
 
 /// Large enough for the longest key and AAD, so both are built on the stack.

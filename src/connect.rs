@@ -1,9 +1,9 @@
 //! The connect page: where a Jira user enters, replaces or removes their own PAT, on its own
 //! listener (server TLS only: browsers have no client certificate).
 //!
-//! A user reaches it only through a one-time link ([`super::Links::issue`]) that the Jira
-//! app asks for (`POST /v1/…/connect-link`) or finds in a `user-pat-required` problem
-//! (`setup_url`). Opening the link renders the page with a page token ([`super::links`]);
+//! A user reaches it only through a one-time link ([`crate::links::Links::issue`]) that the
+//! Jira app asks for (`POST /v1/…/connect-link`) or finds in a `user-pat-required` problem
+//! (`setup_url`). Opening the link renders the page with a page token ([`crate::links`]);
 //! every POST must carry that page token, and must not come from another origin (`Origin`,
 //! `Sec-Fetch-Site`).
 //!
@@ -18,9 +18,9 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use secrecy::SecretString;
 
-use super::LinkError;
 use crate::body::{full, ResponseBody};
 use crate::error::{link_status, Problem};
+use crate::links::LinkError;
 use crate::runtime::{IntegrationRuntime, Runtime};
 use crate::vault::PatMeta;
 
@@ -28,7 +28,7 @@ use crate::vault::PatMeta;
 const FORM_LIMIT: usize = 16 * 1024;
 
 /// Escapes text for HTML element content and double-quoted attribute values.
-pub fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -240,7 +240,7 @@ fn same_origin(req: &Request<Incoming>, public_url: &str) -> bool {
 }
 
 /// Serves one request on the connect listener.
-pub async fn handle(runtime: &Runtime, req: Request<Incoming>) -> Response<ResponseBody> {
+pub(crate) async fn handle(runtime: &Runtime, req: Request<Incoming>) -> Response<ResponseBody> {
     let Some(links) = runtime.links() else {
         return refusal(StatusCode::NOT_FOUND, "The connect page is not configured");
     };
@@ -382,22 +382,16 @@ pub async fn handle(runtime: &Runtime, req: Request<Incoming>) -> Response<Respo
                     );
                 }
             };
-            match crate::pat::validate_and_store(
+            match crate::api::save_pat(
+                runtime,
                 integration,
-                runtime.vault(),
-                runtime.clock(),
+                crate::audit::Via::ConnectPage,
                 account,
                 &credential,
             )
             .await
             {
                 Ok(meta) => {
-                    crate::audit::pat_stored(
-                        crate::audit::Via::ConnectPage,
-                        id,
-                        account,
-                        &meta.host_login,
-                    );
                     let text = format!(
                         "Saved. The host says this token belongs to {}.",
                         meta.host_login
@@ -413,12 +407,6 @@ pub async fn handle(runtime: &Runtime, req: Request<Incoming>) -> Response<Respo
                 Err(err) => {
                     // The problem's detail comes from the host adapter's error, never the token.
                     let problem = Problem::of(&err);
-                    crate::audit::pat_refused(
-                        crate::audit::Via::ConnectPage,
-                        id,
-                        account,
-                        problem.code.as_str(),
-                    );
                     let text = format!("The token was not saved: {}", problem.detail);
                     user_page(
                         integration,
