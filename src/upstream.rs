@@ -22,6 +22,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::body::BoxError;
+use crate::clock::{Clock, Sleep};
 use crate::config::Integration;
 use crate::tls::{self, TlsError};
 
@@ -65,10 +66,12 @@ pub struct Upstream {
     base: String,
     connect_timeout: Duration,
     request_timeout: Duration,
+    /// What the request and body timeouts wait on.
+    clock: Clock,
 }
 
 impl Upstream {
-    pub fn new(integration: &Integration) -> Result<Upstream, TlsError> {
+    pub fn new(integration: &Integration, clock: &Clock) -> Result<Upstream, TlsError> {
         let roots = tls::upstream_roots(integration.roots, integration.extra_ca.as_deref())?;
         let tls_config = tls::upstream_client_config(roots)?;
         let mut http = HttpConnector::new();
@@ -93,6 +96,7 @@ impl Upstream {
                 .to_string(),
             connect_timeout: integration.connect_timeout,
             request_timeout: integration.request_timeout,
+            clock: clock.clone(),
         })
     }
 
@@ -114,7 +118,10 @@ impl Upstream {
     /// The body is streamed by the caller.
     pub async fn send(&self, request: Request<Bytes>) -> Result<Response<Incoming>, UpstreamError> {
         let request = request.map(Full::new);
-        match tokio::time::timeout(self.request_timeout, self.client.request(request)).await {
+        match (self.clock)
+            .timeout(self.request_timeout, self.client.request(request))
+            .await
+        {
             Err(_) => Err(UpstreamError::Timeout {
                 after: self.request_timeout,
             }),
@@ -133,8 +140,8 @@ impl Upstream {
         ResponseStream {
             body,
             idle: self.request_timeout,
-            deadline: Box::pin(tokio::time::sleep(self.request_timeout)),
-            waiting: false,
+            clock: self.clock.clone(),
+            deadline: None,
         }
     }
 
@@ -164,11 +171,11 @@ impl Upstream {
 pub struct ResponseStream {
     body: Incoming,
     idle: Duration,
-    deadline: Pin<Box<tokio::time::Sleep>>,
-    /// Whether patgate is waiting on the host. The clock starts when the app's side asks for
-    /// more, so an app that reads slowly (holding the host back by flow control) is never
-    /// taken for a stalled host.
-    waiting: bool,
+    clock: Clock,
+    /// Set while patgate is waiting on the host. The wait starts when the app's side asks
+    /// for more, so an app that reads slowly (holding the host back by flow control) is
+    /// never taken for a stalled host.
+    deadline: Option<Sleep>,
 }
 
 impl Body for ResponseStream {
@@ -180,17 +187,17 @@ impl Body for ResponseStream {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        if !this.waiting {
-            this.waiting = true;
-            let deadline = tokio::time::Instant::now() + this.idle;
-            this.deadline.as_mut().reset(deadline);
-        }
         match Pin::new(&mut this.body).poll_frame(cx) {
             Poll::Ready(frame) => {
-                this.waiting = false;
+                this.deadline = None;
                 Poll::Ready(frame.map(|f| f.map_err(|e| Box::new(e) as BoxError)))
             }
-            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+            Poll::Pending => match Pin::new(
+                this.deadline
+                    .get_or_insert_with(|| this.clock.sleep(this.idle)),
+            )
+            .poll(cx)
+            {
                 Poll::Ready(()) => {
                     Poll::Ready(Some(Err(Box::new(BodyStalled { after: this.idle }))))
                 }

@@ -5,6 +5,7 @@ mod common;
 
 use std::io::Write;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
@@ -123,6 +124,7 @@ async fn ready_turns_503_when_shutdown_begins_while_live_answers_through_the_dra
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let opts = Options {
         request_timeout_ms: 60_000,
+        clock: Some(patgate::clock::ManualClock::new()),
         ..Options::default()
     };
     let mut gw = Setup::with_ca(dir, ca, &host, &opts).await.start().await;
@@ -151,8 +153,10 @@ async fn ready_turns_503_when_shutdown_begins_while_live_answers_through_the_dra
         "the request is still being drained"
     );
 
-    // Once the server has stopped (after the grace period), the admin listener is gone too.
-    gw.stop().await;
+    // Once the server has stopped (after the grace period, 2 s, which the gateway's clock
+    // passes in one step), the admin listener is gone too.
+    let clock = gw.manual_clock.clone().unwrap();
+    while_time_moves(&clock, Duration::from_secs(2), gw.stop()).await;
     in_flight.abort();
     let refused = admin_request(admin, Method::GET, "/live").await;
     assert!(
@@ -277,10 +281,20 @@ async fn upstream_errors_are_counted_by_kind() {
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let opts = Options {
         request_timeout_ms: 300,
+        clock: Some(patgate::clock::ManualClock::new()),
         ..Options::default()
     };
     let gw = Setup::with_ca(dir, ca, &host, &opts).await.start().await;
-    let response = gw.client().send(&gw.get("/git/ghe/x")).await.unwrap();
+    let client = gw.client();
+    let read = gw.get("/git/ghe/x");
+    let response = while_time_moves_once(
+        gw.manual_clock.as_ref().unwrap(),
+        Duration::from_millis(300),
+        || host.requests().len() == 1,
+        client.send(&read),
+    )
+    .await
+    .unwrap();
     assert_eq!(problem_code(&response), "upstream-timeout");
     let metrics = gw.metrics().await;
     assert_line(

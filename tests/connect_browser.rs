@@ -10,6 +10,7 @@ use std::process::Command;
 use common::*;
 use http::Method;
 use patgate::client::Outgoing;
+use patgate::clock::ManualClock;
 
 fn node_modules() -> PathBuf {
     std::env::var_os("PATGATE_BROWSER_NODE_MODULES")
@@ -109,9 +110,16 @@ async fn a_user_enters_a_pat_sees_the_host_login_and_the_next_action_uses_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reused_and_expired_links_and_a_rejected_token_are_refused_plainly() {
     let (gw, _host) = Gateway::start(with_connect(900)).await;
-    // A gateway whose links live one second: its link has expired by the time it is opened.
-    let (short, _short_host) = Gateway::start(with_connect(1)).await;
+    // A gateway whose links live one second, on a clock the test moves: its link has
+    // expired by the time it is opened.
+    let short_clock = ManualClock::new();
+    let (short, _short_host) = Gateway::start(Options {
+        clock: Some(short_clock.clone()),
+        ..with_connect(1)
+    })
+    .await;
     let stale = new_link(&short, ACCOUNT_B).await;
+    short_clock.advance(std::time::Duration::from_secs(2));
     // A token the host does not know: nothing stored, and the page says why.
     let url = new_link(&gw, ACCOUNT_B).await;
     let seen = browse(serde_json::json!({
@@ -138,9 +146,7 @@ async fn reused_and_expired_links_and_a_rejected_token_are_refused_plainly() {
         .unwrap()
         .contains("This link was already used"));
 
-    // A link past its expiry (wall-clock seconds: tokio's paused clock cannot move them).
-    // The browser runs above took longer than a second already; this only guards a fast run.
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // A link past its expiry.
     let expired = browse(serde_json::json!({ "url": stale })).await;
     assert_eq!(expired["open"]["status"], 410, "{expired}");
     assert!(expired["open"]["text"]

@@ -9,6 +9,7 @@ use common::*;
 use http::{Method, Request, Response};
 use http_body_util::Full;
 use patgate::client::Outgoing;
+use patgate::clock::ManualClock;
 
 fn with_connect(ttl: u64) -> Options {
     Options {
@@ -189,18 +190,18 @@ async fn a_token_the_host_rejects_stores_nothing_and_says_why() {
 
 #[tokio::test]
 async fn expired_forged_and_cross_site_requests_are_refused() {
-    // A TTL long enough for the first open to happen in time on a loaded machine.
-    let (gw, _host) = Gateway::start(with_connect(3)).await;
+    // Links live three seconds on a clock the test moves.
+    let clock = ManualClock::new();
+    let (gw, _host) = Gateway::start(Options {
+        clock: Some(clock.clone()),
+        ..with_connect(3)
+    })
+    .await;
     let url = new_link(&gw, ACCOUNT_A).await;
     let token = page_token(&text(&open(&gw, &url).await));
     let stale = new_link(&gw, ACCOUNT_A).await;
-    // Link expiry is wall-clock seconds since the epoch, which tokio's paused clock does not
-    // move (the unit tests in src/connect.rs cover expiry without waiting): wait until the
-    // wall clock is past both links' expiry. Opening the link to find out would use it up.
-    let past_expiry = std::time::SystemTime::now() + std::time::Duration::from_millis(4100);
-    while std::time::SystemTime::now() < past_expiry {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    // Past both links' expiry (opening the stale link to find out would use it up).
+    clock.advance(std::time::Duration::from_secs(4));
     let expired = open(&gw, &stale).await;
     assert_eq!(expired.status(), 410);
     assert!(text(&expired).contains("expired"), "{}", text(&expired));

@@ -21,6 +21,7 @@ async fn held_gateway(grace_seconds: u64) -> (Gateway, RecordingHost) {
         &host,
         &Options {
             shutdown_grace_seconds: grace_seconds,
+            clock: Some(patgate::clock::ManualClock::new()),
             ..Options::default()
         },
     )
@@ -98,8 +99,14 @@ async fn a_request_still_hanging_after_the_grace_period_is_cut_and_the_vault_is_
     };
     must_end("the request reaching the host", host.arrival()).await;
     gw.begin_stop();
-    // The host never answers: the grace period ends the wait, and the connection.
-    must_end("the shutdown", gw.stop()).await;
+    // The host never answers: the grace period ends the wait, and the connection (the
+    // gateway's clock moves by the grace period in one step).
+    let clock = gw.manual_clock.clone().unwrap();
+    must_end(
+        "the shutdown",
+        while_time_moves(&clock, Duration::from_secs(1), gw.stop()),
+    )
+    .await;
     let cut = must_end("the client seeing the cut", hanging)
         .await
         .unwrap();

@@ -3,6 +3,7 @@
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::*;
 use patgate::client::SignedClient;
@@ -169,16 +170,22 @@ async fn a_silent_host_gives_504() {
         &host,
         &Options {
             request_timeout_ms: 300,
+            clock: Some(patgate::clock::ManualClock::new()),
             ..Options::default()
         },
     )
     .await;
     let gw = setup.start().await;
-    let response = gw
-        .client()
-        .send(&gw.get("/git/ghe/api/v3/user"))
-        .await
-        .unwrap();
+    let client = gw.client();
+    let read = gw.get("/git/ghe/api/v3/user");
+    let response = while_time_moves_once(
+        gw.manual_clock.as_ref().unwrap(),
+        Duration::from_millis(300),
+        || host.requests().len() == 1,
+        client.send(&read),
+    )
+    .await
+    .unwrap();
     assert_eq!(response.status(), 504);
     assert_eq!(problem_code(&response), "upstream-timeout");
     assert_eq!(host.requests().len(), 1);

@@ -40,6 +40,9 @@ const BOUND: Duration = Duration::from_secs(60);
 /// The integration's `request_timeout_ms` here: the host's head must come within it, and
 /// then each piece of its body.
 const REQUEST_TIMEOUT_MS: u64 = 1_000;
+/// The same, as a step of the gateway's manual clock: moving it by this much makes every
+/// wait on the host that started before run out.
+const TIMEOUT: Duration = Duration::from_millis(REQUEST_TIMEOUT_MS);
 /// A path whose answer can be large (a repository tarball).
 const TARBALL: &str = "/git/ghe/api/v3/repos/acme/api/tarball/main";
 
@@ -76,12 +79,14 @@ fn assert_no_secret(what: &str, text: &str) {
 
 /// A gateway whose integration points at `listener`: the faulty host is started on it
 /// afterwards, with a certificate from the gateway's CA (which patgate trusts for it).
+/// Its clock is a manual one: its timeouts run out when a test moves it.
 async fn gateway_for(listener: &TcpListener) -> Gateway {
     logs();
     let port = listener.local_addr().unwrap().port();
     let (gw, _unused_host) = Gateway::start(Options {
         base_url: Some(format!("https://localhost:{port}")),
         request_timeout_ms: REQUEST_TIMEOUT_MS,
+        clock: Some(patgate::clock::ManualClock::new()),
         ..Options::default()
     })
     .await;
@@ -405,10 +410,15 @@ async fn a_host_slow_to_send_its_head_gives_504_upstream_timeout() {
         for fault in ["no-tls-handshake", "half-a-head"] {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let gw = gateway_for(&listener).await;
+            let accepted = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let heads = if fault == "no-tls-handshake" {
-                serve(listener, |tcp| async move {
-                    let _held = tcp;
-                    std::future::pending::<()>().await;
+                let accepted = accepted.clone();
+                serve(listener, move |tcp| {
+                    accepted.store(true, std::sync::atomic::Ordering::SeqCst);
+                    async move {
+                        let _held = tcp;
+                        std::future::pending::<()>().await;
+                    }
                 });
                 None
             } else {
@@ -419,7 +429,18 @@ async fn a_host_slow_to_send_its_head_gives_504_upstream_timeout() {
                 }))
             };
             let request_id = format!("fault-slow-head-{fault}");
-            let (status, code, detail) = problem(&gw, &request_id).await;
+            // The clock moves once the host has the connection (and the request, when it
+            // reads one).
+            let (status, code, detail) = while_time_moves_once(
+                gw.manual_clock.as_ref().unwrap(),
+                TIMEOUT,
+                || match &heads {
+                    None => accepted.load(std::sync::atomic::Ordering::SeqCst),
+                    Some(heads) => !heads.lock().unwrap().is_empty(),
+                },
+                problem(&gw, &request_id),
+            )
+            .await;
             assert_eq!(
                 (status, code.as_str()),
                 (StatusCode::GATEWAY_TIMEOUT, "upstream-timeout"),
@@ -537,11 +558,10 @@ async fn a_slow_body_streams_through_and_a_stalled_one_is_cut() {
                         // The fault: nothing more, ever, on an open connection.
                         std::future::pending::<()>().await;
                     }
-                    // The next piece only once the app has this one: proof that patgate
-                    // streams. Then the fault being simulated, a slow host: a pause of a
-                    // tenth of the request timeout, so that all pieces take longer than it.
+                    // The next piece only once the app has this one (proof that patgate
+                    // streams) and the test has moved the clock by a tenth of the request
+                    // timeout: a slow host, whose pieces take longer than it in all.
                     seen.acquire().await.unwrap().forget();
-                    tokio::time::sleep(Duration::from_millis(REQUEST_TIMEOUT_MS / 10)).await;
                 }
                 tls.write_all(b"0\r\n\r\n").await.unwrap();
                 let _ = tls.shutdown().await;
@@ -556,6 +576,7 @@ async fn a_slow_body_streams_through_and_a_stalled_one_is_cut() {
             let data = next_data(response.body_mut()).await;
             assert_eq!(data, format!("piece {piece}\n"), "pieces arrive one by one");
             text.push_str(std::str::from_utf8(&data).unwrap());
+            gw.manual_clock.as_ref().unwrap().advance(TIMEOUT / 10);
             seen.add_permits(1);
         }
         let (rest, error) = drain(response.body_mut()).await;
@@ -566,7 +587,9 @@ async fn a_slow_body_streams_through_and_a_stalled_one_is_cut() {
         let mut response = open(&gw, &client, "fault-stall").await;
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(next_data(response.body_mut()).await, "piece 0\n");
-        let (rest, error) = drain(response.body_mut()).await;
+        let (rest, error) = gw
+            .while_time_moves(TIMEOUT, drain(response.body_mut()))
+            .await;
         assert_eq!(rest, 0);
         let error = error.expect("a stalled body must be cut, not end cleanly");
         assert_no_secret("the app's error", &error);
@@ -599,17 +622,22 @@ async fn a_stalled_who_am_i_answer_gives_504_and_stores_nothing() {
             let _ = tls.flush().await;
             std::future::pending::<()>().await;
         });
-        let response = gw
-            .client()
-            .send(&Outgoing {
-                method: http::Method::PUT,
-                url: gw.url(&format!("/v1/integrations/ghe/users/{ACCOUNT_A}/pat")),
-                headers: vec![("x-request-id".into(), "fault-whoami-stall".into())],
-                body: Some(Bytes::from(format!(r#"{{"token":"{PAT_A}"}}"#))),
-                ..Outgoing::default()
-            })
-            .await
-            .unwrap();
+        let client = gw.client();
+        let put = Outgoing {
+            method: http::Method::PUT,
+            url: gw.url(&format!("/v1/integrations/ghe/users/{ACCOUNT_A}/pat")),
+            headers: vec![("x-request-id".into(), "fault-whoami-stall".into())],
+            body: Some(Bytes::from(format!(r#"{{"token":"{PAT_A}"}}"#))),
+            ..Outgoing::default()
+        };
+        let response = while_time_moves_once(
+            gw.manual_clock.as_ref().unwrap(),
+            TIMEOUT,
+            || !heads.lock().unwrap().is_empty(),
+            client.send(&put),
+        )
+        .await
+        .unwrap();
         let body = String::from_utf8_lossy(response.body()).into_owned();
         assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT, "{body}");
         assert_eq!(problem_code(&response), "upstream-timeout");

@@ -345,7 +345,7 @@ async fn config_check(file: &Path, offline: bool) -> CliResult {
         // While the service runs the vault is locked: say so rather than fail a good file.
         match open_vault(&config) {
             Ok(vault) => {
-                crate::runtime::detect_tfs_releases(&mut config, &vault)
+                crate::runtime::detect_tfs_releases(&mut config, &vault, &Clock::system())
                     .await
                     .map_err(|e| e.to_string())?;
                 for integration in &config.integrations {
@@ -361,7 +361,8 @@ async fn config_check(file: &Path, offline: bool) -> CliResult {
             ),
         }
     }
-    let materials = crate::runtime::check_materials(&config).map_err(|e| e.to_string())?;
+    let materials =
+        crate::runtime::check_materials(&config, &Clock::system()).map_err(|e| e.to_string())?;
     if !offline {
         for (index, integration) in config.integrations.iter().enumerate() {
             let Some(runtime) = materials.integrations.get(&integration.id) else {
@@ -496,8 +497,8 @@ async fn set_secret(args: SetSecretArgs) -> CliResult {
         print_secret_stored(&args.id, &credential, host_login);
         return Ok(ExitCode::SUCCESS);
     }
-    let runtime =
-        IntegrationRuntime::build(&config.source, index, integration).map_err(|e| e.to_string())?;
+    let runtime = IntegrationRuntime::build(&config.source, index, integration, &Clock::system())
+        .map_err(|e| e.to_string())?;
     runtime.adapter().accepts(&credential).map_err(|e| {
         format!(
             "integration `{}` ({}): {e}",
@@ -581,12 +582,12 @@ async fn pat(command: PatCommand) -> CliResult {
     }
     let vault = open_vault(&config)?;
     let mut config = config;
-    crate::runtime::detect_tfs_releases(&mut config, &vault)
+    crate::runtime::detect_tfs_releases(&mut config, &vault, &Clock::system())
         .await
         .map_err(|e| e.to_string())?;
     let integration = &config.integrations[index];
-    let runtime =
-        IntegrationRuntime::build(&config.source, index, integration).map_err(|e| e.to_string())?;
+    let runtime = IntegrationRuntime::build(&config.source, index, integration, &Clock::system())
+        .map_err(|e| e.to_string())?;
     let meta = match action {
         "set" => {
             let input = read_pat_input(args.access_key_id.clone())?;

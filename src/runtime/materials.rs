@@ -8,6 +8,7 @@ use std::path::Path;
 use base64::Engine as _;
 
 use super::IntegrationRuntime;
+use crate::clock::Clock;
 use crate::config::{AppKeyMaterial, Config, ConfigError};
 use crate::signature::{AppKey, KeyRing, Window};
 
@@ -52,7 +53,7 @@ fn api_tls_key(api: &crate::config::ApiListener, err: &crate::tls::TlsError) -> 
 }
 
 /// Loads every certificate and key the config names, and builds the upstream clients.
-pub fn check_materials(config: &Config) -> Result<Materials, ConfigError> {
+pub fn check_materials(config: &Config, clock: &Clock) -> Result<Materials, ConfigError> {
     let file = &config.source;
     let api = &config.api;
     let tls = crate::tls::api_server_config(&api.cert, &api.key, &api.client_ca, &api.crl)
@@ -69,7 +70,7 @@ pub fn check_materials(config: &Config) -> Result<Materials, ConfigError> {
     for (index, integration) in config.integrations.iter().enumerate() {
         integrations.insert(
             integration.id.clone(),
-            IntegrationRuntime::build(file, index, integration)?,
+            IntegrationRuntime::build(file, index, integration, clock)?,
         );
     }
     let connect_tls = config

@@ -45,8 +45,13 @@ pub struct IntegrationRuntime {
 impl IntegrationRuntime {
     /// The adapter and the upstream client for one configured integration (`index` is its
     /// place in the file, for errors).
-    pub fn build(file: &Path, index: usize, config: &Integration) -> Result<Self, ConfigError> {
-        let upstream = Upstream::new(config)
+    pub fn build(
+        file: &Path,
+        index: usize,
+        config: &Integration,
+        clock: &Clock,
+    ) -> Result<Self, ConfigError> {
+        let upstream = Upstream::new(config, clock)
             .map_err(|e| ConfigError::new(file, format!("integrations[{index}].extra_ca"), e))?;
         Ok(IntegrationRuntime {
             adapter: adapter_for(config),
@@ -115,7 +120,7 @@ impl Runtime {
         clock: Clock,
     ) -> Result<Runtime, ConfigError> {
         let not_before = clock.unix_now();
-        let tfs_detected = reload::detect_releases(&mut config, &vault, None).await?;
+        let tfs_detected = reload::detect_releases(&mut config, &vault, None, &clock).await?;
         let nonces: Arc<dyn NonceStore> =
             Arc::new(MemoryNonces::new(config.signatures.nonce_cache_entries));
         let links: Arc<dyn LinkStore> = Arc::new(MemoryLinks::new());
@@ -154,7 +159,7 @@ impl Runtime {
                 "`auto` must be detected before the service is built (Runtime::start)",
             ));
         }
-        let materials = check_materials(&config)?;
+        let materials = check_materials(&config, &carried.clock)?;
         let verifier = Verifier::new(materials.keys, materials.window, carried.not_before);
         let links = config
             .connect
@@ -292,8 +297,9 @@ struct Carried {
 pub async fn detect_tfs_releases(
     config: &mut Config,
     vault: &Vault,
+    clock: &Clock,
 ) -> Result<HashSet<String>, ConfigError> {
-    reload::detect_releases(config, vault, None).await
+    reload::detect_releases(config, vault, None, clock).await
 }
 
 /// Whether an integration's release is still to be asked for.

@@ -14,6 +14,7 @@
 use std::collections::HashSet;
 
 use super::{needs_detection, Runtime};
+use crate::clock::Clock;
 use crate::config::{Config, ConfigError, Integration, TfsRelease, TfsVersion};
 use crate::hosts::adapter_for;
 use crate::upstream::Upstream;
@@ -84,7 +85,7 @@ impl Runtime {
     /// doc). Reads every file `new` names; nothing is swapped here.
     pub async fn reload(&self, mut new: Config) -> Result<Runtime, ConfigError> {
         refuse_restart_only(&self.config, &new)?;
-        let tfs_detected = detect_releases(&mut new, &self.vault, Some(self)).await?;
+        let tfs_detected = detect_releases(&mut new, &self.vault, Some(self), &self.clock).await?;
         let runtime = Runtime::assemble(new, self.carried(), tfs_detected)?;
         // Only once everything loaded: a refused reload leaves the limits as they were. The
         // limiters keep the state of every quota the new config leaves unchanged, and every
@@ -120,6 +121,7 @@ pub(super) async fn detect_releases(
     config: &mut Config,
     vault: &Vault,
     previous: Option<&Runtime>,
+    clock: &Clock,
 ) -> Result<HashSet<String>, ConfigError> {
     let file = config.source.clone();
     let mut detected = HashSet::new();
@@ -140,7 +142,7 @@ pub(super) async fn detect_releases(
                         ),
                     )
                 };
-                let upstream = Upstream::new(integration).map_err(|e| fail(&e))?;
+                let upstream = Upstream::new(integration, clock).map_err(|e| fail(&e))?;
                 let secret = vault
                     .integration_secret(&integration.id)
                     .map_err(|e| fail(&e))?

@@ -10,6 +10,7 @@ pub mod conformance;
 pub mod logs;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -460,6 +461,8 @@ pub struct Gateway {
     pub handle: ServerHandle,
     /// The clock the gateway reads (a manual one when [`Options::clock`] was set).
     pub clock: Clock,
+    /// [`Options::clock`], to move by hand.
+    pub manual_clock: Option<ManualClock>,
     shutdown: Option<oneshot::Sender<()>>,
     stopped: Option<tokio::task::JoinHandle<()>>,
 }
@@ -663,6 +666,7 @@ level = "{level}"
             runtime,
             handle,
             clock,
+            manual_clock: self.clock.clone(),
             shutdown: Some(tx),
             stopped: Some(stopped),
         })
@@ -737,6 +741,17 @@ impl Gateway {
         }
         // The runtime holds the vault; wait until every other holder has dropped it.
         drop(self.runtime);
+    }
+
+    /// Runs `future` while the gateway's manual clock moves on by `step` every few
+    /// milliseconds of real time: a timeout of patgate's fires within a step of its start
+    /// without the test sleeping through it.
+    pub async fn while_time_moves<T>(&self, step: Duration, future: impl Future<Output = T>) -> T {
+        let clock = self
+            .manual_clock
+            .as_ref()
+            .expect("while_time_moves needs a gateway started with Options::clock");
+        while_time_moves(clock, step, future).await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -883,4 +898,35 @@ pub fn edit_config(config_path: &Path, from: &str, to: &str) {
     let text = std::fs::read_to_string(config_path).unwrap();
     assert!(text.contains(from), "the config has no `{from}`");
     std::fs::write(config_path, text.replacen(from, to, 1)).unwrap();
+}
+
+/// Runs `future` while `clock` moves on by `step` every 10 ms of real time (see
+/// [`Gateway::while_time_moves`]).
+pub async fn while_time_moves<T>(
+    clock: &ManualClock,
+    step: Duration,
+    future: impl Future<Output = T>,
+) -> T {
+    while_time_moves_once(clock, step, || true, future).await
+}
+
+/// [`while_time_moves`], with the clock standing still until `ready` holds (the host has
+/// the request, say): what patgate waits for must have begun before its timeout runs out.
+pub async fn while_time_moves_once<T>(
+    clock: &ManualClock,
+    step: Duration,
+    ready: impl Fn() -> bool,
+    future: impl Future<Output = T>,
+) -> T {
+    let mut future = std::pin::pin!(future);
+    loop {
+        tokio::select! {
+            output = &mut future => return output,
+            () = tokio::time::sleep(Duration::from_millis(10)) => {
+                if ready() {
+                    clock.advance(step);
+                }
+            }
+        }
+    }
 }
