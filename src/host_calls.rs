@@ -42,10 +42,24 @@ pub(crate) async fn who_am_i(
     upstream: &Upstream,
     credential: &Credential,
 ) -> Result<HostIdentity, HostCallError> {
+    Ok(ask_who_am_i(adapter, upstream, credential).await?.0?)
+}
+
+/// The host's who-am-I answer as the adapter reads it, and the status and headers it came
+/// with.
+async fn ask_who_am_i(
+    adapter: &dyn HostAdapter,
+    upstream: &Upstream,
+    credential: &Credential,
+) -> Result<(Result<HostIdentity, WhoAmIError>, StatusCode, HeaderMap), HostCallError> {
     let request = adapter.who_am_i_request();
     let (status, headers, body) =
         exchange(adapter, upstream, request, credential, WHO_AM_I).await?;
-    Ok(adapter.who_am_i_answer(status, &headers, &body)?)
+    Ok((
+        adapter.who_am_i_answer(status, &headers, &body),
+        status,
+        headers,
+    ))
 }
 
 /// Asks the host whose integration credential this is. Beyond [`who_am_i`], an integration
@@ -56,10 +70,7 @@ pub(crate) async fn who_am_i_integration(
     upstream: &Upstream,
     credential: &Credential,
 ) -> Result<HostIdentity, HostCallError> {
-    let request = adapter.who_am_i_request();
-    let (status, headers, body) =
-        exchange(adapter, upstream, request, credential, WHO_AM_I).await?;
-    let first = adapter.who_am_i_answer(status, &headers, &body);
+    let (first, status, headers) = ask_who_am_i(adapter, upstream, credential).await?;
     let Some(fallback) = adapter.integration_who_am_i_fallback(status, &headers) else {
         return Ok(first?);
     };

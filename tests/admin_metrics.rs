@@ -285,16 +285,9 @@ async fn upstream_errors_are_counted_by_kind() {
         ..Options::default()
     };
     let gw = Setup::with_ca(dir, ca, &host, &opts).await.start().await;
-    let client = gw.client();
-    let read = gw.get("/git/ghe/x");
-    let response = while_time_moves_once(
-        gw.manual_clock.as_ref().unwrap(),
-        Duration::from_millis(300),
-        || host.requests().len() == 1,
-        client.send(&read),
-    )
-    .await
-    .unwrap();
+    let response = gw
+        .send_until_timeout(&host, &gw.get("/git/ghe/x"), Duration::from_millis(300))
+        .await;
     assert_eq!(problem_code(&response), "upstream-timeout");
     let metrics = gw.metrics().await;
     assert_line(

@@ -176,16 +176,13 @@ async fn a_silent_host_gives_504() {
     )
     .await;
     let gw = setup.start().await;
-    let client = gw.client();
-    let read = gw.get("/git/ghe/api/v3/user");
-    let response = while_time_moves_once(
-        gw.manual_clock.as_ref().unwrap(),
-        Duration::from_millis(300),
-        || host.requests().len() == 1,
-        client.send(&read),
-    )
-    .await
-    .unwrap();
+    let response = gw
+        .send_until_timeout(
+            &host,
+            &gw.get("/git/ghe/api/v3/user"),
+            Duration::from_millis(300),
+        )
+        .await;
     assert_eq!(response.status(), 504);
     assert_eq!(problem_code(&response), "upstream-timeout");
     assert_eq!(host.requests().len(), 1);

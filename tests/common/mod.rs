@@ -754,6 +754,29 @@ impl Gateway {
         while_time_moves(clock, step, future).await
     }
 
+    /// Sends `out` (a request the host never answers) and moves the gateway's manual clock
+    /// on by `step` once the host has it: the answer is the one patgate gives when its
+    /// request timeout runs out.
+    pub async fn send_until_timeout(
+        &self,
+        host: &RecordingHost,
+        out: &Outgoing,
+        step: Duration,
+    ) -> Response<Bytes> {
+        let client = self.client();
+        let requests_before = host.requests().len();
+        while_time_moves_once(
+            self.manual_clock
+                .as_ref()
+                .expect("send_until_timeout needs a gateway started with Options::clock"),
+            step,
+            || host.requests().len() > requests_before,
+            client.send(out),
+        )
+        .await
+        .unwrap()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("https://localhost:{}{}", self.addr.port(), path)
     }
