@@ -9,6 +9,15 @@
 # figures, default 100000; 0 skips it), HANDSHAKE_DURATION (default DURATION/2), WRITE=0 to
 # leave BENCHMARKS.md alone. Not part of CI: it takes about 4 minutes and needs nginx
 # (installed from the Debian package when missing, as root).
+#
+#   BASELINE=REV bash benches/compare.sh
+#
+# measures patgate as built at git revision REV against this tree instead, and nothing
+# else: both release binaries in turn on the same config, vault and port, interleaved, REPS
+# rounds at concurrency 1 and 32 with both signature algorithms; the table (CPU µs per
+# request above all) goes to BENCHMARKS.md's "Before and after" section. REV is checked out
+# in a temporary git worktree and built into target/baseline (the first time takes as long
+# as a release build).
 set -euo pipefail
 
 DURATION=${DURATION:-10}
@@ -27,6 +36,16 @@ echo "== building (release)" >&2
 (cd "$root" && cargo build --release --quiet --bin patgate --bin patgate-bench)
 bench=$target/release/patgate-bench
 patgate=$target/release/patgate
+baseline_bin=""
+if [ -n "${BASELINE:-}" ]; then
+    rev=$(cd "$root" && git rev-parse --short "$BASELINE")
+    echo "== building patgate at $rev (release, target/baseline)" >&2
+    src=$(mktemp -d /tmp/patgate-baseline.XXXXXX)
+    (cd "$root" && git worktree add --quiet --detach "$src" "$rev")
+    (cd "$src" && CARGO_TARGET_DIR="$target/baseline" cargo build --release --quiet --locked --bin patgate)
+    (cd "$root" && git worktree remove --force "$src")
+    baseline_bin=$target/baseline/release/patgate
+fi
 
 nginx=$(command -v nginx || true)
 [ -z "$nginx" ] && [ -x /usr/sbin/nginx ] && nginx=/usr/sbin/nginx
@@ -80,7 +99,7 @@ wait_ready() { # URL: polls every 10 ms, up to 10 s
 start_patgate() { # CONFIG -> sets pg_pid, ready_ms
     local t0 t1
     t0=$(date +%s%N)
-    env ${PG_ENV:-} "$patgate" run -c "$1" 2>>"$work/patgate.log" &
+    env ${PG_ENV:-} "${PG_BIN:-$patgate}" run -c "$1" 2>>"$work/patgate.log" &
     pg_pid=$!
     pids+=("$pg_pid")
     wait_ready "http://127.0.0.1:$admin_port/ready"
@@ -173,6 +192,52 @@ via_patgate() { # C D ed25519|hmac [args]
     run "${PG_LABEL:-patgate-$alg}" "$1" "$2" "${key[@]}" --users "$USERS" --pid "$pg_pid" "${@:4}" \
         "https://127.0.0.1:$pg_port/git/bench$path"
 }
+
+if [ -n "$baseline_bin" ]; then
+    echo "== before ($rev) and after (this tree), interleaved: $REPS rounds x concurrency 1, 32 x hmac, ed25519, ${DURATION}s each" >&2
+    load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+    for rep in $(seq "$REPS"); do
+        for which in after before; do
+            if [ "$which" = before ]; then PG_BIN=$baseline_bin restart_patgate; else restart_patgate; fi
+            for c in 1 32; do
+                for alg in hmac ed25519; do
+                    PG_LABEL="$which-$alg" via_patgate "$c" "$DURATION" "$alg"
+                done
+            done
+        done
+    done
+    load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+    elapsed=$(( $(date +%s) - started ))
+    python3 - "$results" "$root/BENCHMARKS.md" "$WRITE" "$rev" "$REPS" "$DURATION" "$WARMUP" "$USERS" \
+        "$load_before" "$load_after" "$elapsed" <<'EOF'
+import json, sys, statistics
+results, md_path, write, rev, reps, duration, warmup, users, before, after, elapsed = sys.argv[1:]
+rows = [json.loads(l) for l in open(results)]
+def mean(rs, f):
+    vals = [f(r) for r in rs]
+    return statistics.mean(vals) if vals else float("nan")
+cpu = lambda rs: mean(rs, lambda r: r["target_cpu_us_per_request"])
+rps = lambda rs: mean(rs, lambda r: r["rps"])
+out = ["", "| concurrency | signature | req/s before | req/s after | CPU µs/req before | CPU µs/req after | after / before (CPU) |",
+       "|---:|---|---:|---:|---:|---:|---:|"]
+for c in (1, 32):
+    for alg in ("hmac", "ed25519"):
+        b = [r for r in rows if r["label"] == f"before-{alg}" and r["concurrency"] == c]
+        a = [r for r in rows if r["label"] == f"after-{alg}" and r["concurrency"] == c]
+        out.append(f"| {c} | {alg} | {rps(b):,.0f} | {rps(a):,.0f} | {cpu(b):.1f} | {cpu(a):.1f} | {cpu(a)/cpu(b):.3f} |")
+out.append(f"\nBefore: `{rev}`; after: this tree. Means of {reps} interleaved rounds of {duration} s after {warmup} s "
+           f"warm-up, {users} users with stored PATs, Require User PAT on; load average {before} before, {after} after; "
+           f"whole run {elapsed} s.")
+text = "\n".join(out) + "\n"
+print(text)
+if write == "1":
+    md = open(md_path).read()
+    start, end = "<!-- compare.sh baseline: start -->", "<!-- compare.sh baseline: end -->"
+    a, b = md.index(start) + len(start), md.index(end)
+    open(md_path, "w").write(md[:a] + "\n" + text + md[b:])
+EOF
+    exit 0
+fi
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "== interleaved: $REPS rounds x concurrency 1, 32 x direct, nginx, patgate (hmac, ed25519), then patgate hmac on 1 worker thread at 32, ${DURATION}s each" >&2
