@@ -484,3 +484,114 @@ async fn run_serves_until_sigterm() {
         "{rest:?}"
     );
 }
+
+/// `patgate vault list | head`: a reader that stops reading ends the command quietly, with
+/// success, never with a panic.
+#[tokio::test]
+async fn a_closed_output_pipe_ends_a_command_quietly() {
+    let (gw, _host) = Gateway::start(Options::default()).await;
+    gw.store_pat(ACCOUNT_A, PAT_A).await;
+    let config = gw.config_path.clone();
+    let _dir = gw.dir.clone();
+    gw.stop().await;
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_patgate"))
+            .args(["vault", "list", "--config", config.to_str().unwrap()])
+            .env_remove("PATGATE_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader is gone before the command writes its first byte.
+        drop(child.stdout.take());
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
+
+/// `config check` takes its file as every other command does (`--config`, `-c`), or as a
+/// plain argument.
+#[test]
+fn config_check_takes_the_file_with_config_too() {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/config/patgate.example.toml");
+    for args in [
+        vec!["config", "check", "--offline", file],
+        vec!["config", "check", "--offline", "--config", file],
+        vec!["config", "check", "--offline", "-c", file],
+    ] {
+        let out = patgate(&args, None);
+        // The example names files that do not exist here: the check gets as far as them,
+        // the same way each time.
+        let message = text(&out);
+        assert_ne!(out.status.code(), Some(2), "{args:?}: {message}");
+        assert!(
+            !message.contains("unexpected argument"),
+            "{args:?}: {message}"
+        );
+        assert!(message.contains(file), "{args:?}: {message}");
+    }
+}
+
+/// `patgate request` prints every answer whole, and exits 22 (curl's --fail) on a status
+/// of 400 or above unless --no-fail says otherwise.
+#[tokio::test]
+async fn request_exits_non_zero_on_a_refusal() {
+    let (gw, host) = Gateway::start(Options::default()).await;
+    let base = |url: &str| -> Vec<String> {
+        [
+            "request",
+            "--cacert",
+            gw.path("ca.pem").to_str().unwrap(),
+            "--cert",
+            gw.path("client.pem").to_str().unwrap(),
+            "--key",
+            gw.path(&format!("{APP_KEYID}.pem")).to_str().unwrap(),
+            &gw.url(url),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            patgate(&args, None)
+        })
+    };
+    let ok = run(base("/git/ghe/api/v3/user")).await.unwrap();
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok));
+    let status = |out: &Output| {
+        text(out)
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_eq!(status(&ok), "200", "{}", text(&ok));
+
+    let refused = run(base("/git/nope/api/v3/user")).await.unwrap();
+    assert_eq!(refused.status.code(), Some(22), "{}", text(&refused));
+    assert_eq!(status(&refused), "404", "{}", text(&refused));
+    assert!(
+        text(&refused).contains("unknown-integration"),
+        "{}",
+        text(&refused)
+    );
+
+    let mut args = base("/git/nope/api/v3/user");
+    args.insert(1, "--no-fail".into());
+    let tolerated = run(args).await.unwrap();
+    assert_eq!(tolerated.status.code(), Some(0), "{}", text(&tolerated));
+    assert!(text(&tolerated).contains("unknown-integration"));
+    assert_eq!(
+        host.requests().len(),
+        1,
+        "only the good read reached the host"
+    );
+    gw.stop().await;
+}

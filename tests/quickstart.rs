@@ -64,19 +64,22 @@ fn the_quickstart_commands_do_what_they_say() {
         printed.join("\n")
     );
     let status = |answer: &str| answer.split_whitespace().nth(1).unwrap_or("").to_string();
-    let run = |command: &str| {
+    // Each command exits 0 on a 2xx answer and 22 (curl's --fail) on a refusal.
+    let run_expecting = |command: &str, exit: i32| {
         let out = Command::new("bash")
             .args(["-c", command])
             .current_dir(dir.path())
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
+        assert_eq!(
+            out.status.code(),
+            Some(exit),
             "{command}\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout).unwrap().to_lowercase()
     };
+    let run = |command: &str| run_expecting(command, 0);
     // The admin listener it prints answers /ready.
     let admin = printed
         .iter()
@@ -99,7 +102,7 @@ fn the_quickstart_commands_do_what_they_say() {
     assert_eq!(status(&read), "200", "{read}");
     assert!(read.contains("patgate-credential: integration"), "{read}");
 
-    let refused = run(commands[1]);
+    let refused = run_expecting(commands[1], 22);
     assert_eq!(status(&refused), "403", "{refused}");
     assert!(
         refused.contains("\"code\":\"user-pat-required\""),

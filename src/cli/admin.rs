@@ -95,7 +95,7 @@ pub(super) async fn vault_list(client: &mut AdminClient) -> CliResult {
         .call_raw(Method::GET, "/v1/vault/records", None)
         .await
         .map_err(|e| e.to_string())?;
-    println!("{}", String::from_utf8_lossy(&body));
+    outln!("{}", String::from_utf8_lossy(&body));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -208,7 +208,7 @@ pub(super) async fn pat(
     {
         eprintln!("there was no PAT for this user");
     }
-    println!("{}", String::from_utf8_lossy(&body));
+    outln!("{}", String::from_utf8_lossy(&body));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -300,7 +300,7 @@ pub(super) async fn rotate_key(config_path: &Path) -> CliResult {
     };
     let to_version = match &rotated {
         Rotated::Now(r) => {
-            println!(
+            outln!(
                 "rotated the master key from version {} to {}: {} record(s) re-encrypted{}",
                 r.from_version,
                 r.to_version,
@@ -314,7 +314,7 @@ pub(super) async fn rotate_key(config_path: &Path) -> CliResult {
             r.to_version
         }
         Rotated::Earlier { to_version } => {
-            println!(
+            outln!(
                 "finished an interrupted rotation: the vault is at master key version {to_version}"
             );
             *to_version
@@ -323,12 +323,12 @@ pub(super) async fn rotate_key(config_path: &Path) -> CliResult {
     match &config.master_key {
         MasterKeySource::File(file) => {
             crate::vault::install_pending_key(&pending, file).map_err(|e| e.to_string())?;
-            println!(
+            outln!(
                 "{} now holds the new key (version {to_version}); the old key no longer opens the vault. Back the new key up.",
                 file.display()
             );
         }
-        MasterKeySource::SystemdCredential => println!(
+        MasterKeySource::SystemdCredential => outln!(
             "the new key (version {to_version}) is in {pending}. Replace the file your unit's LoadCredential=master-key:<file> names with it now \
              (e.g. `install -m 0600 {pending} <file>`), then delete {pending}. Until then patgate finds it there by itself at start.",
             pending = pending.display()

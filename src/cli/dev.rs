@@ -157,7 +157,7 @@ pub(crate) async fn run(args: DevArgs) -> CliResult {
     let addr = listeners
         .api_addr()
         .ok_or_else(|| format!("cannot listen on {}", args.listen))?;
-    println!(
+    outln!(
         "{}",
         instructions(
             &paths,

@@ -4,6 +4,15 @@
 //! Secrets are read from standard input, never from arguments (argv is world-readable in
 //! `/proc`).
 
+/// `println!` for a command's output. A reader that stopped reading (`patgate vault list |
+/// head`) ends the command quietly, with success, instead of a panic; any other write error
+/// ends it with a message. Everything a command changed is durable before it prints.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::write_out(format_args!($($arg)*))
+    };
+}
+
 mod admin;
 mod dev;
 mod request;
@@ -42,6 +51,15 @@ struct ConfigArg {
     config: PathBuf,
 }
 
+/// [`ConfigArg`] beside a positional file: `patgate config check FILE` and `patgate config
+/// check --config FILE` both work.
+#[derive(Debug, Args)]
+struct OptionalConfigArg {
+    /// The configuration file (default: $PATGATE_CONFIG, else /etc/patgate/patgate.toml).
+    #[arg(long, short = 'c', env = "PATGATE_CONFIG")]
+    config: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the service.
@@ -73,8 +91,11 @@ enum ConfigCommand {
     /// Check a configuration file, including the certificates and keys it names, and that
     /// every integration's host answers.
     Check {
-        /// The file to check.
-        file: PathBuf,
+        /// The file to check (or give it with --config, as to every other command; this one
+        /// wins when both are given).
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        config: OptionalConfigArg,
         /// Do not contact the hosts (for a file prepared before the network is in place).
         #[arg(long)]
         offline: bool,
@@ -194,6 +215,19 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// See [`outln`].
+pub(crate) fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(err) = out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
+        if err.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("patgate: cannot write the output: {err}");
+        std::process::exit(1);
+    }
+}
+
 /// Errors end the process with one line on stderr.
 type CliResult = Result<ExitCode, String>;
 
@@ -201,7 +235,14 @@ async fn dispatch(command: Command) -> CliResult {
     match command {
         Command::Run(args) => run(&args.config).await,
         Command::Dev(args) => dev::run(args).await,
-        Command::Config(ConfigCommand::Check { file, offline }) => {
+        Command::Config(ConfigCommand::Check {
+            file,
+            config,
+            offline,
+        }) => {
+            let file = file
+                .or(config.config)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
             config_check(&file, offline).await
         }
         Command::Vault(VaultCommand::Init(args)) => vault_init(&args.config),
@@ -352,7 +393,7 @@ async fn config_check(file: &Path, offline: bool) -> CliResult {
                     if let Some(crate::config::TfsVersion::Release(release)) =
                         integration.tfs_version
                     {
-                        println!("integration `{}`: {release}", integration.id);
+                        outln!("integration `{}`: {release}", integration.id);
                     }
                 }
             }
@@ -374,7 +415,7 @@ async fn config_check(file: &Path, offline: bool) -> CliResult {
                     file.display()
                 )
             })?;
-            println!(
+            outln!(
                 "integration `{}` ({}): {} answers (HTTP {})",
                 integration.id,
                 integration.kind.as_str(),
@@ -389,7 +430,7 @@ async fn config_check(file: &Path, offline: bool) -> CliResult {
                 .map_err(|e| format!("{}: master_key.file: {e}", file.display()))?;
         }
     }
-    println!(
+    outln!(
         "{}: OK ({} integration(s), {} app key(s))",
         file.display(),
         config.integrations.len(),
@@ -405,13 +446,13 @@ fn vault_init(config_path: &Path) -> CliResult {
             MasterKey::generate()
                 .write_new(path)
                 .map_err(|e| e.to_string())?;
-            println!("made a new master key at {} (mode 0600); back it up: without it the vault cannot be read", path.display());
+            outln!("made a new master key at {} (mode 0600); back it up: without it the vault cannot be read", path.display());
         }
     }
     let key = load_master_key(&config.master_key)?;
     Vault::init_with(&config.state_dir, &key, &vault_options(&config))
         .map_err(|e| e.to_string())?;
-    println!("made the vault in {}", config.state_dir.display());
+    outln!("made the vault in {}", config.state_dir.display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -422,7 +463,7 @@ async fn vault_list(config_path: &Path) -> CliResult {
     }
     let vault = open_vault(&config)?;
     let records = vault.list().map_err(|e| e.to_string())?;
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(&records).map_err(|e| e.to_string())?
     );
@@ -529,11 +570,11 @@ async fn set_secret(args: SetSecretArgs) -> CliResult {
 
 fn print_secret_stored(id: &str, credential: &Credential, host_login: Option<String>) {
     match host_login {
-        Some(login) => println!(
+        Some(login) => outln!(
             "stored the {} secret of integration `{id}`; the host says it belongs to {login}",
             credential.kind_name(),
         ),
-        None => println!(
+        None => outln!(
             "stored the {} secret of integration `{id}` without validating it (--no-validate)",
             credential.kind_name(),
         ),
@@ -636,7 +677,7 @@ async fn pat(command: PatCommand) -> CliResult {
             .map_err(|e| e.to_string())?,
     };
     let status = crate::api::PatStatus::new(&runtime, &args.account, meta);
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(&status).map_err(|e| e.to_string())?
     );
@@ -666,7 +707,7 @@ fn read_pat_input(access_key_id: Option<String>) -> Result<crate::pat::PatInput,
 
 fn keys_gen(keyid: &str, out: &Path, hmac: bool) -> CliResult {
     let made = crate::keys::generate(keyid, out, hmac).map_err(|e| e.to_string())?;
-    println!("{made}");
+    outln!("{made}");
     Ok(ExitCode::SUCCESS)
 }
 

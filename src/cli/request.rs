@@ -55,7 +55,14 @@ pub(super) struct RequestArgs {
     /// Use HTTP/2 (default: HTTP/1.1 or whatever ALPN picks).
     #[arg(long)]
     http2: bool,
+    /// Exit 0 whatever the status. By default an answer of 400 or above is printed whole and
+    /// the command exits 22, as curl's --fail-with-body does.
+    #[arg(long)]
+    no_fail: bool,
 }
+
+/// The exit status for an answer of 400 or above (curl's for --fail).
+const HTTP_ERROR_EXIT: u8 = 22;
 
 pub(super) async fn run(args: RequestArgs) -> CliResult {
     let key_file = args
@@ -155,6 +162,9 @@ pub(super) async fn run(args: RequestArgs) -> CliResult {
     let _ = out.write_all(response.body());
     if !response.body().ends_with(b"\n") && !response.body().is_empty() {
         let _ = writeln!(out);
+    }
+    if status.as_u16() >= 400 && !args.no_fail {
+        return Ok(ExitCode::from(HTTP_ERROR_EXIT));
     }
     Ok(ExitCode::SUCCESS)
 }
