@@ -595,3 +595,57 @@ async fn request_exits_non_zero_on_a_refusal() {
     );
     gw.stop().await;
 }
+
+/// A secret typed at a terminal is not echoed: `integration set-secret` run in a real
+/// pseudo-terminal (tests/terminal/type_a_secret.py) prompts, the secret is typed, nothing
+/// the terminal shows holds it, and the vault has it.
+#[tokio::test]
+async fn a_secret_typed_at_a_terminal_is_not_echoed() {
+    let (gw, _host) = Gateway::start(Options::default()).await;
+    let config = gw.config_path.clone();
+    let dir = gw.dir.clone();
+    gw.stop().await;
+    const TYPED: &str = "ghp_TypedAtTheTerminal0000000000000000";
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/terminal/type_a_secret.py"
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .args([
+                script,
+                TYPED,
+                "not shown as you type",
+                env!("CARGO_BIN_EXE_patgate"),
+                "integration",
+                "set-secret",
+                "ghe",
+                "--no-validate",
+                "--config",
+                config.to_str().unwrap(),
+            ])
+            .env_remove("PATGATE_CONFIG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}{}", text(&out));
+    assert!(
+        shown.contains("the integration's token (not shown as you type): "),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains(TYPED),
+        "the terminal showed the secret:\n{shown}"
+    );
+    assert!(shown.trim_end().ends_with("exit 0"), "{shown}");
+    let key = patgate::vault::MasterKey::load_file(&dir.path().join("master-key")).unwrap();
+    let vault = patgate::vault::Vault::open(&dir.path().join("state"), &key).unwrap();
+    let stored = vault.integration_secret(INTEGRATION_ID).unwrap().unwrap();
+    assert!(
+        matches!(&stored, patgate::vault::Credential::Token(t) if secrecy::ExposeSecret::expose_secret(t) == TYPED),
+        "the vault holds another secret"
+    );
+}

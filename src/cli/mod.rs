@@ -470,19 +470,35 @@ async fn vault_list(config_path: &Path) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Reads a secret from standard input: the first line, without its line ending.
-fn read_secret_lines(what: &str) -> Result<Vec<SecretString>, String> {
+/// Reads a secret from standard input: its non-empty lines, trimmed. At a terminal the
+/// secret is typed without echo, one prompt per line: `what`, then `second` when the
+/// credential may have a second line (an AWS session token; Enter for none). From a pipe or
+/// a file, every line is read as it comes.
+fn read_secret_lines(what: &str, second: Option<&str>) -> Result<Vec<SecretString>, String> {
     use std::io::IsTerminal as _;
     let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        eprintln!("Enter {what}, then Ctrl-D:");
-    }
-    let mut text = zeroize::Zeroizing::new(String::new());
-    stdin
-        .lock()
-        .take(64 * 1024)
-        .read_to_string(&mut text)
-        .map_err(|e| format!("cannot read standard input: {e}"))?;
+    let text = if stdin.is_terminal() {
+        let prompt = |label: &str| {
+            rpassword::prompt_password(format!("{label} (not shown as you type): "))
+                .map(zeroize::Zeroizing::new)
+                .map_err(|e| format!("cannot read {label} from the terminal: {e}"))
+        };
+        let mut text = prompt(what)?;
+        if let Some(second) = second {
+            let more = prompt(second)?;
+            text.push('\n');
+            text.push_str(&more);
+        }
+        text
+    } else {
+        let mut text = zeroize::Zeroizing::new(String::new());
+        stdin
+            .lock()
+            .take(64 * 1024)
+            .read_to_string(&mut text)
+            .map_err(|e| format!("cannot read standard input: {e}"))?;
+        text
+    };
     let lines: Vec<SecretString> = text
         .lines()
         .map(str::trim)
@@ -510,7 +526,14 @@ async fn set_secret(args: SetSecretArgs) -> CliResult {
                 config.source.display()
             )
         })?;
-    let mut lines = read_secret_lines("the secret")?.into_iter();
+    let second = matches!(args.kind, SecretKind::Aws)
+        .then_some("the session token, if the key pair has one (Enter for none)");
+    let what = match args.kind {
+        SecretKind::Token => "the integration's token",
+        SecretKind::UsernamePassword => "the password",
+        SecretKind::Aws => "the secret access key",
+    };
+    let mut lines = read_secret_lines(what, second)?.into_iter();
     let first = lines.next().ok_or("no secret on standard input")?;
     let credential = match args.kind {
         SecretKind::Token => Credential::Token(first),
@@ -687,7 +710,14 @@ async fn pat(command: PatCommand) -> CliResult {
 /// A PAT from standard input: a token, or with `--access-key-id` the secret access key (and
 /// an optional session token on a second line).
 fn read_pat_input(access_key_id: Option<String>) -> Result<crate::pat::PatInput, String> {
-    let mut lines = read_secret_lines("the personal access token")?.into_iter();
+    let (what, second) = match access_key_id {
+        Some(_) => (
+            "the secret access key",
+            Some("the session token, if the key pair has one (Enter for none)"),
+        ),
+        None => ("the personal access token", None),
+    };
+    let mut lines = read_secret_lines(what, second)?.into_iter();
     let first = lines.next().ok_or("no token")?;
     Ok(match access_key_id {
         Some(access_key_id) => crate::pat::PatInput {
