@@ -2,12 +2,17 @@
 prompt, types a secret and Enter (then Ctrl-D, for a command that reads to the end), and
 prints everything the terminal showed, then the exit status on the last line.
 
+It types as a person would: once the prompt is shown and the command has had its moment
+to turn the terminal's echo off (it waits up to 2 s for that, then types anyway, so a
+command that never turns echo off shows the secret).
+
 Usage: python3 type_a_secret.py SECRET PROMPT-MARKER COMMAND [ARG...]
 """
 import os
 import pty
 import select
 import sys
+import termios
 import time
 
 secret, marker, argv = sys.argv[1], sys.argv[2].encode(), sys.argv[3:]
@@ -17,6 +22,7 @@ if pid == 0:
 
 shown = b""
 typed = False
+prompted_at = None
 deadline = time.monotonic() + 30
 while time.monotonic() < deadline:
     ready, _, _ = select.select([fd], [], [], 0.05)
@@ -29,6 +35,10 @@ while time.monotonic() < deadline:
             break
         shown += chunk
     if not typed and marker in shown:
+        prompted_at = prompted_at or time.monotonic()
+        echo_off = not termios.tcgetattr(fd)[3] & termios.ECHO
+        if not echo_off and time.monotonic() - prompted_at < 2:
+            continue
         os.write(fd, secret.encode() + b"\r")
         os.write(fd, b"\x04")
         typed = True
