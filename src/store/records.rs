@@ -191,3 +191,128 @@ impl dyn RecordStore + '_ {
         }
     }
 }
+
+/// What every [`RecordStore`] must do, as far as one process can see it; run against each
+/// implementation (an empty store).
+#[cfg(test)]
+pub(crate) mod contract {
+    use super::*;
+
+    fn keys(entries: &[Entry]) -> Vec<&[u8]> {
+        entries.iter().map(|(k, _)| k.as_slice()).collect()
+    }
+
+    pub(crate) async fn check(store: &dyn RecordStore) {
+        use Space::{Records, Settings};
+        // Two spaces that do not see each other.
+        store.put(Records, b"a", b"1".to_vec()).await.unwrap();
+        assert_eq!(store.get(Records, b"a").await.unwrap(), Some(b"1".to_vec()));
+        assert_eq!(store.get(Settings, b"a").await.unwrap(), None);
+
+        // get_many answers in the order asked, absent keys included.
+        store.put(Records, b"c", b"3".to_vec()).await.unwrap();
+        let asked = [b"c".to_vec(), b"b".to_vec(), b"a".to_vec()];
+        assert_eq!(
+            store.get_many(Records, &asked).await.unwrap(),
+            vec![Some(b"3".to_vec()), None, Some(b"1".to_vec())]
+        );
+
+        // remove says whether there was a value.
+        assert!(store.remove(Records, b"c").await.unwrap());
+        assert!(!store.remove(Records, b"c").await.unwrap());
+        assert_eq!(store.get(Records, b"c").await.unwrap(), None);
+
+        // Compare-and-swaps are decided one by one; a conflict answers the current value.
+        let swaps = vec![
+            Swap {
+                key: b"a".to_vec(),
+                expected: Some(b"1".to_vec()),
+                new: Some(b"2".to_vec()),
+            },
+            Swap {
+                key: b"a".to_vec(),
+                expected: Some(b"1".to_vec()),
+                new: Some(b"9".to_vec()),
+            },
+            Swap {
+                key: b"n".to_vec(),
+                expected: None,
+                new: Some(b"new".to_vec()),
+            },
+            Swap {
+                key: b"gone".to_vec(),
+                expected: Some(b"x".to_vec()),
+                new: None,
+            },
+        ];
+        assert_eq!(
+            store.compare_and_swap_many(Records, swaps).await.unwrap(),
+            vec![
+                Swapped::Done,
+                Swapped::Conflict {
+                    current: Some(b"2".to_vec())
+                },
+                Swapped::Done,
+                Swapped::Conflict { current: None },
+            ]
+        );
+        assert_eq!(
+            store
+                .compare_and_swap(Records, b"n", Some(b"new"), None)
+                .await
+                .unwrap(),
+            Swapped::Done
+        );
+        assert_eq!(store.get(Records, b"n").await.unwrap(), None);
+
+        // A batch puts and removes.
+        store
+            .apply(
+                Settings,
+                vec![
+                    Change::put(*b"k1", *b"v1"),
+                    Change::put(*b"k2", *b"v2"),
+                    Change::remove(*b"k1"),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.get(Settings, b"k1").await.unwrap(), None);
+        assert_eq!(
+            store.get(Settings, b"k2").await.unwrap(),
+            Some(b"v2".to_vec())
+        );
+
+        // Scans: by prefix, in key order, a page at a time.
+        for key in [&b"p\x02"[..], b"p\x01", b"q", b"p", b"p\x01\x00", b"o"] {
+            store.put(Records, key, key.to_vec()).await.unwrap();
+        }
+        let all = store.scan(Records, b"p", None, 100).await.unwrap();
+        assert_eq!(keys(&all), [&b"p"[..], b"p\x01", b"p\x01\x00", b"p\x02"]);
+        assert!(all.iter().all(|(k, v)| k == v));
+        let first = store.scan(Records, b"p", None, 2).await.unwrap();
+        assert_eq!(keys(&first), [&b"p"[..], b"p\x01"]);
+        let next = store.scan(Records, b"p", Some(b"p\x01"), 2).await.unwrap();
+        assert_eq!(keys(&next), [&b"p\x01\x00"[..], b"p\x02"]);
+        let last = store.scan(Records, b"p", Some(b"p\x02"), 2).await.unwrap();
+        assert!(last.is_empty());
+        let everything = store.scan(Records, b"", None, 100).await.unwrap();
+        assert_eq!(
+            keys(&everything),
+            [
+                &b"a"[..],
+                b"o",
+                b"p",
+                b"p\x01",
+                b"p\x01\x00",
+                b"p\x02",
+                b"q"
+            ]
+        );
+
+        assert_eq!(store.count(Records, b"p").await.unwrap(), 4);
+        assert_eq!(store.count(Records, b"").await.unwrap(), 7);
+        assert_eq!(store.count(Settings, b"k").await.unwrap(), 1);
+        store.flush().await.unwrap();
+    }
+}

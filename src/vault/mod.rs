@@ -566,9 +566,11 @@ impl Vault {
     /// Records when users' PATs were last used, `((integration, account), unix seconds)`.
     /// Only the clear metadata of each record is rewritten (nonce, ciphertext and key
     /// version are kept: the metadata is not part of the associated data), with a
-    /// compare-and-swap so a PAT replaced or removed meanwhile is left as it is; an older
-    /// time never replaces a newer one. One read and one write of the store for the whole
-    /// batch, and one flush. Answers how many records were written.
+    /// compare-and-swap so a PAT replaced, re-encrypted or removed meanwhile is left as it
+    /// is; an older time never replaces a newer one, and a record whose metadata alone
+    /// changed meanwhile (another flush of last-use times, from this process or another that
+    /// shares the store) is read again and merged. One read and one write of the store for the
+    /// whole batch, and one flush. Answers how many records were written.
     pub async fn record_pat_uses(
         &self,
         uses: &[((String, String), u64)],
@@ -585,49 +587,100 @@ impl Vault {
             .await
             .map_err(|e| self.storage(e))?;
         let mut swaps = Vec::new();
+        let mut asked = Vec::new();
         for ((((integration, account), at), key), old) in uses.iter().zip(keys).zip(olds) {
             let Some(old) = old else {
                 continue;
             };
-            let id = || RecordId::UserPat {
+            let id = RecordId::UserPat {
                 integration: integration.clone(),
                 account: account.clone(),
             };
-            let raw = self.parse(&old, id)?;
-            let mut meta = self.clear_meta(&raw, id)?;
-            if meta.last_used_at.is_some_and(|t| t >= *at) {
+            let Some(new) = self.with_last_use(&old, *at, &id)? else {
                 continue;
-            }
-            meta.last_used_at = Some(*at);
-            let meta_json = serde_json::to_vec(&meta).map_err(|e| {
-                self.corrupt(&id(), &format!("its metadata does not serialise: {e}"))
-            })?;
-            let (ciphertext, tag) = raw.sealed.split_at(raw.sealed.len() - record::TAG_LEN);
-            let tag: &[u8; record::TAG_LEN] = tag
-                .try_into()
-                .map_err(|_| self.corrupt(&id(), "its tag is truncated"))?;
-            let new = RawValue::encode(raw.key_version, raw.nonce, &meta_json, ciphertext, tag);
+            };
             swaps.push(Swap {
                 key,
-                expected: Some(old),
+                expected: Some(old.clone()),
                 new: Some(new),
             });
+            asked.push((id, old, *at));
         }
         if swaps.is_empty() {
             return Ok(0);
         }
-        let written = self
+        let keys: Vec<Vec<u8>> = swaps.iter().map(|swap| swap.key.clone()).collect();
+        let answers = self
             .store()
             .compare_and_swap_many(Space::Records, swaps)
             .await
-            .map_err(|e| self.storage(e))?
-            .iter()
-            .filter(|answer| **answer == Swapped::Done)
-            .count();
+            .map_err(|e| self.storage(e))?;
+        let mut written = 0;
+        for ((key, (id, mut old, at)), mut answer) in keys.iter().zip(asked).zip(answers) {
+            loop {
+                match answer {
+                    Swapped::Done => {
+                        written += 1;
+                        break;
+                    }
+                    Swapped::Conflict {
+                        current: Some(current),
+                    } if self.same_credential(&old, &current, &id)? => {
+                        let Some(new) = self.with_last_use(&current, at, &id)? else {
+                            break;
+                        };
+                        answer = self
+                            .store()
+                            .compare_and_swap(Space::Records, key, Some(&current), Some(new))
+                            .await
+                            .map_err(|e| self.storage(e))?;
+                        old = current;
+                    }
+                    Swapped::Conflict { .. } => break,
+                }
+            }
+        }
         if written > 0 {
             self.flush().await?;
         }
         Ok(written)
+    }
+
+    /// The record `value` with `at` as its last use; `None` when it holds that use or a later
+    /// one already.
+    fn with_last_use(
+        &self,
+        value: &[u8],
+        at: u64,
+        id: &RecordId,
+    ) -> Result<Option<Vec<u8>>, VaultError> {
+        let raw = self.parse(value, || id.clone())?;
+        let mut meta = self.clear_meta(&raw, || id.clone())?;
+        if meta.last_used_at.is_some_and(|t| t >= at) {
+            return Ok(None);
+        }
+        meta.last_used_at = Some(at);
+        let meta_json = serde_json::to_vec(&meta)
+            .map_err(|e| self.corrupt(id, &format!("its metadata does not serialise: {e}")))?;
+        let (ciphertext, tag) = raw.sealed.split_at(raw.sealed.len() - record::TAG_LEN);
+        let tag: &[u8; record::TAG_LEN] = tag
+            .try_into()
+            .map_err(|_| self.corrupt(id, "its tag is truncated"))?;
+        Ok(Some(RawValue::encode(
+            raw.key_version,
+            raw.nonce,
+            &meta_json,
+            ciphertext,
+            tag,
+        )))
+    }
+
+    /// Whether two values of the record `id` hold the same sealed credential (they differ in
+    /// clear metadata at most).
+    fn same_credential(&self, a: &[u8], b: &[u8], id: &RecordId) -> Result<bool, VaultError> {
+        let a = self.parse(a, || id.clone())?;
+        let b = self.parse(b, || id.clone())?;
+        Ok(a.key_version == b.key_version && a.nonce == b.nonce && a.sealed == b.sealed)
     }
 
     /// Removes a user's PAT; `true` when there was one. Durable when this returns.

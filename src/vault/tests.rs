@@ -890,6 +890,8 @@ async fn a_store_that_lost_acknowledged_writes_is_refused() {
                 .unwrap();
         }
         assert!(vault.delete_user_pat("ghe", "acct-0").await.unwrap());
+        // A flush that follows no write (a shutdown's) counts none.
+        vault.flush().await.unwrap();
     }
     // init, 40 stores, 1 delete.
     assert_eq!(
@@ -1135,6 +1137,156 @@ async fn concurrent_writes_are_all_durable() {
         }
     }
     assert!(vault.integration_secret("shared").await.unwrap().is_some());
+}
+
+/// A key and the value another writer puts first.
+type Ahead = Arc<std::sync::Mutex<Option<(Vec<u8>, Vec<u8>)>>>;
+
+/// The embedded store, with another writer that gets in first: before the next batch of
+/// compare-and-swaps, it puts `ahead` itself.
+#[derive(Debug)]
+struct Overtaken {
+    store: SledRecords,
+    ahead: Ahead,
+}
+
+impl RecordStore for Overtaken {
+    fn location(&self) -> &Path {
+        self.store.location()
+    }
+    fn get<'a>(
+        &'a self,
+        space: Space,
+        key: &'a [u8],
+    ) -> crate::store::BoxFuture<'a, Result<Option<Vec<u8>>, RecordStoreError>> {
+        self.store.get(space, key)
+    }
+    fn get_many<'a>(
+        &'a self,
+        space: Space,
+        keys: &'a [Vec<u8>],
+    ) -> crate::store::BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, RecordStoreError>> {
+        self.store.get_many(space, keys)
+    }
+    fn put<'a>(
+        &'a self,
+        space: Space,
+        key: &'a [u8],
+        value: Vec<u8>,
+    ) -> crate::store::BoxFuture<'a, Result<(), RecordStoreError>> {
+        self.store.put(space, key, value)
+    }
+    fn remove<'a>(
+        &'a self,
+        space: Space,
+        key: &'a [u8],
+    ) -> crate::store::BoxFuture<'a, Result<bool, RecordStoreError>> {
+        self.store.remove(space, key)
+    }
+    fn compare_and_swap_many(
+        &self,
+        space: Space,
+        swaps: Vec<Swap>,
+    ) -> crate::store::BoxFuture<'_, Result<Vec<Swapped>, RecordStoreError>> {
+        Box::pin(async move {
+            let ahead = self.ahead.lock().unwrap().take();
+            if let Some((key, value)) = ahead {
+                self.store.put(space, &key, value).await?;
+            }
+            self.store.compare_and_swap_many(space, swaps).await
+        })
+    }
+    fn apply(
+        &self,
+        space: Space,
+        changes: Vec<Change>,
+    ) -> crate::store::BoxFuture<'_, Result<(), RecordStoreError>> {
+        self.store.apply(space, changes)
+    }
+    fn scan<'a>(
+        &'a self,
+        space: Space,
+        prefix: &'a [u8],
+        after: Option<&'a [u8]>,
+        limit: usize,
+    ) -> crate::store::BoxFuture<'a, Result<Vec<crate::store::Entry>, RecordStoreError>> {
+        self.store.scan(space, prefix, after, limit)
+    }
+    fn count<'a>(
+        &'a self,
+        space: Space,
+        prefix: &'a [u8],
+    ) -> crate::store::BoxFuture<'a, Result<u64, RecordStoreError>> {
+        self.store.count(space, prefix)
+    }
+    fn flush(&self) -> crate::store::BoxFuture<'_, Result<(), RecordStoreError>> {
+        self.store.flush()
+    }
+}
+
+/// A flush of last-use times that another writer overtook: another flush's time (the same
+/// sealed credential) is merged, the later time kept; a replaced PAT is left as it is.
+#[tokio::test]
+async fn last_use_flushes_merge_with_one_that_got_there_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = SledRecords::create(&tmp.path().join("v"), 1024 * 1024).unwrap();
+    let ahead: Ahead = Arc::default();
+    let vault = Vault::init_in(
+        Box::new(Overtaken {
+            store,
+            ahead: ahead.clone(),
+        }),
+        &key(1),
+    )
+    .await
+    .unwrap();
+    let key_a = raw_pat_key("ghe", ACCOUNT_A);
+    let id = pat_id(
+        record::validate_id("integration", "ghe").unwrap(),
+        record::validate_id("account", ACCOUNT_A).unwrap(),
+    );
+    let last_used = |vault: &Vault| {
+        let vault = vault.clone();
+        async move {
+            let meta = vault.user_pat_meta("ghe", ACCOUNT_A).await.unwrap();
+            meta.unwrap().last_used_at
+        }
+    };
+    let uses = |at: u64| vec![(("ghe".to_string(), ACCOUNT_A.to_string()), at)];
+    vault
+        .put_user_pat("ghe", ACCOUNT_A, &token("t"), &pat_meta("alice"))
+        .await
+        .unwrap();
+    let stored = raw_get(&vault, &key_a).await;
+    let overtake = |value: Vec<u8>| *ahead.lock().unwrap() = Some((key_a.clone(), value));
+
+    // Another flush wrote an older time first: ours is merged over it.
+    overtake(vault.with_last_use(&stored, 30, &id).unwrap().unwrap());
+    assert_eq!(vault.record_pat_uses(&uses(40)).await.unwrap(), 1);
+    assert_eq!(last_used(&vault).await, Some(40));
+
+    // Another flush wrote a later time first: it stays.
+    let now_there = raw_get(&vault, &key_a).await;
+    overtake(vault.with_last_use(&now_there, 60, &id).unwrap().unwrap());
+    assert_eq!(vault.record_pat_uses(&uses(50)).await.unwrap(), 0);
+    assert_eq!(last_used(&vault).await, Some(60));
+
+    // The PAT was replaced meanwhile (another sealed credential): left as the new one is.
+    let replaced = {
+        let other = tempfile::tempdir().unwrap();
+        let elsewhere = Vault::init(&other.path().join("v"), &key(1)).await.unwrap();
+        elsewhere
+            .put_user_pat("ghe", ACCOUNT_A, &token("t2"), &pat_meta("alice"))
+            .await
+            .unwrap();
+        raw_get(&elsewhere, &key_a).await
+    };
+    overtake(replaced.clone());
+    assert_eq!(vault.record_pat_uses(&uses(70)).await.unwrap(), 0);
+    assert_eq!(raw_get(&vault, &key_a).await, replaced);
+    let (credential, meta) = vault.user_pat("ghe", ACCOUNT_A).await.unwrap().unwrap();
+    assert!(same(&credential, &token("t2")));
+    assert_eq!(meta.last_used_at, None);
 }
 
 #[tokio::test]

@@ -18,7 +18,8 @@ use std::fs::{self, File, OpenOptions};
 use std::ops::Bound;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use self::watermark::Watermark;
@@ -88,6 +89,14 @@ pub struct SledRecords {
     settings: sled::Tree,
     db: sled::Db,
     watermark: Arc<Watermark>,
+    /// Whether a write call came since the last flush counted a generation. A flush that
+    /// follows none (a shutdown's) makes its changes durable without counting one, so the
+    /// generation counts the flushes that acknowledged writes.
+    written: AtomicBool,
+    /// Held while a flush decides its generation (clears `written`, then counts one or reads
+    /// the count), so a flush that finds nothing new still reads a count that covers the
+    /// writes another flush took over.
+    counting: Mutex<()>,
     // Declared last, so it is released only after our sled handles are dropped. (sled's
     // background I/O may keep its own file a moment longer; `open_sled` waits that out.)
     _lock: DirLock,
@@ -175,6 +184,8 @@ impl SledRecords {
             // Starts at 0: the store holds at least the watermark on disk (`open` checked),
             // so the first flush's generation is above it anyway.
             watermark: Arc::new(Watermark::new(dir, 0)),
+            written: AtomicBool::new(false),
+            counting: Mutex::new(()),
             _lock: lock,
         })
     }
@@ -196,6 +207,35 @@ impl SledRecords {
             Space::Records => &self.records,
             Space::Settings => &self.settings,
         }
+    }
+
+    /// The tree of a write call: the next flush counts a generation for it. (Marked whether
+    /// or not the call changes anything, as a delete of nothing is still acknowledged.)
+    fn tree_to_write(&self, space: Space) -> &sled::Tree {
+        self.written.store(true, Ordering::Release);
+        self.tree(space)
+    }
+
+    /// The generation the next flush makes durable: one more when writes came since the
+    /// last one counted, else the current one.
+    fn flush_generation(&self) -> Result<u64, RecordStoreError> {
+        let _one_at_a_time = self.counting.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.written.swap(false, Ordering::AcqRel) {
+            return self.generation();
+        }
+        // After the writes it makes durable, so a store that holds this generation holds them.
+        let counted = self
+            .settings
+            .update_and_fetch(GENERATION, |old| {
+                let n = old
+                    .and_then(|v| v.try_into().ok())
+                    .map_or(0, u64::from_be_bytes);
+                Some(n.saturating_add(1).to_be_bytes().to_vec())
+            })
+            .map_err(damage_or_failure)?;
+        Ok(counted
+            .and_then(|v| v.as_ref().try_into().ok())
+            .map_or(0, u64::from_be_bytes))
     }
 }
 
@@ -246,7 +286,7 @@ impl RecordStore for SledRecords {
         value: Vec<u8>,
     ) -> BoxFuture<'a, Result<(), RecordStoreError>> {
         ready(
-            self.tree(space)
+            self.tree_to_write(space)
                 .insert(key, value)
                 .map(drop)
                 .map_err(damage_or_failure),
@@ -259,7 +299,7 @@ impl RecordStore for SledRecords {
         key: &'a [u8],
     ) -> BoxFuture<'a, Result<bool, RecordStoreError>> {
         ready(
-            self.tree(space)
+            self.tree_to_write(space)
                 .remove(key)
                 .map(|old| old.is_some())
                 .map_err(damage_or_failure),
@@ -271,7 +311,7 @@ impl RecordStore for SledRecords {
         space: Space,
         swaps: Vec<Swap>,
     ) -> BoxFuture<'_, Result<Vec<Swapped>, RecordStoreError>> {
-        let tree = self.tree(space);
+        let tree = self.tree_to_write(space);
         ready(
             swaps
                 .into_iter()
@@ -303,7 +343,7 @@ impl RecordStore for SledRecords {
             }
         }
         ready(
-            self.tree(space)
+            self.tree_to_write(space)
                 .apply_batch(batch)
                 .map_err(damage_or_failure),
         )
@@ -368,20 +408,7 @@ impl RecordStore for SledRecords {
     }
 
     fn flush(&self) -> BoxFuture<'_, Result<(), RecordStoreError>> {
-        // After the changes it makes durable, so a store that holds this generation holds them.
-        let generation = self
-            .settings
-            .update_and_fetch(GENERATION, |old| {
-                let n = old
-                    .and_then(|v| v.try_into().ok())
-                    .map_or(0, u64::from_be_bytes);
-                Some(n.saturating_add(1).to_be_bytes().to_vec())
-            })
-            .map_err(damage_or_failure)
-            .map(|v| {
-                v.and_then(|v| v.as_ref().try_into().ok())
-                    .map_or(0, u64::from_be_bytes)
-            });
+        let generation = self.flush_generation();
         let db = self.db.clone();
         let watermark = self.watermark.clone();
         Box::pin(async move {
@@ -516,5 +543,68 @@ pub(crate) fn open_sled(dir: &Path, cache_capacity_bytes: u64) -> Result<sled::D
             )
             .into()),
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CACHE: u64 = 1024 * 1024;
+
+    #[tokio::test]
+    async fn the_record_store_contract_holds() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = SledRecords::create(&tmp.path().join("s"), CACHE).unwrap();
+        crate::store::records::contract::check(&store).await;
+    }
+
+    #[tokio::test]
+    async fn flushed_writes_survive_a_reopen_and_each_flush_after_writes_is_counted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("s");
+        let watermark = || fs::read_to_string(dir.join(watermark::FILE)).unwrap();
+        {
+            let store = SledRecords::create(&dir, CACHE).unwrap();
+            store
+                .put(Space::Records, b"k", b"v".to_vec())
+                .await
+                .unwrap();
+            store.flush().await.unwrap();
+            assert_eq!(watermark(), "1\n");
+            // Nothing written since: durable already, nothing to count.
+            store.flush().await.unwrap();
+            assert_eq!(watermark(), "1\n");
+            // A delete of nothing is a write the caller acknowledges: counted.
+            assert!(!store.remove(Space::Records, b"none").await.unwrap());
+            store.flush().await.unwrap();
+            assert_eq!(watermark(), "2\n");
+        }
+        let store = SledRecords::open(&dir, CACHE).unwrap();
+        assert_eq!(
+            store.get(Space::Records, b"k").await.unwrap(),
+            Some(b"v".to_vec())
+        );
+        assert_eq!(store.generation().unwrap(), 2);
+        assert!(matches!(
+            SledRecords::open(&dir, CACHE),
+            Err(SledOpenError::Locked)
+        ));
+        drop(store);
+        assert!(matches!(
+            SledRecords::create(&dir, CACHE),
+            Err(SledOpenError::Exists)
+        ));
+    }
+
+    #[test]
+    fn open_creates_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let missing = tmp.path().join("missing");
+        assert!(matches!(
+            SledRecords::open(&missing, CACHE),
+            Err(SledOpenError::NotFound)
+        ));
+        assert!(!missing.exists());
     }
 }

@@ -5,10 +5,11 @@
 //! smaller vault: users' PATs gone, deleted ones back, or (damage near the start) what looks
 //! like no vault at all. Nothing inside sled can notice, so the vault keeps a count outside it:
 //!
-//! - every flush (the vault flushes after each credential write, store or delete, before it
-//!   acknowledges it) first increments the `generation` counter in the `vault` tree, after the
-//!   changes it makes durable; the log is recovered as a prefix, so a store that holds a
-//!   generation holds every change made before it;
+//! - every flush that follows writes (the vault flushes after each credential write, store or
+//!   delete, before it acknowledges it; also after a batch of last-use times and a rotation's
+//!   steps) first increments the `generation` counter in the `vault` tree, after the changes
+//!   it makes durable; the log is recovered as a prefix, so a store that holds a generation
+//!   holds every change made before it;
 //! - after the flush, and before it returns, the generation is written to `vault.watermark`
 //!   beside sled's files (a new file renamed over the old one, both synced);
 //! - `open` refuses a store whose generation is below the watermark.
