@@ -60,16 +60,15 @@ pub(crate) async fn answer(runtime: &Runtime, req: &Request<Incoming>) -> Respon
 
 /// The gauges that are read at scrape time rather than kept up to date: the certificate's
 /// remaining lifetime, and the vault's record counts (a key-only scan that decrypts
-/// nothing, on a blocking thread so the scan never holds up a request).
+/// nothing, which the store runs off the request threads).
 async fn refresh_gauges(runtime: &Runtime) {
     let metrics = runtime.metrics();
     let now = i64::try_from(runtime.clock().unix_now()).unwrap_or(i64::MAX);
     metrics
         .server_cert_expiry_seconds
         .set(runtime.api_cert_not_after().saturating_sub(now));
-    let vault = runtime.vault().clone();
-    match tokio::task::spawn_blocking(move || vault.count_by_kind()).await {
-        Ok(Ok(counts)) => {
+    match runtime.vault().count_by_kind().await {
+        Ok(counts) => {
             for (kind, n) in [
                 ("integration-secret", counts.integration_secrets),
                 ("user-pat", counts.user_pats),
@@ -80,7 +79,6 @@ async fn refresh_gauges(runtime: &Runtime) {
                     .set(i64::try_from(n).unwrap_or(i64::MAX));
             }
         }
-        Ok(Err(err)) => tracing::warn!(error = %err, "counting vault records for /metrics failed"),
         Err(err) => tracing::warn!(error = %err, "counting vault records for /metrics failed"),
     }
 }

@@ -82,12 +82,12 @@ impl PatStatus {
 
 /// A user's PAT metadata with a use not yet written to the vault (they are written in
 /// batches) taken as the newer last use.
-pub(crate) fn pat_meta(
+pub(crate) async fn pat_meta(
     runtime: &Runtime,
     integration: &str,
     account: &str,
 ) -> Result<Option<PatMeta>, VaultError> {
-    let mut meta = runtime.vault().user_pat_meta(integration, account)?;
+    let mut meta = runtime.vault().user_pat_meta(integration, account).await?;
     if let (Some(meta), Some(pending)) = (
         meta.as_mut(),
         runtime.pat_uses().pending(integration, account),
@@ -181,7 +181,7 @@ pub(crate) async fn handle(
         Method::GET => json(&PatStatus::new(
             integration,
             account,
-            pat_meta(runtime, id, account)?,
+            pat_meta(runtime, id, account).await?,
         )),
         Method::PUT => {
             let (parts, body) = req.into_parts();

@@ -271,6 +271,7 @@ pub(crate) async fn handle(runtime: &Runtime, req: Request<Incoming>) -> Respons
             match runtime
                 .vault()
                 .user_pat_meta(&claims.integration, &claims.account)
+                .await
             {
                 Ok(meta) => user_page(
                     integration,
@@ -352,7 +353,12 @@ pub(crate) async fn handle(runtime: &Runtime, req: Request<Incoming>) -> Respons
             if !integration.adapter().supports_pats() {
                 return user_page(integration, None, &page_token, None, StatusCode::FORBIDDEN);
             }
-            let current = runtime.vault().user_pat_meta(id, account).ok().flatten();
+            let current = runtime
+                .vault()
+                .user_pat_meta(id, account)
+                .await
+                .ok()
+                .flatten();
             let field = |name: &str| {
                 fields
                     .get(name)

@@ -107,7 +107,8 @@ pub(crate) async fn validate_and_store(
     let identity = who_am_i(integration, credential).await?;
     let now = clock.unix_now();
     let created_at = vault
-        .user_pat_meta(integration.id(), account)?
+        .user_pat_meta(integration.id(), account)
+        .await?
         .map_or(now, |previous| previous.created_at);
     let meta = PatMeta {
         host_login: identity.login,

@@ -660,7 +660,7 @@ async fn rotate_key_while_serving_fails_no_request() {
     );
     // Every record the host saw carried the right credential (checked per answer above);
     // and the vault holds nothing under the old version.
-    for record in gw.runtime.vault().list().unwrap() {
+    for record in gw.runtime.vault().list().await.unwrap() {
         assert_eq!(record.key_version, 2, "{}", record.id);
     }
     let gw = Arc::try_unwrap(gw).unwrap();
@@ -700,10 +700,13 @@ async fn rotate_key_while_serving_fails_no_request() {
 }
 
 /// `Vault::open`, retried while a vault dropped a moment ago still lets go of its lock.
-async fn retry_locked(open: impl Fn() -> Result<Vault, VaultError>) -> Result<Vault, VaultError> {
+async fn retry_locked<F>(open: impl Fn() -> F) -> Result<Vault, VaultError>
+where
+    F: std::future::Future<Output = Result<Vault, VaultError>>,
+{
     let mut tries = 0;
     loop {
-        match open() {
+        match open().await {
             Err(VaultError::Locked { .. }) if tries < 100 => {
                 tries += 1;
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -744,7 +747,8 @@ async fn rotate_key_on_a_stopped_service_and_recovery_of_an_unfinished_one() {
     new_key.write_new(&pending).unwrap();
     {
         let current = MasterKey::load_file(&key_file).unwrap();
-        let vault = retry_locked(|| Vault::open(&setup.dir.path().join("state"), &current))
+        let state = setup.dir.path().join("state");
+        let vault = retry_locked(|| Vault::open(&state, &current))
             .await
             .unwrap();
         let rotation = vault

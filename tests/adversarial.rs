@@ -319,7 +319,9 @@ async fn two_integrations() -> (Gateway, RecordingHost, RecordingHost) {
     let setup = Setup::with_ca(dir.clone(), ca, &host, &opts).await;
     {
         let key = patgate::vault::MasterKey::load_file(&dir.path().join("master-key")).unwrap();
-        let vault = patgate::vault::Vault::open(&dir.path().join("state"), &key).unwrap();
+        let vault = patgate::vault::Vault::open(&dir.path().join("state"), &key)
+            .await
+            .unwrap();
         vault
             .put_integration_secret(
                 "other",

@@ -642,8 +642,14 @@ async fn a_secret_typed_at_a_terminal_is_not_echoed() {
     );
     assert!(shown.trim_end().ends_with("exit 0"), "{shown}");
     let key = patgate::vault::MasterKey::load_file(&dir.path().join("master-key")).unwrap();
-    let vault = patgate::vault::Vault::open(&dir.path().join("state"), &key).unwrap();
-    let stored = vault.integration_secret(INTEGRATION_ID).unwrap().unwrap();
+    let vault = patgate::vault::Vault::open(&dir.path().join("state"), &key)
+        .await
+        .unwrap();
+    let stored = vault
+        .integration_secret(INTEGRATION_ID)
+        .await
+        .unwrap()
+        .unwrap();
     let patgate::vault::Credential::Token(token) = stored else {
         panic!("not a token: {stored:?}");
     };

@@ -135,6 +135,7 @@ async fn reused_and_expired_links_and_a_rejected_token_are_refused_plainly() {
         .runtime
         .vault()
         .user_pat_meta("ghe", ACCOUNT_B)
+        .await
         .unwrap()
         .is_none());
 

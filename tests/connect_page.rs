@@ -158,6 +158,7 @@ async fn a_link_opens_the_page_once_and_the_stored_pat_is_then_used() {
         .runtime
         .vault()
         .user_pat_meta("ghe", ACCOUNT_A)
+        .await
         .unwrap()
         .is_none());
     gw.stop().await;
@@ -183,6 +184,7 @@ async fn a_token_the_host_rejects_stores_nothing_and_says_why() {
         .runtime
         .vault()
         .user_pat_meta("ghe", ACCOUNT_B)
+        .await
         .unwrap()
         .is_none());
     gw.stop().await;
@@ -243,6 +245,7 @@ async fn expired_forged_and_cross_site_requests_are_refused() {
         .runtime
         .vault()
         .user_pat_meta("ghe", ACCOUNT_A)
+        .await
         .unwrap()
         .is_none());
     gw.stop().await;

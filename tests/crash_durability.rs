@@ -389,9 +389,11 @@ async fn sigkill_while_storing_pats_loses_no_acknowledged_write() {
 
     // And straight from the vault: every acknowledged PAT decrypts to exactly what was sent.
     let key = MasterKey::load_file(&setup.dir.path().join("master-key")).unwrap();
-    let vault = Vault::open(&setup.dir.path().join("state"), &key).unwrap();
+    let vault = Vault::open(&setup.dir.path().join("state"), &key)
+        .await
+        .unwrap();
     for &i in &acked {
-        let (credential, meta) = vault.user_pat("ghe", &account(i)).unwrap().unwrap();
+        let (credential, meta) = vault.user_pat("ghe", &account(i)).await.unwrap().unwrap();
         let Credential::Token(token) = credential else {
             panic!("{}: not a token", account(i))
         };
@@ -403,7 +405,10 @@ async fn sigkill_while_storing_pats_loses_no_acknowledged_write() {
         assert_eq!(meta.host_login, login(i));
     }
     // The integration secret, the acknowledged PATs and the unacknowledged ones that made it.
-    assert_eq!(vault.count().unwrap(), 1 + acked.len() + unacked_present);
+    assert_eq!(
+        vault.count().await.unwrap(),
+        1 + acked.len() + unacked_present
+    );
     eprintln!(
         "crash durability: {} writes acknowledged ({acked_at_kill} when the kill was ordered), \
          {in_flight} in flight at the kill, {} unanswered of which {unacked_present} were stored; \

@@ -882,6 +882,7 @@ async fn the_connect_page_takes_a_users_key_pair_and_checks_it_with_sts() {
         .runtime
         .vault()
         .user_pat_meta("cc", ACCOUNT_A)
+        .await
         .unwrap()
         .unwrap();
     assert_eq!(meta.host_login, ALICE.arn);

@@ -108,6 +108,7 @@ async fn a_pat_the_host_rejects_is_not_stored() {
         .runtime
         .vault()
         .user_pat_meta("ghe", ACCOUNT_A)
+        .await
         .unwrap()
         .is_none());
     gw.stop().await;
@@ -136,6 +137,7 @@ async fn a_pat_without_the_repo_scope_is_not_stored() {
         .runtime
         .vault()
         .user_pat_meta("ghe", ACCOUNT_A)
+        .await
         .unwrap()
         .is_none());
     gw.stop().await;
@@ -190,6 +192,7 @@ async fn last_used_at_is_kept_in_memory_and_written_at_shutdown() {
         .runtime
         .vault()
         .user_pat_meta("ghe", ACCOUNT_A)
+        .await
         .unwrap()
         .unwrap();
     assert_eq!(meta.last_used_at, None);

@@ -37,7 +37,7 @@ async fn last_used_on_disk(dir: &std::path::Path, account: &str) -> Option<u64> 
     // sled's background flusher may hold the lock a moment after the gateway let go.
     let mut tries = 0;
     let vault = loop {
-        match Vault::open(&dir.join("state"), &key) {
+        match Vault::open(&dir.join("state"), &key).await {
             Err(patgate::vault::VaultError::Locked { .. }) if tries < 100 => {
                 tries += 1;
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -47,6 +47,7 @@ async fn last_used_on_disk(dir: &std::path::Path, account: &str) -> Option<u64> 
     };
     vault
         .user_pat_meta(INTEGRATION_ID, account)
+        .await
         .unwrap()
         .unwrap()
         .last_used_at

@@ -650,7 +650,7 @@ async fn a_stalled_who_am_i_answer_gives_504_and_stores_nothing() {
                 .any(|h| h.contains(&format!("Bearer {PAT_A}"))),
             "the PAT was sent to the host for validation"
         );
-        assert!(gw.runtime.vault().user_pat("ghe", ACCOUNT_A).unwrap().is_none());
+        assert!(gw.runtime.vault().user_pat("ghe", ACCOUNT_A).await.unwrap().is_none());
         assert_no_secret("the logs", &logs());
         gw.stop().await;
     })

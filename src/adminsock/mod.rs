@@ -120,7 +120,7 @@ pub async fn handle(
     match segments.as_slice() {
         ["v1", "vault", "records"] => {
             only(&req, &Method::GET, "GET")?;
-            json(&runtime.vault().list()?)
+            json(&runtime.vault().list().await?)
         }
         ["v1", "vault", "rotate-key"] => {
             only(&req, &Method::POST, "POST")?;
@@ -169,7 +169,7 @@ async fn pat(
         Method::GET => json(&PatStatus::new(
             integration,
             account,
-            crate::api::pat_meta(runtime, id, account)?,
+            crate::api::pat_meta(runtime, id, account).await?,
         )),
         Method::PUT => {
             let input: PatInput = read_json(req).await?;

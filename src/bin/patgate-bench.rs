@@ -729,7 +729,7 @@ async fn setup(args: SetupArgs) -> Result<()> {
     let key = MasterKey::load_file(&path("master-key")).map_err(|e| e.to_string())?;
     let state = args.state.clone().unwrap_or_else(|| path("state"));
     let started = Instant::now();
-    let vault = Arc::new(Vault::init(&state, &key).map_err(|e| e.to_string())?);
+    let vault = Arc::new(Vault::init(&state, &key).await.map_err(|e| e.to_string())?);
     vault
         .put_integration_secret(
             INTEGRATION,

@@ -224,18 +224,23 @@ pub(super) fn pending_key_path(config: &Config) -> PathBuf {
 /// `open` failed with the configured key in a way an unfinished rotation explains (the
 /// vault is mid-rotation, or already at the new key): tries the pending new key, and with a
 /// key file puts it in place.
-pub(super) fn open_with_pending_key(config: &Config, err: VaultError) -> Result<Vault, String> {
+pub(super) async fn open_with_pending_key(
+    config: &Config,
+    err: VaultError,
+) -> Result<Vault, String> {
     let pending = pending_key_path(config);
     if !pending.exists() {
         return Err(err.to_string());
     }
     let key = MasterKey::load_file(&pending).map_err(|e| format!("{err}; and {e}"))?;
-    let vault = Vault::open_with(&config.state_dir, &key, &vault_options(config)).map_err(|e| {
-        format!(
-            "{err}; the key left by a rotation in {} does not open it either: {e}",
-            pending.display()
-        )
-    })?;
+    let vault = Vault::open_with(&config.state_dir, &key, &vault_options(config))
+        .await
+        .map_err(|e| {
+            format!(
+                "{err}; the key left by a rotation in {} does not open it either: {e}",
+                pending.display()
+            )
+        })?;
     match &config.master_key {
         MasterKeySource::File(file) => {
             crate::vault::install_pending_key(&pending, file).map_err(|e| e.to_string())?;
@@ -340,7 +345,7 @@ pub(super) async fn rotate_key(config_path: &Path) -> CliResult {
 /// The rotation on the vault itself, when no service runs.
 async fn rotate_here(config: &Config, new_key: MasterKey) -> Result<Rotated, String> {
     let key = load_master_key(&config.master_key)?;
-    match Vault::open_with(&config.state_dir, &key, &vault_options(config)) {
+    match Vault::open_with(&config.state_dir, &key, &vault_options(config)).await {
         Ok(vault) => {
             let rotation = vault
                 .rotate_key(new_key)
@@ -357,6 +362,7 @@ async fn rotate_here(config: &Config, new_key: MasterKey) -> Result<Rotated, Str
         Err(err @ (VaultError::RotationInterrupted { .. } | VaultError::WrongMasterKey { .. })) => {
             // Opening with the new key finishes a rotation that got past its marker.
             let vault = Vault::open_with(&config.state_dir, &new_key, &vault_options(config))
+                .await
                 .map_err(|e| format!("{err}; and the new key in the pending file: {e}"))?;
             Ok(Rotated::Earlier {
                 to_version: vault.key_version(),

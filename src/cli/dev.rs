@@ -122,10 +122,12 @@ pub(crate) async fn run(args: DevArgs) -> CliResult {
     }
     let key = MasterKey::load_file(&key_path).map_err(|e| e.to_string())?;
     let options = vault_options(&config);
-    let vault = match Vault::open_with(&config.state_dir, &key, &options) {
+    let vault = match Vault::open_with(&config.state_dir, &key, &options).await {
         Ok(v) => v,
         Err(crate::vault::VaultError::NotInitialized { .. }) => {
-            Vault::init_with(&config.state_dir, &key, &options).map_err(|e| e.to_string())?
+            Vault::init_with(&config.state_dir, &key, &options)
+                .await
+                .map_err(|e| e.to_string())?
         }
         Err(e) => return Err(e.to_string()),
     };
@@ -139,6 +141,7 @@ pub(crate) async fn run(args: DevArgs) -> CliResult {
             .map_err(|e| e.to_string())?;
     } else if vault
         .integration_secret(integration_id)
+        .await
         .map_err(|e| e.to_string())?
         .is_none()
     {

@@ -245,7 +245,7 @@ async fn dispatch(command: Command) -> CliResult {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
             config_check(&file, offline).await
         }
-        Command::Vault(VaultCommand::Init(args)) => vault_init(&args.config),
+        Command::Vault(VaultCommand::Init(args)) => vault_init(&args.config).await,
         Command::Vault(VaultCommand::List(args)) => vault_list(&args.config).await,
         Command::Vault(VaultCommand::RotateKey(args)) => admin::rotate_key(&args.config).await,
         Command::Integration(IntegrationCommand::SetSecret(args)) => set_secret(args).await,
@@ -273,26 +273,27 @@ pub(crate) fn vault_options(config: &Config) -> VaultOptions {
     VaultOptions::default().cache_capacity_bytes(config.vault.cache_capacity_bytes)
 }
 
-fn open_vault(config: &Config) -> Result<Vault, String> {
+async fn open_vault(config: &Config) -> Result<Vault, String> {
     let key = load_master_key(&config.master_key)?;
-    Vault::open_with(&config.state_dir, &key, &vault_options(config)).or_else(|e| match e {
-        VaultError::Locked { .. } => Err(format!(
+    match Vault::open_with(&config.state_dir, &key, &vault_options(config)).await {
+        Ok(vault) => Ok(vault),
+        Err(e @ VaultError::Locked { .. }) => Err(format!(
             "{e}. The admin commands reach a running service through its admin socket, {} by this config: is admin.socket the same in the service's config?",
             config.admin.socket.display()
         )),
         // An interrupted key rotation: its new key is in the pending key file.
-        VaultError::RotationInterrupted { .. } | VaultError::WrongMasterKey { .. } => {
-            admin::open_with_pending_key(config, e)
+        Err(e @ (VaultError::RotationInterrupted { .. } | VaultError::WrongMasterKey { .. })) => {
+            admin::open_with_pending_key(config, e).await
         }
-        other => Err(other.to_string()),
-    })
+        Err(other) => Err(other.to_string()),
+    }
 }
 
 async fn run(config_path: &Path) -> CliResult {
     use tokio::signal::unix::{signal, SignalKind};
     let config = load_config(config_path)?;
     crate::telemetry::init(&config.log)?;
-    let vault = Arc::new(open_vault(&config)?);
+    let vault = Arc::new(open_vault(&config).await?);
     let runtime = Runtime::start(config, vault, Clock::system())
         .await
         .map_err(|e| e.to_string())?;
@@ -384,7 +385,7 @@ async fn config_check(file: &Path, offline: bool) -> CliResult {
     {
         // Detection asks the server with the integration's secret, so it needs the vault.
         // While the service runs the vault is locked: say so rather than fail a good file.
-        match open_vault(&config) {
+        match open_vault(&config).await {
             Ok(vault) => {
                 crate::runtime::detect_tfs_releases(&mut config, &vault, &Clock::system())
                     .await
@@ -439,7 +440,7 @@ async fn config_check(file: &Path, offline: bool) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
-fn vault_init(config_path: &Path) -> CliResult {
+async fn vault_init(config_path: &Path) -> CliResult {
     let config = load_config(config_path)?;
     if let MasterKeySource::File(path) = &config.master_key {
         if !path.exists() {
@@ -451,6 +452,7 @@ fn vault_init(config_path: &Path) -> CliResult {
     }
     let key = load_master_key(&config.master_key)?;
     Vault::init_with(&config.state_dir, &key, &vault_options(&config))
+        .await
         .map_err(|e| e.to_string())?;
     outln!("made the vault in {}", config.state_dir.display());
     Ok(ExitCode::SUCCESS)
@@ -461,8 +463,8 @@ async fn vault_list(config_path: &Path) -> CliResult {
     if let Some(mut service) = admin::service(&config).await? {
         return admin::vault_list(&mut service).await;
     }
-    let vault = open_vault(&config)?;
-    let records = vault.list().map_err(|e| e.to_string())?;
+    let vault = open_vault(&config).await?;
+    let records = vault.list().await.map_err(|e| e.to_string())?;
     outln!(
         "{}",
         serde_json::to_string_pretty(&records).map_err(|e| e.to_string())?
@@ -581,7 +583,7 @@ async fn set_secret(args: SetSecretArgs) -> CliResult {
             })?;
         Some(identity.login)
     };
-    let vault = open_vault(&config)?;
+    let vault = open_vault(&config).await?;
     vault
         .put_integration_secret(&args.id, &credential)
         .await
@@ -644,7 +646,7 @@ async fn pat(command: PatCommand) -> CliResult {
         )
         .await;
     }
-    let vault = open_vault(&config)?;
+    let vault = open_vault(&config).await?;
     let mut config = config;
     crate::runtime::detect_tfs_releases(&mut config, &vault, &Clock::system())
         .await
@@ -697,6 +699,7 @@ async fn pat(command: PatCommand) -> CliResult {
         }
         _ => vault
             .user_pat_meta(&args.integration, &args.account)
+            .await
             .map_err(|e| e.to_string())?,
     };
     let status = crate::api::PatStatus::new(&runtime, &args.account, meta);

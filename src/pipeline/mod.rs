@@ -176,7 +176,12 @@ pub(crate) async fn policy(
         account,
         policy::consults_user_pat(operation, config.require_user_pat),
     ) {
-        (Some(account), true) => runtime.vault().user_pat(&config.id, account.as_str())?,
+        (Some(account), true) => {
+            runtime
+                .vault()
+                .user_pat(&config.id, account.as_str())
+                .await?
+        }
         _ => None,
     };
     let decision = policy::decide(Facts {
@@ -225,7 +230,7 @@ pub(crate) async fn credential(
                 .record(id, account.as_str(), runtime.clock().unix_now());
             decided.user_pat.map(|(credential, _meta)| credential)
         }
-        _ => runtime.vault().integration_secret(id)?,
+        _ => runtime.vault().integration_secret(id).await?,
     }
     .ok_or_else(|| RequestError::NoSecret(id.to_string()))
 }

@@ -145,6 +145,7 @@ pub(super) async fn detect_releases(
                 let upstream = Upstream::new(integration, clock).map_err(|e| fail(&e))?;
                 let secret = vault
                     .integration_secret(&integration.id)
+                    .await
                     .map_err(|e| fail(&e))?
                     .ok_or_else(|| {
                         fail(&"the integration has no secret in the vault to ask the server with; store it with `patgate integration set-secret`, or set `version`")

@@ -1,21 +1,32 @@
 //! What patgate remembers beyond one request, behind traits, so that several replicas can
-//! later share it: the replay (nonce) cache, connect-link state and host holds (here), and
-//! the vault's sealed records and last-use times.
+//! later share it: the replay (nonce) cache, connect-link state, host holds, and the vault's
+//! sealed records (with the last-use times kept in their metadata).
 //!
 //! Each trait says what any implementation must guarantee. The embedded implementations are
-//! the defaults and need no database: this process's memory for nonces, links and holds.
-//! Methods are async (a shared store answers over the network) and object safe (a
-//! [`BoxFuture`] each), so the runtime holds an `Arc<dyn …>` chosen from the config.
+//! the defaults and need no database: this process's memory for nonces, links and holds, sled
+//! files in the state directory for the vault. Methods are async (a shared store answers over
+//! the network) and object safe (a [`BoxFuture`] each), so the runtime holds an `Arc<dyn …>`
+//! chosen from the config. No signature names a type of an implementation (no sled type).
 //!
 //! | state | trait | embedded implementation |
 //! |---|---|---|
 //! | `(keyid, nonce)` pairs seen within the signature window | [`NonceStore`] | [`MemoryNonces`] |
 //! | connect links opened (one use each), the link key | [`LinkStore`] | [`MemoryLinks`] |
 //! | credentials the git host throttled, until when | [`HoldStore`] | [`MemoryHolds`] |
+//! | the vault's sealed records and settings (format, key version, key check, rotation marker); when PATs were last used, in the records' clear metadata | [`RecordStore`] | [`SledRecords`] |
+//!
+//! Last-use times have no trait of their own. What replicas must share is the time in each
+//! PAT's record (the on-disk format keeps it there), so sharing the record store shares them; a
+//! second store would be a second truth to keep in step. They are written in batches
+//! ([`RecordStore::get_many`], [`RecordStore::compare_and_swap_many`], one flush) from the
+//! vault's `PatUses`, which buffers one process's uses between flushes; that buffer needs no
+//! sharing, since an older time never replaces a newer one.
 
 mod holds;
 mod links;
 mod nonces;
+mod records;
+pub(crate) mod sled_store;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,6 +34,8 @@ use std::pin::Pin;
 pub use holds::MemoryHolds;
 pub use links::MemoryLinks;
 pub use nonces::MemoryNonces;
+pub use records::{Change, Entry, RecordStore, RecordStoreError, Space, Swap, Swapped};
+pub use sled_store::{IoError, SledOpenError, SledRecords};
 
 /// The future of a store method: boxed, so the traits are object safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

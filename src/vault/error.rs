@@ -129,14 +129,14 @@ pub enum VaultError {
         source: std::io::Error,
     },
 
-    /// sled failed (other than corruption or the lock).
+    /// The record store failed (other than damage, the lock or an unfinished flush).
     #[error("the vault store at {path} failed: {source}", path = .path.display())]
     Storage {
         /// The vault directory.
         path: PathBuf,
         /// The cause.
         #[source]
-        source: sled::Error,
+        source: crate::store::RecordStoreError,
     },
 
     /// A flush did not run to its end; the write it followed may not be durable.

@@ -1,5 +1,10 @@
 //! When users' PATs were last used: kept in memory on the request path and written to the
 //! vault's records in batches, so a request never waits on a disk write.
+//!
+//! The times that last are in each PAT record's clear metadata, in the vault's
+//! [`crate::store::RecordStore`]: replicas that share the store share them. This buffer is one
+//! process's uses since its last flush; it needs no sharing, because a flush never puts an
+//! older time over a newer one.
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -1,5 +1,11 @@
 //! The encrypted credential vault: integration secrets and users' personal access tokens,
-//! in sled, each credential sealed with AES-256-GCM under the master key.
+//! each credential sealed with AES-256-GCM under the master key.
+//!
+//! Behind the seam: the vault keeps its sealed records and vault-wide settings in a
+//! [`RecordStore`] (`crate::store`), as opaque bytes; by default [`SledRecords`], sled files in
+//! the state directory ([`Vault::open`], [`Vault::init`]), which also owns the lock file, the
+//! directory's mode and the write watermark. Encryption, the record format, the associated
+//! data, the key check, rotation and when a write is acknowledged stay here.
 //!
 //! - Every record is bound to its identity (record kind, integration, account, key version)
 //!   through the AEAD's associated data, so a ciphertext moved to another record fails to
@@ -9,9 +15,9 @@
 //!   able to write the vault files could alter it, but not a credential or its owner.
 //! - A key-check record, written at `init`, lets `open` tell a wrong master key from a
 //!   damaged record without scanning records; `open` is O(1) in the number of records.
-//! - Writes are flushed to disk before they are acknowledged, and a store that lost
-//!   acknowledged writes (sled drops a damaged log's tail without an error) is refused at
-//!   `open`: see `watermark.rs`.
+//! - Writes are flushed ([`RecordStore::flush`]) before they are acknowledged, and a store
+//!   that lost acknowledged writes is refused at `open` (for sled, which drops a damaged log's
+//!   tail without an error: see `store/sled_store/watermark.rs`).
 //! - The master key can be rotated while the vault serves; `rotation.rs` documents how that
 //!   stays crash-safe and why no reader or writer fails meanwhile.
 //!
@@ -24,19 +30,18 @@ mod last_use;
 mod master_key;
 mod record;
 mod rotation;
-mod watermark;
 
 #[cfg(test)]
 mod tests;
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
+use tokio::sync::{Mutex, RwLock, RwLockReadGuard};
 use zeroize::Zeroizing;
 
 pub use self::credential::Credential;
@@ -51,29 +56,21 @@ pub use self::rotation::Rotation;
 
 use self::credential::CredentialKind;
 use self::crypto::Sealer;
-use self::master_key::io_error;
 use self::record::{ClearMeta, Kind, RawValue, ValidId};
-use self::watermark::Watermark;
+use crate::store::{
+    Change, RecordStore, RecordStoreError, SledOpenError, SledRecords, Space, Swap, Swapped,
+};
 
-/// The sled tree of credential records.
-const RECORDS_TREE: &[u8] = b"records";
-/// The sled tree of vault-wide settings: format, key version, key check.
-const META_TREE: &[u8] = b"vault";
+// Vault-wide settings ([`Space::Settings`]).
 const META_FORMAT: &[u8] = b"format";
 const META_KEY_VERSION: &[u8] = b"key-version";
 const META_KEY_CHECK: &[u8] = b"key-check";
-/// How many credential writes the store holds (u64be); see `watermark.rs`.
-const META_GENERATION: &[u8] = b"generation";
 /// What the key-check record encrypts.
 const KEY_CHECK_PLAINTEXT: &[u8] = b"patgate vault key check v1";
 /// The key version `init` starts at.
 const INITIAL_KEY_VERSION: u32 = 1;
-/// Our own lock, taken before sled opens anything (see [`DirLock`]).
-const LOCK_FILE: &str = "vault.lock";
-/// The file sled keeps its data in; its absence means there is no vault.
-const SLED_DB_FILE: &str = "db";
-/// How long `open` waits for sled's own file lock once it holds `vault.lock`.
-const SLED_LOCK_WAIT: Duration = Duration::from_secs(2);
+/// How many records a listing or a rotation asks the store for at once.
+const SCAN_PAGE: usize = 256;
 /// The largest credential encoding stored. Real ones are under a few KiB (AWS session tokens
 /// are the longest); the cap keeps a bad caller from bloating the store.
 const MAX_PLAINTEXT: usize = 64 * 1024;
@@ -137,28 +134,28 @@ pub struct RecordCounts {
 
 /// The credential vault. Cheap to clone (the clones share one open store) and `Send + Sync`.
 ///
-/// The async methods need a Tokio runtime: their flush runs on a blocking thread.
+/// The async methods need a Tokio runtime (the store's flushes and scans run on its
+/// blocking threads).
 #[derive(Clone)]
 pub struct Vault {
     inner: Arc<Inner>,
 }
 
 struct Inner {
+    /// Where the store is, as messages name it.
     path: PathBuf,
     /// The keys in use. Readers hold the read guard from fetching a record to decrypting it,
     /// and writers from sealing a record to storing it, so a rotation (which takes the write
     /// guard to change keys) never drops a key that a fetched or sealed record still needs.
-    /// No guard is held across an `await` or a flush.
+    /// The guard is Tokio's, held across the store's answer (which a shared store sends over
+    /// the network) but never across a flush.
     keys: RwLock<Keys>,
+    /// `keys.version`, for the synchronous [`Vault::key_version`]; written under the write
+    /// guard.
+    key_version: AtomicU32,
     /// Held while a key rotation runs: one at a time.
     rotating: Mutex<()>,
-    records: sled::Tree,
-    meta: sled::Tree,
-    db: sled::Db,
-    watermark: Watermark,
-    // Declared last, so it is released only after our sled handles are dropped. (sled's
-    // background I/O may keep its own file a moment longer; `open_sled` waits that out.)
-    _lock: DirLock,
+    store: Box<dyn RecordStore>,
 }
 
 impl fmt::Debug for Vault {
@@ -172,33 +169,47 @@ impl fmt::Debug for Vault {
 
 impl Vault {
     /// Creates a vault in `dir` (made with mode 0700 if missing) with key version 1 and a key
-    /// check for `key`. Refuses a directory that already holds a vault.
-    pub fn init(dir: &Path, key: &MasterKey) -> Result<Vault, VaultError> {
-        Self::init_with(dir, key, &VaultOptions::default())
+    /// check for `key`, in the embedded store ([`SledRecords`]). Refuses a directory that
+    /// already holds a vault.
+    pub async fn init(dir: &Path, key: &MasterKey) -> Result<Vault, VaultError> {
+        Self::init_with(dir, key, &VaultOptions::default()).await
     }
 
     /// [`Vault::init`] with options.
-    pub fn init_with(
+    pub async fn init_with(
         dir: &Path,
         key: &MasterKey,
         options: &VaultOptions,
     ) -> Result<Vault, VaultError> {
-        ensure_private_dir(dir)?;
-        let lock = DirLock::acquire(dir)?;
-        let db = open_sled(dir, options)?;
-        let meta = open_tree(&db, META_TREE, dir)?;
-        let records = open_tree(&db, RECORDS_TREE, dir)?;
-        let has_check = meta
-            .contains_key(META_KEY_CHECK)
-            .map_err(|e| storage(dir, e))?;
-        if has_check || Watermark::read(dir)?.is_some() {
+        let store = SledRecords::create(dir, options.cache_capacity_bytes)
+            .map_err(|e| not_opened(dir, e))?;
+        Self::init_in(Box::new(store), key).await
+    }
+
+    /// [`Vault::init`] in the given store.
+    pub async fn init_in(
+        store: Box<dyn RecordStore>,
+        key: &MasterKey,
+    ) -> Result<Vault, VaultError> {
+        let dir = store.location().to_path_buf();
+        let dir = dir.as_path();
+        if store
+            .get(Space::Settings, META_KEY_CHECK)
+            .await
+            .map_err(|e| storage(dir, e))?
+            .is_some()
+        {
             return Err(VaultError::AlreadyInitialized {
                 path: dir.to_path_buf(),
             });
         }
         // Records without a key check: refuse rather than put a new key over data that
         // another key may have written.
-        if records.first().map_err(|e| storage(dir, e))?.is_some() {
+        let any = store
+            .scan(Space::Records, b"", None, 1)
+            .await
+            .map_err(|e| storage(dir, e))?;
+        if !any.is_empty() {
             return Err(VaultError::Corrupt {
                 path: dir.to_path_buf(),
                 what: "it holds records but no key check; refusing to initialise over them".into(),
@@ -206,83 +217,67 @@ impl Vault {
         }
         let sealer = Sealer::new(key);
         let check = seal_key_check(&sealer, INITIAL_KEY_VERSION)?;
-        let mut batch = sled::Batch::default();
-        batch.insert(META_FORMAT, &[record::FORMAT_VERSION][..]);
-        batch.insert(META_KEY_VERSION, &INITIAL_KEY_VERSION.to_be_bytes()[..]);
-        batch.insert(META_KEY_CHECK, check);
-        batch.insert(META_GENERATION, &1u64.to_be_bytes()[..]);
         // One batch, so a crash leaves either no vault or a whole one.
-        meta.apply_batch(batch).map_err(|e| storage(dir, e))?;
-        db.flush().map_err(|e| storage(dir, e))?;
-        watermark::write(dir, 1)?;
+        store
+            .apply(
+                Space::Settings,
+                vec![
+                    Change::put(META_FORMAT, [record::FORMAT_VERSION]),
+                    Change::put(META_KEY_VERSION, INITIAL_KEY_VERSION.to_be_bytes()),
+                    Change::put(META_KEY_CHECK, check),
+                ],
+            )
+            .await
+            .map_err(|e| storage(dir, e))?;
+        store.flush().await.map_err(|e| storage(dir, e))?;
         tracing::info!(path = %dir.display(), key_version = INITIAL_KEY_VERSION, "vault initialised");
         Ok(Vault::from_parts(
-            dir,
             Keys::new(INITIAL_KEY_VERSION, key, sealer),
-            records,
-            meta,
-            db,
-            lock,
+            store,
         ))
     }
 
-    /// Opens the vault in `dir` and checks that `key` is its master key. Reads no records.
-    pub fn open(dir: &Path, key: &MasterKey) -> Result<Vault, VaultError> {
-        Self::open_with(dir, key, &VaultOptions::default())
+    /// Opens the vault in `dir` (the embedded store, [`SledRecords`]) and checks that `key`
+    /// is its master key. Reads no records.
+    pub async fn open(dir: &Path, key: &MasterKey) -> Result<Vault, VaultError> {
+        Self::open_with(dir, key, &VaultOptions::default()).await
     }
 
     /// [`Vault::open`] with options.
-    pub fn open_with(
+    pub async fn open_with(
         dir: &Path,
         key: &MasterKey,
         options: &VaultOptions,
     ) -> Result<Vault, VaultError> {
-        // Nothing may be created by a mere open: sled would make an empty store.
+        let store =
+            SledRecords::open(dir, options.cache_capacity_bytes).map_err(|e| not_opened(dir, e))?;
+        Self::open_in(Box::new(store), key).await
+    }
+
+    /// [`Vault::open`] of the vault in the given store.
+    pub async fn open_in(
+        store: Box<dyn RecordStore>,
+        key: &MasterKey,
+    ) -> Result<Vault, VaultError> {
+        let dir = store.location().to_path_buf();
+        let dir = dir.as_path();
         let not_initialized = || VaultError::NotInitialized {
             path: dir.to_path_buf(),
         };
-        match fs::metadata(dir) {
-            Ok(m) if m.is_dir() => {
-                let mode = m.permissions().mode() & 0o7777;
-                if mode & 0o077 != 0 {
-                    tracing::warn!(
-                        path = %dir.display(),
-                        mode = format_args!("{mode:04o}"),
-                        "the vault directory is accessible to group or others; it should be mode 0700"
-                    );
-                }
-            }
-            Ok(_) => return Err(not_initialized()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_initialized()),
-            Err(source) => return Err(io_error("read", dir, source)),
-        }
-        match fs::metadata(dir.join(SLED_DB_FILE)) {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_initialized()),
-            Err(source) => return Err(io_error("read", &dir.join(SLED_DB_FILE), source)),
-        }
-        let lock = DirLock::acquire(dir)?;
-        let db = open_sled(dir, options)?;
-        let meta = open_tree(&db, META_TREE, dir)?;
         let corrupt = |what: &str| VaultError::Corrupt {
             path: dir.to_path_buf(),
             what: what.to_string(),
         };
-        // Before anything else: damage near the start of the log leaves no vault metadata at
-        // all, which must not read as "no vault here, run init".
-        if let Some(acknowledged) = Watermark::read(dir)? {
-            let held = read_generation(&meta, dir)?;
-            if held < acknowledged {
-                return Err(corrupt(&format!(
-                    "the store holds {held} of the {acknowledged} credential writes it \
-                     acknowledged (sled dropped damaged data from its log); restore the state \
-                     directory from a backup (it holds `{}`; delete that file only to accept the loss)",
-                    watermark::FILE
-                )));
+        let setting = |name: &'static [u8]| {
+            let store = &store;
+            async move {
+                store
+                    .get(Space::Settings, name)
+                    .await
+                    .map_err(|e| storage(dir, e))
             }
-        }
-
-        let Some(format) = meta.get(META_FORMAT).map_err(|e| storage(dir, e))? else {
+        };
+        let Some(format) = setting(META_FORMAT).await? else {
             return Err(not_initialized());
         };
         match *format {
@@ -296,35 +291,31 @@ impl Vault {
             }
             _ => return Err(corrupt("the format version is damaged")),
         }
-        let key_version = match meta.get(META_KEY_VERSION).map_err(|e| storage(dir, e))? {
+        let key_version = match setting(META_KEY_VERSION).await? {
             Some(v) => u32::from_be_bytes(
-                v.as_ref()
+                v.as_slice()
                     .try_into()
                     .map_err(|_| corrupt("the key version is damaged"))?,
             ),
             None => return Err(corrupt("the key version is missing")),
         };
-        let Some(check) = meta.get(META_KEY_CHECK).map_err(|e| storage(dir, e))? else {
+        let Some(check) = setting(META_KEY_CHECK).await? else {
             return Err(not_initialized());
         };
-        let records = open_tree(&db, RECORDS_TREE, dir)?;
         let sealer = Sealer::new(key);
         // An unfinished rotation: the new key finishes it, the old one is told to step aside.
-        if let Some(pending) = rotation::Pending::read(&meta, dir, key_version)? {
+        if let Some(pending) = rotation::Pending::read(&*store, key_version).await? {
             return rotation::open_during_rotation(
                 pending,
                 rotation::OpenParts {
-                    dir,
                     key,
                     sealer,
                     key_version,
                     check: &check,
-                    records,
-                    meta,
-                    db,
-                    lock,
+                    store,
                 },
-            );
+            )
+            .await;
         }
         verify_key_check(&sealer, &check, key_version).map_err(|e| match e {
             KeyCheckError::Damaged(what) => corrupt(&format!("the key check record {what}")),
@@ -332,44 +323,30 @@ impl Vault {
         })?;
         tracing::debug!(path = %dir.display(), key_version, "vault opened");
         Ok(Vault::from_parts(
-            dir,
             Keys::new(key_version, key, sealer),
-            records,
-            meta,
-            db,
-            lock,
+            store,
         ))
     }
 
-    fn from_parts(
-        dir: &Path,
-        keys: Keys,
-        records: sled::Tree,
-        meta: sled::Tree,
-        db: sled::Db,
-        lock: DirLock,
-    ) -> Vault {
+    fn from_parts(keys: Keys, store: Box<dyn RecordStore>) -> Vault {
         Vault {
             inner: Arc::new(Inner {
-                path: dir.to_path_buf(),
+                path: store.location().to_path_buf(),
+                key_version: AtomicU32::new(keys.version),
                 keys: RwLock::new(keys),
                 rotating: Mutex::new(()),
-                records,
-                meta,
-                db,
-                // Starts at 0: the store holds at least the watermark on disk (`open` checked),
-                // so the first write's generation is above it anyway.
-                watermark: Watermark::new(dir, 0),
-                _lock: lock,
+                store,
             }),
         }
     }
 
     /// The keys, for one read or one write (see [`Inner::keys`]).
-    fn keys(&self) -> RwLockReadGuard<'_, Keys> {
-        // The guarded data is replaced whole under the write guard, so a panic elsewhere
-        // cannot leave it half-changed.
-        self.inner.keys.read().unwrap_or_else(|p| p.into_inner())
+    async fn keys(&self) -> RwLockReadGuard<'_, Keys> {
+        self.inner.keys.read().await
+    }
+
+    fn store(&self) -> &dyn RecordStore {
+        &*self.inner.store
     }
 
     /// The vault directory.
@@ -379,7 +356,7 @@ impl Vault {
 
     /// The version of the master key new records are encrypted under.
     pub fn key_version(&self) -> u32 {
-        self.keys().version
+        self.inner.key_version.load(Ordering::Acquire)
     }
 
     /// Stores (or replaces) an integration's shared secret; durable when this returns.
@@ -394,7 +371,7 @@ impl Vault {
         let now = unix_now();
         let kind = cred.kind();
         {
-            let keys = self.keys();
+            let keys = self.keys().await;
             let aad = record::aad(
                 Kind::IntegrationSecret,
                 integration.as_str(),
@@ -403,7 +380,11 @@ impl Vault {
             );
             let sealed = self.seal(&keys, cred, aad.as_ref())?;
             // Compare-and-swap, so a concurrent replacement cannot lose the first created_at.
-            let mut current = self.inner.records.get(&key).map_err(|e| self.storage(e))?;
+            let mut current = self
+                .store()
+                .get(Space::Records, key.as_ref())
+                .await
+                .map_err(|e| self.storage(e))?;
             loop {
                 let created_at = match &current {
                     Some(old) => self.secret_meta(old, integration.as_str())?.created_at,
@@ -412,17 +393,22 @@ impl Vault {
                 let value =
                     sealed.value(keys.version, &ClearMeta::for_secret(kind, created_at, now))?;
                 match self
-                    .inner
-                    .records
-                    .compare_and_swap(&key, current.as_ref(), Some(value))
+                    .store()
+                    .compare_and_swap(
+                        Space::Records,
+                        key.as_ref(),
+                        current.as_deref(),
+                        Some(value),
+                    )
+                    .await
                     .map_err(|e| self.storage(e))?
                 {
-                    Ok(()) => break,
-                    Err(conflict) => current = conflict.current,
+                    Swapped::Done => break,
+                    Swapped::Conflict { current: now_there } => current = now_there,
                 }
             }
         }
-        self.make_durable().await?;
+        self.flush().await?;
         tracing::debug!(
             integration = integration.as_str(),
             kind = kind.name(),
@@ -432,13 +418,16 @@ impl Vault {
     }
 
     /// An integration's shared secret, if one is stored.
-    pub fn integration_secret(&self, integration: &str) -> Result<Option<Credential>, VaultError> {
+    pub async fn integration_secret(
+        &self,
+        integration: &str,
+    ) -> Result<Option<Credential>, VaultError> {
         let integration = record::validate_id("integration", integration)?;
-        let keys = self.keys();
+        let keys = self.keys().await;
         let Some(value) = self
-            .inner
-            .records
-            .get(record::secret_key(integration))
+            .store()
+            .get(Space::Records, record::secret_key(integration).as_ref())
+            .await
             .map_err(|e| self.storage(e))?
         else {
             return Ok(None);
@@ -463,12 +452,12 @@ impl Vault {
     pub async fn delete_integration_secret(&self, integration: &str) -> Result<bool, VaultError> {
         let integration = record::validate_id("integration", integration)?;
         let removed = self
-            .inner
-            .records
-            .remove(record::secret_key(integration))
+            .store()
+            .remove(Space::Records, record::secret_key(integration).as_ref())
+            .await
             .map_err(|e| self.storage(e))?;
-        self.make_durable().await?;
-        Ok(removed.is_some())
+        self.flush().await?;
+        Ok(removed)
     }
 
     /// Stores (or replaces) a user's PAT with its metadata; durable when this returns.
@@ -482,7 +471,7 @@ impl Vault {
         let integration = record::validate_id("integration", integration)?;
         let account = record::validate_id("account", account)?;
         {
-            let keys = self.keys();
+            let keys = self.keys().await;
             let aad = record::aad(
                 Kind::UserPat,
                 integration.as_str(),
@@ -491,12 +480,16 @@ impl Vault {
             );
             let sealed = self.seal(&keys, cred, aad.as_ref())?;
             let value = sealed.value(keys.version, &ClearMeta::for_pat(cred.kind(), meta))?;
-            self.inner
-                .records
-                .insert(record::pat_key(integration, account), value)
+            self.store()
+                .put(
+                    Space::Records,
+                    record::pat_key(integration, account).as_ref(),
+                    value,
+                )
+                .await
                 .map_err(|e| self.storage(e))?;
         }
-        self.make_durable().await?;
+        self.flush().await?;
         tracing::debug!(
             integration = integration.as_str(),
             account = account.as_str(),
@@ -507,18 +500,21 @@ impl Vault {
     }
 
     /// A user's PAT and its metadata, if stored.
-    pub fn user_pat(
+    pub async fn user_pat(
         &self,
         integration: &str,
         account: &str,
     ) -> Result<Option<(Credential, PatMeta)>, VaultError> {
         let integration = record::validate_id("integration", integration)?;
         let account = record::validate_id("account", account)?;
-        let keys = self.keys();
+        let keys = self.keys().await;
         let Some(value) = self
-            .inner
-            .records
-            .get(record::pat_key(integration, account))
+            .store()
+            .get(
+                Space::Records,
+                record::pat_key(integration, account).as_ref(),
+            )
+            .await
             .map_err(|e| self.storage(e))?
         else {
             return Ok(None);
@@ -541,7 +537,7 @@ impl Vault {
     }
 
     /// A user's PAT metadata, without decrypting the PAT.
-    pub fn user_pat_meta(
+    pub async fn user_pat_meta(
         &self,
         integration: &str,
         account: &str,
@@ -549,9 +545,12 @@ impl Vault {
         let integration = record::validate_id("integration", integration)?;
         let account = record::validate_id("account", account)?;
         let Some(value) = self
-            .inner
-            .records
-            .get(record::pat_key(integration, account))
+            .store()
+            .get(
+                Space::Records,
+                record::pat_key(integration, account).as_ref(),
+            )
+            .await
             .map_err(|e| self.storage(e))?
         else {
             return Ok(None);
@@ -567,54 +566,121 @@ impl Vault {
     /// Records when users' PATs were last used, `((integration, account), unix seconds)`.
     /// Only the clear metadata of each record is rewritten (nonce, ciphertext and key
     /// version are kept: the metadata is not part of the associated data), with a
-    /// compare-and-swap so a PAT replaced or removed meanwhile is left as it is; an older
-    /// time never replaces a newer one. One flush for the whole batch. Answers how many
-    /// records were written.
+    /// compare-and-swap so a PAT replaced, re-encrypted or removed meanwhile is left as it
+    /// is; an older time never replaces a newer one, and a record whose metadata alone
+    /// changed meanwhile (another flush of last-use times, from this process or another that
+    /// shares the store) is read again and merged. One read and one write of the store for the
+    /// whole batch, and one flush. Answers how many records were written.
     pub async fn record_pat_uses(
         &self,
         uses: &[((String, String), u64)],
     ) -> Result<usize, VaultError> {
-        let mut written = 0;
-        for ((integration, account), at) in uses {
+        let mut keys = Vec::with_capacity(uses.len());
+        for ((integration, account), _) in uses {
             let integration = record::validate_id("integration", integration)?;
             let account = record::validate_id("account", account)?;
-            let key = record::pat_key(integration, account);
-            let Some(old) = self
-                .inner
-                .records
-                .get(key.as_ref())
-                .map_err(|e| self.storage(e))?
-            else {
+            keys.push(record::pat_key(integration, account).as_ref().to_vec());
+        }
+        let olds = self
+            .store()
+            .get_many(Space::Records, &keys)
+            .await
+            .map_err(|e| self.storage(e))?;
+        let mut swaps = Vec::new();
+        let mut asked = Vec::new();
+        for ((((integration, account), at), key), old) in uses.iter().zip(keys).zip(olds) {
+            let Some(old) = old else {
                 continue;
             };
-            let id = || pat_id(integration, account);
-            let raw = self.parse(&old, id)?;
-            let mut meta = self.clear_meta(&raw, id)?;
-            if meta.last_used_at.is_some_and(|t| t >= *at) {
+            let id = RecordId::UserPat {
+                integration: integration.clone(),
+                account: account.clone(),
+            };
+            let Some(new) = self.with_last_use(&old, *at, &id)? else {
                 continue;
-            }
-            meta.last_used_at = Some(*at);
-            let meta_json = serde_json::to_vec(&meta).map_err(|e| {
-                self.corrupt(&id(), &format!("its metadata does not serialise: {e}"))
-            })?;
-            let (ciphertext, tag) = raw.sealed.split_at(raw.sealed.len() - record::TAG_LEN);
-            let tag: &[u8; record::TAG_LEN] = tag
-                .try_into()
-                .map_err(|_| self.corrupt(&id(), "its tag is truncated"))?;
-            let new = RawValue::encode(raw.key_version, raw.nonce, &meta_json, ciphertext, tag);
-            let swapped = self
-                .inner
-                .records
-                .compare_and_swap(key.as_ref(), Some(&old), Some(new))
-                .map_err(|e| self.storage(e))?;
-            if swapped.is_ok() {
-                written += 1;
+            };
+            swaps.push(Swap {
+                key,
+                expected: Some(old.clone()),
+                new: Some(new),
+            });
+            asked.push((id, old, *at));
+        }
+        if swaps.is_empty() {
+            return Ok(0);
+        }
+        let keys: Vec<Vec<u8>> = swaps.iter().map(|swap| swap.key.clone()).collect();
+        let answers = self
+            .store()
+            .compare_and_swap_many(Space::Records, swaps)
+            .await
+            .map_err(|e| self.storage(e))?;
+        let mut written = 0;
+        for ((key, (id, mut old, at)), mut answer) in keys.iter().zip(asked).zip(answers) {
+            loop {
+                match answer {
+                    Swapped::Done => {
+                        written += 1;
+                        break;
+                    }
+                    Swapped::Conflict {
+                        current: Some(current),
+                    } if self.same_credential(&old, &current, &id)? => {
+                        let Some(new) = self.with_last_use(&current, at, &id)? else {
+                            break;
+                        };
+                        answer = self
+                            .store()
+                            .compare_and_swap(Space::Records, key, Some(&current), Some(new))
+                            .await
+                            .map_err(|e| self.storage(e))?;
+                        old = current;
+                    }
+                    Swapped::Conflict { .. } => break,
+                }
             }
         }
         if written > 0 {
             self.flush().await?;
         }
         Ok(written)
+    }
+
+    /// The record `value` with `at` as its last use; `None` when it holds that use or a later
+    /// one already.
+    fn with_last_use(
+        &self,
+        value: &[u8],
+        at: u64,
+        id: &RecordId,
+    ) -> Result<Option<Vec<u8>>, VaultError> {
+        let raw = self.parse(value, || id.clone())?;
+        let mut meta = self.clear_meta(&raw, || id.clone())?;
+        if meta.last_used_at.is_some_and(|t| t >= at) {
+            return Ok(None);
+        }
+        meta.last_used_at = Some(at);
+        let meta_json = serde_json::to_vec(&meta)
+            .map_err(|e| self.corrupt(id, &format!("its metadata does not serialise: {e}")))?;
+        let (ciphertext, tag) = raw.sealed.split_at(raw.sealed.len() - record::TAG_LEN);
+        let tag: &[u8; record::TAG_LEN] = tag
+            .try_into()
+            .map_err(|_| self.corrupt(id, "its tag is truncated"))?;
+        Ok(Some(RawValue::encode(
+            raw.key_version,
+            raw.nonce,
+            &meta_json,
+            ciphertext,
+            tag,
+        )))
+    }
+
+    /// Whether two values of the record `id` hold the same sealed credential (they differ in
+    /// clear metadata at most).
+    fn same_credential(&self, a: &[u8], b: &[u8], id: &RecordId) -> Result<bool, VaultError> {
+        let a = self.parse(a, || id.clone())?;
+        let b = self.parse(b, || id.clone())?;
+        Ok(a.key_version == b.key_version && a.nonce == b.nonce && a.sealed == b.sealed)
     }
 
     /// Removes a user's PAT; `true` when there was one. Durable when this returns.
@@ -626,135 +692,118 @@ impl Vault {
         let integration = record::validate_id("integration", integration)?;
         let account = record::validate_id("account", account)?;
         let removed = self
-            .inner
-            .records
-            .remove(record::pat_key(integration, account))
+            .store()
+            .remove(
+                Space::Records,
+                record::pat_key(integration, account).as_ref(),
+            )
+            .await
             .map_err(|e| self.storage(e))?;
-        self.make_durable().await?;
-        Ok(removed.is_some())
+        self.flush().await?;
+        Ok(removed)
     }
 
     /// Every record's metadata: integration secrets, then user PATs, each sorted by id.
     /// Decrypts nothing.
     /// Reads the whole store: for admin listings, not for request paths.
-    pub fn list(&self) -> Result<Vec<RecordSummary>, VaultError> {
-        self.summaries(self.inner.records.iter())
+    pub async fn list(&self) -> Result<Vec<RecordSummary>, VaultError> {
+        self.summaries(b"").await
     }
 
     /// The metadata of every user PAT of one integration (a prefix scan), sorted by account.
     /// Decrypts nothing.
-    pub fn list_user_pats(&self, integration: &str) -> Result<Vec<RecordSummary>, VaultError> {
+    pub async fn list_user_pats(
+        &self,
+        integration: &str,
+    ) -> Result<Vec<RecordSummary>, VaultError> {
         let integration = record::validate_id("integration", integration)?;
-        self.summaries(
-            self.inner
-                .records
-                .scan_prefix(record::pat_prefix(integration)),
-        )
+        self.summaries(record::pat_prefix(integration).as_ref())
+            .await
     }
 
     /// The number of records (integration secrets and user PATs). Counts by scanning the
     /// store, so it is O(records): for status pages, not request paths.
-    pub fn count(&self) -> Result<usize, VaultError> {
-        let mut n = 0;
-        for entry in self.inner.records.iter().keys() {
-            entry.map_err(|e| self.storage(e))?;
-            n += 1;
-        }
-        Ok(n)
+    pub async fn count(&self) -> Result<usize, VaultError> {
+        let n = self
+            .store()
+            .count(Space::Records, b"")
+            .await
+            .map_err(|e| self.storage(e))?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
-    /// The number of records of each kind, for the `patgate_vault_records` gauge. Reads keys
-    /// only (a record's kind is its key's first byte) and decrypts nothing; still a scan, so
-    /// it runs on a blocking thread when `/metrics` is scraped, never on a request path.
-    pub fn count_by_kind(&self) -> Result<RecordCounts, VaultError> {
-        let mut counts = RecordCounts::default();
-        for entry in self.inner.records.iter().keys() {
-            let key = entry.map_err(|e| self.storage(e))?;
-            match key.first() {
-                Some(&b) if b == Kind::IntegrationSecret as u8 => counts.integration_secrets += 1,
-                Some(&b) if b == Kind::UserPat as u8 => counts.user_pats += 1,
-                _ => {}
-            }
-        }
-        Ok(counts)
+    /// The number of records of each kind, for the `patgate_vault_records` gauge. Counts keys
+    /// only (a record's kind is its key's first byte) and decrypts nothing; still a scan, which
+    /// the store keeps off the request threads ([`RecordStore::count`]).
+    pub async fn count_by_kind(&self) -> Result<RecordCounts, VaultError> {
+        let count = |kind: Kind| async move {
+            self.store()
+                .count(Space::Records, &[kind as u8])
+                .await
+                .map_err(|e| self.storage(e))
+        };
+        Ok(RecordCounts {
+            integration_secrets: count(Kind::IntegrationSecret).await?,
+            user_pats: count(Kind::UserPat).await?,
+        })
     }
 
-    /// Makes the credential writes before it durable and records that in the watermark; the
-    /// write may be acknowledged when this returns. Needs a Tokio runtime.
-    async fn make_durable(&self) -> Result<(), VaultError> {
-        // After the record change, so a store that holds this generation holds the change.
-        let generation = self
-            .inner
-            .meta
-            .update_and_fetch(META_GENERATION, |old| {
-                let n = old
-                    .and_then(|v| v.try_into().ok())
-                    .map_or(0, u64::from_be_bytes);
-                Some(n.saturating_add(1).to_be_bytes().to_vec())
-            })
-            .map_err(|e| self.storage(e))?
-            .and_then(|v| v.as_ref().try_into().ok())
-            .map_or(0, u64::from_be_bytes);
-        self.flush().await?;
-        let inner = self.inner.clone();
-        match tokio::task::spawn_blocking(move || inner.watermark.advance(generation)).await {
-            Ok(advanced) => advanced,
-            Err(_) => Err(VaultError::FlushFailed {
-                path: self.inner.path.clone(),
-                reason: "writing the watermark did not finish",
-            }),
-        }
-    }
-
-    /// Flushes every write to disk (fsync). Needs a Tokio runtime.
+    /// Makes every write before it durable; a write is acknowledged only after this returns.
+    /// Needs a Tokio runtime.
     pub async fn flush(&self) -> Result<(), VaultError> {
-        // Not sled's `flush_async`: in sled 0.34.7 it runs the flush on sled's own small I/O
-        // thread pool, which the flush then waits on; concurrent flushes fill the pool and
-        // deadlock (sled issues #1308, #1241; fixed on sled's main branch, never released).
-        // The synchronous flush on a Tokio blocking thread does the same work without that.
-        let db = self.inner.db.clone();
-        match tokio::task::spawn_blocking(move || db.flush()).await {
-            Ok(flushed) => flushed.map(drop).map_err(|e| self.storage(e)),
-            Err(e) => Err(VaultError::FlushFailed {
-                path: self.inner.path.clone(),
-                reason: if e.is_panic() {
-                    "the flush panicked"
-                } else {
-                    "the flush was cancelled (is the runtime shutting down?)"
-                },
-            }),
-        }
+        self.store().flush().await.map_err(|e| self.storage(e))
     }
 
-    fn summaries(&self, iter: sled::Iter) -> Result<Vec<RecordSummary>, VaultError> {
+    /// The summaries of the records whose keys start with `prefix`, read page by page.
+    async fn summaries(&self, prefix: &[u8]) -> Result<Vec<RecordSummary>, VaultError> {
         let mut out = Vec::new();
-        for entry in iter {
-            let (key, value) = entry.map_err(|e| self.storage(e))?;
-            let id = record::decode_key(&key).ok_or_else(|| VaultError::Corrupt {
-                path: self.inner.path.clone(),
-                what: format!("a record has an undecodable key ({} bytes)", key.len()),
-            })?;
-            let raw = self.parse(&value, || id.clone())?;
-            let meta = self.clear_meta(&raw, || id.clone())?;
-            if matches!(id, RecordId::UserPat { .. })
-                && (meta.host_login.is_none() || meta.validated_at.is_none())
-            {
-                return Err(self.corrupt(&id, "its metadata lacks the PAT fields"));
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self
+                .store()
+                .scan(Space::Records, prefix, after.as_deref(), SCAN_PAGE)
+                .await
+                .map_err(|e| self.storage(e))?;
+            let full = page.len() == SCAN_PAGE;
+            after = page.last().map(|(key, _)| key.clone());
+            for (key, value) in page {
+                out.push(self.summary(&key, &value)?);
             }
-            out.push(RecordSummary {
-                id,
-                credential_kind: meta.kind.name(),
-                key_version: raw.key_version,
-                created_at: meta.created_at,
-                updated_at: meta.updated_at,
-                host_login: meta.host_login,
-                validated_at: meta.validated_at,
-                last_used_at: meta.last_used_at,
-            });
+            if !full {
+                break;
+            }
         }
         // Key order puts short ids first (length prefixes); people read listings by name.
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
+    }
+
+    fn summary(&self, key: &[u8], value: &[u8]) -> Result<RecordSummary, VaultError> {
+        let id = self.record_id(key)?;
+        let raw = self.parse(value, || id.clone())?;
+        let meta = self.clear_meta(&raw, || id.clone())?;
+        if matches!(id, RecordId::UserPat { .. })
+            && (meta.host_login.is_none() || meta.validated_at.is_none())
+        {
+            return Err(self.corrupt(&id, "its metadata lacks the PAT fields"));
+        }
+        Ok(RecordSummary {
+            id,
+            credential_kind: meta.kind.name(),
+            key_version: raw.key_version,
+            created_at: meta.created_at,
+            updated_at: meta.updated_at,
+            host_login: meta.host_login,
+            validated_at: meta.validated_at,
+            last_used_at: meta.last_used_at,
+        })
+    }
+
+    fn record_id(&self, key: &[u8]) -> Result<RecordId, VaultError> {
+        record::decode_key(key).ok_or_else(|| VaultError::Corrupt {
+            path: self.inner.path.clone(),
+            what: format!("a record has an undecodable key ({} bytes)", key.len()),
+        })
     }
 
     /// Encrypts a credential's plaintext encoding, built in a wiped buffer.
@@ -843,7 +892,7 @@ impl Vault {
         }
     }
 
-    fn storage(&self, e: sled::Error) -> VaultError {
+    fn storage(&self, e: RecordStoreError) -> VaultError {
         storage(&self.inner.path, e)
     }
 }
@@ -938,138 +987,30 @@ fn verify_key_check(sealer: &Sealer, value: &[u8], key_version: u32) -> Result<(
     }
 }
 
-/// Makes `dir` (and missing parents) with mode 0700, or tightens an existing one to 0700: the
-/// vault's files are readable by the service alone whatever mode sled gives them.
-fn ensure_private_dir(dir: &Path) -> Result<(), VaultError> {
-    match fs::metadata(dir) {
-        Ok(m) if m.is_dir() => {
-            let mode = m.permissions().mode() & 0o7777;
-            if mode & 0o077 != 0 {
-                tracing::info!(path = %dir.display(), mode = format_args!("{mode:04o}"), "tightening the vault directory to mode 0700");
-            }
-        }
-        Ok(_) => {
-            return Err(io_error(
-                "use as the vault directory",
-                dir,
-                std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
-            ))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|source| io_error("create", dir, source))?;
-        }
-        Err(source) => return Err(io_error("read", dir, source)),
-    }
-    // The umask may have taken bits from the mode asked for at creation; set it exactly.
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-        .map_err(|source| io_error("set the mode of", dir, source))
-}
-
-/// An exclusive lock on `vault.lock` in the vault directory, held while the vault is open.
-///
-/// sled 0.34 locks its `db` file too (flock, non-blocking) but reports a held lock only as an
-/// `io::Error` of kind `Other` with a formatted message, and it writes its `conf` file before
-/// taking the lock. Taking our own lock first gives a clean `Locked` and keeps a second
-/// opener's hands off sled's files. flock locks belong to the open file description, so a
-/// second open in the same process conflicts just like one in another process.
-struct DirLock {
-    // Never read: holding the open file is what holds the lock.
-    _file: File,
-}
-
-impl DirLock {
-    fn acquire(dir: &Path) -> Result<DirLock, VaultError> {
-        let path = dir.join(LOCK_FILE);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|source| io_error("open the lock file", &path, source))?;
-        match file.try_lock() {
-            Ok(()) => Ok(DirLock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(VaultError::Locked {
-                path: dir.to_path_buf(),
-            }),
-            Err(std::fs::TryLockError::Error(source)) => Err(io_error("lock", &path, source)),
-        }
-    }
-}
-
-fn open_sled(dir: &Path, options: &VaultOptions) -> Result<sled::Db, VaultError> {
-    let config = sled::Config::new()
-        .path(dir)
-        .cache_capacity(options.cache_capacity_bytes)
-        .mode(sled::Mode::LowSpace);
-    // We hold `vault.lock` here, so sled's own lock on `db` being taken means a sled instance
-    // of this process that was just dropped: sled 0.34 lets background I/O jobs keep the file
-    // (and its flock) open a little after the last handle goes. Wait that out, briefly.
-    let deadline = Instant::now() + SLED_LOCK_WAIT;
-    loop {
-        // sled 0.34 panics instead of erring on some damaged files; a damaged vault must be
-        // an error the admin can read, not a crash.
-        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
-        return match opened {
-            Ok(Ok(db)) => Ok(db),
-            Ok(Err(sled::Error::Io(ref io)))
-                if io.to_string().starts_with("could not acquire lock") =>
-            {
-                if Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
-                }
-                Err(VaultError::Locked {
-                    path: dir.to_path_buf(),
-                })
-            }
-            Ok(Err(other)) => Err(storage(dir, other)),
-            Err(_) => Err(VaultError::Corrupt {
-                path: dir.to_path_buf(),
-                what: "sled could not recover its files (it panicked while opening them)".into(),
-            }),
-        };
-    }
-}
-
-/// The store's credential-write generation; 0 in a vault from before it was kept.
-fn read_generation(meta: &sled::Tree, dir: &Path) -> Result<u64, VaultError> {
-    match meta.get(META_GENERATION).map_err(|e| storage(dir, e))? {
-        None => Ok(0),
-        Some(v) => v
-            .as_ref()
-            .try_into()
-            .map(u64::from_be_bytes)
-            .map_err(|_| VaultError::Corrupt {
-                path: dir.to_path_buf(),
-                what: "the write generation is damaged".into(),
-            }),
-    }
-}
-
-fn open_tree(db: &sled::Db, name: &[u8], dir: &Path) -> Result<sled::Tree, VaultError> {
-    db.open_tree(name).map_err(|e| storage(dir, e))
-}
-
-/// Maps a sled error: corruption is `Corrupt`, the rest `Storage`.
-fn storage(dir: &Path, e: sled::Error) -> VaultError {
+/// Maps why the embedded store did not open.
+fn not_opened(dir: &Path, e: SledOpenError) -> VaultError {
+    let path = dir.to_path_buf();
     match e {
-        sled::Error::Corruption { at, .. } => VaultError::Corrupt {
-            path: dir.to_path_buf(),
-            what: match at {
-                Some(at) => format!("sled found damaged data at {at:?}"),
-                None => "sled found damaged data".into(),
-            },
+        SledOpenError::NotFound => VaultError::NotInitialized { path },
+        SledOpenError::Exists => VaultError::AlreadyInitialized { path },
+        SledOpenError::Locked => VaultError::Locked { path },
+        SledOpenError::Io(io) => VaultError::Io {
+            action: io.action,
+            path: io.path,
+            source: io.source,
         },
-        source => VaultError::Storage {
-            path: dir.to_path_buf(),
-            source,
-        },
+        SledOpenError::Store(e) => storage(dir, e),
+    }
+}
+
+/// Maps a store error: damage is `Corrupt`, a flush that did not finish `FlushFailed`, the
+/// rest `Storage`.
+fn storage(dir: &Path, e: RecordStoreError) -> VaultError {
+    let path = dir.to_path_buf();
+    match e {
+        RecordStoreError::Damaged(what) => VaultError::Corrupt { path, what },
+        RecordStoreError::Unfinished(reason) => VaultError::FlushFailed { path, reason },
+        source @ RecordStoreError::Failed(_) => VaultError::Storage { path, source },
     }
 }
 

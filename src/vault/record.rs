@@ -1,6 +1,6 @@
-//! Record identity, and the byte layouts of sled keys, associated data and stored values.
+//! Record identity, and the byte layouts of store keys, associated data and stored values.
 //!
-//! # sled key (tree `records`)
+//! # Store key (`Space::Records`; sled tree `records`)
 //!
 //! ```text
 //! integration secret:  0x01 | u32be len(integration) | integration
@@ -239,7 +239,7 @@ impl AsRef<[u8]> for IdBytes {
     }
 }
 
-/// The sled key of an integration secret.
+/// The store key of an integration secret.
 pub(crate) fn secret_key(integration: ValidId<'_>) -> IdBytes {
     let mut key = IdBytes::new();
     key.push(&[Kind::IntegrationSecret as u8]);
@@ -247,7 +247,7 @@ pub(crate) fn secret_key(integration: ValidId<'_>) -> IdBytes {
     key
 }
 
-/// The sled key of a user PAT.
+/// The store key of a user PAT.
 pub(crate) fn pat_key(integration: ValidId<'_>, account: ValidId<'_>) -> IdBytes {
     let mut key = pat_prefix(integration);
     key.push_str(account.0);
@@ -272,7 +272,7 @@ pub(crate) fn aad(kind: Kind, integration: &str, account: &str, key_version: u32
     aad
 }
 
-/// Reads a sled key back into a record id. `None` when it is not a valid key.
+/// Reads a store key back into a record id. `None` when it is not a valid key.
 pub(crate) fn decode_key(key: &[u8]) -> Option<RecordId> {
     fn take_str(bytes: &[u8]) -> Option<(&str, &[u8])> {
         let (len, rest) = bytes.split_first_chunk::<4>()?;
@@ -302,7 +302,7 @@ pub(crate) fn decode_key(key: &[u8]) -> Option<RecordId> {
     None
 }
 
-/// A stored value, split into its parts; borrows from the bytes sled returned.
+/// A stored value, split into its parts; borrows from the bytes the store returned.
 #[derive(Debug)]
 pub(crate) struct RawValue<'a> {
     pub(crate) key_version: u32,

@@ -4,7 +4,8 @@
 //!
 //! Rotating from key version `v` (key K) to `v + 1` (key K′):
 //!
-//! 1. **Marker.** One sled batch in the `vault` tree writes `rotation-to` (= `v + 1`, u32be),
+//! 1. **Marker.** One atomic batch of vault settings ([`Space::Settings`]; sled's `vault`
+//!    tree) writes `rotation-to` (= `v + 1`, u32be),
 //!    `rotation-check` (the key check sealed under K′ for `v + 1`) and `rotation-old-key`
 //!    (K sealed under K′, associated data kind 3 with version `v + 1`); then the store is
 //!    flushed. From here on K′ alone can open the vault: `open` with K′ verifies
@@ -16,11 +17,11 @@
 //!    now on are sealed under `v + 1`. K stays as the previous key, and readers pick the key
 //!    by the version stored in each record. The version is part of the associated data, so a
 //!    record cannot claim the other version to get itself opened with the other key.
-//! 3. **Re-encryption.** Every record still under `v` is decrypted with K, sealed under K′
-//!    with a fresh nonce and put back by compare-and-swap with its clear metadata unchanged.
-//!    A record changed meanwhile is read again: a concurrent write is already under `v + 1`,
-//!    a concurrent last-used update is re-encrypted, a deletion is left alone. One flush at
-//!    the end.
+//! 3. **Re-encryption.** Page by page, every record still under `v` is decrypted with K,
+//!    sealed under K′ with a fresh nonce and put back by compare-and-swap (one batch of them
+//!    per page) with its clear metadata unchanged. A record changed meanwhile is read again:
+//!    a concurrent write is already under `v + 1`, a concurrent last-used update is
+//!    re-encrypted, a deletion is left alone. One flush at the end.
 //! 4. **Commit.** One batch: `key-version` = `v + 1`, `key-check` = `rotation-check`, the
 //!    marker removed; flush. K′ is now the vault's key, and K opens nothing
 //!    ([`VaultError::WrongMasterKey`]).
@@ -35,18 +36,19 @@
 //! from sealing a record to storing it. The switches in steps 2 and 5 take the write guard,
 //! so a reader that fetched a record under `v` still has K when it decrypts, and no writer
 //! can store a record under `v` after step 2 (which would then be missed by step 3). The
-//! guards are never held across an `await` or a flush.
-
-use std::path::Path;
+//! guards are Tokio's: held across the store's answer to the fetch or the store, never across
+//! a flush. The rotation itself runs on a blocking thread, so the re-encryption's CPU work
+//! never holds up a runtime worker.
 
 use zeroize::Zeroizing;
 
 use super::crypto::Sealer;
 use super::record::{self, Kind, RawValue};
 use super::{
-    seal_key_check, storage, verify_key_check, DirLock, KeyCheckError, Keys, MasterKey, RecordId,
-    Vault, VaultError, META_KEY_CHECK, META_KEY_VERSION,
+    seal_key_check, storage, verify_key_check, KeyCheckError, Keys, MasterKey, RecordId, Vault,
+    VaultError, META_KEY_CHECK, META_KEY_VERSION, SCAN_PAGE,
 };
+use crate::store::{Change, RecordStore, Space, Swap, Swapped};
 
 const META_ROTATION_TO: &[u8] = b"rotation-to";
 const META_ROTATION_CHECK: &[u8] = b"rotation-check";
@@ -68,26 +70,32 @@ pub struct Rotation {
 /// The marker of an unfinished rotation (step 1).
 pub(super) struct Pending {
     to_version: u32,
-    check: sled::IVec,
-    old_key: sled::IVec,
+    check: Vec<u8>,
+    old_key: Vec<u8>,
 }
 
 impl Pending {
     /// The marker, if one is stored. `key_version` is the vault's committed version.
-    pub(super) fn read(
-        meta: &sled::Tree,
-        dir: &Path,
+    pub(super) async fn read(
+        store: &dyn RecordStore,
         key_version: u32,
     ) -> Result<Option<Pending>, VaultError> {
+        let dir = store.location();
         let corrupt = |what: &str| VaultError::Corrupt {
             path: dir.to_path_buf(),
             what: format!("the key rotation marker {what}"),
         };
-        let Some(to) = meta.get(META_ROTATION_TO).map_err(|e| storage(dir, e))? else {
+        let setting = |name: &'static [u8]| async move {
+            store
+                .get(Space::Settings, name)
+                .await
+                .map_err(|e| storage(dir, e))
+        };
+        let Some(to) = setting(META_ROTATION_TO).await? else {
             return Ok(None);
         };
         let to_version = u32::from_be_bytes(
-            to.as_ref()
+            to.as_slice()
                 .try_into()
                 .map_err(|_| corrupt("has a damaged version"))?,
         );
@@ -96,13 +104,11 @@ impl Pending {
                 "names key version {to_version}, but the vault is at version {key_version}"
             )));
         }
-        let check = meta
-            .get(META_ROTATION_CHECK)
-            .map_err(|e| storage(dir, e))?
+        let check = setting(META_ROTATION_CHECK)
+            .await?
             .ok_or_else(|| corrupt("lacks its key check"))?;
-        let old_key = meta
-            .get(META_ROTATION_OLD_KEY)
-            .map_err(|e| storage(dir, e))?
+        let old_key = setting(META_ROTATION_OLD_KEY)
+            .await?
             .ok_or_else(|| corrupt("lacks the previous key"))?;
         Ok(Some(Pending {
             to_version,
@@ -127,25 +133,22 @@ impl Pending {
 
 /// What `open` has in hand when it finds a rotation marker.
 pub(super) struct OpenParts<'a> {
-    pub(super) dir: &'a Path,
     pub(super) key: &'a MasterKey,
     pub(super) sealer: Sealer,
     pub(super) key_version: u32,
     pub(super) check: &'a [u8],
-    pub(super) records: sled::Tree,
-    pub(super) meta: sled::Tree,
-    pub(super) db: sled::Db,
-    pub(super) lock: DirLock,
+    pub(super) store: Box<dyn RecordStore>,
 }
 
 /// `open` of a vault whose rotation was interrupted: with the new key, finishes it; with the
 /// old key, refuses and says how to finish it.
-pub(super) fn open_during_rotation(
+pub(super) async fn open_during_rotation(
     pending: Pending,
     parts: OpenParts<'_>,
 ) -> Result<Vault, VaultError> {
+    let dir = parts.store.location().to_path_buf();
     let corrupt = |what: &str| VaultError::Corrupt {
-        path: parts.dir.to_path_buf(),
+        path: dir.clone(),
         what: what.to_string(),
     };
     match verify_key_check(&parts.sealer, &pending.check, pending.to_version) {
@@ -181,22 +184,19 @@ pub(super) fn open_during_rotation(
         current: parts.sealer,
         previous: Some((parts.key_version, old_sealer)),
     };
-    let vault = Vault::from_parts(
-        parts.dir,
-        keys,
-        parts.records,
-        parts.meta,
-        parts.db,
-        parts.lock,
-    );
+    let vault = Vault::from_parts(keys, parts.store);
     tracing::warn!(
-        path = %parts.dir.display(),
+        path = %dir.display(),
         from_version = parts.key_version,
         to_version = pending.to_version,
         "finishing an interrupted master key rotation"
     );
-    vault.reencrypt(parts.key_version, pending.to_version, usize::MAX)?;
-    vault.commit(parts.key_version, pending.to_version, &pending.check)?;
+    vault
+        .reencrypt(parts.key_version, pending.to_version, usize::MAX)
+        .await?;
+    vault
+        .commit(parts.key_version, pending.to_version, &pending.check)
+        .await?;
     Ok(vault)
 }
 
@@ -206,8 +206,11 @@ impl Vault {
     /// have stored `new_key` durably first. Given the new key of an unfinished rotation, it
     /// finishes that one.
     pub async fn rotate_key(&self, new_key: MasterKey) -> Result<Rotation, VaultError> {
+        // Decrypting and sealing every record is CPU work: a blocking thread drives it, so the
+        // runtime's workers keep serving requests meanwhile.
         let vault = self.clone();
-        tokio::task::spawn_blocking(move || vault.rotate_key_blocking(&new_key))
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || runtime.block_on(vault.rotate(&new_key)))
             .await
             .map_err(|e| VaultError::FlushFailed {
                 path: self.inner.path.clone(),
@@ -219,16 +222,12 @@ impl Vault {
             })?
     }
 
-    /// [`Vault::rotate_key`] on the calling thread (it does blocking disk I/O).
-    pub fn rotate_key_blocking(&self, new_key: &MasterKey) -> Result<Rotation, VaultError> {
-        let _one_at_a_time = self
-            .inner
-            .rotating
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let (from, to, check, resumed) = self.begin_rotation(new_key)?;
-        let records = self.reencrypt(from, to, usize::MAX)?;
-        self.commit(from, to, &check)?;
+    /// [`Vault::rotate_key`] on the calling task.
+    async fn rotate(&self, new_key: &MasterKey) -> Result<Rotation, VaultError> {
+        let _one_at_a_time = self.inner.rotating.lock().await;
+        let (from, to, check, resumed) = self.begin_rotation(new_key).await?;
+        let records = self.reencrypt(from, to, usize::MAX).await?;
+        self.commit(from, to, &check).await?;
         Ok(Rotation {
             from_version: from,
             to_version: to,
@@ -239,29 +238,36 @@ impl Vault {
 
     /// A rotation stopped after re-encrypting `records` records, as a crash would leave it.
     #[cfg(test)]
-    pub(super) fn rotate_partially(
+    pub(super) async fn rotate_partially(
         &self,
         new_key: &MasterKey,
         records: usize,
     ) -> Result<usize, VaultError> {
-        let (from, to, _, _) = self.begin_rotation(new_key)?;
-        self.reencrypt(from, to, records)
+        let (from, to, _, _) = self.begin_rotation(new_key).await?;
+        self.reencrypt(from, to, records).await
     }
 
     /// Steps 1 and 2 (or picks up the marker of an attempt that failed after step 1).
     /// Answers `(from, to, the new key check, resumed)`.
-    fn begin_rotation(&self, new_key: &MasterKey) -> Result<(u32, u32, Vec<u8>, bool), VaultError> {
-        let meta = &self.inner.meta;
-        let from = match meta.get(META_KEY_VERSION).map_err(|e| self.storage(e))? {
+    async fn begin_rotation(
+        &self,
+        new_key: &MasterKey,
+    ) -> Result<(u32, u32, Vec<u8>, bool), VaultError> {
+        let store = self.store();
+        let from = match store
+            .get(Space::Settings, META_KEY_VERSION)
+            .await
+            .map_err(|e| self.storage(e))?
+        {
             Some(v) => u32::from_be_bytes(
-                v.as_ref()
+                v.as_slice()
                     .try_into()
                     .map_err(|_| self.corrupt_vault("the key version is damaged"))?,
             ),
             None => return Err(self.corrupt_vault("the key version is missing")),
         };
         let new_sealer = Sealer::new(new_key);
-        let (to, check, resumed) = match Pending::read(meta, &self.inner.path, from)? {
+        let (to, check, resumed) = match Pending::read(store, from).await? {
             Some(pending) => {
                 // An attempt in this process failed after its marker was written.
                 verify_key_check(&new_sealer, &pending.check, pending.to_version).map_err(
@@ -269,11 +275,12 @@ impl Vault {
                         to_version: pending.to_version,
                     },
                 )?;
-                (pending.to_version, pending.check.to_vec(), true)
+                (pending.to_version, pending.check, true)
             }
             None => {
-                let current_check = meta
-                    .get(META_KEY_CHECK)
+                let current_check = store
+                    .get(Space::Settings, META_KEY_CHECK)
+                    .await
                     .map_err(|e| self.storage(e))?
                     .ok_or_else(|| self.corrupt_vault("the key check is missing"))?;
                 if verify_key_check(&new_sealer, &current_check, from).is_ok() {
@@ -284,25 +291,31 @@ impl Vault {
                     .ok_or_else(|| self.corrupt_vault("the key version is at its maximum"))?;
                 let check = seal_key_check(&new_sealer, to)?;
                 let old_key = {
-                    let keys = self.keys();
+                    let keys = self.keys().await;
                     let aad = record::aad(Kind::RotationOldKey, "", "", to);
                     let mut buf = Zeroizing::new(keys.key.expose().to_vec());
                     let (nonce, tag) = new_sealer.seal(aad.as_ref(), &mut buf)?;
                     RawValue::encode(to, &nonce, b"{}", &buf, &tag)
                 };
                 // Step 1: the marker, durable before any record changes.
-                let mut batch = sled::Batch::default();
-                batch.insert(META_ROTATION_TO, &to.to_be_bytes()[..]);
-                batch.insert(META_ROTATION_CHECK, check.clone());
-                batch.insert(META_ROTATION_OLD_KEY, old_key);
-                meta.apply_batch(batch).map_err(|e| self.storage(e))?;
-                self.inner.db.flush().map_err(|e| self.storage(e))?;
+                store
+                    .apply(
+                        Space::Settings,
+                        vec![
+                            Change::put(META_ROTATION_TO, to.to_be_bytes()),
+                            Change::put(META_ROTATION_CHECK, check.clone()),
+                            Change::put(META_ROTATION_OLD_KEY, old_key),
+                        ],
+                    )
+                    .await
+                    .map_err(|e| self.storage(e))?;
+                self.flush().await?;
                 (to, check, false)
             }
         };
         // Step 2: writers switch to the new key; the old one stays for reads.
         {
-            let mut keys = self.inner.keys.write().unwrap_or_else(|p| p.into_inner());
+            let mut keys = self.inner.keys.write().await;
             if keys.version == from {
                 let old = std::mem::replace(
                     &mut *keys,
@@ -314,69 +327,78 @@ impl Vault {
                     },
                 );
                 keys.previous = Some((old.version, old.current));
+                self.inner
+                    .key_version
+                    .store(to, std::sync::atomic::Ordering::Release);
             }
         }
         tracing::info!(path = %self.inner.path.display(), from_version = from, to_version = to, resumed, "rotating the master key");
         Ok((from, to, check, resumed))
     }
 
-    /// Step 3, for at most `limit` records. The keys are already switched (current `to`,
-    /// previous `from`). Answers how many records were re-encrypted.
-    fn reencrypt(&self, from: u32, to: u32, limit: usize) -> Result<usize, VaultError> {
+    /// Step 3, for at most `limit` records, a page of them at a time. The keys are already
+    /// switched (current `to`, previous `from`). Answers how many records were re-encrypted.
+    async fn reencrypt(&self, from: u32, to: u32, limit: usize) -> Result<usize, VaultError> {
+        let store = self.store();
         let mut moved = 0;
-        for entry in self.inner.records.iter() {
-            if moved == limit {
+        let mut after: Option<Vec<u8>> = None;
+        while moved < limit {
+            let page = store
+                .scan(Space::Records, b"", after.as_deref(), SCAN_PAGE)
+                .await
+                .map_err(|e| self.storage(e))?;
+            let full = page.len() == SCAN_PAGE;
+            after = page.last().map(|(key, _)| key.clone());
+            let keys = self.keys().await;
+            let mut swaps = Vec::new();
+            for (key, value) in page {
+                if moved + swaps.len() == limit {
+                    break;
+                }
+                let id = self.record_id(&key)?;
+                if let Some(new) = self.reencrypted(&keys, &id, &value, to)? {
+                    swaps.push((
+                        id,
+                        Swap {
+                            key,
+                            expected: Some(value),
+                            new: Some(new),
+                        },
+                    ));
+                }
+            }
+            let (ids, swaps): (Vec<RecordId>, Vec<Swap>) = swaps.into_iter().unzip();
+            let keys_of: Vec<Vec<u8>> = swaps.iter().map(|swap| swap.key.clone()).collect();
+            let answers = store
+                .compare_and_swap_many(Space::Records, swaps)
+                .await
+                .map_err(|e| self.storage(e))?;
+            for ((id, key), answer) in ids.iter().zip(keys_of).zip(answers) {
+                // A record changed meanwhile is read again: a concurrent write is already
+                // under `to`, a concurrent last-used update is re-encrypted, a deletion is
+                // left alone.
+                let mut answer = answer;
+                while let Swapped::Conflict {
+                    current: Some(current),
+                } = &answer
+                {
+                    let Some(new) = self.reencrypted(&keys, id, current, to)? else {
+                        break;
+                    };
+                    answer = store
+                        .compare_and_swap(Space::Records, &key, Some(current), Some(new))
+                        .await
+                        .map_err(|e| self.storage(e))?;
+                }
+                if answer == Swapped::Done {
+                    moved += 1;
+                }
+            }
+            if !full {
                 break;
             }
-            let (key, mut value) = entry.map_err(|e| self.storage(e))?;
-            let id = record::decode_key(&key).ok_or_else(|| {
-                self.corrupt_vault(&format!(
-                    "a record has an undecodable key ({} bytes)",
-                    key.len()
-                ))
-            })?;
-            let (kind, integration, account) = match &id {
-                RecordId::IntegrationSecret { integration } => {
-                    (Kind::IntegrationSecret, integration.as_str(), "")
-                }
-                RecordId::UserPat {
-                    integration,
-                    account,
-                } => (Kind::UserPat, integration.as_str(), account.as_str()),
-            };
-            loop {
-                let new_value = {
-                    let raw = self.parse(&value, || id.clone())?;
-                    if raw.key_version == to {
-                        break;
-                    }
-                    let keys = self.keys();
-                    let meta = self.clear_meta(&raw, || id.clone())?;
-                    let old_aad = record::aad(kind, integration, account, raw.key_version);
-                    let credential =
-                        self.decrypt(&keys, &raw, old_aad.as_ref(), meta.kind, || id.clone())?;
-                    let new_aad = record::aad(kind, integration, account, to);
-                    let sealed = self.seal(&keys, &credential, new_aad.as_ref())?;
-                    RawValue::encode(to, &sealed.nonce, raw.meta, &sealed.ciphertext, &sealed.tag)
-                };
-                match self
-                    .inner
-                    .records
-                    .compare_and_swap(&key, Some(&value), Some(new_value))
-                    .map_err(|e| self.storage(e))?
-                {
-                    Ok(()) => {
-                        moved += 1;
-                        break;
-                    }
-                    Err(conflict) => match conflict.current {
-                        Some(current) => value = current,
-                        None => break,
-                    },
-                }
-            }
         }
-        self.inner.db.flush().map_err(|e| self.storage(e))?;
+        self.flush().await?;
         tracing::debug!(
             from_version = from,
             to_version = to,
@@ -386,26 +408,61 @@ impl Vault {
         Ok(moved)
     }
 
+    /// `value` (the record `id`) decrypted and sealed again under `to`; `None` when it is
+    /// under `to` already.
+    fn reencrypted(
+        &self,
+        keys: &Keys,
+        id: &RecordId,
+        value: &[u8],
+        to: u32,
+    ) -> Result<Option<Vec<u8>>, VaultError> {
+        let (kind, integration, account) = match id {
+            RecordId::IntegrationSecret { integration } => {
+                (Kind::IntegrationSecret, integration.as_str(), "")
+            }
+            RecordId::UserPat {
+                integration,
+                account,
+            } => (Kind::UserPat, integration.as_str(), account.as_str()),
+        };
+        let raw = self.parse(value, || id.clone())?;
+        if raw.key_version == to {
+            return Ok(None);
+        }
+        let meta = self.clear_meta(&raw, || id.clone())?;
+        let old_aad = record::aad(kind, integration, account, raw.key_version);
+        let credential = self.decrypt(keys, &raw, old_aad.as_ref(), meta.kind, || id.clone())?;
+        let new_aad = record::aad(kind, integration, account, to);
+        let sealed = self.seal(keys, &credential, new_aad.as_ref())?;
+        Ok(Some(RawValue::encode(
+            to,
+            &sealed.nonce,
+            raw.meta,
+            &sealed.ciphertext,
+            &sealed.tag,
+        )))
+    }
+
     /// Steps 4 and 5.
-    fn commit(&self, from: u32, to: u32, check: &[u8]) -> Result<(), VaultError> {
+    async fn commit(&self, from: u32, to: u32, check: &[u8]) -> Result<(), VaultError> {
         // Step 4: the commit.
-        let mut batch = sled::Batch::default();
-        batch.insert(META_KEY_VERSION, &to.to_be_bytes()[..]);
-        batch.insert(META_KEY_CHECK, check);
-        batch.remove(META_ROTATION_TO);
-        batch.remove(META_ROTATION_CHECK);
-        batch.remove(META_ROTATION_OLD_KEY);
-        self.inner
-            .meta
-            .apply_batch(batch)
+        self.store()
+            .apply(
+                Space::Settings,
+                vec![
+                    Change::put(META_KEY_VERSION, to.to_be_bytes()),
+                    Change::put(META_KEY_CHECK, check),
+                    Change::remove(META_ROTATION_TO),
+                    Change::remove(META_ROTATION_CHECK),
+                    Change::remove(META_ROTATION_OLD_KEY),
+                ],
+            )
+            .await
             .map_err(|e| self.storage(e))?;
-        self.inner.db.flush().map_err(|e| self.storage(e))?;
+        self.flush().await?;
         // Step 5: forget the old key.
-        self.inner
-            .keys
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .previous = None;
+        self.inner.keys.write().await.previous = None;
         tracing::info!(path = %self.inner.path.display(), from_version = from, to_version = to, "master key rotated");
         Ok(())
     }
@@ -420,6 +477,7 @@ impl Vault {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
 
@@ -454,7 +512,7 @@ mod tests {
     async fn filled(pats: usize) -> (tempfile::TempDir, std::path::PathBuf, Vault) {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("state");
-        let vault = Vault::init(&dir, &key(1)).unwrap();
+        let vault = Vault::init(&dir, &key(1)).await.unwrap();
         vault
             .put_integration_secret("ghe", &token("integration-token"))
             .await
@@ -476,28 +534,28 @@ mod tests {
     }
 
     /// Every record decrypts to what was stored, and every stored value is under `version`.
-    fn assert_all_readable(vault: &Vault, pats: usize, version: u32) {
+    async fn assert_all_readable(vault: &Vault, pats: usize, version: u32) {
         assert!(same(
-            &vault.integration_secret("ghe").unwrap().unwrap(),
+            &vault.integration_secret("ghe").await.unwrap().unwrap(),
             &token("integration-token")
         ));
         assert!(matches!(
-            vault.integration_secret("cc").unwrap().unwrap(),
+            vault.integration_secret("cc").await.unwrap().unwrap(),
             Credential::Aws { ref access_key_id, .. } if access_key_id == "AKIAEXAMPLE"
         ));
         for i in 0..pats {
-            let (cred, m) = vault.user_pat("ghe", &account(i)).unwrap().unwrap();
+            let (cred, m) = vault.user_pat("ghe", &account(i)).await.unwrap().unwrap();
             assert!(same(&cred, &token(&format!("pat-{i}"))), "PAT {i}");
             assert_eq!(m, meta(), "the clear metadata is kept");
         }
-        for summary in vault.list().unwrap() {
+        for summary in vault.list().await.unwrap() {
             assert_eq!(summary.key_version, version, "{}", summary.id);
         }
         assert_eq!(vault.key_version(), version);
     }
 
-    fn reopen(dir: &Path, k: &MasterKey) -> Result<Vault, VaultError> {
-        Vault::open(dir, k)
+    async fn reopen(dir: &Path, k: &MasterKey) -> Result<Vault, VaultError> {
+        Vault::open(dir, k).await
     }
 
     #[tokio::test]
@@ -513,23 +571,23 @@ mod tests {
                 resumed: false
             }
         );
-        assert_all_readable(&vault, 3, 2);
+        assert_all_readable(&vault, 3, 2).await;
         // New writes are under the new key.
         vault
             .put_user_pat("ghe", "late", &token("late"), &meta())
             .await
             .unwrap();
         drop(vault);
-        match reopen(&dir, &key(1)) {
+        match reopen(&dir, &key(1)).await {
             Err(VaultError::WrongMasterKey { key_version: 2 }) => {}
             other => panic!("the old key must be refused: {other:?}"),
         }
-        let vault = reopen(&dir, &key(2)).unwrap();
-        assert_all_readable(&vault, 3, 2);
+        let vault = reopen(&dir, &key(2)).await.unwrap();
+        assert_all_readable(&vault, 3, 2).await;
         // And once more, to version 3.
         let done = vault.rotate_key(key(3)).await.unwrap();
         assert_eq!((done.from_version, done.to_version), (2, 3));
-        assert_all_readable(&vault, 3, 3);
+        assert_all_readable(&vault, 3, 3).await;
     }
 
     #[tokio::test]
@@ -539,7 +597,7 @@ mod tests {
             vault.rotate_key(key(1)).await,
             Err(VaultError::SameKey)
         ));
-        assert_all_readable(&vault, 1, 1);
+        assert_all_readable(&vault, 1, 1).await;
     }
 
     #[tokio::test]
@@ -547,24 +605,27 @@ mod tests {
         for stopped_after in [0, 2, 7] {
             let (_tmp, dir, vault) = filled(5).await;
             assert_eq!(
-                vault.rotate_partially(&key(2), stopped_after).unwrap(),
+                vault
+                    .rotate_partially(&key(2), stopped_after)
+                    .await
+                    .unwrap(),
                 stopped_after
             );
             // Mixed versions are readable in the process that was rotating, and writes
             // meanwhile go under the new key.
-            assert_all_readable_mixed(&vault, 5);
+            assert_all_readable_mixed(&vault, 5).await;
             vault
                 .put_user_pat("ghe", "late", &token("late"), &meta())
                 .await
                 .unwrap();
-            let late = vault.list_user_pats("ghe").unwrap();
+            let late = vault.list_user_pats("ghe").await.unwrap();
             let late = late
                 .iter()
                 .find(|r| matches!(&r.id, RecordId::UserPat { account, .. } if account == "late"))
                 .unwrap();
             assert_eq!(late.key_version, 2);
             drop(vault);
-            match reopen(&dir, &key(1)) {
+            match reopen(&dir, &key(1)).await {
                 Err(
                     err @ VaultError::RotationInterrupted {
                         from_version: 1,
@@ -574,28 +635,33 @@ mod tests {
                 other => panic!("stopped after {stopped_after}: {other:?}"),
             }
             assert!(matches!(
-                reopen(&dir, &key(3)),
+                reopen(&dir, &key(3)).await,
                 Err(VaultError::WrongMasterKey { key_version: 2 })
             ));
-            let vault = reopen(&dir, &key(2)).unwrap();
-            assert_all_readable(&vault, 5, 2);
+            let vault = reopen(&dir, &key(2)).await.unwrap();
+            assert_all_readable(&vault, 5, 2).await;
             assert!(same(
-                &vault.user_pat("ghe", "late").unwrap().unwrap().0,
+                &vault.user_pat("ghe", "late").await.unwrap().unwrap().0,
                 &token("late")
             ));
-            assert!(vault.inner.meta.get(META_ROTATION_TO).unwrap().is_none());
+            assert!(vault
+                .store()
+                .get(Space::Settings, META_ROTATION_TO)
+                .await
+                .unwrap()
+                .is_none());
             drop(vault);
             assert!(matches!(
-                reopen(&dir, &key(1)),
+                reopen(&dir, &key(1)).await,
                 Err(VaultError::WrongMasterKey { key_version: 2 })
             ));
-            assert_all_readable(&reopen(&dir, &key(2)).unwrap(), 5, 2);
+            assert_all_readable(&reopen(&dir, &key(2)).await.unwrap(), 5, 2).await;
         }
     }
 
-    fn assert_all_readable_mixed(vault: &Vault, pats: usize) {
+    async fn assert_all_readable_mixed(vault: &Vault, pats: usize) {
         for i in 0..pats {
-            let (cred, _) = vault.user_pat("ghe", &account(i)).unwrap().unwrap();
+            let (cred, _) = vault.user_pat("ghe", &account(i)).await.unwrap().unwrap();
             assert!(same(&cred, &token(&format!("pat-{i}"))));
         }
     }
@@ -603,7 +669,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_attempt_is_resumed_with_its_key_and_not_with_another() {
         let (_tmp, _dir, vault) = filled(4).await;
-        vault.rotate_partially(&key(2), 1).unwrap();
+        vault.rotate_partially(&key(2), 1).await.unwrap();
         assert!(matches!(
             vault.rotate_key(key(3)).await,
             Err(VaultError::RotationInProgress { to_version: 2 })
@@ -618,7 +684,7 @@ mod tests {
                 resumed: true
             }
         );
-        assert_all_readable(&vault, 4, 2);
+        assert_all_readable(&vault, 4, 2).await;
     }
 
     /// Readers and writers run on other threads for the whole rotation (twice over); not one
@@ -632,17 +698,24 @@ mod tests {
         let mut tasks = Vec::new();
         for t in 0..3 {
             let (vault, stop, reads) = (vault.clone(), stop.clone(), reads.clone());
-            tasks.push(tokio::task::spawn_blocking(move || {
+            tasks.push(tokio::spawn(async move {
                 let mut i = t;
                 while !stop.load(Ordering::Relaxed) {
-                    let (cred, _) = vault.user_pat("ghe", &account(i % PATS)).unwrap().unwrap();
+                    let (cred, _) = vault
+                        .user_pat("ghe", &account(i % PATS))
+                        .await
+                        .unwrap()
+                        .unwrap();
                     assert!(same(&cred, &token(&format!("pat-{}", i % PATS))));
                     assert!(same(
-                        &vault.integration_secret("ghe").unwrap().unwrap(),
+                        &vault.integration_secret("ghe").await.unwrap().unwrap(),
                         &token("integration-token")
                     ));
                     reads.fetch_add(1, Ordering::Relaxed);
                     i += 7;
+                    // The store answers at once: let the writer and the rotation's flushes
+                    // have the runtime's workers too.
+                    tokio::task::yield_now().await;
                 }
             }));
         }
@@ -673,7 +746,7 @@ mod tests {
         }
         let writes = writer.await.unwrap();
         assert_eq!((first.to_version, second.to_version), (2, 3));
-        assert_all_readable(&vault, PATS, 3);
+        assert_all_readable(&vault, PATS, 3).await;
         eprintln!(
             "{} reads and {writes} writes alongside two rotations",
             reads.load(Ordering::Relaxed)

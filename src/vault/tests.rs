@@ -12,6 +12,10 @@ use secrecy::ExposeSecret as _;
 
 use super::credential::tests::{same, samples};
 use super::*;
+use crate::store::sled_store::{
+    open_sled, open_sled_within, write_watermark, DB_FILE, LOCK_FILE, RECORDS_TREE, SETTINGS_TREE,
+    WATERMARK_FILE,
+};
 
 const ACCOUNT_A: &str = "5b10ac8d82e05b22cc7d4ef5";
 const ACCOUNT_B: &str = "557058:f58131cb-b67d-43c7-b30d-6b58d40bd077";
@@ -35,10 +39,10 @@ fn token(s: &str) -> Credential {
     Credential::Token(s.into())
 }
 
-fn new_vault() -> (tempfile::TempDir, PathBuf, Vault) {
+async fn new_vault() -> (tempfile::TempDir, PathBuf, Vault) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("state");
-    let vault = Vault::init(&dir, &key(1)).unwrap();
+    let vault = Vault::init(&dir, &key(1)).await.unwrap();
     (tmp, dir, vault)
 }
 
@@ -53,12 +57,21 @@ fn raw_secret_key(integration: &str) -> Vec<u8> {
     record::secret_key(i).as_ref().to_vec()
 }
 
-fn raw_get(vault: &Vault, key: &[u8]) -> Vec<u8> {
-    vault.inner.records.get(key).unwrap().unwrap().to_vec()
+async fn raw_get(vault: &Vault, key: &[u8]) -> Vec<u8> {
+    vault
+        .store()
+        .get(Space::Records, key)
+        .await
+        .unwrap()
+        .unwrap()
 }
 
-fn raw_set(vault: &Vault, key: &[u8], value: &[u8]) {
-    vault.inner.records.insert(key, value).unwrap();
+async fn raw_set(vault: &Vault, key: &[u8], value: &[u8]) {
+    vault
+        .store()
+        .put(Space::Records, key, value.to_vec())
+        .await
+        .unwrap();
 }
 
 fn assert_corrupt<T: fmt::Debug>(result: Result<T, VaultError>, context: &str) -> String {
@@ -70,14 +83,18 @@ fn assert_corrupt<T: fmt::Debug>(result: Result<T, VaultError>, context: &str) -
 
 #[tokio::test]
 async fn round_trip_all_credential_kinds() {
-    let (_tmp, _dir, vault) = new_vault();
+    let (_tmp, _dir, vault) = new_vault().await;
     for (n, credential) in samples().iter().enumerate() {
         let integration = format!("int-{n}");
         vault
             .put_integration_secret(&integration, credential)
             .await
             .unwrap();
-        let back = vault.integration_secret(&integration).unwrap().unwrap();
+        let back = vault
+            .integration_secret(&integration)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(same(credential, &back), "{credential:?} / {back:?}");
 
         let meta = pat_meta(&format!("login{n}"));
@@ -85,23 +102,31 @@ async fn round_trip_all_credential_kinds() {
             .put_user_pat(&integration, ACCOUNT_B, credential, &meta)
             .await
             .unwrap();
-        let (back, back_meta) = vault.user_pat(&integration, ACCOUNT_B).unwrap().unwrap();
+        let (back, back_meta) = vault
+            .user_pat(&integration, ACCOUNT_B)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(same(credential, &back));
         assert_eq!(back_meta, meta);
         assert_eq!(
-            vault.user_pat_meta(&integration, ACCOUNT_B).unwrap(),
+            vault.user_pat_meta(&integration, ACCOUNT_B).await.unwrap(),
             Some(meta)
         );
     }
-    assert_eq!(vault.count().unwrap(), 2 * samples().len());
-    assert!(vault.integration_secret("absent").unwrap().is_none());
-    assert!(vault.user_pat("int-0", ACCOUNT_A).unwrap().is_none());
-    assert!(vault.user_pat_meta("int-0", ACCOUNT_A).unwrap().is_none());
+    assert_eq!(vault.count().await.unwrap(), 2 * samples().len());
+    assert!(vault.integration_secret("absent").await.unwrap().is_none());
+    assert!(vault.user_pat("int-0", ACCOUNT_A).await.unwrap().is_none());
+    assert!(vault
+        .user_pat_meta("int-0", ACCOUNT_A)
+        .await
+        .unwrap()
+        .is_none());
 }
 
 #[tokio::test]
 async fn overwrite_replaces_and_integration_secret_keeps_created_at() {
-    let (_tmp, _dir, vault) = new_vault();
+    let (_tmp, _dir, vault) = new_vault().await;
     vault
         .put_user_pat("ghe", ACCOUNT_A, &token("first"), &pat_meta("a1"))
         .await
@@ -110,10 +135,10 @@ async fn overwrite_replaces_and_integration_secret_keeps_created_at() {
         .put_user_pat("ghe", ACCOUNT_A, &token("second"), &pat_meta("a2"))
         .await
         .unwrap();
-    let (cred, meta) = vault.user_pat("ghe", ACCOUNT_A).unwrap().unwrap();
+    let (cred, meta) = vault.user_pat("ghe", ACCOUNT_A).await.unwrap().unwrap();
     assert!(same(&cred, &token("second")));
     assert_eq!(meta.host_login, "a2");
-    assert_eq!(vault.count().unwrap(), 1);
+    assert_eq!(vault.count().await.unwrap(), 1);
 
     vault
         .put_integration_secret("ghe", &token("one"))
@@ -121,7 +146,7 @@ async fn overwrite_replaces_and_integration_secret_keeps_created_at() {
         .unwrap();
     // Backdate the stored created_at, as if the secret had been set long ago.
     let key = raw_secret_key("ghe");
-    let value = raw_get(&vault, &key);
+    let value = raw_get(&vault, &key).await;
     let raw = RawValue::parse(&value).unwrap();
     let mut meta: ClearMeta = serde_json::from_slice(raw.meta).unwrap();
     meta.created_at = 1000;
@@ -133,18 +158,19 @@ async fn overwrite_replaces_and_integration_secret_keeps_created_at() {
         ct,
         tag.try_into().unwrap(),
     );
-    raw_set(&vault, &key, &backdated);
+    raw_set(&vault, &key, &backdated).await;
 
     vault
         .put_integration_secret("ghe", &token("two"))
         .await
         .unwrap();
     assert!(same(
-        &vault.integration_secret("ghe").unwrap().unwrap(),
+        &vault.integration_secret("ghe").await.unwrap().unwrap(),
         &token("two")
     ));
     let summary = vault
         .list()
+        .await
         .unwrap()
         .into_iter()
         .find(|s| {
@@ -159,7 +185,7 @@ async fn overwrite_replaces_and_integration_secret_keeps_created_at() {
 
 #[tokio::test]
 async fn delete_removes_and_reports() {
-    let (_tmp, _dir, vault) = new_vault();
+    let (_tmp, _dir, vault) = new_vault().await;
     vault
         .put_user_pat("ghe", ACCOUNT_A, &token("t"), &pat_meta("a"))
         .await
@@ -170,9 +196,13 @@ async fn delete_removes_and_reports() {
         .unwrap();
     assert!(vault.delete_user_pat("ghe", ACCOUNT_A).await.unwrap());
     assert!(!vault.delete_user_pat("ghe", ACCOUNT_A).await.unwrap());
-    assert!(vault.user_pat("ghe", ACCOUNT_A).unwrap().is_none());
-    assert!(vault.user_pat_meta("ghe", ACCOUNT_A).unwrap().is_none());
-    assert!(vault.user_pat("ghe", ACCOUNT_B).unwrap().is_some());
+    assert!(vault.user_pat("ghe", ACCOUNT_A).await.unwrap().is_none());
+    assert!(vault
+        .user_pat_meta("ghe", ACCOUNT_A)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(vault.user_pat("ghe", ACCOUNT_B).await.unwrap().is_some());
 
     vault
         .put_integration_secret("ghe", &token("s"))
@@ -180,13 +210,13 @@ async fn delete_removes_and_reports() {
         .unwrap();
     assert!(vault.delete_integration_secret("ghe").await.unwrap());
     assert!(!vault.delete_integration_secret("ghe").await.unwrap());
-    assert!(vault.integration_secret("ghe").unwrap().is_none());
-    assert_eq!(vault.count().unwrap(), 1);
+    assert!(vault.integration_secret("ghe").await.unwrap().is_none());
+    assert_eq!(vault.count().await.unwrap(), 1);
 }
 
 #[tokio::test]
 async fn list_shows_metadata_only() {
-    let (_tmp, _dir, vault) = new_vault();
+    let (_tmp, _dir, vault) = new_vault().await;
     let secret = "ghp_ListMustNotShowThisSecret0000";
     let aws_secret = "AwsListMustNotShowThisSecretKey/0000";
     vault
@@ -210,7 +240,7 @@ async fn list_shows_metadata_only() {
         .await
         .unwrap();
 
-    let list = vault.list().unwrap();
+    let list = vault.list().await.unwrap();
     assert_eq!(list.len(), 3);
     // Integration secrets, then PATs, each by id.
     assert_eq!(
@@ -254,7 +284,7 @@ async fn list_shows_metadata_only() {
 
 #[tokio::test]
 async fn list_user_pats_is_a_prefix_scan_of_one_integration() {
-    let (_tmp, _dir, vault) = new_vault();
+    let (_tmp, _dir, vault) = new_vault().await;
     for (integration, account) in [
         ("ghe", ACCOUNT_A),
         ("ghe", ACCOUNT_B),
@@ -273,6 +303,7 @@ async fn list_user_pats_is_a_prefix_scan_of_one_integration() {
         .unwrap();
     let ids: Vec<RecordId> = vault
         .list_user_pats("ghe")
+        .await
         .unwrap()
         .into_iter()
         .map(|s| s.id)
@@ -285,8 +316,8 @@ async fn list_user_pats_is_a_prefix_scan_of_one_integration() {
             account: a.into()
         })
     );
-    assert_eq!(vault.list_user_pats("ghe-prod").unwrap().len(), 1);
-    assert!(vault.list_user_pats("nope").unwrap().is_empty());
+    assert_eq!(vault.list_user_pats("ghe-prod").await.unwrap().len(), 1);
+    assert!(vault.list_user_pats("nope").await.unwrap().is_empty());
 }
 
 /// Every file under `dir`, recursively.
@@ -349,7 +380,7 @@ async fn no_plaintext_on_disk() {
     let aws_secret = "wJalrXUtnFEMI/K7MDENG/DistinctiveAwsSecretKey42";
     let session = "FwoGZXIvYXdzDistinctiveSessionTokenValue0123456789";
     {
-        let vault = Vault::init(&dir, &master).unwrap();
+        let vault = Vault::init(&dir, &master).await.unwrap();
         vault
             .put_user_pat(
                 "ghe-prod",
@@ -425,7 +456,7 @@ async fn no_plaintext_on_disk() {
 
 #[tokio::test]
 async fn ciphertext_is_bound_to_its_record() {
-    let (_tmp, _dir, vault) = new_vault();
+    let (_tmp, _dir, vault) = new_vault().await;
     let secret_a = "ghp_AliceOnlyToken_0123456789";
     vault
         .put_user_pat("ghe", ACCOUNT_A, &token(secret_a), &pat_meta("alice"))
@@ -439,32 +470,32 @@ async fn ciphertext_is_bound_to_its_record() {
         .put_integration_secret("ghe", &token("integration-secret"))
         .await
         .unwrap();
-    let alice = raw_get(&vault, &raw_pat_key("ghe", ACCOUNT_A));
-    let integration = raw_get(&vault, &raw_secret_key("ghe"));
+    let alice = raw_get(&vault, &raw_pat_key("ghe", ACCOUNT_A)).await;
+    let integration = raw_get(&vault, &raw_secret_key("ghe")).await;
 
     // Alice's value under Bob's key, under a user with no record, under another integration.
     for (integration_id, account) in [("ghe", ACCOUNT_B), ("ghe", "mallory"), ("other", ACCOUNT_A)]
     {
-        raw_set(&vault, &raw_pat_key(integration_id, account), &alice);
-        let msg = assert_corrupt(vault.user_pat(integration_id, account), account);
+        raw_set(&vault, &raw_pat_key(integration_id, account), &alice).await;
+        let msg = assert_corrupt(vault.user_pat(integration_id, account).await, account);
         assert!(msg.contains("fails authentication"), "{msg}");
         assert!(!msg.contains(secret_a), "{msg}");
     }
     // A PAT as an integration secret, and an integration secret as a PAT.
-    raw_set(&vault, &raw_secret_key("ghe"), &alice);
-    let msg = assert_corrupt(vault.integration_secret("ghe"), "pat as secret");
+    raw_set(&vault, &raw_secret_key("ghe"), &alice).await;
+    let msg = assert_corrupt(vault.integration_secret("ghe").await, "pat as secret");
     assert!(msg.contains("fails authentication"), "{msg}");
-    raw_set(&vault, &raw_pat_key("ghe", ACCOUNT_B), &integration);
-    assert_corrupt(vault.user_pat("ghe", ACCOUNT_B), "secret as pat");
+    raw_set(&vault, &raw_pat_key("ghe", ACCOUNT_B), &integration).await;
+    assert_corrupt(vault.user_pat("ghe", ACCOUNT_B).await, "secret as pat");
 
     // Alice's own record still reads.
-    let (cred, _) = vault.user_pat("ghe", ACCOUNT_A).unwrap().unwrap();
+    let (cred, _) = vault.user_pat("ghe", ACCOUNT_A).await.unwrap().unwrap();
     assert!(same(&cred, &token(secret_a)));
 }
 
 #[tokio::test]
 async fn damaged_values_are_errors_never_credentials() {
-    let (_tmp, _dir, vault) = new_vault();
+    let (_tmp, _dir, vault) = new_vault().await;
     let original = Credential::Aws {
         access_key_id: "AKIADAMAGE".into(),
         secret_access_key: "damage/secret".into(),
@@ -476,7 +507,7 @@ async fn damaged_values_are_errors_never_credentials() {
         .await
         .unwrap();
     let key = raw_pat_key("ghe", ACCOUNT_A);
-    let good = raw_get(&vault, &key);
+    let good = raw_get(&vault, &key).await;
     let meta_range = {
         let raw = RawValue::parse(&good).unwrap();
         let start = raw.meta.as_ptr() as usize - good.as_ptr() as usize;
@@ -484,23 +515,23 @@ async fn damaged_values_are_errors_never_credentials() {
     };
 
     for cut in 0..good.len() {
-        raw_set(&vault, &key, &good[..cut]);
+        raw_set(&vault, &key, &good[..cut]).await;
         assert_corrupt(
-            vault.user_pat("ghe", ACCOUNT_A),
+            vault.user_pat("ghe", ACCOUNT_A).await,
             &format!("truncated to {cut}"),
         );
     }
     let mut longer = good.clone();
     longer.push(0);
-    raw_set(&vault, &key, &longer);
-    assert_corrupt(vault.user_pat("ghe", ACCOUNT_A), "one byte appended");
+    raw_set(&vault, &key, &longer).await;
+    assert_corrupt(vault.user_pat("ghe", ACCOUNT_A).await, "one byte appended");
 
     for i in 0..good.len() {
         for bit in [0x01, 0x80] {
             let mut bad = good.clone();
             bad[i] ^= bit;
-            raw_set(&vault, &key, &bad);
-            match vault.user_pat("ghe", ACCOUNT_A) {
+            raw_set(&vault, &key, &bad).await;
+            match vault.user_pat("ghe", ACCOUNT_A).await {
                 Err(VaultError::Corrupt { .. }) => {}
                 // The clear metadata is not authenticated; a flip there may still parse, but
                 // the credential returned is the stored one, never garbled.
@@ -509,31 +540,31 @@ async fn damaged_values_are_errors_never_credentials() {
             }
         }
     }
-    raw_set(&vault, &key, b"");
-    assert_corrupt(vault.user_pat("ghe", ACCOUNT_A), "empty");
-    assert_corrupt(vault.list(), "list of a damaged record");
+    raw_set(&vault, &key, b"").await;
+    assert_corrupt(vault.user_pat("ghe", ACCOUNT_A).await, "empty");
+    assert_corrupt(vault.list().await, "list of a damaged record");
 
     // The metadata alone is read without decrypting: a damaged ciphertext does not hide it.
     let mut bad_ct = good.clone();
     let last = bad_ct.len() - 1;
     bad_ct[last] ^= 1;
-    raw_set(&vault, &key, &bad_ct);
+    raw_set(&vault, &key, &bad_ct).await;
     assert_eq!(
-        vault.user_pat_meta("ghe", ACCOUNT_A).unwrap(),
+        vault.user_pat_meta("ghe", ACCOUNT_A).await.unwrap(),
         Some(pat_meta("alice"))
     );
-    assert_corrupt(vault.user_pat("ghe", ACCOUNT_A), "bad tag");
+    assert_corrupt(vault.user_pat("ghe", ACCOUNT_A).await, "bad tag");
 }
 
 #[tokio::test]
 async fn altered_clear_metadata_cannot_change_what_decrypts() {
-    let (_tmp, _dir, vault) = new_vault();
+    let (_tmp, _dir, vault) = new_vault().await;
     vault
         .put_user_pat("ghe", ACCOUNT_A, &token("t0k3n"), &pat_meta("alice"))
         .await
         .unwrap();
     let key = raw_pat_key("ghe", ACCOUNT_A);
-    let good = raw_get(&vault, &key);
+    let good = raw_get(&vault, &key).await;
     let raw = RawValue::parse(&good).unwrap();
     let (ct, tag) = raw.sealed.split_at(raw.sealed.len() - record::TAG_LEN);
     let rebuild = |meta: &[u8], key_version: u32| {
@@ -547,13 +578,14 @@ async fn altered_clear_metadata_cannot_change_what_decrypts() {
         &vault,
         &key,
         &rebuild(&serde_json::to_vec(&meta).unwrap(), 1),
-    );
-    let msg = assert_corrupt(vault.user_pat("ghe", ACCOUNT_A), "kind");
+    )
+    .await;
+    let msg = assert_corrupt(vault.user_pat("ghe", ACCOUNT_A).await, "kind");
     assert!(msg.contains("different credential kind"), "{msg}");
 
     // Another key version in the header.
-    raw_set(&vault, &key, &rebuild(raw.meta, 2));
-    let msg = assert_corrupt(vault.user_pat("ghe", ACCOUNT_A), "key version");
+    raw_set(&vault, &key, &rebuild(raw.meta, 2)).await;
+    let msg = assert_corrupt(vault.user_pat("ghe", ACCOUNT_A).await, "key version");
     assert!(msg.contains("key version 2"), "{msg}");
 
     // Metadata without the PAT fields, and metadata that is not JSON.
@@ -561,23 +593,20 @@ async fn altered_clear_metadata_cannot_change_what_decrypts() {
         &vault,
         &key,
         &rebuild(br#"{"kind":"token","created_at":1,"updated_at":2}"#, 1),
-    );
-    assert_corrupt(vault.user_pat("ghe", ACCOUNT_A), "no pat fields");
+    )
+    .await;
+    assert_corrupt(vault.user_pat("ghe", ACCOUNT_A).await, "no pat fields");
     assert_corrupt(
-        vault.user_pat_meta("ghe", ACCOUNT_A),
+        vault.user_pat_meta("ghe", ACCOUNT_A).await,
         "no pat fields (meta)",
     );
-    raw_set(&vault, &key, &rebuild(b"not json", 1));
-    assert_corrupt(vault.user_pat_meta("ghe", ACCOUNT_A), "not json");
+    raw_set(&vault, &key, &rebuild(b"not json", 1)).await;
+    assert_corrupt(vault.user_pat_meta("ghe", ACCOUNT_A).await, "not json");
 
     // An undecodable key shows up in listings as corruption, not as a skipped record.
-    raw_set(&vault, &key, &good);
-    vault
-        .inner
-        .records
-        .insert([9u8, 1, 2], good.as_slice())
-        .unwrap();
-    assert_corrupt(vault.list(), "bad key");
+    raw_set(&vault, &key, &good).await;
+    raw_set(&vault, &[9u8, 1, 2], &good).await;
+    assert_corrupt(vault.list().await, "bad key");
 }
 
 #[tokio::test]
@@ -585,7 +614,7 @@ async fn persistence_across_reopen() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("v");
     {
-        let vault = Vault::init(&dir, &key(1)).unwrap();
+        let vault = Vault::init(&dir, &key(1)).await.unwrap();
         vault
             .put_user_pat("ghe", ACCOUNT_A, &token("persisted"), &pat_meta("alice"))
             .await
@@ -596,34 +625,34 @@ async fn persistence_across_reopen() {
             .unwrap();
     }
     for _ in 0..3 {
-        let vault = Vault::open(&dir, &key(1)).unwrap();
+        let vault = Vault::open(&dir, &key(1)).await.unwrap();
         assert_eq!(vault.key_version(), 1);
-        let (cred, meta) = vault.user_pat("ghe", ACCOUNT_A).unwrap().unwrap();
+        let (cred, meta) = vault.user_pat("ghe", ACCOUNT_A).await.unwrap().unwrap();
         assert!(same(&cred, &token("persisted")));
         assert_eq!(meta, pat_meta("alice"));
         assert!(same(
-            &vault.integration_secret("ghe").unwrap().unwrap(),
+            &vault.integration_secret("ghe").await.unwrap().unwrap(),
             &token("integration")
         ));
-        assert_eq!(vault.count().unwrap(), 2);
+        assert_eq!(vault.count().await.unwrap(), 2);
     }
 }
 
 #[tokio::test]
 async fn nonces_are_fresh_per_write() {
-    let (_tmp, _dir, vault) = new_vault();
+    let (_tmp, _dir, vault) = new_vault().await;
     let cred = token("same-token-every-time");
     let key = raw_pat_key("ghe", ACCOUNT_A);
     vault
         .put_user_pat("ghe", ACCOUNT_A, &cred, &pat_meta("a"))
         .await
         .unwrap();
-    let first = raw_get(&vault, &key);
+    let first = raw_get(&vault, &key).await;
     vault
         .put_user_pat("ghe", ACCOUNT_A, &cred, &pat_meta("a"))
         .await
         .unwrap();
-    let second = raw_get(&vault, &key);
+    let second = raw_get(&vault, &key).await;
     let (a, b) = (
         RawValue::parse(&first).unwrap(),
         RawValue::parse(&second).unwrap(),
@@ -633,11 +662,11 @@ async fn nonces_are_fresh_per_write() {
     assert_ne!(a.sealed, b.sealed);
 }
 
-#[test]
-fn wrong_master_key_is_refused_at_open() {
-    let (_tmp, dir, vault) = new_vault();
+#[tokio::test]
+async fn wrong_master_key_is_refused_at_open() {
+    let (_tmp, dir, vault) = new_vault().await;
     drop(vault);
-    let err = Vault::open(&dir, &key(2)).unwrap_err();
+    let err = Vault::open(&dir, &key(2)).await.unwrap_err();
     assert!(
         matches!(err, VaultError::WrongMasterKey { key_version: 1 }),
         "{err:?}"
@@ -646,21 +675,21 @@ fn wrong_master_key_is_refused_at_open() {
         err.to_string(),
         "the master key does not match this vault (key version 1)"
     );
-    Vault::open(&dir, &key(1)).unwrap();
+    Vault::open(&dir, &key(1)).await.unwrap();
 }
 
-#[test]
-fn uninitialised_directories() {
+#[tokio::test]
+async fn uninitialised_directories() {
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("missing");
-    let err = Vault::open(&missing, &key(1)).unwrap_err();
+    let err = Vault::open(&missing, &key(1)).await.unwrap_err();
     assert!(matches!(err, VaultError::NotInitialized { .. }), "{err:?}");
     assert!(err.to_string().contains("patgate vault init"), "{err}");
     assert!(!missing.exists(), "open created the directory");
 
     let empty = tmp.path().join("empty");
     fs::create_dir(&empty).unwrap();
-    let err = Vault::open(&empty, &key(1)).unwrap_err();
+    let err = Vault::open(&empty, &key(1)).await.unwrap_err();
     assert!(matches!(err, VaultError::NotInitialized { .. }), "{err:?}");
     assert!(
         fs::read_dir(&empty).unwrap().next().is_none(),
@@ -670,31 +699,31 @@ fn uninitialised_directories() {
     // A sled store without the vault's metadata (an interrupted init) is not a vault either.
     let bare = tmp.path().join("bare");
     drop(sled::Config::new().path(&bare).open().unwrap());
-    let err = Vault::open(&bare, &key(1)).unwrap_err();
+    let err = Vault::open(&bare, &key(1)).await.unwrap_err();
     assert!(matches!(err, VaultError::NotInitialized { .. }), "{err:?}");
-    Vault::init(&bare, &key(1)).unwrap();
+    Vault::init(&bare, &key(1)).await.unwrap();
 }
 
-#[test]
-fn init_refuses_an_initialised_vault() {
-    let (_tmp, dir, vault) = new_vault();
-    let err = Vault::init(&dir, &key(1)).unwrap_err();
+#[tokio::test]
+async fn init_refuses_an_initialised_vault() {
+    let (_tmp, dir, vault) = new_vault().await;
+    let err = Vault::init(&dir, &key(1)).await.unwrap_err();
     assert!(matches!(err, VaultError::Locked { .. }), "{err:?}");
     drop(vault);
     for k in [1, 2] {
-        let err = Vault::init(&dir, &key(k)).unwrap_err();
+        let err = Vault::init(&dir, &key(k)).await.unwrap_err();
         assert!(
             matches!(err, VaultError::AlreadyInitialized { .. }),
             "{err:?}"
         );
     }
-    Vault::open(&dir, &key(1)).unwrap();
+    Vault::open(&dir, &key(1)).await.unwrap();
 }
 
-#[test]
-fn second_open_in_the_same_process_is_locked() {
-    let (_tmp, dir, vault) = new_vault();
-    let err = Vault::open(&dir, &key(1)).unwrap_err();
+#[tokio::test]
+async fn second_open_in_the_same_process_is_locked() {
+    let (_tmp, dir, vault) = new_vault().await;
+    let err = Vault::open(&dir, &key(1)).await.unwrap_err();
     assert!(matches!(err, VaultError::Locked { .. }), "{err:?}");
     let msg = err.to_string();
     assert_eq!(
@@ -708,41 +737,52 @@ fn second_open_in_the_same_process_is_locked() {
     let clone = vault.clone();
     drop(vault);
     assert!(matches!(
-        Vault::open(&dir, &key(1)),
+        Vault::open(&dir, &key(1)).await,
         Err(VaultError::Locked { .. })
     ));
     drop(clone);
     // Released on drop, every time.
     for _ in 0..5 {
-        let v = Vault::open(&dir, &key(1)).unwrap();
+        let v = Vault::open(&dir, &key(1)).await.unwrap();
         drop(v);
     }
 }
 
-#[test]
-fn sleds_own_lock_is_mapped_to_locked() {
-    // Bypasses our lock file to check the fallback for sled's lock on its `db` file.
-    let (_tmp, dir, _vault) = new_vault();
-    let err = open_sled(&dir, &VaultOptions::default()).unwrap_err();
-    assert!(matches!(err, VaultError::Locked { .. }), "{err:?}");
+#[tokio::test]
+async fn sleds_own_lock_is_mapped_to_locked() {
+    // Bypasses our lock file to check the fallback for sled's lock on its `db` file (without
+    // the brief wait for a handle of this process that is letting go).
+    let (_tmp, dir, _vault) = new_vault().await;
+    let err = open_sled_within(
+        &dir,
+        VaultOptions::default().cache_capacity_bytes,
+        std::time::Duration::ZERO,
+    )
+    .unwrap_err();
+    assert!(matches!(err, SledOpenError::Locked), "{err:?}");
 }
 
 // Another process holding the vault is tested end to end in tests/cli.rs (the CLI against a
 // running server).
 
-#[test]
-fn damaged_key_check_and_vault_metadata() {
-    let (_tmp, dir, vault) = new_vault();
-    let meta = vault.inner.db.open_tree(META_TREE).unwrap();
-    let check = meta.get(META_KEY_CHECK).unwrap().unwrap().to_vec();
-    drop((meta, vault));
+#[tokio::test]
+async fn damaged_key_check_and_vault_metadata() {
+    let (_tmp, dir, vault) = new_vault().await;
+    let check = vault
+        .store()
+        .get(Space::Settings, META_KEY_CHECK)
+        .await
+        .unwrap()
+        .unwrap();
+    drop(vault);
 
     let tamper = |f: &dyn Fn(&sled::Tree)| {
-        let db = open_sled(&dir, &VaultOptions::default()).unwrap();
-        f(&db.open_tree(META_TREE).unwrap());
+        let db = open_sled(&dir, VaultOptions::default().cache_capacity_bytes).unwrap();
+        f(&db.open_tree(SETTINGS_TREE).unwrap());
         db.flush().unwrap();
     };
-    let open = || Vault::open(&dir, &key(1));
+    let key_1 = key(1);
+    let open = || Vault::open(&dir, &key_1);
 
     // A flipped ciphertext bit: indistinguishable from a wrong key.
     let mut flipped = check.clone();
@@ -750,12 +790,12 @@ fn damaged_key_check_and_vault_metadata() {
     flipped[last] ^= 1;
     tamper(&|m| drop(m.insert(META_KEY_CHECK, flipped.as_slice()).unwrap()));
     assert!(matches!(
-        open(),
+        open().await,
         Err(VaultError::WrongMasterKey { key_version: 1 })
     ));
 
     tamper(&|m| drop(m.insert(META_KEY_CHECK, &check[..10]).unwrap()));
-    let msg = assert_corrupt(open(), "truncated key check");
+    let msg = assert_corrupt(open().await, "truncated key check");
     assert!(msg.contains("key check"), "{msg}");
 
     // A key check encrypting something else, correctly under the right key.
@@ -765,19 +805,19 @@ fn damaged_key_check_and_vault_metadata() {
     let (nonce, tag) = sealer.seal(aad.as_ref(), &mut other).unwrap();
     let other = RawValue::encode(1, &nonce, b"{}", &other, &tag);
     tamper(&|m| drop(m.insert(META_KEY_CHECK, other.as_slice()).unwrap()));
-    assert_corrupt(open(), "wrong constant");
+    assert_corrupt(open().await, "wrong constant");
 
     tamper(&|m| drop(m.insert(META_KEY_CHECK, check.as_slice()).unwrap()));
-    open().unwrap();
+    open().await.unwrap();
 
     tamper(&|m| drop(m.insert(META_KEY_VERSION, &[0u8, 1][..]).unwrap()));
-    assert_corrupt(open(), "short key version");
+    assert_corrupt(open().await, "short key version");
     tamper(&|m| drop(m.insert(META_KEY_VERSION, &2u32.to_be_bytes()[..]).unwrap()));
-    assert_corrupt(open(), "key version differs from the check's");
+    assert_corrupt(open().await, "key version differs from the check's");
     tamper(&|m| drop(m.insert(META_KEY_VERSION, &1u32.to_be_bytes()[..]).unwrap()));
 
     tamper(&|m| drop(m.insert(META_FORMAT, &[9u8][..]).unwrap()));
-    let err = open().unwrap_err();
+    let err = open().await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -792,29 +832,35 @@ fn damaged_key_check_and_vault_metadata() {
     tamper(&|m| drop(m.insert(META_FORMAT, &[1u8][..]).unwrap()));
 
     tamper(&|m| drop(m.remove(META_KEY_CHECK).unwrap()));
-    assert!(matches!(open(), Err(VaultError::NotInitialized { .. })));
+    assert!(matches!(
+        open().await,
+        Err(VaultError::NotInitialized { .. })
+    ));
 }
 
-#[test]
-fn init_will_not_cover_records_without_a_key_check() {
+#[tokio::test]
+async fn init_will_not_cover_records_without_a_key_check() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("v");
     {
-        let db = open_sled(&dir, &VaultOptions::default()).unwrap();
+        let db = open_sled(&dir, VaultOptions::default().cache_capacity_bytes).unwrap();
         db.open_tree(RECORDS_TREE)
             .unwrap()
             .insert(b"x", b"y")
             .unwrap();
         db.flush().unwrap();
     }
-    assert_corrupt(Vault::init(&dir, &key(1)), "records without key check");
+    assert_corrupt(
+        Vault::init(&dir, &key(1)).await,
+        "records without key check",
+    );
 }
 
-#[test]
-fn garbage_store_files_are_an_error_not_a_crash() {
+#[tokio::test]
+async fn garbage_store_files_are_an_error_not_a_crash() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("v");
-    drop(Vault::init(&dir, &key(1)).unwrap());
+    drop(Vault::init(&dir, &key(1)).await.unwrap());
     for file in ["db", "conf"] {
         let copy = tmp.path().join(format!("copy-{file}"));
         copy_dir(&dir, &copy);
@@ -822,7 +868,7 @@ fn garbage_store_files_are_an_error_not_a_crash() {
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
             .collect();
         fs::write(copy.join(file), &garbage).unwrap();
-        let err = Vault::open(&copy, &key(1)).unwrap_err();
+        let err = Vault::open(&copy, &key(1)).await.unwrap_err();
         assert!(
             matches!(
                 err,
@@ -842,7 +888,7 @@ async fn a_store_that_lost_acknowledged_writes_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("v");
     {
-        let vault = Vault::init(&dir, &key(1)).unwrap();
+        let vault = Vault::init(&dir, &key(1)).await.unwrap();
         for i in 0..40 {
             let account = format!("acct-{i}");
             vault
@@ -851,17 +897,19 @@ async fn a_store_that_lost_acknowledged_writes_is_refused() {
                 .unwrap();
         }
         assert!(vault.delete_user_pat("ghe", "acct-0").await.unwrap());
+        // A flush that follows no write (a shutdown's) counts none.
+        vault.flush().await.unwrap();
     }
     // init, 40 stores, 1 delete.
     assert_eq!(
-        fs::read_to_string(dir.join(watermark::FILE)).unwrap(),
+        fs::read_to_string(dir.join(WATERMARK_FILE)).unwrap(),
         "42\n"
     );
-    let db = fs::read(dir.join(SLED_DB_FILE)).unwrap();
+    let db = fs::read(dir.join(DB_FILE)).unwrap();
     let damaged = |name: &str, bytes: &[u8]| {
         let copy = tmp.path().join(name);
         copy_dir(&dir, &copy);
-        fs::write(copy.join(SLED_DB_FILE), bytes).unwrap();
+        fs::write(copy.join(DB_FILE), bytes).unwrap();
         copy
     };
     let half = db.len() / 2;
@@ -876,7 +924,7 @@ async fn a_store_that_lost_acknowledged_writes_is_refused() {
         ("header", &header[..]),
     ] {
         let copy = damaged(name, bytes);
-        let msg = assert_corrupt(Vault::open(&copy, &key(1)), name);
+        let msg = assert_corrupt(Vault::open(&copy, &key(1)).await, name);
         assert!(
             msg.contains("of the 42 credential writes it acknowledged"),
             "{name}: {msg}"
@@ -886,30 +934,30 @@ async fn a_store_that_lost_acknowledged_writes_is_refused() {
             "{name}: {msg}"
         );
         // And it stays refused: opening did not "repair" it into an older vault.
-        assert_corrupt(Vault::open(&copy, &key(1)), name);
+        assert_corrupt(Vault::open(&copy, &key(1)).await, name);
         assert!(matches!(
-            Vault::init(&copy, &key(1)),
+            Vault::init(&copy, &key(1)).await,
             Err(VaultError::AlreadyInitialized { .. })
         ));
         // An admin who accepts the loss deletes the watermark; the next write makes a new one.
-        fs::remove_file(copy.join(watermark::FILE)).unwrap();
+        fs::remove_file(copy.join(WATERMARK_FILE)).unwrap();
         if name != "header" {
-            let vault = Vault::open(&copy, &key(1)).unwrap();
-            assert!(vault.count().unwrap() < 39, "{name}");
+            let vault = Vault::open(&copy, &key(1)).await.unwrap();
+            assert!(vault.count().await.unwrap() < 39, "{name}");
             vault
                 .put_user_pat("ghe", "acct-new", &token("t-new"), &pat_meta("x"))
                 .await
                 .unwrap();
-            assert!(copy.join(watermark::FILE).exists());
+            assert!(copy.join(WATERMARK_FILE).exists());
         }
     }
 
     // A crash between the flush and the watermark leaves the watermark behind the store:
     // nothing acknowledged is missing, so it opens.
-    watermark::write(&dir, 30).unwrap();
-    let vault = Vault::open(&dir, &key(1)).unwrap();
-    assert_eq!(vault.count().unwrap(), 39);
-    assert!(vault.user_pat("ghe", "acct-39").unwrap().is_some());
+    write_watermark(&dir, 30).unwrap();
+    let vault = Vault::open(&dir, &key(1)).await.unwrap();
+    assert_eq!(vault.count().await.unwrap(), 39);
+    assert!(vault.user_pat("ghe", "acct-39").await.unwrap().is_some());
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -925,11 +973,11 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-#[test]
-fn vault_directory_is_private() {
+#[tokio::test]
+async fn vault_directory_is_private() {
     let tmp = tempfile::tempdir().unwrap();
     let nested = tmp.path().join("a").join("b");
-    drop(Vault::init(&nested, &key(1)).unwrap());
+    drop(Vault::init(&nested, &key(1)).await.unwrap());
     assert_eq!(
         fs::metadata(&nested).unwrap().permissions().mode() & 0o7777,
         0o700
@@ -944,7 +992,7 @@ fn vault_directory_is_private() {
     let existing = tmp.path().join("existing");
     fs::create_dir(&existing).unwrap();
     fs::set_permissions(&existing, fs::Permissions::from_mode(0o755)).unwrap();
-    drop(Vault::init(&existing, &key(1)).unwrap());
+    drop(Vault::init(&existing, &key(1)).await.unwrap());
     assert_eq!(
         fs::metadata(&existing).unwrap().permissions().mode() & 0o7777,
         0o700
@@ -953,24 +1001,24 @@ fn vault_directory_is_private() {
     let file = tmp.path().join("file");
     fs::write(&file, b"").unwrap();
     assert!(matches!(
-        Vault::init(&file, &key(1)),
+        Vault::init(&file, &key(1)).await,
         Err(VaultError::Io { .. })
     ));
     assert!(matches!(
-        Vault::open(&file, &key(1)),
+        Vault::open(&file, &key(1)).await,
         Err(VaultError::NotInitialized { .. })
     ));
 }
 
 #[tokio::test]
 async fn invalid_ids_are_refused_everywhere() {
-    let (_tmp, _dir, vault) = new_vault();
+    let (_tmp, _dir, vault) = new_vault().await;
     let long = "x".repeat(MAX_ID_LEN + 1);
     let cred = token("t");
     for bad in ["", "a\nb", "\u{1b}[0m", long.as_str()] {
         let checks: Vec<(&str, Result<(), VaultError>)> = vec![
             ("put secret", vault.put_integration_secret(bad, &cred).await),
-            ("get secret", vault.integration_secret(bad).map(drop)),
+            ("get secret", vault.integration_secret(bad).await.map(drop)),
             (
                 "delete secret",
                 vault.delete_integration_secret(bad).await.map(drop),
@@ -985,14 +1033,14 @@ async fn invalid_ids_are_refused_everywhere() {
                 "put pat/a",
                 vault.put_user_pat("ghe", bad, &cred, &pat_meta("a")).await,
             ),
-            ("get pat/i", vault.user_pat(bad, ACCOUNT_A).map(drop)),
-            ("get pat/a", vault.user_pat("ghe", bad).map(drop)),
-            ("meta/a", vault.user_pat_meta("ghe", bad).map(drop)),
+            ("get pat/i", vault.user_pat(bad, ACCOUNT_A).await.map(drop)),
+            ("get pat/a", vault.user_pat("ghe", bad).await.map(drop)),
+            ("meta/a", vault.user_pat_meta("ghe", bad).await.map(drop)),
             (
                 "delete pat/a",
                 vault.delete_user_pat("ghe", bad).await.map(drop),
             ),
-            ("list pats", vault.list_user_pats(bad).map(drop)),
+            ("list pats", vault.list_user_pats(bad).await.map(drop)),
         ];
         for (what, result) in checks {
             assert!(
@@ -1001,18 +1049,18 @@ async fn invalid_ids_are_refused_everywhere() {
             );
         }
     }
-    assert_eq!(vault.count().unwrap(), 0);
+    assert_eq!(vault.count().await.unwrap(), 0);
     let max = "y".repeat(MAX_ID_LEN);
     vault
         .put_user_pat(&max, &max, &cred, &pat_meta("a"))
         .await
         .unwrap();
-    assert!(vault.user_pat(&max, &max).unwrap().is_some());
+    assert!(vault.user_pat(&max, &max).await.unwrap().is_some());
 }
 
 #[tokio::test]
 async fn oversized_credentials_are_refused() {
-    let (_tmp, _dir, vault) = new_vault();
+    let (_tmp, _dir, vault) = new_vault().await;
     let huge = token(&"x".repeat(MAX_PLAINTEXT));
     let err = vault
         .put_integration_secret("ghe", &huge)
@@ -1026,7 +1074,7 @@ async fn oversized_credentials_are_refused() {
     let big = token(&"y".repeat(20_000));
     vault.put_integration_secret("ghe", &big).await.unwrap();
     assert!(same(
-        &vault.integration_secret("ghe").unwrap().unwrap(),
+        &vault.integration_secret("ghe").await.unwrap().unwrap(),
         &big
     ));
 }
@@ -1057,7 +1105,7 @@ async fn concurrent_writes_are_all_durable() {
     );
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("v");
-    let vault = Vault::init(&dir, &key(1)).unwrap();
+    let vault = Vault::init(&dir, &key(1)).await.unwrap();
     let mut tasks = Vec::new();
     for t in 0..32 {
         let vault = vault.clone();
@@ -1080,12 +1128,13 @@ async fn concurrent_writes_are_all_durable() {
         task.await.unwrap();
     }
     drop(vault);
-    let vault = Vault::open(&dir, &key(1)).unwrap();
-    assert_eq!(vault.count().unwrap(), 32 * 20 + 1);
+    let vault = Vault::open(&dir, &key(1)).await.unwrap();
+    assert_eq!(vault.count().await.unwrap(), 32 * 20 + 1);
     for t in 0..32 {
         for i in 0..20 {
             let (cred, _) = vault
                 .user_pat("ghe", &format!("acct-{t}-{i}"))
+                .await
                 .unwrap()
                 .unwrap();
             let Credential::Token(got) = cred else {
@@ -1094,12 +1143,162 @@ async fn concurrent_writes_are_all_durable() {
             assert_eq!(got.expose_secret(), format!("token-{t}-{i}"));
         }
     }
-    assert!(vault.integration_secret("shared").unwrap().is_some());
+    assert!(vault.integration_secret("shared").await.unwrap().is_some());
 }
 
-#[test]
-fn debug_output_has_no_secret() {
-    let (_tmp, _dir, vault) = new_vault();
+/// A key and the value another writer puts first.
+type Ahead = Arc<std::sync::Mutex<Option<(Vec<u8>, Vec<u8>)>>>;
+
+/// The embedded store, with another writer that gets in first: before the next batch of
+/// compare-and-swaps, it puts `ahead` itself.
+#[derive(Debug)]
+struct Overtaken {
+    store: SledRecords,
+    ahead: Ahead,
+}
+
+impl RecordStore for Overtaken {
+    fn location(&self) -> &Path {
+        self.store.location()
+    }
+    fn get<'a>(
+        &'a self,
+        space: Space,
+        key: &'a [u8],
+    ) -> crate::store::BoxFuture<'a, Result<Option<Vec<u8>>, RecordStoreError>> {
+        self.store.get(space, key)
+    }
+    fn get_many<'a>(
+        &'a self,
+        space: Space,
+        keys: &'a [Vec<u8>],
+    ) -> crate::store::BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, RecordStoreError>> {
+        self.store.get_many(space, keys)
+    }
+    fn put<'a>(
+        &'a self,
+        space: Space,
+        key: &'a [u8],
+        value: Vec<u8>,
+    ) -> crate::store::BoxFuture<'a, Result<(), RecordStoreError>> {
+        self.store.put(space, key, value)
+    }
+    fn remove<'a>(
+        &'a self,
+        space: Space,
+        key: &'a [u8],
+    ) -> crate::store::BoxFuture<'a, Result<bool, RecordStoreError>> {
+        self.store.remove(space, key)
+    }
+    fn compare_and_swap_many(
+        &self,
+        space: Space,
+        swaps: Vec<Swap>,
+    ) -> crate::store::BoxFuture<'_, Result<Vec<Swapped>, RecordStoreError>> {
+        Box::pin(async move {
+            let ahead = self.ahead.lock().unwrap().take();
+            if let Some((key, value)) = ahead {
+                self.store.put(space, &key, value).await?;
+            }
+            self.store.compare_and_swap_many(space, swaps).await
+        })
+    }
+    fn apply(
+        &self,
+        space: Space,
+        changes: Vec<Change>,
+    ) -> crate::store::BoxFuture<'_, Result<(), RecordStoreError>> {
+        self.store.apply(space, changes)
+    }
+    fn scan<'a>(
+        &'a self,
+        space: Space,
+        prefix: &'a [u8],
+        after: Option<&'a [u8]>,
+        limit: usize,
+    ) -> crate::store::BoxFuture<'a, Result<Vec<crate::store::Entry>, RecordStoreError>> {
+        self.store.scan(space, prefix, after, limit)
+    }
+    fn count<'a>(
+        &'a self,
+        space: Space,
+        prefix: &'a [u8],
+    ) -> crate::store::BoxFuture<'a, Result<u64, RecordStoreError>> {
+        self.store.count(space, prefix)
+    }
+    fn flush(&self) -> crate::store::BoxFuture<'_, Result<(), RecordStoreError>> {
+        self.store.flush()
+    }
+}
+
+/// A flush of last-use times that another writer overtook: another flush's time (the same
+/// sealed credential) is merged, the later time kept; a replaced PAT is left as it is.
+#[tokio::test]
+async fn last_use_flushes_merge_with_one_that_got_there_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = SledRecords::create(&tmp.path().join("v"), 1024 * 1024).unwrap();
+    let ahead: Ahead = Arc::default();
+    let vault = Vault::init_in(
+        Box::new(Overtaken {
+            store,
+            ahead: ahead.clone(),
+        }),
+        &key(1),
+    )
+    .await
+    .unwrap();
+    let key_a = raw_pat_key("ghe", ACCOUNT_A);
+    let id = pat_id(
+        record::validate_id("integration", "ghe").unwrap(),
+        record::validate_id("account", ACCOUNT_A).unwrap(),
+    );
+    let last_used = |vault: &Vault| {
+        let vault = vault.clone();
+        async move {
+            let meta = vault.user_pat_meta("ghe", ACCOUNT_A).await.unwrap();
+            meta.unwrap().last_used_at
+        }
+    };
+    let uses = |at: u64| vec![(("ghe".to_string(), ACCOUNT_A.to_string()), at)];
+    vault
+        .put_user_pat("ghe", ACCOUNT_A, &token("t"), &pat_meta("alice"))
+        .await
+        .unwrap();
+    let stored = raw_get(&vault, &key_a).await;
+    let overtake = |value: Vec<u8>| *ahead.lock().unwrap() = Some((key_a.clone(), value));
+
+    // Another flush wrote an older time first: ours is merged over it.
+    overtake(vault.with_last_use(&stored, 30, &id).unwrap().unwrap());
+    assert_eq!(vault.record_pat_uses(&uses(40)).await.unwrap(), 1);
+    assert_eq!(last_used(&vault).await, Some(40));
+
+    // Another flush wrote a later time first: it stays.
+    let now_there = raw_get(&vault, &key_a).await;
+    overtake(vault.with_last_use(&now_there, 60, &id).unwrap().unwrap());
+    assert_eq!(vault.record_pat_uses(&uses(50)).await.unwrap(), 0);
+    assert_eq!(last_used(&vault).await, Some(60));
+
+    // The PAT was replaced meanwhile (another sealed credential): left as the new one is.
+    let replaced = {
+        let other = tempfile::tempdir().unwrap();
+        let elsewhere = Vault::init(&other.path().join("v"), &key(1)).await.unwrap();
+        elsewhere
+            .put_user_pat("ghe", ACCOUNT_A, &token("t2"), &pat_meta("alice"))
+            .await
+            .unwrap();
+        raw_get(&elsewhere, &key_a).await
+    };
+    overtake(replaced.clone());
+    assert_eq!(vault.record_pat_uses(&uses(70)).await.unwrap(), 0);
+    assert_eq!(raw_get(&vault, &key_a).await, replaced);
+    let (credential, meta) = vault.user_pat("ghe", ACCOUNT_A).await.unwrap().unwrap();
+    assert!(same(&credential, &token("t2")));
+    assert_eq!(meta.last_used_at, None);
+}
+
+#[tokio::test]
+async fn debug_output_has_no_secret() {
+    let (_tmp, _dir, vault) = new_vault().await;
     let shown = format!("{vault:?}");
     assert!(
         shown.starts_with("Vault {") && shown.contains("key_version: 1"),
@@ -1110,15 +1309,15 @@ fn debug_output_has_no_secret() {
     assert!(!shown.contains("AAAA") && !shown.contains("65"), "{shown}");
 }
 
-#[test]
-fn types_are_send_and_sync_and_futures_are_send() {
+#[tokio::test]
+async fn types_are_send_and_sync_and_futures_are_send() {
     fn send_sync<T: Send + Sync>() {}
     fn send<T: Send>(_: &T) {}
     send_sync::<Vault>();
     send_sync::<VaultError>();
     send_sync::<MasterKey>();
     send_sync::<Credential>();
-    let (_tmp, _dir, vault) = new_vault();
+    let (_tmp, _dir, vault) = new_vault().await;
     let cred = token("t");
     let meta = pat_meta("a");
     send(&vault.put_user_pat("i", "a", &cred, &meta));
@@ -1126,4 +1325,11 @@ fn types_are_send_and_sync_and_futures_are_send() {
     send(&vault.delete_user_pat("i", "a"));
     send(&vault.delete_integration_secret("i"));
     send(&vault.flush());
+    send(&vault.user_pat("i", "a"));
+    send(&vault.user_pat_meta("i", "a"));
+    send(&vault.integration_secret("i"));
+    send(&vault.list());
+    send(&vault.count_by_kind());
+    send(&vault.record_pat_uses(&[]));
+    send(&vault.rotate_key(key(2)));
 }

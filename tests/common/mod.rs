@@ -591,7 +591,7 @@ level = "{level}"
         let config_path = d.join("patgate.toml");
         write(d, "patgate.toml", &config);
         let key = MasterKey::load_file(&d.join("master-key")).unwrap();
-        let vault = Vault::init(&d.join("state"), &key).unwrap();
+        let vault = Vault::init(&d.join("state"), &key).await.unwrap();
         vault
             .put_integration_secret(
                 "ghe",
@@ -629,7 +629,7 @@ level = "{level}"
         // lock held right after start is retried briefly instead of failing the test.
         let mut tries = 0;
         let vault = loop {
-            match Vault::open(&config.state_dir, &key) {
+            match Vault::open(&config.state_dir, &key).await {
                 Err(patgate::vault::VaultError::Locked { .. }) if tries < 100 => {
                     tries += 1;
                     tokio::time::sleep(Duration::from_millis(20)).await;

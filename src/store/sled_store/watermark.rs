@@ -5,11 +5,13 @@
 //! smaller vault: users' PATs gone, deleted ones back, or (damage near the start) what looks
 //! like no vault at all. Nothing inside sled can notice, so the vault keeps a count outside it:
 //!
-//! - every credential write (store or delete) first changes its record, then increments the
-//!   `generation` counter in the `vault` tree; the log is recovered as a prefix, so a store that
-//!   holds a generation holds every record change made before it;
-//! - after the flush, and before the write is acknowledged, the generation is written to
-//!   `vault.watermark` beside sled's files (a new file renamed over the old one, both synced);
+//! - every flush that follows writes (the vault flushes after each credential write, store or
+//!   delete, before it acknowledges it; also after a batch of last-use times and a rotation's
+//!   steps) first increments the `generation` counter in the `vault` tree, after the changes
+//!   it makes durable; the log is recovered as a prefix, so a store that holds a generation
+//!   holds every change made before it;
+//! - after the flush, and before it returns, the generation is written to `vault.watermark`
+//!   beside sled's files (a new file renamed over the old one, both synced);
 //! - `open` refuses a store whose generation is below the watermark.
 //!
 //! A crash between the flush and the watermark leaves the watermark behind the store, which
@@ -22,8 +24,8 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::master_key::io_error;
-use super::VaultError;
+use super::{IoError, SledOpenError};
+use crate::store::RecordStoreError;
 
 /// The file, in the vault directory.
 pub(crate) const FILE: &str = "vault.watermark";
@@ -39,16 +41,18 @@ pub(crate) struct Watermark {
 
 impl Watermark {
     /// The generation recorded in `dir`; `None` when there is no watermark file.
-    pub(crate) fn read(dir: &Path) -> Result<Option<u64>, VaultError> {
+    pub(crate) fn read(dir: &Path) -> Result<Option<u64>, SledOpenError> {
         let path = dir.join(FILE);
         let text = match fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(io_error("read", &path, source)),
+            Err(source) => return Err(IoError::new("read", &path, source).into()),
         };
-        parse(&text).map(Some).ok_or_else(|| VaultError::Corrupt {
-            path: dir.to_path_buf(),
-            what: format!("{} does not hold a generation number", path.display()),
+        parse(&text).map(Some).ok_or_else(|| {
+            SledOpenError::Store(RecordStoreError::Damaged(format!(
+                "{} does not hold a generation number",
+                path.display()
+            )))
         })
     }
 
@@ -61,7 +65,7 @@ impl Watermark {
 
     /// Records that the store holds `generation` durably. Blocking (two fsyncs); a smaller
     /// generation than the one on disk is a no-op, so concurrent writers coalesce.
-    pub(crate) fn advance(&self, generation: u64) -> Result<(), VaultError> {
+    pub(crate) fn advance(&self, generation: u64) -> Result<(), IoError> {
         let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
         if *written >= generation {
             return Ok(());
@@ -78,7 +82,7 @@ fn parse(text: &str) -> Option<u64> {
 
 /// Writes `generation` to a new file, syncs it, renames it over the watermark and syncs the
 /// directory: a crash leaves the old watermark or the new one, never a torn one.
-pub(crate) fn write(dir: &Path, generation: u64) -> Result<(), VaultError> {
+pub(crate) fn write(dir: &Path, generation: u64) -> Result<(), IoError> {
     let tmp = dir.join(TMP_FILE);
     let path = dir.join(FILE);
     let mut file = OpenOptions::new()
@@ -87,14 +91,14 @@ pub(crate) fn write(dir: &Path, generation: u64) -> Result<(), VaultError> {
         .truncate(true)
         .mode(0o600)
         .open(&tmp)
-        .map_err(|source| io_error("create", &tmp, source))?;
+        .map_err(|source| IoError::new("create", &tmp, source))?;
     file.write_all(format!("{generation}\n").as_bytes())
         .and_then(|()| file.sync_all())
-        .map_err(|source| io_error("write", &tmp, source))?;
-    fs::rename(&tmp, &path).map_err(|source| io_error("rename", &tmp, source))?;
+        .map_err(|source| IoError::new("write", &tmp, source))?;
+    fs::rename(&tmp, &path).map_err(|source| IoError::new("rename", &tmp, source))?;
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|source| io_error("sync", dir, source))
+        .map_err(|source| IoError::new("sync", dir, source))
 }
 
 #[cfg(test)]
@@ -119,7 +123,7 @@ mod tests {
             fs::write(dir.join(FILE), bad).unwrap();
             let err = Watermark::read(dir).unwrap_err();
             assert!(
-                matches!(err, VaultError::Corrupt { ref what, .. } if what.contains(FILE)),
+                matches!(err, SledOpenError::Store(RecordStoreError::Damaged(ref what)) if what.contains(FILE)),
                 "{bad:?}: {err:?}"
             );
         }
