@@ -73,7 +73,8 @@ for expected in \
   "-rw-r--r-- 0/0 ./usr/share/doc/patgate/README.md" \
   "-rw-r--r-- 0/0 ./usr/share/doc/patgate/protocol.md" \
   "-rw-r--r-- 0/0 ./usr/share/doc/patgate/certificates.md" \
-  "-rw-r--r-- 0/0 ./usr/share/doc/patgate/copyright"; do
+  "-rw-r--r-- 0/0 ./usr/share/doc/patgate/copyright" \
+  "-rw-r--r-- 0/0 ./usr/share/doc/patgate/changelog.Debian.gz"; do
   check "holds $expected" grep -qxF -- "$expected" "$work/contents"
 done
 check "nothing under /etc (the example is not a conffile)" \
@@ -87,6 +88,30 @@ check "the example is config/patgate.example.toml" \
 same "the packaged binary's --version" "$("$work/root/usr/bin/patgate" --version)" "patgate $version"
 check "the packaged binary is stripped (debug info in -dbgsym)" \
   bash -c '! readelf -S "$1" | grep -q "\.debug_info"' _ "$work/root/usr/bin/patgate"
+
+copyright="$work/root/usr/share/doc/patgate/copyright"
+check "the copyright file is debian/copyright" cmp debian/copyright "$copyright"
+check "debian/copyright is current with Cargo.lock (debian/make-copyright.py --check)" \
+  python3 debian/make-copyright.py --check
+check "the copyright file is machine-readable (DEP-5)" \
+  grep -qx "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/" "$copyright"
+check "the copyright file has no placeholder" bash -c '! grep -qi "information missing" "$1"' _ "$copyright"
+check "the copyright file names patgate's licence" grep -qx "License: Apache-2.0" "$copyright"
+for crate in hyper rustls tokio sled aes-gcm governor; do
+  check "the copyright file names the linked crate $crate" grep -q "^Files: crates.io/$crate-[0-9]" "$copyright"
+done
+check "every licence named has its text or a reference" python3 - "$copyright" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+named = set()
+for expr in re.findall(r"^License: (.+)$", text, re.M):
+    named.update(t for t in re.findall(r"[A-Za-z0-9.\-]+", expr) if t not in ("or", "and", "with"))
+standalone = set(re.findall(r"^License: ([A-Za-z0-9.\-]+)\n ", text, re.M))
+missing = named - standalone
+sys.exit(f"no text for {sorted(missing)}" if missing else 0)
+PY
+same "the changelog's version is the package's" \
+  "$(zcat "$work/root/usr/share/doc/patgate/changelog.Debian.gz" | head -1 | sed 's/^patgate (\([^)]*\)).*/\1/')" "${version}-1"
 
 dpkg-deb -e "$deb" "$work/control"
 for script in postinst prerm postrm; do
