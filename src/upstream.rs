@@ -58,6 +58,9 @@ pub struct BodyStalled {
     pub after: Duration,
 }
 
+/// What patgate calls itself in `User-Agent`.
+const USER_AGENT: &str = concat!("patgate/", env!("CARGO_PKG_VERSION"));
+
 /// A pooled client for one integration's host.
 #[derive(Debug, Clone)]
 pub struct Upstream {
@@ -116,8 +119,15 @@ impl Upstream {
 
     /// Sends a request and waits for the response head, within the integration's timeout.
     /// The body is streamed by the caller.
+    /// Every request gets `User-Agent: patgate/{version}` unless it has one (the app's is
+    /// kept), whatever the host: host admins can tell patgate's traffic apart. (CodeCommit's
+    /// signature is made before and does not cover it.)
     pub async fn send(&self, request: Request<Bytes>) -> Result<Response<Incoming>, UpstreamError> {
-        let request = request.map(Full::new);
+        let mut request = request.map(Full::new);
+        request
+            .headers_mut()
+            .entry(http::header::USER_AGENT)
+            .or_insert(http::HeaderValue::from_static(USER_AGENT));
         match (self.clock)
             .timeout(self.request_timeout, self.client.request(request))
             .await
@@ -225,10 +235,6 @@ impl Upstream {
         let mut request = Request::new(Bytes::new());
         *request.method_mut() = http::Method::HEAD;
         *request.uri_mut() = uri;
-        request.headers_mut().insert(
-            http::header::USER_AGENT,
-            http::HeaderValue::from_static(concat!("patgate/", env!("CARGO_PKG_VERSION"))),
-        );
         Ok(self.send(request).await?.status())
     }
 }

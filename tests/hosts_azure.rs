@@ -187,6 +187,7 @@ async fn each_action_reaches_azure_devops_exactly_with_the_users_pat() {
             "{name}"
         );
         assert_eq!(seen.headers["x-tfs-fedauthredirect"], "Suppress", "{name}");
+        assert_eq!(seen.headers["user-agent"], PATGATE_USER_AGENT, "{name}");
     }
     assert_eq!(host.requests().len(), 3);
     gw.stop().await;

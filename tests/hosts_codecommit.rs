@@ -518,6 +518,8 @@ async fn read_uses_the_integration_key_pair() {
             assert_eq!(response.headers()["x-host-saw-arn"], INTEGRATION.arn);
             let seen = host.last();
             assert_signed_by(&seen, &INTEGRATION);
+            // Set after the signature, which does not cover it: the host still verified it.
+            assert_eq!(seen.headers["user-agent"], PATGATE_USER_AGENT);
             assert_eq!(seen.body, GET_BRANCH.as_bytes());
             assert_conforms(&model, "GetBranch", &seen);
         }

@@ -110,6 +110,13 @@ async fn each_action_reaches_gitlab_exactly_with_the_users_private_token() {
         assert_eq!(seen.body, out.body.clone().unwrap_or_default(), "{name}");
         assert_eq!(seen.headers["private-token"], PAT_A, "{name}");
         assert!(seen.headers.get("authorization").is_none(), "{name}");
+        assert_eq!(seen.headers["user-agent"], PATGATE_USER_AGENT, "{name}");
+        // Forwarded as signed: the body is unchanged, so the digest still matches it.
+        assert_eq!(
+            seen.headers.get("content-digest").is_some(),
+            out.body.is_some(),
+            "{name}"
+        );
     }
     assert_eq!(host.requests().len(), 3);
     gw.stop().await;

@@ -11,7 +11,7 @@
 //! `refs/heads/` counts as a branch, anything else is an other-write.
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, USER_AGENT};
+use http::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION};
 use http::{Method, Request, StatusCode};
 use secrecy::ExposeSecret;
 
@@ -242,13 +242,9 @@ pub fn apply_credential(
     Ok(())
 }
 
-/// GitHub refuses requests without a User-Agent; keep the app's when it sent one.
+/// GitHub's media type unless the app asked for another. (GitHub refuses requests without a
+/// User-Agent: the upstream client sets patgate's on every request that has none.)
 pub fn default_headers(headers: &mut HeaderMap) {
-    set_default(
-        headers,
-        USER_AGENT,
-        concat!("patgate/", env!("CARGO_PKG_VERSION")),
-    );
     set_default(headers, ACCEPT, "application/vnd.github+json");
 }
 

@@ -40,6 +40,8 @@ pub const INTEGRATION_TOKEN: &str = "ghs_IntegrationTokenDoNotLeak0123456789";
 pub const PAT_A: &str = "ghp_UserAPatDoNotLeak0123456789abcdefghij";
 pub const PAT_B: &str = "ghp_UserBPatDoNotLeak0123456789abcdefghij";
 pub const APP_KEYID: &str = "app-ed25519";
+/// What patgate sends as `User-Agent` when the app sent none, to every host.
+pub const PATGATE_USER_AGENT: &str = concat!("patgate/", env!("CARGO_PKG_VERSION"));
 pub const HMAC_KEYID: &str = "app-hmac";
 /// The integration every test gateway has, whatever its kind.
 pub const INTEGRATION_ID: &str = "ghe";
