@@ -961,6 +961,152 @@ mod tests {
         text.replace(from, to)
     }
 
+    const FORGE_APP: &str = "ari:cloud:ecosystem::app/3f6c8e2a-1b7d-4c59-9a0e-5d2f7b8c1a44";
+
+    /// MINIMAL with an app key, `api` keys and a `[forge]` section.
+    fn with_forge(api: &str, forge: &str, app: &str) -> String {
+        MINIMAL.replace("client_ca = \"ca.pem\"", &format!("client_ca = \"ca.pem\"\n{api}"))
+            + &format!(
+                "[[app_keys]]\nkeyid = \"forge-app\"\ned25519_public_key = \"JrQLj5P/89iXES9+vFgrIy29clF9CC/oPPsw3c5D0bs=\"\n[forge]\n{forge}\n[[forge.apps]]\nid = \"{FORGE_APP}\"\ninstallation_ids = [\"ari:cloud:ecosystem::installation/1\"]\n{app}\n"
+            )
+    }
+
+    #[test]
+    fn forge_defaults() {
+        let cfg = parse(&with_forge("client_certificate = \"optional\"", "", "")).unwrap();
+        assert_eq!(
+            cfg.api.client_certificate,
+            super::super::ClientCertificateMode::Optional
+        );
+        let forge = cfg.forge.unwrap();
+        assert_eq!(
+            forge.jwks_url.unwrap(),
+            "https://forge.cdn.prod.atlassian-dev.net/.well-known/jwks.json"
+        );
+        assert_eq!(forge.jwks_refresh_cooldown, Duration::from_secs(60));
+        assert_eq!(forge.leeway, Duration::from_secs(5));
+        let app = &forge.apps[0];
+        assert_eq!(app.environments, [ForgeEnvironment::Production]);
+        assert!(app.require_signature);
+        // With [forge], the upstream timeout defaults below Forge's 25 s.
+        assert_eq!(
+            cfg.integrations[0].request_timeout,
+            Duration::from_millis(15_000)
+        );
+        // Without it, as before.
+        assert_eq!(
+            parse(MINIMAL).unwrap().api.client_certificate,
+            super::super::ClientCertificateMode::Required
+        );
+        assert_eq!(
+            parse(MINIMAL).unwrap().integrations[0].request_timeout,
+            Duration::from_secs(30)
+        );
+    }
+
+    #[test]
+    fn forge_settings_are_checked() {
+        let optional = "client_certificate = \"optional\"";
+        for (api, forge, app, key) in [
+            (
+                "client_certificate = \"sometimes\"",
+                "",
+                "",
+                "api.client_certificate",
+            ),
+            // Source ranges only where certificate-less callers are let in.
+            (
+                "forge_source_cidrs = [\"10.0.0.0/8\"]",
+                "",
+                "",
+                "api.forge_source_cidrs",
+            ),
+            (
+                "client_certificate = \"none\"\nforge_source_cidrs = [\"10.0.0.0/33\"]",
+                "",
+                "",
+                "api.forge_source_cidrs[0]",
+            ),
+            (
+                optional,
+                "jwks_url = \"http://keys.example/jwks.json\"",
+                "",
+                "forge.jwks_url",
+            ),
+            (optional, "jwks_url = \"\"", "", "forge.jwks_url"),
+            (
+                optional,
+                "jwks_proxy = \"https://proxy:3128\"",
+                "",
+                "forge.jwks_proxy",
+            ),
+            (
+                optional,
+                "jwks_proxy = \"http://user:pw@proxy:3128\"",
+                "",
+                "forge.jwks_proxy",
+            ),
+            (
+                optional,
+                "jwks_refresh_cooldown_seconds = 0",
+                "",
+                "forge.jwks_refresh_cooldown_seconds",
+            ),
+            (optional, "leeway_seconds = 61", "", "forge.leeway_seconds"),
+            (
+                optional,
+                "",
+                "environments = [\"PROD\"]",
+                "forge.apps[0].environments",
+            ),
+            (
+                optional,
+                "",
+                "environments = []",
+                "forge.apps[0].environments",
+            ),
+            (
+                optional,
+                "",
+                "signature_keyids = [\"nope\"]",
+                "forge.apps[0].signature_keyids",
+            ),
+        ] {
+            let text = with_forge(api, forge, app);
+            let err = parse(&text).unwrap_err();
+            assert_eq!(err.key, key, "{api} {forge} {app}: {err}");
+        }
+        // No [forge] to check callers without a certificate against.
+        let none = MINIMAL.replace(
+            "client_ca = \"ca.pem\"",
+            "client_ca = \"ca.pem\"\nclient_certificate = \"none\"",
+        );
+        let err = parse(&none).unwrap_err();
+        assert_eq!(err.key, "api.client_certificate");
+        assert!(err.reason.contains("[forge]"), "{err}");
+        // The app id in ARI form; at least one installation or site.
+        let text =
+            with_forge(optional, "", "").replace(FORGE_APP, "3f6c8e2a-1b7d-4c59-9a0e-5d2f7b8c1a44");
+        assert_eq!(parse(&text).unwrap_err().key, "forge.apps[0].id");
+        let text = with_forge(optional, "", "").replace(
+            "installation_ids = [\"ari:cloud:ecosystem::installation/1\"]",
+            "",
+        );
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.key, "forge.apps[0]");
+        assert!(err.reason.contains("any Jira site"), "{err}");
+        // Upstream timeouts within Forge's.
+        let text = with_forge(optional, "", "").replace(
+            "kind = \"github\"",
+            "kind = \"github\"\nrequest_timeout_ms = 20000",
+        );
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.key, "integrations[0].request_timeout_ms");
+        assert!(err.reason.contains("25000"), "{err}");
+        let ok = with_forge("client_certificate = \"none\"\nforge_source_cidrs = [\"104.192.136.0/21\", \"2401:1d80::/32\", \"192.0.2.7\"]", "", "");
+        assert_eq!(parse(&ok).unwrap().api.forge_source_cidrs.len(), 3);
+    }
+
     #[test]
     fn aws_keys_are_refused_on_other_kinds() {
         let text = MINIMAL.replace(
