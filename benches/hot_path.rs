@@ -1,5 +1,5 @@
 //! Criterion micro-benchmarks of the per-request work (BENCHMARKS.md, "Micro-benchmarks"):
-//! signature verification, Content-Digest, classification per host kind, the policy, and
+//! signature verification, Forge Invocation Tokens, Content-Digest, classification per host kind, the policy, and
 //! the vault (get+decrypt at several sizes, put+flush). Not run in CI:
 //!
 //!   cargo bench --bench hot_path
@@ -326,5 +326,122 @@ fn report_dir_size(dir: &Path, n: u64) {
     );
 }
 
-criterion_group!(benches, signatures, classification, policy_decide, vault);
+/// A Forge Invocation Token (RS256, 2048-bit key, signed outside the measurement) through
+/// the Forge authenticator: JWS, claims, app and installation, principal, and the `jti` into
+/// the replay cache (`require_signature = false`); then the same with the app's Ed25519
+/// RFC 9421 signature as well (the default). Each runs on a current-thread runtime's
+/// `block_on`: nothing in it waits.
+fn forge_tokens(c: &mut Criterion) {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use base64::Engine as _;
+    use patgate::authn::{Authenticator as _, Connection, ForgeToken, RequestHead};
+    use rsa::signature::{SignatureEncoding as _, Signer as _};
+    use rsa::traits::PublicKeyParts as _;
+
+    const APP: &str = "ari:cloud:ecosystem::app/3f6c8e2a-1b7d-4c59-9a0e-5d2f7b8c1a44";
+    const INSTALLATION: &str =
+        "ari:cloud:ecosystem::installation/7a1e0c55-2f4b-4d3e-8b6a-0c9d1e2f3a4b";
+    const KID: &str = "forge/invocation-token/wf-bench";
+    const ACCOUNT: &str = "5b10ac8d82e05b22cc7d4ef5";
+    let now = patgate::clock::unix_now();
+    let rsa_key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).expect("rsa key");
+    let signer = rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(rsa_key.clone());
+    let public = rsa_key.to_public_key();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("jwks.json");
+    let jwk = serde_json::json!({"keys": [{"kty": "RSA", "kid": KID, "alg": "RS256", "use": "sig",
+        "n": B64.encode(public.n().to_bytes_be()), "e": B64.encode(public.e().to_bytes_be())}]});
+    std::fs::write(&file, jwk.to_string()).expect("jwks");
+    let mut jti = 0u64;
+    let mut token = || {
+        jti += 1;
+        let claims = serde_json::json!({
+            "iss": "forge/invocation-token", "aud": APP, "iat": now, "nbf": now, "exp": now + 25,
+            "jti": format!("bench-{jti}"), "principal": ACCOUNT,
+            "app": {"id": APP, "installationId": INSTALLATION, "appVersion": "2.14.0",
+                "environment": {"type": "PRODUCTION", "id": "env"},
+                "module": {"type": "jira:issuePanel", "key": "panel"},
+                "installation": {"id": INSTALLATION, "contexts": ["ari:cloud:jira::site/5e3b6c2d"]}},
+        });
+        let input = format!(
+            "{}.{}",
+            B64.encode(serde_json::json!({"alg": "RS256", "kid": KID}).to_string()),
+            B64.encode(claims.to_string())
+        );
+        let signature = B64.encode(signer.sign(input.as_bytes()).to_vec());
+        format!("Bearer {input}.{signature}")
+    };
+    let ed = SigningKey::generate_ed25519("forge-app");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let connection = Connection {
+        peer: std::net::SocketAddr::from(([127, 0, 0, 1], 40000)),
+        certificate: None,
+    };
+    for (name, require_signature) in [("fit_rs256", false), ("fit_rs256+ed25519_signature", true)] {
+        let settings = patgate::config::ForgeSettings {
+            apps: vec![patgate::config::ForgeApp {
+                id: APP.into(),
+                environments: vec![patgate::config::ForgeEnvironment::Production],
+                installation_ids: vec![INSTALLATION.into()],
+                cloud_ids: Vec::new(),
+                require_signature,
+                signature_keyids: Vec::new(),
+            }],
+            jwks_url: None,
+            jwks_file: Some(file.clone()),
+            jwks_proxy: None,
+            jwks_roots: patgate::config::TrustRoots::None,
+            jwks_extra_ca: None,
+            jwks_refresh_cooldown: Duration::from_secs(60),
+            jwks_max_age: Duration::from_secs(3600),
+            jwks_fetch_timeout: Duration::from_secs(5),
+            leeway: Duration::from_secs(5),
+        };
+        let ring = KeyRing::from_keys([ed.app_key()]).expect("ring");
+        let verifier = Verifier::new(ring, Window::new(5, 60).expect("window"), now - 10);
+        let forge = ForgeToken::new(
+            &settings,
+            verifier,
+            std::sync::Arc::new(MemoryNonces::new(10_000_000)),
+            None,
+            std::sync::Arc::new(patgate::metrics::Metrics::new()),
+        )
+        .expect("forge");
+        c.bench_function(&format!("forge/{name}"), |b| {
+            b.iter_batched(
+                || {
+                    let (method, mut headers) = signed(&ed, now);
+                    headers.insert(
+                        http::header::AUTHORIZATION,
+                        token().parse().expect("header"),
+                    );
+                    (method, headers)
+                },
+                |(method, headers)| {
+                    let head = RequestHead {
+                        method: &method,
+                        target_uri: URL,
+                        headers: &headers,
+                        has_body: true,
+                    };
+                    runtime
+                        .block_on(forge.authenticate(&connection, head, now))
+                        .expect("a valid Forge call")
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+}
+
+criterion_group!(
+    benches,
+    signatures,
+    forge_tokens,
+    classification,
+    policy_decide,
+    vault
+);
 criterion_main!(benches);

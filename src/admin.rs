@@ -4,7 +4,7 @@
 //! | path | answer |
 //! |---|---|
 //! | `/live` | 200 while the process serves (this listener answers last at shutdown) |
-//! | `/ready` | 200 while patgate accepts requests (`patgate_ready` is 1), else 503 |
+//! | `/ready` | 200 while patgate accepts requests (`patgate_ready` is 1) and, with `[forge]`, has Forge's signing keys (`patgate_forge_keys` above 0), else 503 |
 //! | `/metrics` | the Prometheus exposition of [`crate::metrics::Metrics`] |
 //!
 //! Other paths are 404, methods other than GET and HEAD 405. No TLS and no authentication:
@@ -42,7 +42,19 @@ pub(crate) async fn answer(runtime: &Runtime, req: &Request<Incoming>) -> Respon
     }
     match path {
         "/live" => text(StatusCode::OK, "live\n"),
-        "/ready" if runtime.metrics().ready.get() == 1 => text(StatusCode::OK, "ready\n"),
+        // With `[forge]`, ready only once Forge's keys are loaded (asking for them, once per
+        // cool-down, while they are not: a balancer that waits for ready sends no call that
+        // would).
+        "/ready" if runtime.metrics().ready.get() == 1 => {
+            if runtime.load_forge_keys().await {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: no usable Forge signing keys are loaded (see the log for why forge.jwks_url could not be fetched)\n",
+                )
+            }
+        }
         "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         _ => {
             refresh_gauges(runtime).await;
@@ -67,6 +79,11 @@ async fn refresh_gauges(runtime: &Runtime) {
     metrics
         .server_cert_expiry_seconds
         .set(runtime.api_cert_not_after().saturating_sub(now));
+    if let Some(forge) = runtime.forge() {
+        metrics
+            .forge_keys
+            .set(i64::try_from(forge.usable_keys()).unwrap_or(i64::MAX));
+    }
     match runtime.vault().count_by_kind().await {
         Ok(counts) => {
             for (kind, n) in [

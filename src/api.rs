@@ -18,7 +18,7 @@ use hyper::body::Incoming;
 use serde::Serialize;
 
 use crate::audit;
-use crate::authn::Caller;
+use crate::authn::{AuthError, Caller, ForgeError};
 use crate::body::{full, ResponseBody};
 use crate::error::{Problem, RequestError};
 use crate::ids::AccountId;
@@ -150,6 +150,14 @@ pub(crate) async fn handle(
         .integration(id)
         .ok_or_else(|| RequestError::UnknownIntegration(id.to_string()))?;
     let account = AccountId::parse(account).map_err(RequestError::PathAccount)?;
+    // A Forge caller acts for the user its token names, and for no other; a system call
+    // (no principal) has no user here.
+    if caller.method.is_forge() && caller.principal.as_ref() != Some(&account) {
+        return Err(AuthError::Forge(ForgeError::AccountMismatch(
+            "a Forge call reaches /v1/…/users/{account} only for the token's principal".into(),
+        ))
+        .into());
+    }
     // The same quotas as the proxy: a status lookup is a read, anything else an action.
     runtime.limits().check(
         &ratelimit::Subject {
@@ -174,7 +182,7 @@ pub(crate) async fn handle(
         }
         let links = runtime.links().ok_or(RequestError::NoConnectPage)?;
         let link = links.issue(id, account, runtime.clock().unix_now());
-        audit::connect_link_issued(id, account, &link.expires_at);
+        audit::connect_link_issued(caller.method, id, account, &link.expires_at);
         return json(&link);
     }
     match *req.method() {
@@ -197,13 +205,19 @@ pub(crate) async fn handle(
             let credential = put
                 .into_credential(integration.config())
                 .map_err(RequestError::BadCredential)?;
-            let meta =
-                save_pat(runtime, integration, audit::Via::Api, account, &credential).await?;
+            let meta = save_pat(
+                runtime,
+                integration,
+                audit::Via::Api(caller.method),
+                account,
+                &credential,
+            )
+            .await?;
             json(&PatStatus::new(integration, account, Some(meta)))
         }
         Method::DELETE => {
             if vault.delete_user_pat(id, account).await? {
-                audit::pat_removed(audit::Via::Api, id, account);
+                audit::pat_removed(audit::Via::Api(caller.method), id, account);
             }
             json(&PatStatus::new(integration, account, None))
         }

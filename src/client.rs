@@ -69,6 +69,26 @@ impl SignedClient {
             .with_root_certificates(roots)
             .with_client_auth_cert(chain, private)
             .map_err(|e| tls::TlsError::Config(format!("client certificate: {e}")))?;
+        Ok(SignedClient::with_tls(config, key, http2_only))
+    }
+
+    /// A client without a client certificate, as a Forge backend function calls through
+    /// Forge Remote: the request carries a Forge Invocation Token (in `Outgoing::headers`)
+    /// and, signed with `key`, the RFC 9421 signature.
+    pub fn without_certificate(
+        ca: &Path,
+        key: SigningKey,
+        http2_only: bool,
+    ) -> Result<SignedClient, ClientError> {
+        let config = rustls::ClientConfig::builder_with_provider(tls::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| tls::TlsError::Config(e.to_string()))?
+            .with_root_certificates(tls::root_store(ca)?)
+            .with_no_client_auth();
+        Ok(SignedClient::with_tls(config, key, http2_only))
+    }
+
+    fn with_tls(config: rustls::ClientConfig, key: SigningKey, http2_only: bool) -> SignedClient {
         let builder = HttpsConnectorBuilder::new()
             .with_tls_config(config)
             .https_only();
@@ -82,11 +102,11 @@ impl SignedClient {
         };
         let mut client = Client::builder(TokioExecutor::new());
         client.http2_only(http2_only);
-        Ok(SignedClient {
+        SignedClient {
             client: client.build(connector),
             key: Arc::new(key),
             clock: Clock::system(),
-        })
+        }
     }
 
     /// The same client, signing with `created` read from `clock` (a test's manual clock).

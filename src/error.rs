@@ -20,7 +20,7 @@ use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use http::{Response, StatusCode};
 use serde::Serialize;
 
-use crate::authn::AuthError;
+use crate::authn::{AuthError, ForgeError};
 use crate::body::{full, ResponseBody};
 use crate::host_calls::HostCallError;
 use crate::hosts::{UnsupportedCredential, WhoAmIError};
@@ -62,12 +62,21 @@ pub(crate) enum ErrorCode {
     UpstreamTimeout,
     Unavailable,
     Internal,
+    ForgeTokenMissing,
+    ForgeTokenInvalid,
+    ForgeTokenExpired,
+    ForgeTokenReplayed,
+    ForgeInstallationNotAllowed,
+    ForgeAccountMismatch,
+    ForgeSignatureInvalid,
+    ForgeKeysUnavailable,
+    HostCredentialRefused,
 }
 
 impl ErrorCode {
     /// Every code, for documentation tests.
     #[cfg(test)]
-    pub(crate) const ALL: [ErrorCode; 23] = [
+    pub(crate) const ALL: [ErrorCode; 32] = [
         Self::BadRequest,
         Self::SignatureMissing,
         Self::SignatureInvalid,
@@ -91,6 +100,15 @@ impl ErrorCode {
         Self::UpstreamTimeout,
         Self::Unavailable,
         Self::Internal,
+        Self::ForgeTokenMissing,
+        Self::ForgeTokenInvalid,
+        Self::ForgeTokenExpired,
+        Self::ForgeTokenReplayed,
+        Self::ForgeInstallationNotAllowed,
+        Self::ForgeAccountMismatch,
+        Self::ForgeSignatureInvalid,
+        Self::ForgeKeysUnavailable,
+        Self::HostCredentialRefused,
     ];
 
     /// The `code` member of the problem document.
@@ -119,6 +137,15 @@ impl ErrorCode {
             Self::UpstreamTimeout => "upstream-timeout",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
+            Self::ForgeTokenMissing => "forge-token-missing",
+            Self::ForgeTokenInvalid => "forge-token-invalid",
+            Self::ForgeTokenExpired => "forge-token-expired",
+            Self::ForgeTokenReplayed => "forge-token-replayed",
+            Self::ForgeInstallationNotAllowed => "forge-installation-not-allowed",
+            Self::ForgeAccountMismatch => "forge-account-mismatch",
+            Self::ForgeSignatureInvalid => "forge-signature-invalid",
+            Self::ForgeKeysUnavailable => "forge-keys-unavailable",
+            Self::HostCredentialRefused => "host-credential-refused",
         }
     }
 
@@ -130,11 +157,19 @@ impl ErrorCode {
             | Self::SignatureInvalid
             | Self::SignatureExpired
             | Self::SignatureReplayed
-            | Self::UnknownKey => StatusCode::UNAUTHORIZED,
+            | Self::UnknownKey
+            | Self::ForgeTokenMissing
+            | Self::ForgeTokenInvalid
+            | Self::ForgeTokenExpired
+            | Self::ForgeTokenReplayed => StatusCode::UNAUTHORIZED,
             Self::ClientNotAllowed
             | Self::OperationNotAllowed
             | Self::UserPatRequired
-            | Self::PatUnsupportedByHost => StatusCode::FORBIDDEN,
+            | Self::PatUnsupportedByHost
+            | Self::ForgeInstallationNotAllowed
+            | Self::ForgeAccountMismatch
+            | Self::ForgeSignatureInvalid
+            | Self::HostCredentialRefused => StatusCode::FORBIDDEN,
             Self::UnknownIntegration | Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PatInvalid | Self::PatInsufficientScope => StatusCode::UNPROCESSABLE_ENTITY,
@@ -142,7 +177,7 @@ impl ErrorCode {
             Self::RateLimited | Self::HostRateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::UpstreamUnreachable | Self::UpstreamTls => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::ForgeKeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -173,6 +208,17 @@ impl ErrorCode {
             Self::UpstreamTimeout => "The git host did not answer in time",
             Self::Unavailable => "patgate is not ready to serve this request",
             Self::Internal => "Internal error",
+            Self::ForgeTokenMissing => "No Forge Invocation Token",
+            Self::ForgeTokenInvalid => "The Forge Invocation Token is invalid",
+            Self::ForgeTokenExpired => "The Forge Invocation Token is outside its validity",
+            Self::ForgeTokenReplayed => "The Forge Invocation Token was already used",
+            Self::ForgeInstallationNotAllowed => {
+                "This Forge installation or environment is not allowed"
+            }
+            Self::ForgeAccountMismatch => "Patgate-Account disagrees with the token's principal",
+            Self::ForgeSignatureInvalid => "The Forge call's request signature was refused",
+            Self::ForgeKeysUnavailable => "patgate has no Forge signing keys loaded",
+            Self::HostCredentialRefused => "The git host refused the credential",
         }
     }
 }
@@ -363,6 +409,9 @@ pub(crate) enum RequestError {
     Upstream(#[from] UpstreamError),
     #[error("the answer could not be written: {0}")]
     Encode(String),
+    /// For a Forge caller, the host's own 401 (which Forge would take for a refused token).
+    #[error("the git host answered 401 to the {credential} credential patgate sent{hint}", hint = if *credential == "user" { "; the user's PAT may be revoked or expired: they can replace it on the connect page" } else { "; an admin must check the integration's secret" })]
+    HostUnauthorized { credential: &'static str },
 }
 
 /// Why a request on the admin socket was refused. The admin socket is the service user's
@@ -426,6 +475,59 @@ impl From<&RequestError> for Problem {
             E::CredentialMismatch(_) => Problem::new(ErrorCode::Unavailable, detail),
             E::Upstream(e) => e.into(),
             E::Encode(_) => Problem::new(ErrorCode::Internal, detail),
+            E::HostUnauthorized { .. } => {
+                Problem::new(ErrorCode::HostCredentialRefused, detail).blamed(Blame::Host)
+            }
+        }
+    }
+}
+
+impl Problem {
+    /// The problem as a caller authenticated with `method` sees it. Forge reserves 401 for
+    /// its invocation token: for a Forge caller, a 401 about anything else (the request's
+    /// RFC 9421 signature or body digest, found after the caller was authenticated) becomes
+    /// 403 `forge-signature-invalid` with the same detail.
+    pub(crate) fn for_caller(self, method: Option<crate::authn::AuthMethod>) -> Problem {
+        let forge_token_code = matches!(
+            self.code,
+            ErrorCode::ForgeTokenMissing
+                | ErrorCode::ForgeTokenInvalid
+                | ErrorCode::ForgeTokenExpired
+                | ErrorCode::ForgeTokenReplayed
+        );
+        if method.is_some_and(crate::authn::AuthMethod::is_forge)
+            && self.status() == StatusCode::UNAUTHORIZED
+            && !forge_token_code
+        {
+            return Problem {
+                code: ErrorCode::ForgeSignatureInvalid,
+                ..self
+            };
+        }
+        self
+    }
+}
+
+impl From<&ForgeError> for Problem {
+    fn from(err: &ForgeError) -> Problem {
+        use ForgeError as E;
+        let detail = err.to_string();
+        match err {
+            E::TokenMissing => Problem::new(ErrorCode::ForgeTokenMissing, detail),
+            E::TokenInvalid(_) => Problem::new(ErrorCode::ForgeTokenInvalid, detail),
+            E::TokenExpired(_) => Problem::new(ErrorCode::ForgeTokenExpired, detail),
+            E::TokenReplayed => Problem::new(ErrorCode::ForgeTokenReplayed, detail),
+            E::KeysUnavailable => Problem::new(ErrorCode::ForgeKeysUnavailable, detail)
+                .blamed(Blame::Patgate)
+                .retry_after(5),
+            E::NotAllowed(_) => Problem::new(ErrorCode::ForgeInstallationNotAllowed, detail),
+            E::AccountMismatch(_) => Problem::new(ErrorCode::ForgeAccountMismatch, detail),
+            E::Signature(_) => Problem::new(ErrorCode::ForgeSignatureInvalid, detail),
+            // The replay cache failing is patgate's, whatever the caller.
+            E::SignatureNonce(e @ (NonceError::Full | NonceError::Store(_)))
+            | E::TokenNonce(e @ (NonceError::Full | NonceError::Store(_))) => e.into(),
+            E::SignatureNonce(_) => Problem::new(ErrorCode::ForgeSignatureInvalid, detail),
+            E::TokenNonce(_) => Problem::new(ErrorCode::ForgeTokenReplayed, detail),
         }
     }
 }
@@ -485,6 +587,7 @@ impl From<&AuthError> for Problem {
             }
             AuthError::Signature(e) => e.into(),
             AuthError::Nonce(e) => e.into(),
+            AuthError::Forge(e) => e.into(),
         }
     }
 }

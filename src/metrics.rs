@@ -62,7 +62,7 @@ pub struct VaultLabels {
     pub kind: String,
 }
 
-/// Labels of `patgate_reloads_total`.
+/// Labels of `patgate_reloads_total` and `patgate_forge_jwks_fetches_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
     /// `ok` or `error`.
@@ -90,6 +90,11 @@ pub struct Metrics {
     pub key_rotations: Counter,
     /// 1 while the service accepts requests, 0 once shutdown has begun.
     pub ready: Gauge,
+    /// Forge signing keys usable now (pinned file and fetched URL together); 0 with
+    /// `[forge]` configured means no Forge call can be verified.
+    pub forge_keys: Gauge,
+    /// Fetches of Forge's JWKS URL, by result.
+    pub forge_jwks_fetches: Family<ReloadLabels, Counter>,
 }
 
 /// The latency histogram family (its constructor sets the buckets).
@@ -185,7 +190,21 @@ impl Metrics {
             "1 while accepting requests, 0 once shutdown has begun",
             ready.clone(),
         );
+        let forge_keys = Gauge::default();
+        registry.register(
+            "forge_keys",
+            "Forge signing keys usable now (0 with [forge] configured: no Forge call can be verified)",
+            forge_keys.clone(),
+        );
+        let forge_jwks_fetches = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "forge_jwks_fetches",
+            "Fetches of Forge's JWKS URL, by result (ok or error)",
+            forge_jwks_fetches.clone(),
+        );
         Metrics {
+            forge_keys,
+            forge_jwks_fetches,
             registry,
             requests,
             latency,

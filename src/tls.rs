@@ -116,12 +116,21 @@ pub fn root_store(path: &Path) -> Result<RootCertStore, TlsError> {
 /// certificate whose issuer has no CRL here is refused (fail closed: a CRL for the wrong CA
 /// must not silently check nothing). An expired CRL is still used, so a late refresh does not
 /// stop the service; refreshing it is a reload.
+///
+/// With `client_certificate` `optional`, a client may also connect without a certificate
+/// (a Forge caller; one that presents a certificate still has it checked in full); with
+/// `none`, no certificate is asked for.
 pub fn api_server_config(
     cert: &Path,
     key: &Path,
     client_ca: &Path,
     crl: &[std::path::PathBuf],
+    client_certificate: crate::config::ClientCertificateMode,
 ) -> Result<ServerConfig, TlsError> {
+    use crate::config::ClientCertificateMode as Mode;
+    if client_certificate == Mode::None {
+        return server_config_without_client_auth(cert, key);
+    }
     let provider = provider();
     let roots = Arc::new(root_store(client_ca)?);
     let mut crls = Vec::new();
@@ -131,6 +140,9 @@ pub fn api_server_config(
     let mut builder = WebPkiClientVerifier::builder_with_provider(roots, provider.clone());
     if !crls.is_empty() {
         builder = builder.with_crls(crls).only_check_end_entity_revocation();
+    }
+    if client_certificate == Mode::Optional {
+        builder = builder.allow_unauthenticated();
     }
     let verifier = builder.build().map_err(|e| match e {
         rustls::server::VerifierBuilderError::InvalidCrl(why) => TlsError::Config(format!(

@@ -8,12 +8,13 @@ cd "$(dirname "$0")/.."
 # http-message-signatures) and AWS SigV4 (PyPI botocore, pinned to the version
 # shared/specs/codecommit was cut from). They live in a private virtualenv under target/.
 # tests/admin_metrics.rs reads /metrics with the Prometheus project's own OpenMetrics parser
-# (PyPI prometheus-client) from the same virtualenv.
+# (PyPI prometheus-client) from the same virtualenv; tests/forge.rs has a Forge Invocation
+# Token made by PyPI PyJWT (with cryptography for RS256) verified by patgate.
 venv=target/interop-venv
-if ! "$venv/bin/python" -c 'import http_message_signatures, botocore, prometheus_client' 2>/dev/null; then
-  echo "tests/run.sh: installing http-message-signatures, botocore and prometheus-client into $venv"
+if ! "$venv/bin/python" -c 'import http_message_signatures, botocore, prometheus_client, jwt, cryptography' 2>/dev/null; then
+  echo "tests/run.sh: installing http-message-signatures, botocore, prometheus-client, PyJWT and cryptography into $venv"
   python3 -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'http-message-signatures==3.0.0' 'botocore==1.43.11' 'prometheus-client==0.26.0'
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'http-message-signatures==3.0.0' 'botocore==1.43.11' 'prometheus-client==0.26.0' 'PyJWT==2.15.1' 'cryptography==50.0.2'
 fi
 export PATGATE_INTEROP_PYTHON="$PWD/$venv/bin/python"
 

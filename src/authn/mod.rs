@@ -10,7 +10,13 @@
 //! | implementation | the caller presents |
 //! |---|---|
 //! | [`MtlsSignature`] | a client certificate (checked at the TLS handshake) and an RFC 9421 signature |
+//! | [`ForgeToken`] | a Forge Invocation Token, and (by default) an RFC 9421 signature |
+//!
+//! [`Callers`] is the one the runtime holds: a connection with a client certificate is a
+//! Connect-era caller, one without (let in only by `api.client_certificate = "optional"` or
+//! `"none"`) a Forge caller.
 
+pub mod forge;
 mod mtls;
 
 use std::net::SocketAddr;
@@ -22,6 +28,7 @@ use crate::ids::AccountId;
 use crate::signature::SignatureError;
 use crate::store::{BoxFuture, NonceError};
 
+pub use forge::{ForgeError, ForgeToken};
 pub use mtls::MtlsSignature;
 
 /// What is known about a connection once its TLS handshake is done.
@@ -58,13 +65,28 @@ pub struct RequestHead<'a> {
 pub enum AuthMethod {
     /// A client certificate and an RFC 9421 signature.
     ClientCertificate,
+    /// A Forge Invocation Token and an RFC 9421 signature.
+    ForgeTokenSignature,
+    /// A Forge Invocation Token alone (the app's `require_signature = false`).
+    ForgeToken,
 }
 
 impl AuthMethod {
     pub fn as_str(self) -> &'static str {
         match self {
             AuthMethod::ClientCertificate => "client-certificate",
+            AuthMethod::ForgeTokenSignature => "forge-token+signature",
+            AuthMethod::ForgeToken => "forge-token",
         }
+    }
+
+    /// A Forge caller: Forge reserves 401 for its token, so refusals after authentication
+    /// must not be 401 ([`crate::error`]).
+    pub fn is_forge(self) -> bool {
+        matches!(
+            self,
+            AuthMethod::ForgeTokenSignature | AuthMethod::ForgeToken
+        )
     }
 }
 
@@ -79,6 +101,10 @@ pub struct Caller {
     /// The acting Jira user, when the credential itself names one. `None`: the request's
     /// own `Patgate-Account` (signed) names the user, or nobody acts.
     pub principal: Option<AccountId>,
+    /// The credential names no user and stands for the app itself (a Forge system call):
+    /// an action without `Patgate-Account` goes to the policy as the integration account's,
+    /// instead of being refused for naming nobody.
+    pub acts_as_app: bool,
     pub method: AuthMethod,
 }
 
@@ -96,6 +122,9 @@ pub enum AuthError {
     /// The signature verified, but its nonce was refused by the replay cache.
     #[error(transparent)]
     Nonce(#[from] NonceError),
+    /// A Forge caller was refused.
+    #[error(transparent)]
+    Forge(#[from] ForgeError),
 }
 
 /// Turns a request into a [`Caller`]. See the module docs.
@@ -114,4 +143,53 @@ pub trait Authenticator: Send + Sync + std::fmt::Debug {
         head: RequestHead<'a>,
         now: u64,
     ) -> BoxFuture<'a, Result<Caller, AuthError>>;
+}
+
+/// The runtime's authenticator: the Connect-era caller on connections with a client
+/// certificate, the Forge caller (when `[forge]` is configured) on those without.
+#[derive(Debug, Clone)]
+pub struct Callers {
+    mtls: MtlsSignature,
+    forge: Option<ForgeToken>,
+}
+
+impl Callers {
+    pub fn new(mtls: MtlsSignature, forge: Option<ForgeToken>) -> Callers {
+        Callers { mtls, forge }
+    }
+
+    pub fn mtls(&self) -> &MtlsSignature {
+        &self.mtls
+    }
+
+    /// The Forge authenticator, when `[forge]` is configured.
+    pub fn forge(&self) -> Option<&ForgeToken> {
+        self.forge.as_ref()
+    }
+
+    fn pick(&self, connection: &Connection) -> Result<&dyn Authenticator, AuthError> {
+        match (&connection.certificate, &self.forge) {
+            (Some(_), _) => Ok(&self.mtls),
+            (None, Some(forge)) => Ok(forge),
+            (None, None) => Err(AuthError::NoClientCertificate),
+        }
+    }
+}
+
+impl Authenticator for Callers {
+    fn admit(&self, connection: &Connection) -> Result<(), AuthError> {
+        self.pick(connection)?.admit(connection)
+    }
+
+    fn authenticate<'a>(
+        &'a self,
+        connection: &'a Connection,
+        head: RequestHead<'a>,
+        now: u64,
+    ) -> BoxFuture<'a, Result<Caller, AuthError>> {
+        match self.pick(connection) {
+            Ok(authenticator) => authenticator.authenticate(connection, head, now),
+            Err(err) => Box::pin(std::future::ready(Err(err))),
+        }
+    }
 }

@@ -68,6 +68,7 @@ impl Authenticator for MtlsSignature {
                 client,
                 key_id: verified.keyid,
                 principal: None,
+                acts_as_app: false,
                 method: AuthMethod::ClientCertificate,
             })
         })

@@ -31,9 +31,10 @@ pub use rate_limits::{
 };
 pub use raw::defaults;
 pub use types::{
-    AdminSettings, ApiListener, AppKeyConfig, AppKeyMaterial, ClientSan, CodeCommitSettings,
-    ConnectListener, HostKind, Integration, LogFormat, LogSettings, MasterKeySource,
-    ServiceSettings, SignatureSettings, TfsRelease, TfsVersion, TrustRoots, VaultSettings,
+    AdminSettings, ApiListener, AppKeyConfig, AppKeyMaterial, ClientCertificateMode, ClientSan,
+    CodeCommitSettings, ConnectListener, ForgeApp, ForgeEnvironment, ForgeSettings, HostKind,
+    Integration, LogFormat, LogSettings, MasterKeySource, ServiceSettings, SignatureSettings,
+    TfsRelease, TfsVersion, TrustRoots, VaultSettings,
 };
 
 use raw::RawConfig;
@@ -88,6 +89,8 @@ pub struct Config {
     pub vault: VaultSettings,
     /// `[rate_limits]`: local quotas and holds when the host throttles.
     pub rate_limits: RateLimitSettings,
+    /// `[forge]`: the Forge app(s) trusted and where their tokens' keys come from.
+    pub forge: Option<ForgeSettings>,
 }
 
 impl Config {

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::rate_limits::RawRateLimits;
-use super::types::{HostKind, LogFormat, TrustRoots};
+use super::types::{ClientCertificateMode, HostKind, LogFormat, TrustRoots};
 
 /// Defaults live here, next to the keys; the example file repeats them and a test checks
 /// that it does.
@@ -46,6 +46,28 @@ pub mod defaults {
     pub const VAULT_CACHE_CAPACITY_MIB: u64 = 4;
     /// Upper bound for `vault.cache_capacity_mib` (sled's own default is 1 GiB).
     pub const VAULT_CACHE_CAPACITY_CAP_MIB: u64 = 1024;
+    /// `api.client_certificate`.
+    pub const CLIENT_CERTIFICATE: &str = "required";
+    /// `forge.jwks_url`: the key set Forge publishes for its invocation tokens.
+    pub const FORGE_JWKS_URL: &str =
+        "https://forge.cdn.prod.atlassian-dev.net/.well-known/jwks.json";
+    /// `forge.jwks_refresh_cooldown_seconds`: at most one fetch a minute on unknown key ids.
+    pub const FORGE_JWKS_REFRESH_COOLDOWN_SECONDS: u64 = 60;
+    /// `forge.jwks_max_age_seconds`.
+    pub const FORGE_JWKS_MAX_AGE_SECONDS: u64 = 3600;
+    pub const FORGE_JWKS_FETCH_TIMEOUT_MS: u64 = 5_000;
+    /// `forge.leeway_seconds`: clock skew on `exp`, `nbf`, `iat` (a FIT lives about 25 s).
+    pub const FORGE_LEEWAY_SECONDS: u64 = 5;
+    /// Upper bound for `forge.leeway_seconds`.
+    pub const FORGE_LEEWAY_CAP_SECONDS: u64 = 60;
+    /// `forge.apps[].environments`: production only.
+    pub const FORGE_ENVIRONMENTS: &[&str] = &["PRODUCTION"];
+    /// Forge ends a UI call that has no answer after 25 s: with `[forge]`, an integration's
+    /// connect and request timeouts together must stay below it.
+    pub const FORGE_CALLER_TIMEOUT_MS: u64 = 25_000;
+    /// `integrations[].request_timeout_ms` when `[forge]` is configured (else
+    /// `REQUEST_TIMEOUT_MS`): with the default connect timeout, 20 s in all.
+    pub const FORGE_REQUEST_TIMEOUT_MS: u64 = 15_000;
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,6 +94,76 @@ pub(super) struct RawConfig {
     pub(super) vault: RawVault,
     #[serde(default)]
     pub(super) rate_limits: RawRateLimits,
+    #[serde(default)]
+    pub(super) forge: Option<RawForge>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawForge {
+    #[serde(default)]
+    pub(super) apps: Vec<RawForgeApp>,
+    /// `""` switches the URL off (then `jwks_file` must be set).
+    #[serde(default = "d_forge_jwks_url")]
+    pub(super) jwks_url: String,
+    pub(super) jwks_file: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) jwks_proxy: String,
+    #[serde(default = "d_roots")]
+    pub(super) jwks_roots: TrustRoots,
+    pub(super) jwks_extra_ca: Option<PathBuf>,
+    #[serde(default = "d_forge_cooldown")]
+    pub(super) jwks_refresh_cooldown_seconds: u64,
+    #[serde(default = "d_forge_max_age")]
+    pub(super) jwks_max_age_seconds: u64,
+    #[serde(default = "d_forge_fetch_timeout")]
+    pub(super) jwks_fetch_timeout_ms: u64,
+    #[serde(default = "d_forge_leeway")]
+    pub(super) leeway_seconds: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawForgeApp {
+    pub(super) id: String,
+    #[serde(default = "d_forge_environments")]
+    pub(super) environments: Vec<String>,
+    #[serde(default)]
+    pub(super) installation_ids: Vec<String>,
+    #[serde(default)]
+    pub(super) cloud_ids: Vec<String>,
+    #[serde(default = "d_true")]
+    pub(super) require_signature: bool,
+    #[serde(default)]
+    pub(super) signature_keyids: Vec<String>,
+}
+
+fn d_forge_jwks_url() -> String {
+    defaults::FORGE_JWKS_URL.to_string()
+}
+fn d_forge_cooldown() -> u64 {
+    defaults::FORGE_JWKS_REFRESH_COOLDOWN_SECONDS
+}
+fn d_forge_max_age() -> u64 {
+    defaults::FORGE_JWKS_MAX_AGE_SECONDS
+}
+fn d_forge_fetch_timeout() -> u64 {
+    defaults::FORGE_JWKS_FETCH_TIMEOUT_MS
+}
+fn d_forge_leeway() -> u64 {
+    defaults::FORGE_LEEWAY_SECONDS
+}
+fn d_forge_environments() -> Vec<String> {
+    defaults::FORGE_ENVIRONMENTS
+        .iter()
+        .map(|e| e.to_string())
+        .collect()
+}
+fn d_true() -> bool {
+    true
+}
+fn d_client_certificate() -> ClientCertificateMode {
+    ClientCertificateMode::Required
 }
 
 #[derive(Debug, Deserialize)]
@@ -173,6 +265,10 @@ pub(super) struct RawApi {
     pub(super) header_read_timeout_ms: u64,
     #[serde(default = "d_max_header")]
     pub(super) max_header_bytes: usize,
+    #[serde(default = "d_client_certificate")]
+    pub(super) client_certificate: ClientCertificateMode,
+    #[serde(default)]
+    pub(super) forge_source_cidrs: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -219,8 +315,8 @@ pub(super) struct RawIntegration {
     pub(super) allow_other_writes: bool,
     #[serde(default = "d_connect")]
     pub(super) connect_timeout_ms: u64,
-    #[serde(default = "d_request")]
-    pub(super) request_timeout_ms: u64,
+    /// Its default depends on whether `[forge]` is configured (see the validator).
+    pub(super) request_timeout_ms: Option<u64>,
     #[serde(default = "d_body")]
     pub(super) max_body_bytes: usize,
     /// CodeCommit only.
@@ -282,9 +378,6 @@ fn d_roots() -> TrustRoots {
 }
 fn d_connect() -> u64 {
     defaults::CONNECT_TIMEOUT_MS
-}
-fn d_request() -> u64 {
-    defaults::REQUEST_TIMEOUT_MS
 }
 fn d_body() -> usize {
     defaults::MAX_BODY_BYTES
@@ -415,6 +508,8 @@ mod example_file {
                 format!("{base}[rate_limits.host_throttle]\nzzz = 1\n"),
                 "rate_limits.host_throttle",
             ),
+            (format!("{base}[forge]\nzzz = 1\n"), "forge"),
+            (format!("{base}[[forge.apps]]\nzzz = 1\n"), "forge.apps"),
         ];
         for (toml, path) in sections {
             for key in accepted_keys(&toml, path) {
@@ -483,6 +578,11 @@ mod example_file {
             ("hold", "true".to_string()),
             ("default_hold_seconds", rl::DEFAULT_HOLD_SECONDS.to_string()),
             ("max_hold_seconds", rl::MAX_HOLD_SECONDS.to_string()),
+            (
+                "client_certificate",
+                format!("\"{}\"", defaults::CLIENT_CERTIFICATE),
+            ),
+            ("forge_source_cidrs", "[]".to_string()),
         ] {
             assert!(
                 EXAMPLE
@@ -492,11 +592,37 @@ mod example_file {
             );
         }
         // `version` belongs to `tfs` integrations only, so the example (a GitHub one) shows
-        // it commented out, with its default.
-        let version = format!("# version = \"{}\"", defaults::TFS_VERSION);
-        assert!(
-            EXAMPLE.lines().any(|l| l.trim() == version),
-            "the example should show `{version}`"
-        );
+        // it commented out, with its default; so is `[forge]`, which is off by default.
+        let environments = format!("{:?}", defaults::FORGE_ENVIRONMENTS);
+        for (key, default) in [
+            ("version", format!("\"{}\"", defaults::TFS_VERSION)),
+            ("jwks_url", format!("\"{}\"", defaults::FORGE_JWKS_URL)),
+            ("jwks_proxy", "\"\"".to_string()),
+            ("jwks_roots", "\"system\"".to_string()),
+            (
+                "jwks_refresh_cooldown_seconds",
+                defaults::FORGE_JWKS_REFRESH_COOLDOWN_SECONDS.to_string(),
+            ),
+            (
+                "jwks_max_age_seconds",
+                defaults::FORGE_JWKS_MAX_AGE_SECONDS.to_string(),
+            ),
+            (
+                "jwks_fetch_timeout_ms",
+                defaults::FORGE_JWKS_FETCH_TIMEOUT_MS.to_string(),
+            ),
+            ("leeway_seconds", defaults::FORGE_LEEWAY_SECONDS.to_string()),
+            ("environments", environments),
+            ("installation_ids", "[]".to_string()),
+            ("cloud_ids", "[]".to_string()),
+            ("require_signature", "true".to_string()),
+            ("signature_keyids", "[]".to_string()),
+        ] {
+            let line = format!("# {key} = {default}");
+            assert!(
+                EXAMPLE.lines().any(|l| l.trim() == line),
+                "the example should show `{line}`"
+            );
+        }
     }
 }

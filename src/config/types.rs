@@ -61,7 +61,8 @@ pub enum MasterKeySource {
     SystemdCredential,
 }
 
-/// The listener the Jira app calls: TLS with a required client certificate.
+/// The listener the Jira app calls: TLS with a client certificate (required by default), or a
+/// Forge Invocation Token for the Forge app.
 #[derive(Debug, Clone)]
 pub struct ApiListener {
     pub listen: SocketAddr,
@@ -76,6 +77,11 @@ pub struct ApiListener {
     pub handshake_timeout: Duration,
     pub header_read_timeout: Duration,
     pub max_header_bytes: usize,
+    /// Whether a caller must present a client certificate.
+    pub client_certificate: ClientCertificateMode,
+    /// When non-empty, a connection without a client certificate (a Forge call) must come
+    /// from one of these ranges (Atlassian's published egress ranges).
+    pub forge_source_cidrs: Vec<ipnet::IpNet>,
 }
 
 /// One entry of the client certificate allow-list.
@@ -266,4 +272,97 @@ pub struct LogSettings {
     pub format: LogFormat,
     /// When set, audit events are also appended to this file as JSON lines.
     pub audit_file: Option<PathBuf>,
+}
+
+/// `api.client_certificate`: whether the api listener asks a caller for a client certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientCertificateMode {
+    /// Every connection presents one that chains to `client_ca` (the handshake fails
+    /// otherwise): Connect-era callers only.
+    Required,
+    /// A connection with one is a Connect-era caller; one without is a Forge caller and
+    /// must carry a Forge Invocation Token.
+    Optional,
+    /// No certificate is asked for: Forge callers only.
+    None,
+}
+
+impl ClientCertificateMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientCertificateMode::Required => "required",
+            ClientCertificateMode::Optional => "optional",
+            ClientCertificateMode::None => "none",
+        }
+    }
+
+    /// Whether connections without a client certificate are let in (as Forge callers).
+    pub fn takes_forge_calls(self) -> bool {
+        self != ClientCertificateMode::Required
+    }
+}
+
+/// `[forge]`: the Forge version of the app, calling through Forge Remote with a Forge
+/// Invocation Token (FIT) instead of a client certificate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForgeSettings {
+    /// The apps trusted; a FIT of any other app is refused.
+    pub apps: Vec<ForgeApp>,
+    /// Forge's published key set, fetched and cached; `None` when only `jwks_file` is used.
+    pub jwks_url: Option<http::Uri>,
+    /// A key set pinned by the admin, read at start and on every reload.
+    pub jwks_file: Option<PathBuf>,
+    /// An HTTP proxy the JWKS is fetched through (an HTTP CONNECT tunnel; TLS end to end).
+    pub jwks_proxy: Option<http::Uri>,
+    /// The CA certificates the JWKS URL's server is checked against.
+    pub jwks_roots: TrustRoots,
+    pub jwks_extra_ca: Option<PathBuf>,
+    /// At most one fetch per this long when a token names an unknown `kid` (or no set is
+    /// loaded yet).
+    pub jwks_refresh_cooldown: Duration,
+    /// A fetched set older than this is fetched again (the last good set stays in use when
+    /// that fails).
+    pub jwks_max_age: Duration,
+    pub jwks_fetch_timeout: Duration,
+    /// Clock skew allowed on `exp`, `nbf` and `iat`.
+    pub leeway: Duration,
+}
+
+/// One trusted Forge app (`[[forge.apps]]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForgeApp {
+    /// The app id in ARI form, `ari:cloud:ecosystem::app/{uuid}`: the FIT's `aud` and
+    /// `app.id`.
+    pub id: String,
+    /// The environments whose tokens are accepted (`app.environment.type`).
+    pub environments: Vec<ForgeEnvironment>,
+    /// Installations allowed (`app.installationId`, ARI form).
+    pub installation_ids: Vec<String>,
+    /// Jira sites allowed, by cloud id (the installation's contexts).
+    pub cloud_ids: Vec<String>,
+    /// A call must also carry the RFC 9421 signature (default): method, target and body
+    /// stay bound and replay-proof.
+    pub require_signature: bool,
+    /// The `app_keys` this app signs with; empty: any of them.
+    pub signature_keyids: Vec<String>,
+}
+
+/// `app.environment.type` of a FIT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ForgeEnvironment {
+    Development,
+    Staging,
+    Production,
+}
+
+impl ForgeEnvironment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForgeEnvironment::Development => "DEVELOPMENT",
+            ForgeEnvironment::Staging => "STAGING",
+            ForgeEnvironment::Production => "PRODUCTION",
+        }
+    }
 }

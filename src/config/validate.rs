@@ -13,13 +13,14 @@ use std::time::Duration;
 
 use super::rate_limits::RateLimitSettings;
 use super::raw::{
-    defaults, RawAdmin, RawApi, RawAppKey, RawConfig, RawConnect, RawIntegration, RawSignatures,
-    RawTfsVersion,
+    defaults, RawAdmin, RawApi, RawAppKey, RawConfig, RawConnect, RawForge, RawForgeApp,
+    RawIntegration, RawSignatures, RawTfsVersion,
 };
 use super::types::{
     AdminSettings, ApiListener, AppKeyConfig, AppKeyMaterial, ClientSan, CodeCommitSettings,
-    ConnectListener, HostKind, Integration, LogSettings, MasterKeySource, ServiceSettings,
-    SignatureSettings, TfsRelease, TfsVersion, TrustRoots, VaultSettings,
+    ConnectListener, ForgeApp, ForgeEnvironment, ForgeSettings, HostKind, Integration, LogSettings,
+    MasterKeySource, ServiceSettings, SignatureSettings, TfsRelease, TfsVersion, TrustRoots,
+    VaultSettings,
 };
 use super::{Config, ConfigError};
 use crate::ids::IntegrationId;
@@ -63,7 +64,9 @@ impl Validator<'_> {
         let api = self.api(raw.api)?;
         let signatures = self.signatures(raw.signatures)?;
         let app_keys = self.app_keys(raw.app_keys)?;
-        let integrations = self.integrations(raw.integrations)?;
+        let forge = raw.forge.map(|f| self.forge(f, &app_keys)).transpose()?;
+        self.forge_listener(&api, forge.as_ref())?;
+        let integrations = self.integrations(raw.integrations, forge.is_some())?;
         let connect = raw.connect.map(|c| self.connect(c)).transpose()?;
         if raw.log.level.trim().is_empty() {
             return Err(self.err("log.level", "must not be empty"));
@@ -107,6 +110,7 @@ impl Validator<'_> {
             app_keys,
             integrations,
             connect,
+            forge,
             log: LogSettings {
                 level: raw.log.level,
                 format: raw.log.format,
@@ -146,6 +150,20 @@ impl Validator<'_> {
         if raw.max_header_bytes < 1024 {
             return Err(self.err("api.max_header_bytes", "must be at least 1024"));
         }
+        let mut forge_source_cidrs = Vec::with_capacity(raw.forge_source_cidrs.len());
+        for (i, text) in raw.forge_source_cidrs.iter().enumerate() {
+            let net = text
+                .trim()
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| text.trim().parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    self.err(
+                        format!("api.forge_source_cidrs[{i}]"),
+                        format!("`{text}` is not an address range like 104.192.136.0/21 or 2401:1d80::/32"),
+                    )
+                })?;
+            forge_source_cidrs.push(net.trunc());
+        }
         Ok(ApiListener {
             listen,
             cert: self.path(raw.cert),
@@ -156,6 +174,187 @@ impl Validator<'_> {
             handshake_timeout: Duration::from_millis(raw.handshake_timeout_ms),
             header_read_timeout: Duration::from_millis(raw.header_read_timeout_ms),
             max_header_bytes: raw.max_header_bytes,
+            client_certificate: raw.client_certificate,
+            forge_source_cidrs,
+        })
+    }
+
+    /// The api listener and `[forge]` agree: a listener that lets in callers without a
+    /// client certificate has Forge apps to check them against, and source ranges only
+    /// apply to such a listener.
+    fn forge_listener(
+        &self,
+        api: &ApiListener,
+        forge: Option<&ForgeSettings>,
+    ) -> Result<(), ConfigError> {
+        if api.client_certificate.takes_forge_calls() && forge.is_none() {
+            return Err(self.err(
+                "api.client_certificate",
+                format!(
+                    "`{}` lets in callers without a client certificate, which only Forge apps can be: configure [forge] with at least one [[forge.apps]], or keep \"required\"",
+                    api.client_certificate.as_str()
+                ),
+            ));
+        }
+        if !api.forge_source_cidrs.is_empty() && !api.client_certificate.takes_forge_calls() {
+            return Err(self.err(
+                "api.forge_source_cidrs",
+                "applies to connections without a client certificate, which `client_certificate = \"required\"` never lets in",
+            ));
+        }
+        Ok(())
+    }
+
+    fn forge(
+        &self,
+        raw: RawForge,
+        app_keys: &[AppKeyConfig],
+    ) -> Result<ForgeSettings, ConfigError> {
+        if raw.apps.is_empty() {
+            return Err(self.err(
+                "forge.apps",
+                "[forge] needs at least one [[forge.apps]] (the app id and the installations allowed)",
+            ));
+        }
+        let mut seen = HashSet::new();
+        let mut apps = Vec::with_capacity(raw.apps.len());
+        for (i, app) in raw.apps.into_iter().enumerate() {
+            apps.push(self.forge_app(i, app, app_keys, &mut seen)?);
+        }
+        let jwks_url = match raw.jwks_url.trim() {
+            "" => None,
+            text => Some(parse_https_url(text).map_err(|why| self.err("forge.jwks_url", why))?),
+        };
+        let jwks_file = raw.jwks_file.map(|p| self.path(p));
+        if jwks_url.is_none() && jwks_file.is_none() {
+            return Err(self.err(
+                "forge.jwks_url",
+                "with `jwks_url = \"\"`, set `jwks_file` (the key set Forge's tokens are checked against)",
+            ));
+        }
+        let jwks_proxy = match raw.jwks_proxy.trim() {
+            "" => None,
+            text => Some(parse_proxy_url(text).map_err(|why| self.err("forge.jwks_proxy", why))?),
+        };
+        if raw.jwks_roots == TrustRoots::None && raw.jwks_extra_ca.is_none() {
+            return Err(self.err(
+                "forge.jwks_roots",
+                "`none` trusts only `jwks_extra_ca`, which is not set",
+            ));
+        }
+        if raw.jwks_refresh_cooldown_seconds == 0 {
+            return Err(self.err(
+                "forge.jwks_refresh_cooldown_seconds",
+                "must be greater than 0",
+            ));
+        }
+        if raw.jwks_max_age_seconds < raw.jwks_refresh_cooldown_seconds {
+            return Err(self.err(
+                "forge.jwks_max_age_seconds",
+                "must be at least jwks_refresh_cooldown_seconds",
+            ));
+        }
+        if raw.jwks_fetch_timeout_ms == 0 || raw.jwks_fetch_timeout_ms > 60_000 {
+            return Err(self.err("forge.jwks_fetch_timeout_ms", "must be between 1 and 60000"));
+        }
+        if raw.leeway_seconds > defaults::FORGE_LEEWAY_CAP_SECONDS {
+            return Err(self.err(
+                "forge.leeway_seconds",
+                format!(
+                    "must be at most {} seconds",
+                    defaults::FORGE_LEEWAY_CAP_SECONDS
+                ),
+            ));
+        }
+        Ok(ForgeSettings {
+            apps,
+            jwks_url,
+            jwks_file,
+            jwks_proxy,
+            jwks_roots: raw.jwks_roots,
+            jwks_extra_ca: raw.jwks_extra_ca.map(|p| self.path(p)),
+            jwks_refresh_cooldown: Duration::from_secs(raw.jwks_refresh_cooldown_seconds),
+            jwks_max_age: Duration::from_secs(raw.jwks_max_age_seconds),
+            jwks_fetch_timeout: Duration::from_millis(raw.jwks_fetch_timeout_ms),
+            leeway: Duration::from_secs(raw.leeway_seconds),
+        })
+    }
+
+    fn forge_app(
+        &self,
+        i: usize,
+        raw: RawForgeApp,
+        app_keys: &[AppKeyConfig],
+        seen: &mut HashSet<String>,
+    ) -> Result<ForgeApp, ConfigError> {
+        let at = |field: &str| format!("forge.apps[{i}].{field}");
+        let uuid = raw.id.strip_prefix(FORGE_APP_ARI_PREFIX).unwrap_or("");
+        if uuid.is_empty() || !uuid.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            return Err(self.err(
+                at("id"),
+                format!("`{}` must be the app id in ARI form, {FORGE_APP_ARI_PREFIX}{{uuid}} (manifest.yml, app.id)", raw.id),
+            ));
+        }
+        if !seen.insert(raw.id.clone()) {
+            return Err(self.err(at("id"), format!("`{}` is listed twice", raw.id)));
+        }
+        if raw.environments.is_empty() {
+            return Err(self.err(at("environments"), "must name at least one environment"));
+        }
+        let mut environments = Vec::with_capacity(raw.environments.len());
+        for text in &raw.environments {
+            let environment = match text.as_str() {
+                "PRODUCTION" => ForgeEnvironment::Production,
+                "STAGING" => ForgeEnvironment::Staging,
+                "DEVELOPMENT" => ForgeEnvironment::Development,
+                _ => {
+                    return Err(self.err(
+                        at("environments"),
+                        format!("`{text}` is not one of PRODUCTION, STAGING, DEVELOPMENT"),
+                    ))
+                }
+            };
+            environments.push(environment);
+        }
+        if raw.installation_ids.is_empty() && raw.cloud_ids.is_empty() {
+            return Err(self.err(
+                format!("forge.apps[{i}]"),
+                "set `installation_ids` or `cloud_ids`: without them a token from this app installed on any Jira site would be let in",
+            ));
+        }
+        for (field, values) in [
+            ("installation_ids", &raw.installation_ids),
+            ("cloud_ids", &raw.cloud_ids),
+        ] {
+            if let Some(bad) = values.iter().find(|v| {
+                v.is_empty()
+                    || v.len() > 200
+                    || v.chars().any(|c| c.is_whitespace() || c.is_control())
+            }) {
+                return Err(self.err(at(field), format!("`{bad}` is not an id")));
+            }
+        }
+        for keyid in &raw.signature_keyids {
+            if !app_keys.iter().any(|k| &k.keyid == keyid) {
+                return Err(self.err(
+                    at("signature_keyids"),
+                    format!("`{keyid}` is not the keyid of any [[app_keys]]"),
+                ));
+            }
+        }
+        if raw.require_signature && app_keys.is_empty() {
+            return Err(self.err(
+                at("require_signature"),
+                "the app's RFC 9421 signature needs its key in [[app_keys]] (or, knowing the risk, require_signature = false)",
+            ));
+        }
+        Ok(ForgeApp {
+            id: raw.id,
+            environments,
+            installation_ids: raw.installation_ids,
+            cloud_ids: raw.cloud_ids,
+            require_signature: raw.require_signature,
+            signature_keyids: raw.signature_keyids,
         })
     }
 
@@ -270,7 +469,12 @@ impl Validator<'_> {
         Ok(keys)
     }
 
-    fn integrations(&self, raw: Vec<RawIntegration>) -> Result<Vec<Integration>, ConfigError> {
+    /// `forge`: `[forge]` is configured, so the timeouts must fit within Forge's.
+    fn integrations(
+        &self,
+        raw: Vec<RawIntegration>,
+        forge: bool,
+    ) -> Result<Vec<Integration>, ConfigError> {
         let mut seen = HashSet::new();
         let mut out = Vec::with_capacity(raw.len());
         for (i, integ) in raw.into_iter().enumerate() {
@@ -296,13 +500,31 @@ impl Validator<'_> {
                     "`none` trusts only `extra_ca`, which is not set",
                 ));
             }
+            let request_timeout_ms = integ.request_timeout_ms.unwrap_or(if forge {
+                defaults::FORGE_REQUEST_TIMEOUT_MS
+            } else {
+                defaults::REQUEST_TIMEOUT_MS
+            });
             for (field, value) in [
                 ("connect_timeout_ms", integ.connect_timeout_ms),
-                ("request_timeout_ms", integ.request_timeout_ms),
+                ("request_timeout_ms", request_timeout_ms),
             ] {
                 if value == 0 {
                     return Err(self.err(at(field), "must be greater than 0"));
                 }
+            }
+            if forge
+                && integ.connect_timeout_ms + request_timeout_ms
+                    >= defaults::FORGE_CALLER_TIMEOUT_MS
+            {
+                return Err(self.err(
+                    at("request_timeout_ms"),
+                    format!(
+                        "with [forge], connect_timeout_ms + request_timeout_ms ({} ms) must stay below the {} ms after which Forge gives up on a call, so the app gets patgate's upstream-timeout rather than Forge's own error",
+                        integ.connect_timeout_ms + request_timeout_ms,
+                        defaults::FORGE_CALLER_TIMEOUT_MS
+                    ),
+                ));
             }
             if integ.max_body_bytes == 0 {
                 return Err(self.err(at("max_body_bytes"), "must be greater than 0"));
@@ -351,7 +573,7 @@ impl Validator<'_> {
                 require_user_pat: integ.require_user_pat,
                 allow_other_writes: integ.allow_other_writes,
                 connect_timeout: Duration::from_millis(integ.connect_timeout_ms),
-                request_timeout: Duration::from_millis(integ.request_timeout_ms),
+                request_timeout: Duration::from_millis(request_timeout_ms),
                 max_body_bytes: integ.max_body_bytes,
                 codecommit,
                 tfs_version,
@@ -444,6 +666,39 @@ fn parse_tfs_version(raw: &RawTfsVersion) -> Result<TfsVersion, String> {
         .ok_or_else(|| {
             format!("`{text}` is not one of 2013, 2015, 2017, 2018, 2019, 2020, 2022, auto")
         })
+}
+
+/// The prefix of a Forge app id (`manifest.yml`'s `app.id`).
+pub(crate) const FORGE_APP_ARI_PREFIX: &str = "ari:cloud:ecosystem::app/";
+
+/// A whole https URL (path and query kept), e.g. the JWKS URL.
+fn parse_https_url(text: &str) -> Result<http::Uri, String> {
+    let uri: http::Uri = text
+        .parse()
+        .map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+    if uri.scheme_str() != Some("https") || uri.host().is_none() {
+        return Err(format!("`{text}` must be an https:// URL with a host"));
+    }
+    Ok(uri)
+}
+
+/// `http://host:port`: an HTTP proxy that opens CONNECT tunnels.
+fn parse_proxy_url(text: &str) -> Result<http::Uri, String> {
+    let uri: http::Uri = text
+        .parse()
+        .map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+    let bare = uri.path_and_query().is_none_or(|p| p.as_str() == "/");
+    if uri.scheme_str() != Some("http") || uri.host().is_none() || uri.port().is_none() || !bare {
+        return Err(format!(
+            "`{text}` must be an HTTP proxy URL like http://proxy.internal:3128 (it opens a CONNECT tunnel; TLS runs end to end through it)"
+        ));
+    }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(format!(
+            "`{text}`: credentials in the proxy URL are not supported"
+        ));
+    }
+    Ok(uri)
 }
 
 fn parse_base_url(text: &str) -> Result<http::Uri, String> {
@@ -704,6 +959,152 @@ mod tests {
 
     fn cc_with(text: &str, from: &str, to: &str) -> String {
         text.replace(from, to)
+    }
+
+    const FORGE_APP: &str = "ari:cloud:ecosystem::app/3f6c8e2a-1b7d-4c59-9a0e-5d2f7b8c1a44";
+
+    /// MINIMAL with an app key, `api` keys and a `[forge]` section.
+    fn with_forge(api: &str, forge: &str, app: &str) -> String {
+        MINIMAL.replace("client_ca = \"ca.pem\"", &format!("client_ca = \"ca.pem\"\n{api}"))
+            + &format!(
+                "[[app_keys]]\nkeyid = \"forge-app\"\ned25519_public_key = \"JrQLj5P/89iXES9+vFgrIy29clF9CC/oPPsw3c5D0bs=\"\n[forge]\n{forge}\n[[forge.apps]]\nid = \"{FORGE_APP}\"\ninstallation_ids = [\"ari:cloud:ecosystem::installation/1\"]\n{app}\n"
+            )
+    }
+
+    #[test]
+    fn forge_defaults() {
+        let cfg = parse(&with_forge("client_certificate = \"optional\"", "", "")).unwrap();
+        assert_eq!(
+            cfg.api.client_certificate,
+            super::super::ClientCertificateMode::Optional
+        );
+        let forge = cfg.forge.unwrap();
+        assert_eq!(
+            forge.jwks_url.unwrap(),
+            "https://forge.cdn.prod.atlassian-dev.net/.well-known/jwks.json"
+        );
+        assert_eq!(forge.jwks_refresh_cooldown, Duration::from_secs(60));
+        assert_eq!(forge.leeway, Duration::from_secs(5));
+        let app = &forge.apps[0];
+        assert_eq!(app.environments, [ForgeEnvironment::Production]);
+        assert!(app.require_signature);
+        // With [forge], the upstream timeout defaults below Forge's 25 s.
+        assert_eq!(
+            cfg.integrations[0].request_timeout,
+            Duration::from_millis(15_000)
+        );
+        // Without it, as before.
+        assert_eq!(
+            parse(MINIMAL).unwrap().api.client_certificate,
+            super::super::ClientCertificateMode::Required
+        );
+        assert_eq!(
+            parse(MINIMAL).unwrap().integrations[0].request_timeout,
+            Duration::from_secs(30)
+        );
+    }
+
+    #[test]
+    fn forge_settings_are_checked() {
+        let optional = "client_certificate = \"optional\"";
+        for (api, forge, app, key) in [
+            (
+                "client_certificate = \"sometimes\"",
+                "",
+                "",
+                "api.client_certificate",
+            ),
+            // Source ranges only where certificate-less callers are let in.
+            (
+                "forge_source_cidrs = [\"10.0.0.0/8\"]",
+                "",
+                "",
+                "api.forge_source_cidrs",
+            ),
+            (
+                "client_certificate = \"none\"\nforge_source_cidrs = [\"10.0.0.0/33\"]",
+                "",
+                "",
+                "api.forge_source_cidrs[0]",
+            ),
+            (
+                optional,
+                "jwks_url = \"http://keys.example/jwks.json\"",
+                "",
+                "forge.jwks_url",
+            ),
+            (optional, "jwks_url = \"\"", "", "forge.jwks_url"),
+            (
+                optional,
+                "jwks_proxy = \"https://proxy:3128\"",
+                "",
+                "forge.jwks_proxy",
+            ),
+            (
+                optional,
+                "jwks_proxy = \"http://user:pw@proxy:3128\"",
+                "",
+                "forge.jwks_proxy",
+            ),
+            (
+                optional,
+                "jwks_refresh_cooldown_seconds = 0",
+                "",
+                "forge.jwks_refresh_cooldown_seconds",
+            ),
+            (optional, "leeway_seconds = 61", "", "forge.leeway_seconds"),
+            (
+                optional,
+                "",
+                "environments = [\"PROD\"]",
+                "forge.apps[0].environments",
+            ),
+            (
+                optional,
+                "",
+                "environments = []",
+                "forge.apps[0].environments",
+            ),
+            (
+                optional,
+                "",
+                "signature_keyids = [\"nope\"]",
+                "forge.apps[0].signature_keyids",
+            ),
+        ] {
+            let text = with_forge(api, forge, app);
+            let err = parse(&text).unwrap_err();
+            assert_eq!(err.key, key, "{api} {forge} {app}: {err}");
+        }
+        // No [forge] to check callers without a certificate against.
+        let none = MINIMAL.replace(
+            "client_ca = \"ca.pem\"",
+            "client_ca = \"ca.pem\"\nclient_certificate = \"none\"",
+        );
+        let err = parse(&none).unwrap_err();
+        assert_eq!(err.key, "api.client_certificate");
+        assert!(err.reason.contains("[forge]"), "{err}");
+        // The app id in ARI form; at least one installation or site.
+        let text =
+            with_forge(optional, "", "").replace(FORGE_APP, "3f6c8e2a-1b7d-4c59-9a0e-5d2f7b8c1a44");
+        assert_eq!(parse(&text).unwrap_err().key, "forge.apps[0].id");
+        let text = with_forge(optional, "", "").replace(
+            "installation_ids = [\"ari:cloud:ecosystem::installation/1\"]",
+            "",
+        );
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.key, "forge.apps[0]");
+        assert!(err.reason.contains("any Jira site"), "{err}");
+        // Upstream timeouts within Forge's.
+        let text = with_forge(optional, "", "").replace(
+            "kind = \"github\"",
+            "kind = \"github\"\nrequest_timeout_ms = 20000",
+        );
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.key, "integrations[0].request_timeout_ms");
+        assert!(err.reason.contains("25000"), "{err}");
+        let ok = with_forge("client_certificate = \"none\"\nforge_source_cidrs = [\"104.192.136.0/21\", \"2401:1d80::/32\", \"192.0.2.7\"]", "", "");
+        assert_eq!(parse(&ok).unwrap().api.forge_source_cidrs.len(), 3);
     }
 
     #[test]

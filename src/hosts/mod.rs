@@ -127,6 +127,9 @@ pub const COMMON_CREDENTIAL_HEADERS: &[&str] = &[
     "job-token",
     "sudo",
     "x-amz-security-token",
+    // Atlassian API tokens Forge adds to a Forge Remote call (app system, user).
+    "x-forge-oauth-system",
+    "x-forge-oauth-user",
 ];
 
 /// Who a credential belongs to, as the host says.

@@ -1,4 +1,5 @@
-//! The api listener: TLS with client certificates, then each request routed to the pipeline
+//! The api listener: TLS with client certificates (or, for Forge callers, without), then each
+//! request routed to the pipeline
 //! (`/git/…`) or patgate's own API (`/v1/…`) once its caller is authenticated, and every
 //! answer recorded in the decision log and the metrics.
 
@@ -19,6 +20,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::authn::{ClientCertificate, Connection};
 use crate::body::ResponseBody;
+use crate::config::{ApiListener, ClientCertificateMode};
 use crate::error::{Problem, RequestError};
 use crate::inbound::{self, REQUEST_ID_HEADER};
 use crate::pipeline::{self, Summary};
@@ -34,6 +36,7 @@ pub(super) async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    announce_forge(&current.load().config().api);
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -68,6 +71,12 @@ async fn serve_connection(
     watcher: Watcher,
 ) {
     let at_handshake = current.load();
+    let api = &at_handshake.config().api;
+    // Without a client certificate asked for, the source check comes before any TLS work.
+    if api.client_certificate == ClientCertificateMode::None && !source_allowed(api, peer) {
+        tracing::info!(%peer, "connection refused: the address is not on api.forge_source_cidrs");
+        return;
+    }
     let acceptor = TlsAcceptor::from(at_handshake.api_tls().clone());
     let handshake = at_handshake
         .clock()
@@ -89,7 +98,8 @@ async fn serve_connection(
     };
     let connection = {
         let (_, session) = tls.get_ref();
-        // The verifier requires a certificate, so one is always present here.
+        // With `client_certificate = "required"` the verifier requires one; otherwise a
+        // connection without one is a Forge caller.
         let certificate = session
             .peer_certificates()
             .and_then(|c| c.first())
@@ -106,6 +116,10 @@ async fn serve_connection(
         if let Some(certificate) = certificate.as_ref().filter(|c| !c.allowed) {
             tracing::info!(%peer, subject = %certificate.subject, "client certificate not on the allow-list");
         }
+        if certificate.is_none() && !source_allowed(&at_handshake.config().api, peer) {
+            tracing::info!(%peer, "connection refused: no client certificate, and the address is not on api.forge_source_cidrs");
+            return;
+        }
         Arc::new(Connection { peer, certificate })
     };
     let builder = super::http::builder(&at_handshake.config().api, at_handshake.clock());
@@ -118,6 +132,37 @@ async fn serve_connection(
     let conn = builder.serve_connection(TokioIo::new(tls), service);
     if let Err(err) = watcher.watch(conn.into_owned()).await {
         tracing::debug!(%peer, error = %err, "connection ended with an error");
+    }
+}
+
+/// Whether a connection without a client certificate (a Forge call) may come from `peer`.
+fn source_allowed(api: &ApiListener, peer: SocketAddr) -> bool {
+    let ip = peer.ip().to_canonical();
+    api.forge_source_cidrs.is_empty() || api.forge_source_cidrs.iter().any(|net| net.contains(&ip))
+}
+
+/// Says at start whether, and from where, the listener takes calls without a client
+/// certificate.
+fn announce_forge(api: &ApiListener) {
+    if !api.client_certificate.takes_forge_calls() {
+        return;
+    }
+    if api.forge_source_cidrs.is_empty() {
+        tracing::warn!(
+            client_certificate = api.client_certificate.as_str(),
+            "the api listener takes Forge calls without a client certificate from any address (api.forge_source_cidrs is empty)"
+        );
+    } else {
+        let ranges: Vec<String> = api
+            .forge_source_cidrs
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        tracing::info!(
+            client_certificate = api.client_certificate.as_str(),
+            sources = %ranges.join(","),
+            "the api listener takes Forge calls without a client certificate from these ranges only"
+        );
     }
 }
 
@@ -155,7 +200,7 @@ async fn handle(
     let (mut response, problem) = match outcome {
         Ok(response) => (response, None),
         Err(err) => {
-            let problem = Problem::of(&err);
+            let problem = Problem::of(&err).for_caller(summary.auth);
             let code = problem.code.as_str();
             let blame = problem.blame.as_str();
             (
@@ -164,7 +209,11 @@ async fn handle(
             )
         }
     };
-    let client = connection.certificate.as_ref().map_or("-", |c| &*c.subject);
+    let client = summary.client.clone();
+    let client = client
+        .as_deref()
+        .or(connection.certificate.as_ref().map(|c| &*c.subject))
+        .unwrap_or("-");
     summary.record(
         runtime.metrics(),
         pipeline::summary::Outcome {
@@ -193,9 +242,17 @@ async fn route(
 ) -> Result<Response<ResponseBody>, RequestError> {
     let caller = pipeline::authenticate(runtime, connection, &req).await?;
     summary.auth = Some(caller.method);
-    match Route::of(req.uri().path()) {
-        Route::Git => pipeline::git(runtime, &caller, req, request_id, summary).await,
-        Route::Api => crate::api::handle(runtime, &caller, req, request_id, summary).await,
-        Route::Unknown => Err(RequestError::NotFound),
+    summary.client = Some(caller.client.clone());
+    let response = match Route::of(req.uri().path()) {
+        Route::Git => pipeline::git(runtime, &caller, req, request_id, summary).await?,
+        Route::Api => crate::api::handle(runtime, &caller, req, request_id, summary).await?,
+        Route::Unknown => return Err(RequestError::NotFound),
+    };
+    // Forge takes a 401 for a refused invocation token: the host's own 401 (the credential
+    // patgate sent was refused) must reach a Forge caller as something else.
+    if caller.method.is_forge() && response.status() == http::StatusCode::UNAUTHORIZED {
+        let credential = summary.credential.map_or("integration", |d| d.as_str());
+        return Err(RequestError::HostUnauthorized { credential });
     }
+    Ok(response)
 }

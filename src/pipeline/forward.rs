@@ -44,6 +44,7 @@ pub(crate) async fn forward(
         parts,
         body,
         account,
+        ..
     } = out.read;
     let query = parts
         .uri

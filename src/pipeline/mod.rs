@@ -85,6 +85,8 @@ pub(crate) struct Read {
     pub body: Bytes,
     /// The acting Jira user, if one is named.
     pub account: Option<AccountId>,
+    /// The caller stands for the app itself ([`Caller::acts_as_app`]).
+    pub acts_as_app: bool,
 }
 
 /// Reads the request: no dot segments in the host path, the acting account (the caller's
@@ -113,10 +115,13 @@ pub(crate) async fn read(
         parts,
         body,
         account,
+        acts_as_app: caller.acts_as_app,
     })
 }
 
-/// What the request does on the host; an action must name its user.
+/// What the request does on the host; an action must name its user, unless the caller
+/// stands for the app itself (a Forge system call: then the policy decides as for the
+/// integration account).
 pub(crate) fn classify(
     integration: &IntegrationRuntime,
     read: &Read,
@@ -128,7 +133,7 @@ pub(crate) fn classify(
         &read.parts.headers,
         &read.body,
     );
-    if operation.is_action() && read.account.is_none() {
+    if operation.is_action() && read.account.is_none() && !read.acts_as_app {
         return Err(RequestError::AccountRequired);
     }
     Ok(operation)

@@ -22,6 +22,9 @@ pub(crate) struct Summary {
     pub credential: Option<Decision>,
     /// How the caller was authenticated, once it was.
     pub auth: Option<AuthMethod>,
+    /// The caller's client identity, once authenticated (a certificate's subject, or a Forge
+    /// app and installation).
+    pub client: Option<std::sync::Arc<str>>,
     /// The host's status, when the host answered (patgate's own differs when it refused).
     pub upstream_status: Option<u16>,
 }

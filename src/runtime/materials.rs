@@ -56,8 +56,14 @@ fn api_tls_key(api: &crate::config::ApiListener, err: &crate::tls::TlsError) -> 
 pub fn check_materials(config: &Config, clock: &Clock) -> Result<Materials, ConfigError> {
     let file = &config.source;
     let api = &config.api;
-    let tls = crate::tls::api_server_config(&api.cert, &api.key, &api.client_ca, &api.crl)
-        .map_err(|e| ConfigError::new(file, api_tls_key(api, &e), e))?;
+    let tls = crate::tls::api_server_config(
+        &api.cert,
+        &api.key,
+        &api.client_ca,
+        &api.crl,
+        api.client_certificate,
+    )
+    .map_err(|e| ConfigError::new(file, api_tls_key(api, &e), e))?;
     let api_cert_not_after =
         crate::tls::not_after(&api.cert).map_err(|e| ConfigError::new(file, "api.cert", e))?;
     let keys = load_app_keys(config)?;

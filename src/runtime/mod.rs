@@ -10,7 +10,8 @@
 //!
 //! What lives for the process is made once ([`Runtime::start`]) and carried over by
 //! [`Runtime::reload`]: the vault, the metrics, the clock, the replay cache, the connect
-//! links' store, the rate-limit state and host holds.
+//! links' store, the rate-limit state and host holds, and Forge's fetched key set (while its
+//! URL is unchanged; a pinned JWKS file is read again).
 
 mod materials;
 mod reload;
@@ -19,7 +20,8 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use crate::authn::{Authenticator, MtlsSignature};
+use crate::authn::forge::JwksUrl;
+use crate::authn::{Authenticator, Callers, ForgeToken, MtlsSignature};
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, HostKind, Integration, TfsVersion};
 use crate::hosts::{adapter_for, HostAdapter};
@@ -89,7 +91,7 @@ pub struct Runtime {
     /// The process start (Unix seconds): signatures created earlier are refused.
     not_before: u64,
     nonces: Arc<dyn NonceStore>,
-    authenticator: MtlsSignature,
+    authenticator: Callers,
     integrations: HashMap<String, IntegrationRuntime>,
     vault: Arc<Vault>,
     api_tls: Arc<rustls::ServerConfig>,
@@ -129,7 +131,7 @@ impl Runtime {
             clock.clone(),
             Arc::new(MemoryHolds::new()),
         ));
-        Runtime::assemble(
+        let runtime = Runtime::assemble(
             config,
             Carried {
                 clock,
@@ -140,9 +142,28 @@ impl Runtime {
                 pat_uses: Arc::default(),
                 metrics: Arc::new(Metrics::new()),
                 limits,
+                forge_jwks: None,
             },
             tfs_detected,
-        )
+        )?;
+        runtime.load_forge_keys().await;
+        Ok(runtime)
+    }
+
+    /// With `[forge]`: fetches Forge's key set when none is loaded (the start step; a URL
+    /// that cannot be reached leaves patgate running, not ready for Forge calls, and the
+    /// fetch is tried again, once per cool-down, by `/ready` and by Forge calls), and sets
+    /// `patgate_forge_keys`. Answers whether Forge calls can be verified (true without
+    /// `[forge]`).
+    pub async fn load_forge_keys(&self) -> bool {
+        let Some(forge) = self.authenticator.forge() else {
+            return true;
+        };
+        let usable = forge.ensure_keys(self.clock.unix_now()).await;
+        self.metrics
+            .forge_keys
+            .set(i64::try_from(forge.usable_keys()).unwrap_or(i64::MAX));
+        usable
     }
 
     /// Builds a runtime from a config whose releases are known, around what is carried.
@@ -161,12 +182,29 @@ impl Runtime {
         }
         let materials = check_materials(&config, &carried.clock)?;
         let verifier = Verifier::new(materials.keys, materials.window, carried.not_before);
+        let forge = config
+            .forge
+            .as_ref()
+            .map(|settings| {
+                ForgeToken::new(
+                    settings,
+                    verifier.clone(),
+                    carried.nonces.clone(),
+                    carried.forge_jwks.clone(),
+                    carried.metrics.clone(),
+                )
+                .map_err(|(key, why)| ConfigError::new(&config.source, key, why))
+            })
+            .transpose()?;
         let links = config
             .connect
             .as_ref()
             .map(|c| Links::new(c, carried.links.clone()));
         Ok(Runtime {
-            authenticator: MtlsSignature::new(verifier, carried.nonces.clone()),
+            authenticator: Callers::new(
+                MtlsSignature::new(verifier, carried.nonces.clone()),
+                forge,
+            ),
             integrations: materials.integrations,
             api_tls: Arc::new(materials.tls),
             api_cert_not_after: materials.api_cert_not_after,
@@ -198,6 +236,10 @@ impl Runtime {
             pat_uses: self.pat_uses.clone(),
             metrics: self.metrics.clone(),
             limits: self.limits.clone(),
+            forge_jwks: self
+                .authenticator
+                .forge()
+                .and_then(|f| f.jwks_url().cloned()),
         }
     }
 
@@ -214,6 +256,11 @@ impl Runtime {
     /// Turns requests on the api listener into verified callers.
     pub fn authenticator(&self) -> &dyn Authenticator {
         &self.authenticator
+    }
+
+    /// The Forge authenticator, when `[forge]` is configured.
+    pub fn forge(&self) -> Option<&ForgeToken> {
+        self.authenticator.forge()
     }
 
     /// The configured integration `id`.
@@ -289,6 +336,8 @@ struct Carried {
     pat_uses: Arc<PatUses>,
     metrics: Arc<Metrics>,
     limits: Arc<RateLimits>,
+    /// Forge's fetched key set, kept while the JWKS URL is unchanged.
+    forge_jwks: Option<Arc<JwksUrl>>,
 }
 
 /// The start step alone, for `patgate config check` and the admin commands: every `tfs`

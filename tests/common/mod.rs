@@ -411,6 +411,8 @@ pub struct Options {
     pub log_level: String,
     /// Extra TOML appended to the config.
     pub extra_toml: String,
+    /// Extra keys inside the `[api]` table (e.g. `client_certificate = "none"`).
+    pub api_toml: String,
     /// The integration's `kind`.
     pub kind: &'static str,
     /// Extra keys inside the integration's table (e.g. `version = 2015`).
@@ -438,6 +440,7 @@ impl Default for Options {
             max_body_bytes: 1024 * 1024,
             log_level: "info".into(),
             extra_toml: String::new(),
+            api_toml: String::new(),
             kind: "github",
             integration_toml: String::new(),
             integration_secret: None,
@@ -541,6 +544,7 @@ key = "server-key.pem"
 client_ca = "ca.pem"
 allowed_client_sans = [{sans}]
 header_read_timeout_ms = {hrt}
+{api_toml}
 {ed}
 {hmac}
 [[integrations]]
@@ -577,6 +581,7 @@ level = "{level}"
             mb = opts.max_body_bytes,
             level = opts.log_level,
             extra = opts.extra_toml,
+            api_toml = opts.api_toml,
             kind = opts.kind,
             integration_toml = opts.integration_toml,
         );
