@@ -236,6 +236,7 @@ if write == "1":
     a, b = md.index(start) + len(start), md.index(end)
     open(md_path, "w").write(md[:a] + "\n" + text + md[b:])
 EOF
+    cp "$results" "$root/benches/last-run.jsonl"
     exit 0
 fi
 
