@@ -379,9 +379,9 @@ impl Drop for InFlight {
 }
 
 /// Serves `conn` until it ends, the server stops (`stop` turns true: a graceful close) or
-/// its client has been idle or slow for too long ([`Activity`]): then `close` begins a
-/// graceful close (HTTP/2: GOAWAY), and the client gets `timeouts.head` more to let go
-/// before the connection is dropped.
+/// its client has been idle or slow for too long ([`Activity`]). An idle connection gets a
+/// graceful close (HTTP/2: GOAWAY) and `timeouts.head` more to let go before it is
+/// dropped; one past its head deadline is dropped at once.
 pub(super) fn serve<C, E>(
     conn: C,
     close: fn(Pin<&mut C>),
@@ -453,6 +453,11 @@ where
                             reason = expiry.reason(),
                             "closing a connection"
                         );
+                        if expiry == Expiry::Head {
+                            // Mid-head there is nothing to finish: hyper would wait for the
+                            // rest of it before closing.
+                            return Poll::Ready(Ok(()));
+                        }
                         (this.close)(this.conn.as_mut());
                         let sleep = this.activity.clock.sleep(this.timeouts.head);
                         this.phase = Phase::Closing(Box::pin(sleep));
