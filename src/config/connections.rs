@@ -214,8 +214,23 @@ mod tests {
     fn defaults_apply_without_the_section() {
         let cfg = Config::parse(Path::new("p.toml"), BASE).unwrap();
         assert_eq!(cfg.connections, ConnectionLimits::default());
-        // The systemd unit's LimitNOFILE (16384) covers the defaults.
-        assert!(cfg.connections.descriptors_needed() <= 16_384);
+    }
+
+    #[test]
+    fn the_systemd_unit_allows_the_descriptors_the_defaults_need() {
+        let unit = include_str!("../../systemd/patgate.service");
+        let limit: u64 = unit
+            .lines()
+            .find_map(|l| l.strip_prefix("LimitNOFILE="))
+            .expect("the unit sets LimitNOFILE")
+            .trim()
+            .parse()
+            .unwrap();
+        let needed = ConnectionLimits::default().descriptors_needed();
+        assert!(
+            limit >= needed,
+            "LimitNOFILE={limit}, the defaults need {needed}"
+        );
     }
 
     #[test]
