@@ -193,12 +193,7 @@ pub(crate) async fn handle(
         )),
         Method::PUT => {
             let (parts, body) = req.into_parts();
-            let body = inbound::read_body(
-                parts.headers.get(http::header::CONTENT_LENGTH),
-                body,
-                API_BODY_LIMIT,
-            )
-            .await?;
+            let body = inbound::read_body(&parts, body, API_BODY_LIMIT).await?;
             inbound::check_digest(&parts.headers, &body)?;
             let put: PatInput =
                 serde_json::from_slice(&body).map_err(|e| RequestError::BadBody(e.to_string()))?;

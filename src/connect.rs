@@ -298,13 +298,7 @@ pub(crate) async fn handle(runtime: &Runtime, req: Request<Incoming>) -> Respons
                 );
             }
             let (parts, body) = req.into_parts();
-            let body = match crate::inbound::read_body(
-                parts.headers.get(http::header::CONTENT_LENGTH),
-                body,
-                FORM_LIMIT,
-            )
-            .await
-            {
+            let body = match crate::inbound::read_body(&parts, body, FORM_LIMIT).await {
                 Ok(body) => body,
                 Err(err) => {
                     let problem = Problem::of(&err);

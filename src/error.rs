@@ -55,6 +55,9 @@ pub(crate) enum ErrorCode {
     PatInvalid,
     PatInsufficientScope,
     BodyTooLarge,
+    BodyTimeout,
+    MethodOverride,
+    TooManyConnections,
     RateLimited,
     HostRateLimited,
     UpstreamUnreachable,
@@ -76,7 +79,7 @@ pub(crate) enum ErrorCode {
 impl ErrorCode {
     /// Every code, for documentation tests.
     #[cfg(test)]
-    pub(crate) const ALL: [ErrorCode; 32] = [
+    pub(crate) const ALL: [ErrorCode; 35] = [
         Self::BadRequest,
         Self::SignatureMissing,
         Self::SignatureInvalid,
@@ -93,6 +96,9 @@ impl ErrorCode {
         Self::PatInvalid,
         Self::PatInsufficientScope,
         Self::BodyTooLarge,
+        Self::BodyTimeout,
+        Self::MethodOverride,
+        Self::TooManyConnections,
         Self::RateLimited,
         Self::HostRateLimited,
         Self::UpstreamUnreachable,
@@ -130,6 +136,9 @@ impl ErrorCode {
             Self::PatInvalid => "pat-invalid",
             Self::PatInsufficientScope => "pat-insufficient-scope",
             Self::BodyTooLarge => "body-too-large",
+            Self::BodyTimeout => "body-timeout",
+            Self::MethodOverride => "method-override",
+            Self::TooManyConnections => "too-many-connections",
             Self::RateLimited => "rate-limited",
             Self::HostRateLimited => "host-rate-limited",
             Self::UpstreamUnreachable => "upstream-unreachable",
@@ -174,6 +183,9 @@ impl ErrorCode {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PatInvalid | Self::PatInsufficientScope => StatusCode::UNPROCESSABLE_ENTITY,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::MethodOverride => StatusCode::BAD_REQUEST,
+            Self::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
             Self::RateLimited | Self::HostRateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::UpstreamUnreachable | Self::UpstreamTls => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -201,6 +213,9 @@ impl ErrorCode {
             Self::PatInvalid => "The personal access token was refused by the git host",
             Self::PatInsufficientScope => "The personal access token lacks required rights",
             Self::BodyTooLarge => "Request body is too large",
+            Self::BodyTimeout => "Request body did not arrive in time",
+            Self::MethodOverride => "Method override is not allowed",
+            Self::TooManyConnections => "Too many connections from this client",
             Self::RateLimited => "Rate limit exceeded",
             Self::HostRateLimited => "The git host is rate limiting this credential",
             Self::UpstreamUnreachable => "The git host could not be reached",
@@ -412,6 +427,9 @@ pub(crate) enum RequestError {
     /// For a Forge caller, the host's own 401 (which Forge would take for a refused token).
     #[error("the git host answered 401 to the {credential} credential patgate sent{hint}", hint = if *credential == "user" { "; the user's PAT may be revoked or expired: they can replace it on the connect page" } else { "; an admin must check the integration's secret" })]
     HostUnauthorized { credential: &'static str },
+    /// The connection is past `connections.max_api_per_client`.
+    #[error("this client already has {0} connections open to patgate (connections.max_api_per_client); reuse them or close some")]
+    TooManyConnections(usize),
 }
 
 /// Why a request on the admin socket was refused. The admin socket is the service user's
@@ -475,6 +493,9 @@ impl From<&RequestError> for Problem {
             E::CredentialMismatch(_) => Problem::new(ErrorCode::Unavailable, detail),
             E::Upstream(e) => e.into(),
             E::Encode(_) => Problem::new(ErrorCode::Internal, detail),
+            E::TooManyConnections(_) => Problem::new(ErrorCode::TooManyConnections, detail)
+                .blamed(Blame::Caller)
+                .retry_after(1),
             E::HostUnauthorized { .. } => {
                 Problem::new(ErrorCode::HostCredentialRefused, detail).blamed(Blame::Host)
             }
@@ -570,6 +591,8 @@ impl From<&InboundError> for Problem {
         use InboundError as E;
         match err {
             E::BodyTooLarge { .. } => Problem::new(ErrorCode::BodyTooLarge, err.to_string()),
+            E::BodyTimeout => Problem::new(ErrorCode::BodyTimeout, err.to_string()),
+            E::MethodOverride(_) => Problem::new(ErrorCode::MethodOverride, err.to_string()),
             E::NoDigest | E::DigestNotAscii | E::TwoDigests => {
                 Problem::new(ErrorCode::SignatureInvalid, err.to_string())
             }

@@ -5,12 +5,16 @@
 //! admin socket, so a request is read the same way wherever it arrives. Everything here is
 //! pure apart from reading the body; refusals are [`InboundError`]s.
 
+use std::time::Duration;
+
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap};
+use http::request::Parts;
 use http::{Request, Version};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
+use crate::clock::Clock;
 use crate::hosts;
 use crate::ids::{AccountId, InvalidId};
 use crate::signature::{digest, SignatureError};
@@ -53,6 +57,10 @@ pub enum InboundError {
     BadContentLength,
     #[error("the body is over the limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
+    #[error("method override ({0}) is not accepted: send the request with its own method")]
+    MethodOverride(&'static str),
+    #[error("the body did not arrive in full within connections.body_read_timeout_ms of the request head")]
+    BodyTimeout,
     #[error("the request body could not be read: {0}")]
     BodyUnreadable(String),
     #[error("a request with a body must carry a signed Content-Digest")]
@@ -189,15 +197,118 @@ pub(crate) fn refuse_dot_segments(path: &str) -> Result<(), InboundError> {
     Ok(())
 }
 
-/// Reads the whole body, refusing it as soon as it passes `limit`. Bodies are buffered
-/// because their digest must be checked before the host sees a byte; the limit bounds what
-/// one request can hold.
+/// Header fields that web frameworks (Rails, Laravel, Express, ASP.NET, Spring) may honour to
+/// run a request as another method than the one patgate classified it by.
+const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+/// The form field and query parameter of the same trick (Rack's `MethodOverride`, Laravel).
+const METHOD_OVERRIDE_FIELD: &str = "_method";
+
+/// Refuses a request that asks the host to treat it as another method: a method-override
+/// header field, or a `_method` query parameter (the name compared after percent-decoding
+/// and case-insensitively, as a framework might read it).
+pub(crate) fn refuse_method_override(
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<(), InboundError> {
+    if let Some(name) = METHOD_OVERRIDE_HEADERS
+        .into_iter()
+        .find(|name| headers.contains_key(*name))
+    {
+        return Err(InboundError::MethodOverride(name));
+    }
+    if query.is_some_and(|query| form_names(query.as_bytes()).any(is_override_field)) {
+        return Err(InboundError::MethodOverride(
+            "the `_method` query parameter",
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a form body (`application/x-www-form-urlencoded`, `multipart/form-data`) with a
+/// `_method` field: Rack reads one from either kind of POST body.
+pub(crate) fn refuse_method_override_in_body(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), InboundError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        });
+    let refused = match content_type.as_deref() {
+        Some("application/x-www-form-urlencoded") => form_names(body).any(is_override_field),
+        // A part named `_method`, quoted or not (RFC 7578 §4.2 names parts in
+        // Content-Disposition).
+        Some("multipart/form-data") => {
+            let lower = body.to_ascii_lowercase();
+            [&b"name=\"_method\""[..], b"name=_method"]
+                .iter()
+                .any(|needle| lower.windows(needle.len()).any(|w| w == *needle))
+        }
+        _ => false,
+    };
+    if refused {
+        return Err(InboundError::MethodOverride("a `_method` form field"));
+    }
+    Ok(())
+}
+
+/// The decoded names of a form or query string (`a=1&b=2`, `;` also separating, as some
+/// frameworks split).
+fn form_names(form: &[u8]) -> impl Iterator<Item = String> + '_ {
+    form.split(|b| *b == b'&' || *b == b';').map(|pair| {
+        let name = pair.split(|b| *b == b'=').next().unwrap_or_default();
+        let name: Vec<u8> = name
+            .iter()
+            .map(|b| if *b == b'+' { b' ' } else { *b })
+            .collect();
+        percent_encoding::percent_decode(&name)
+            .decode_utf8_lossy()
+            .into_owned()
+    })
+}
+
+fn is_override_field(name: String) -> bool {
+    name.trim().eq_ignore_ascii_case(METHOD_OVERRIDE_FIELD)
+}
+
+/// When a request's body must have arrived in full: set by the listener when the request
+/// head arrives (`connections.body_read_timeout_ms` later), read by [`read_body`].
+#[derive(Debug, Clone)]
+pub(crate) struct BodyDeadline {
+    clock: Clock,
+    /// On `clock`'s monotonic time ([`Clock::elapsed`]).
+    at: Duration,
+}
+
+impl BodyDeadline {
+    pub(crate) fn new(clock: &Clock, at: Duration) -> BodyDeadline {
+        BodyDeadline {
+            clock: clock.clone(),
+            at,
+        }
+    }
+}
+
+/// Reads the whole body, refusing it as soon as it passes `limit`, or once the request's
+/// [`BodyDeadline`] (an extension of `parts`, when the listener set one) has passed. Bodies
+/// are buffered because their digest must be checked before the host sees a byte; the limit
+/// bounds what one request can hold, the deadline how long.
 pub(crate) async fn read_body(
-    content_length: Option<&HeaderValue>,
+    parts: &Parts,
     body: Incoming,
     limit: usize,
 ) -> Result<Bytes, InboundError> {
-    if let Some(length) = content_length {
+    if let Some(length) = parts.headers.get(header::CONTENT_LENGTH) {
         let length: u64 = length
             .to_str()
             .ok()
@@ -207,7 +318,19 @@ pub(crate) async fn read_body(
             return Err(InboundError::BodyTooLarge { limit });
         }
     }
-    match Limited::new(body, limit).collect().await {
+    let collect = Limited::new(body, limit).collect();
+    let collected = match parts.extensions.get::<BodyDeadline>() {
+        Some(deadline) => {
+            let left = deadline.at.saturating_sub(deadline.clock.elapsed());
+            deadline
+                .clock
+                .timeout(left, collect)
+                .await
+                .map_err(|_| InboundError::BodyTimeout)?
+        }
+        None => collect.await,
+    };
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(err) if err.is::<http_body_util::LengthLimitError>() => {
             Err(InboundError::BodyTooLarge { limit })
@@ -233,6 +356,64 @@ pub(crate) fn check_digest(headers: &HeaderMap, body: &[u8]) -> Result<(), Inbou
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::HeaderValue;
+
+    #[test]
+    fn method_overrides_are_refused_in_every_spelling() {
+        for name in [
+            "X-HTTP-Method-Override",
+            "x-http-method",
+            "X-Method-Override",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(
+                http::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static("DELETE"),
+            );
+            assert!(
+                matches!(
+                    refuse_method_override(&h, None),
+                    Err(InboundError::MethodOverride(_))
+                ),
+                "{name}"
+            );
+        }
+        let none = HeaderMap::new();
+        for query in [
+            "_method=DELETE",
+            "a=1&_method=DELETE",
+            "a=1;_method=DELETE",
+            "%5Fmethod=DELETE",
+            "_METHOD=put",
+            "_method",
+        ] {
+            assert!(
+                refuse_method_override(&none, Some(query)).is_err(),
+                "{query}"
+            );
+        }
+        for query in ["per_page=100", "method=x", "x_method=1", "a=_method"] {
+            assert!(
+                refuse_method_override(&none, Some(query)).is_ok(),
+                "{query}"
+            );
+        }
+        let form = |ct: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+            h
+        };
+        let urlencoded = form("application/x-www-form-urlencoded; charset=utf-8");
+        assert!(refuse_method_override_in_body(&urlencoded, b"ref=x&_method=DELETE").is_err());
+        assert!(refuse_method_override_in_body(&urlencoded, b"ref=x&sha=y").is_ok());
+        let multipart = form("multipart/form-data; boundary=b");
+        let part =
+            b"--b\r\nContent-Disposition: form-data; NAME=\"_method\"\r\n\r\nDELETE\r\n--b--";
+        assert!(refuse_method_override_in_body(&multipart, part).is_err());
+        // JSON bodies are the host's own business.
+        let json = form("application/json");
+        assert!(refuse_method_override_in_body(&json, br#"{"_method":"DELETE"}"#).is_ok());
+    }
 
     #[test]
     fn dot_segments_are_refused_in_every_spelling() {

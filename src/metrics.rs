@@ -69,6 +69,62 @@ pub struct ReloadLabels {
     pub result: String,
 }
 
+/// Labels of `patgate_connections_open` and `patgate_requests_in_flight`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// `api`, `connect` or `admin`.
+    pub listener: &'static str,
+}
+
+/// Labels of `patgate_connections_refused_total` and `patgate_connections_closed_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionReasonLabels {
+    pub listener: &'static str,
+    /// Refused: `total` (the listener's cap) or `per-client` (one client identity's cap).
+    /// Closed: `handshake-timeout`, `idle-timeout` or `header-timeout`.
+    pub reason: &'static str,
+}
+
+/// The connections of the listeners ([`crate::listener`]).
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionMetrics {
+    /// Connections open now, counted from the TCP accept.
+    pub open: Family<ListenerLabels, Gauge>,
+    /// Requests whose answer has not been sent in full yet.
+    pub requests_in_flight: Family<ListenerLabels, Gauge>,
+    /// Connections refused because a cap was reached.
+    pub refused: Family<ConnectionReasonLabels, Counter>,
+    /// Connections closed by patgate because a client took too long.
+    pub closed: Family<ConnectionReasonLabels, Counter>,
+}
+
+impl ConnectionMetrics {
+    fn register(registry: &mut Registry) -> ConnectionMetrics {
+        let metrics = ConnectionMetrics::default();
+        registry.register(
+            "connections_open",
+            "Open connections, by listener",
+            metrics.open.clone(),
+        );
+        registry.register(
+            "requests_in_flight",
+            "Requests not yet answered in full, by listener",
+            metrics.requests_in_flight.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections refused at a connection cap, by listener and cap",
+            metrics.refused.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "Connections closed because the client took too long, by listener and timeout",
+            metrics.closed.clone(),
+        );
+        metrics
+    }
+}
+
 /// Every metric patgate exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -95,6 +151,7 @@ pub struct Metrics {
     pub forge_keys: Gauge,
     /// Fetches of Forge's JWKS URL, by result.
     pub forge_jwks_fetches: Family<ReloadLabels, Counter>,
+    pub connections: ConnectionMetrics,
 }
 
 /// The latency histogram family (its constructor sets the buckets).
@@ -202,6 +259,7 @@ impl Metrics {
             "Fetches of Forge's JWKS URL, by result (ok or error)",
             forge_jwks_fetches.clone(),
         );
+        let connections = ConnectionMetrics::register(&mut registry);
         Metrics {
             forge_keys,
             forge_jwks_fetches,
@@ -218,6 +276,7 @@ impl Metrics {
             reloads,
             key_rotations,
             ready,
+            connections,
         }
     }
 

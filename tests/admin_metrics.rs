@@ -89,7 +89,14 @@ async fn the_admin_listener_serves_live_ready_and_metrics_and_nothing_else() {
     );
     assert_line(&text, r#"patgate_vault_records{kind="user-pat"} 0"#);
     // A family appears with its first sample: no request has been answered yet.
-    assert!(!text.contains("patgate_requests"), "{text}");
+    assert!(!text.contains("patgate_requests_total"), "{text}");
+    // Connections by listener are there from the start (the admin listener's count this
+    // request's, and maybe the earlier ones' while they close).
+    assert_line(&text, r#"patgate_connections_open{listener="api"} 0"#);
+    assert!(
+        text.contains(r#"patgate_connections_open{listener="admin"} "#),
+        "{text}"
+    );
 
     // HEAD: GET's head, no body.
     let head = gw.admin_request(Method::HEAD, "/metrics").await;

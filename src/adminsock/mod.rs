@@ -21,7 +21,7 @@ pub mod client;
 use std::path::Path;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use secrecy::SecretString;
@@ -242,7 +242,7 @@ async fn read_json<T: serde::de::DeserializeOwned>(
 ) -> Result<T, AdminError> {
     let (parts, body) = req.into_parts();
     let body = zeroize::Zeroizing::new(
-        crate::inbound::read_body(parts.headers.get(CONTENT_LENGTH), body, BODY_LIMIT)
+        crate::inbound::read_body(&parts, body, BODY_LIMIT)
             .await?
             .to_vec(),
     );

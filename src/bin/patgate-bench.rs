@@ -5,6 +5,9 @@
 //!   signed with a fresh nonce (Ed25519 or HMAC-SHA256) as the Jira app signs, spread over N
 //!   users; one JSON line with req/s, latency percentiles, errors by status and the target
 //!   process's CPU time per request.
+//! - `hold`: holds idle mutual-TLS connections and signed POSTs whose bodies drip one byte a
+//!   second, then times signed reads (new connections and one kept-alive) while they are
+//!   held; one JSON line (`benches/hold.sh`).
 //! - `upstream`: a fast HTTPS stand-in for a git host on loopback.
 //! - `setup`: certificates, app keys, master key, a vault holding N users' PATs, and a
 //!   patgate config in front of the `upstream`.
@@ -47,6 +50,8 @@ struct Cli {
 enum Command {
     /// Drive load at a URL and print one JSON line of results.
     Load(Box<LoadArgs>),
+    /// Hold idle connections and slow bodies open, and time signed reads meanwhile.
+    Hold(HoldArgs),
     /// Serve a fast HTTPS stand-in for a git host; prints its address on the first line.
     Upstream(UpstreamArgs),
     /// Make certificates, app keys, a master key, a vault with N users' PATs and a config.
@@ -124,6 +129,40 @@ struct LoadArgs {
 }
 
 #[derive(Debug, Args)]
+struct HoldArgs {
+    /// patgate's api listener, e.g. https://127.0.0.1:8443 (no path).
+    origin: String,
+    /// Connections that complete mutual TLS and then send nothing.
+    #[arg(long, default_value_t = 5000)]
+    idle: usize,
+    /// Correctly signed POSTs whose body is sent one byte a second.
+    #[arg(long, default_value_t = 5000)]
+    slow: usize,
+    /// Signed reads timed on new connections, and again on one kept-alive connection.
+    #[arg(long, default_value_t = 20)]
+    reads: usize,
+    /// Connections opened at once while building up.
+    #[arg(long, default_value_t = 200)]
+    parallel: usize,
+    /// The integration path prefix.
+    #[arg(long, default_value = "/git/bench")]
+    prefix: String,
+    /// The CA of patgate's server certificate, then the client certificate (PEM) and its
+    /// key file when that is separate.
+    #[arg(long)]
+    cacert: PathBuf,
+    #[arg(long)]
+    cert: PathBuf,
+    #[arg(long)]
+    cert_key: Option<PathBuf>,
+    /// The app's Ed25519 private key (PKCS#8 PEM) and the key id its signatures name.
+    #[arg(long)]
+    key: PathBuf,
+    #[arg(long, default_value = "bench-app")]
+    keyid: String,
+}
+
+#[derive(Debug, Args)]
 struct UpstreamArgs {
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
@@ -184,6 +223,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Load(args) => load(*args).await,
+            Command::Hold(args) => hold(args).await,
             Command::Upstream(args) => upstream(args).await,
             Command::Setup(args) => setup(args).await,
         }
@@ -198,6 +238,273 @@ fn main() -> ExitCode {
 }
 
 type Result<T> = std::result::Result<T, String>;
+
+// ---------------------------------------------------------------------------------------
+// hold
+
+/// A TLS 1.3 client trusting `cacert` and presenting `cert` (its key in `cert_key`, or in
+/// `cert` itself).
+fn client_tls(
+    cacert: &std::path::Path,
+    cert: &std::path::Path,
+    cert_key: Option<&std::path::Path>,
+) -> Result<rustls::ClientConfig> {
+    let roots = patgate::tls::root_store(cacert).map_err(|e| e.to_string())?;
+    let chain = patgate::tls::load_certs(cert).map_err(|e| e.to_string())?;
+    let private =
+        patgate::tls::load_private_key(cert_key.unwrap_or(cert)).map_err(|e| e.to_string())?;
+    rustls::ClientConfig::builder_with_provider(patgate::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, private)
+        .map_err(|e| format!("client certificate: {e}"))
+}
+
+/// A mutual-TLS client for `hold`, HTTP/1.1.
+fn hold_tls(args: &HoldArgs) -> Result<TlsConnector> {
+    let mut config = client_tls(&args.cacert, &args.cert, args.cert_key.as_deref())?;
+    // Every connection a full handshake, as an attacker's would be.
+    config.resumption = rustls::client::Resumption::disabled();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+type HoldStream = tokio_rustls::client::TlsStream<TcpStream>;
+
+async fn hold_connect(tls: &TlsConnector, addr: SocketAddr) -> Result<HoldStream> {
+    use tokio::io::AsyncWriteExt;
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+    let mut stream = tls
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS: {e}"))?;
+    stream.flush().await.map_err(|e| e.to_string())?;
+    Ok(stream)
+}
+
+/// A signed request as HTTP/1.1 bytes: the head, and the body separately.
+fn hold_request(
+    key: &SigningKey,
+    url: &str,
+    authority: &str,
+    body: Option<&str>,
+) -> Result<(String, Bytes)> {
+    let out = Outgoing {
+        method: if body.is_some() {
+            Method::POST
+        } else {
+            Method::GET
+        },
+        url: url.to_string(),
+        headers: Vec::new(),
+        body: body.map(|b| Bytes::from(b.to_string())),
+        account: Some(account(0)),
+    };
+    let request = sign_request(key, &out, patgate::clock::unix_now()).map_err(|e| e.to_string())?;
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let mut head = format!(
+        "{} {path} HTTP/1.1\r\nhost: {authority}\r\n",
+        request.method()
+    );
+    for (name, value) in request.headers() {
+        head.push_str(&format!(
+            "{name}: {}\r\n",
+            value.to_str().unwrap_or_default()
+        ));
+    }
+    if let Some(body) = body {
+        head.push_str(&format!("content-length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    Ok((head, out.body.unwrap_or_default()))
+}
+
+/// Reads one answer's status line and headers (the reads answer small JSON bodies with a
+/// Content-Length, read in full), answering the status.
+async fn hold_answer(stream: &mut HoldStream) -> Result<u16> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("closed before an answer".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        let Some(end) = text.find("\r\n\r\n") else {
+            continue;
+        };
+        let length: usize = text[..end]
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap_or(0))
+            })
+            .unwrap_or(0);
+        if buf.len() >= end + 4 + length {
+            return text
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| "no status".to_string());
+        }
+    }
+}
+
+/// One signed read on `stream`, answering its status.
+async fn hold_read(
+    key: &SigningKey,
+    url: &str,
+    authority: &str,
+    stream: &mut HoldStream,
+) -> Result<u16> {
+    use tokio::io::AsyncWriteExt;
+    let (head, _) = hold_request(key, url, authority, None)?;
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    hold_answer(stream).await
+}
+
+async fn hold(args: HoldArgs) -> Result<()> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin: Uri = args.origin.parse().map_err(|e| format!("{e}"))?;
+    let authority = origin
+        .authority()
+        .ok_or("the origin needs a host and port")?
+        .to_string();
+    let addr: SocketAddr = tokio::net::lookup_host(authority.as_str())
+        .await
+        .map_err(|e| e.to_string())?
+        .next()
+        .ok_or("no address")?;
+    let tls = hold_tls(&args)?;
+    let pem = zeroize::Zeroizing::new(
+        std::fs::read_to_string(&args.key).map_err(|e| format!("{}: {e}", args.key.display()))?,
+    );
+    let key = SigningKey::ed25519_from_pkcs8_pem(&args.keyid, &pem).map_err(|e| e.to_string())?;
+    let base = format!("https://{authority}{}", args.prefix);
+    let read_url = format!("{base}/api/v3/repos/acme/api/git/refs/heads/main");
+    let post_url = format!("{base}/api/v3/repos/acme/api/git/refs");
+    let body = r#"{"ref":"refs/heads/PROJ-1-a-branch-name-long-enough-to-drip-for-minutes-while-the-reads-are-timed","sha":"aa218f56b14c9653891f9e74264a383fa43fefbd","note":"padding padding padding padding padding padding padding padding padding padding padding padding padding padding padding"}"#;
+
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    // Holders that the server closed (or that failed to open) before the reads were done.
+    let lost = Arc::new(AtomicUsize::new(0));
+    let open_failed = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let gate = Arc::new(tokio::sync::Semaphore::new(args.parallel.max(1)));
+    let mut holders = tokio::task::JoinSet::new();
+    let (opened_tx, mut opened_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    for i in 0..args.idle + args.slow {
+        let slow = i >= args.idle;
+        let (tls, gate, mut stop, lost, open_failed, opened) = (
+            tls.clone(),
+            gate.clone(),
+            stop.clone(),
+            lost.clone(),
+            open_failed.clone(),
+            opened_tx.clone(),
+        );
+        let request = if slow {
+            Some(hold_request(&key, &post_url, &authority, Some(body))?)
+        } else {
+            None
+        };
+        holders.spawn(async move {
+            let permit = gate.acquire_owned().await;
+            let mut stream = match hold_connect(&tls, addr).await {
+                Ok(stream) => stream,
+                Err(_) => {
+                    open_failed.fetch_add(1, Ordering::Relaxed);
+                    let _ = opened.send(());
+                    return;
+                }
+            };
+            let mut next_byte = 0;
+            if let Some((head, _)) = &request {
+                if stream.write_all(head.as_bytes()).await.is_err() {
+                    open_failed.fetch_add(1, Ordering::Relaxed);
+                    let _ = opened.send(());
+                    return;
+                }
+            }
+            drop(permit);
+            let _ = opened.send(());
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut buf = [0u8; 1024];
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    read = stream.read(&mut buf) => {
+                        // An answer or a close before the end: the server let go.
+                        let _ = read;
+                        lost.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    _ = tick.tick(), if request.is_some() => {
+                        let (_, body) = request.as_ref().expect("slow");
+                        if next_byte < body.len() {
+                            if stream.write_all(&body[next_byte..=next_byte]).await.is_err() {
+                                lost.fetch_add(1, Ordering::Relaxed);
+                                return;
+                            }
+                            next_byte += 1;
+                        }
+                    }
+                }
+            }
+        });
+    }
+    drop(opened_tx);
+    for _ in 0..args.idle + args.slow {
+        opened_rx.recv().await;
+    }
+    let build_up = started.elapsed();
+
+    let mut fresh = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("bounds");
+    let mut kept = fresh.clone();
+    let mut statuses = BTreeMap::<u16, u64>::new();
+    let mut keep_alive = hold_connect(&tls, addr).await?;
+    for _ in 0..args.reads {
+        // A new client: the handshake counts.
+        let t0 = Instant::now();
+        let mut stream = hold_connect(&tls, addr).await?;
+        let status = hold_read(&key, &read_url, &authority, &mut stream).await?;
+        fresh.saturating_record(t0.elapsed().as_nanos() as u64);
+        *statuses.entry(status).or_default() += 1;
+        let t0 = Instant::now();
+        let status = hold_read(&key, &read_url, &authority, &mut keep_alive).await?;
+        kept.saturating_record(t0.elapsed().as_nanos() as u64);
+        *statuses.entry(status).or_default() += 1;
+    }
+    let lost_during_reads = lost.load(Ordering::Relaxed);
+    let _ = stop_tx.send(true);
+    while holders.join_next().await.is_some() {}
+    let ms = |h: &Histogram<u64>, q: f64| round(h.value_at_quantile(q) as f64 / 1e6, 2);
+    let line = serde_json::json!({
+        "idle": args.idle,
+        "slow": args.slow,
+        "held_open": args.idle + args.slow - open_failed.load(Ordering::Relaxed) - lost_during_reads,
+        "open_failed": open_failed.load(Ordering::Relaxed),
+        "closed_by_server_while_reading": lost_during_reads,
+        "build_up_s": round(build_up.as_secs_f64(), 1),
+        "reads": args.reads,
+        "statuses": statuses,
+        "new_connection_ms": {"p50": ms(&fresh, 0.5), "max": round(fresh.max() as f64 / 1e6, 2)},
+        "kept_alive_ms": {"p50": ms(&kept, 0.5), "max": round(kept.max() as f64 / 1e6, 2)},
+    });
+    println!("{line}");
+    Ok(())
+}
 
 // ---------------------------------------------------------------------------------------
 // load
@@ -440,16 +747,7 @@ async fn load(args: LoadArgs) -> Result<()> {
         .map_err(|e| format!("{host}: {e}"))?
         .next()
         .ok_or_else(|| format!("{host}: no address"))?;
-    let roots = patgate::tls::root_store(&args.cacert).map_err(|e| e.to_string())?;
-    let chain = patgate::tls::load_certs(&args.cert).map_err(|e| e.to_string())?;
-    let private = patgate::tls::load_private_key(args.cert_key.as_ref().unwrap_or(&args.cert))
-        .map_err(|e| e.to_string())?;
-    let mut config = rustls::ClientConfig::builder_with_provider(patgate::tls::provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, private)
-        .map_err(|e| format!("client certificate: {e}"))?;
+    let mut config = client_tls(&args.cacert, &args.cert, args.cert_key.as_deref())?;
     // A new connection per request means a full handshake each time, as the issue asks.
     if args.new_connection {
         config.resumption = rustls::client::Resumption::disabled();

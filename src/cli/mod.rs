@@ -293,6 +293,7 @@ async fn run(config_path: &Path) -> CliResult {
     use tokio::signal::unix::{signal, SignalKind};
     let config = load_config(config_path)?;
     crate::telemetry::init(&config.log)?;
+    crate::listener::ensure_descriptors(&config.connections);
     let vault = Arc::new(open_vault(&config).await?);
     let runtime = Runtime::start(config, vault, Clock::system())
         .await

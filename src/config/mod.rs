@@ -17,7 +17,9 @@
 //! | `raw.rs` | the file as written (serde structs) and [`defaults`] |
 //! | `validate.rs` | the validator: from the file as written to [`Config`], or the first error |
 //! | `rate_limits.rs` | the `[rate_limits]` section: [`RateLimitSettings`], its file form, defaults and checks |
+//! | `connections.rs` | the `[connections]` section: [`ConnectionLimits`], its file form, defaults and checks |
 
+mod connections;
 mod rate_limits;
 mod raw;
 mod types;
@@ -26,6 +28,7 @@ mod validate;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use connections::ConnectionLimits;
 pub use rate_limits::{
     HostThrottleSettings, Override, QuotaSettings, RateLimitSettings, TierSettings,
 };
@@ -91,6 +94,8 @@ pub struct Config {
     pub rate_limits: RateLimitSettings,
     /// `[forge]`: the Forge app(s) trusted and where their tokens' keys come from.
     pub forge: Option<ForgeSettings>,
+    /// `[connections]`: how many connections, how long idle, how long a body may take.
+    pub connections: ConnectionLimits,
 }
 
 impl Config {

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::connections::RawConnections;
 use super::rate_limits::RawRateLimits;
 use super::types::{ClientCertificateMode, HostKind, LogFormat, TrustRoots};
 
@@ -95,6 +96,7 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) rate_limits: RawRateLimits,
     #[serde(default)]
+    pub(super) connections: RawConnections,
     pub(super) forge: Option<RawForge>,
 }
 
@@ -475,6 +477,7 @@ mod example_file {
 
     #[test]
     fn the_example_documents_every_key_with_its_default() {
+        use super::super::connections::defaults as cn;
         use super::super::rate_limits::defaults as rl;
         let base = "state_dir = \"s\"\n[master_key]\nfile = \"k\"\n[api]\nlisten = \"127.0.0.1:1\"\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"a\"\n";
         let sections = [
@@ -492,6 +495,7 @@ mod example_file {
             (format!("{base}[service]\nzzz = 1\n"), "service"),
             (format!("{base}[vault]\nzzz = 1\n"), "vault"),
             (format!("{base}[rate_limits]\nzzz = 1\n"), "rate_limits"),
+            (format!("{base}[connections]\nzzz = 1\n"), "connections"),
             (
                 format!("{base}[rate_limits.user]\nzzz = 1\n"),
                 "rate_limits.user",
@@ -583,6 +587,12 @@ mod example_file {
                 format!("\"{}\"", defaults::CLIENT_CERTIFICATE),
             ),
             ("forge_source_cidrs", "[]".to_string()),
+            ("idle_timeout_ms", cn::IDLE_TIMEOUT_MS.to_string()),
+            ("body_read_timeout_ms", cn::BODY_READ_TIMEOUT_MS.to_string()),
+            ("max_api", cn::MAX_API.to_string()),
+            ("max_api_per_client", cn::MAX_API_PER_CLIENT.to_string()),
+            ("max_connect", cn::MAX_CONNECT.to_string()),
+            ("max_admin", cn::MAX_ADMIN.to_string()),
         ] {
             assert!(
                 EXAMPLE

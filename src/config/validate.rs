@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::connections::ConnectionLimits;
 use super::rate_limits::RateLimitSettings;
 use super::raw::{
     defaults, RawAdmin, RawApi, RawAppKey, RawConfig, RawConnect, RawForge, RawForgeApp,
@@ -97,6 +98,7 @@ impl Validator<'_> {
         };
         let ids: Vec<&str> = integrations.iter().map(|i| i.id.as_str()).collect();
         let rate_limits = RateLimitSettings::from_raw(self.file, raw.rate_limits, &ids)?;
+        let connections = ConnectionLimits::from_raw(self.file, raw.connections)?;
         Ok(Config {
             service,
             vault,
@@ -104,6 +106,7 @@ impl Validator<'_> {
             state_dir,
             admin,
             rate_limits,
+            connections,
             master_key,
             api,
             signatures,

@@ -12,14 +12,18 @@ use tokio::sync::watch;
 
 use crate::runtime::Current;
 
-/// How long a client may take to send a request's head.
+use super::limits::{self, Gate, Timeouts, Tracked, Watched};
+
+/// How long a client may take to send a request's head, from its first byte.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves until `stop` turns true, then closes idle connections and lets the ones
-/// mid-request finish.
+/// mid-request finish. Connections are counted by `gate` (`connections.max_admin`) and
+/// closed when idle like the other listeners' ([`super::limits`]).
 pub(super) async fn serve(
     listener: TcpListener,
     current: Arc<Current>,
+    gate: Arc<Gate>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -34,29 +38,54 @@ pub(super) async fn serve(
             },
             _ = stop.changed() => break,
         };
+        let runtime = current.load();
+        let accepted = runtime.clock().elapsed();
+        let Some(permit) = gate.admit(runtime.config().connections.max_admin) else {
+            tracing::debug!(%peer, "admin listener: connection refused: connections.max_admin reached");
+            continue;
+        };
+        let activity = gate.activity(runtime.clock(), accepted);
+        activity.watch_heads();
+        let timeouts = Timeouts {
+            head: HEADER_READ_TIMEOUT,
+            ..Timeouts::of(runtime.config())
+        };
+        let timer = runtime.clock().timer();
+        drop(runtime);
         let current = current.clone();
-        let mut stop = stop.clone();
+        let gate = gate.clone();
+        let stop = stop.clone();
         tokio::spawn(async move {
-            let timer = current.load().clock().timer();
-            let service = service_fn(move |req| {
-                let runtime = current.load();
-                async move { Ok::<_, Infallible>(crate::admin::answer(&runtime, &req).await) }
-            });
+            let service = {
+                let activity = activity.clone();
+                service_fn(move |req| {
+                    let runtime = current.load();
+                    let in_flight = activity.request();
+                    async move {
+                        let response = crate::admin::answer(&runtime, &req).await;
+                        Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
+                    }
+                })
+            };
+            let io = TokioIo::new(Watched::new(tcp, activity.clone()));
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(timer)
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(tcp), service);
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                result = conn.as_mut() => result,
-                _ = stop.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(err) = result {
+                // A backstop: `limits::serve` times heads and idle time first.
+                .header_read_timeout(timeouts.idle + HEADER_READ_TIMEOUT)
+                .serve_connection(io, service);
+            let served = limits::serve(
+                conn,
+                |conn| conn.graceful_shutdown(),
+                activity.clone(),
+                timeouts,
+                stop,
+                gate.clone(),
+            )
+            .await;
+            if let Err(err) = served {
                 tracing::debug!(%peer, error = %err, "admin connection ended with an error");
             }
+            drop(permit);
         });
     }
 }

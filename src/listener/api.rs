@@ -13,7 +13,6 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -22,16 +21,20 @@ use crate::authn::{ClientCertificate, Connection};
 use crate::body::ResponseBody;
 use crate::config::{ApiListener, ClientCertificateMode};
 use crate::error::{Problem, RequestError};
-use crate::inbound::{self, REQUEST_ID_HEADER};
+use crate::inbound::{self, BodyDeadline, REQUEST_ID_HEADER};
 use crate::pipeline::{self, Summary};
 use crate::runtime::{Current, Runtime};
 
-/// Accepts until `shutdown` completes, then closes the socket (new connections are refused).
-/// Every connection is watched by `graceful` and cut when `cut` turns true.
+use super::limits::{self, Activity, Gate, Timeouts, Tracked, Watched};
+
+/// Accepts until `shutdown` completes, then closes the socket (new connections are refused)
+/// and lets every connection close gracefully once `stop` turns true. Every connection is
+/// counted by `gate` and cut when `cut` turns true.
 pub(super) async fn serve(
     current: Arc<Current>,
     listener: TcpListener,
-    graceful: &GracefulShutdown,
+    gate: Arc<Gate>,
+    stop: watch::Receiver<bool>,
     cut: watch::Receiver<bool>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -50,16 +53,45 @@ pub(super) async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let runtime = current.load();
+        let accepted = runtime.clock().elapsed();
+        // Past the cap the socket is closed before any TLS work is spent on it.
+        let Some(permit) = gate.admit(runtime.config().connections.max_api) else {
+            tracing::debug!(%peer, "connection refused: connections.max_api reached");
+            continue;
+        };
+        let activity = gate.activity(runtime.clock(), accepted);
+        drop(runtime);
         let _ = tcp.set_nodelay(true);
-        let connection = serve_connection(current.clone(), tcp, peer, graceful.watcher());
+        let connection = serve_connection(
+            current.clone(),
+            tcp,
+            peer,
+            Accepted {
+                gate: gate.clone(),
+                activity,
+                accepted,
+                stop: stop.clone(),
+            },
+        );
         let mut cut = cut.clone();
         tokio::spawn(async move {
             tokio::select! {
                 () = connection => {}
                 _ = cut.changed() => tracing::info!(%peer, "connection closed: the shutdown grace period is over"),
             }
+            drop(permit);
         });
     }
+}
+
+/// What the accept loop hands a connection: its place in the listener's [`Gate`].
+struct Accepted {
+    gate: Arc<Gate>,
+    activity: Arc<Activity>,
+    /// When it was accepted, on the runtime's clock.
+    accepted: Duration,
+    stop: watch::Receiver<bool>,
 }
 
 /// One api connection: the TLS handshake with the runtime current now (its certificate,
@@ -68,7 +100,7 @@ async fn serve_connection(
     current: Arc<Current>,
     tcp: TcpStream,
     peer: SocketAddr,
-    watcher: Watcher,
+    accepted: Accepted,
 ) {
     let at_handshake = current.load();
     let api = &at_handshake.config().api;
@@ -77,11 +109,12 @@ async fn serve_connection(
         tracing::info!(%peer, "connection refused: the address is not on api.forge_source_cidrs");
         return;
     }
+    let clock = at_handshake.clock().clone();
+    let timeouts = Timeouts::of(at_handshake.config());
     let acceptor = TlsAcceptor::from(at_handshake.api_tls().clone());
-    let handshake = at_handshake
-        .clock()
+    let handshake = clock
         .timeout(
-            at_handshake.config().api.handshake_timeout,
+            timeouts.handshake_left(&clock, accepted.accepted),
             acceptor.accept(tcp),
         )
         .await;
@@ -92,6 +125,7 @@ async fn serve_connection(
             return;
         }
         Err(_) => {
+            accepted.gate.closed("handshake-timeout").inc();
             tracing::info!(%peer, "TLS handshake timed out");
             return;
         }
@@ -122,15 +156,56 @@ async fn serve_connection(
         }
         Arc::new(Connection { peer, certificate })
     };
-    let builder = super::http::builder(&at_handshake.config().api, at_handshake.clock());
+    if session_is_http1(&tls) {
+        accepted.activity.watch_heads();
+    }
+    let limits = at_handshake.config().connections;
+    let builder = super::http::builder(&at_handshake.config().api, &limits, &clock);
     drop(at_handshake);
-    let service = service_fn(move |req| {
+    let identity = client_identity(&connection);
+    let Some(_client) = accepted
+        .gate
+        .admit_client(&identity, limits.max_api_per_client)
+    else {
+        tracing::debug!(%peer, client = %identity, "connection refused: connections.max_api_per_client reached");
+        refuse(
+            builder,
+            tls,
+            limits.max_api_per_client,
+            clock,
+            timeouts,
+            accepted,
+        )
+        .await;
+        return;
+    };
+    let activity = accepted.activity.clone();
+    let service = service_fn(move |mut req: Request<Incoming>| {
         let runtime = current.load();
         let connection = connection.clone();
-        async move { Ok::<_, std::convert::Infallible>(handle(&runtime, &connection, req).await) }
+        let arrived = runtime.clock().elapsed();
+        req.extensions_mut().insert(BodyDeadline::new(
+            runtime.clock(),
+            arrived + runtime.config().connections.body_read_timeout,
+        ));
+        let in_flight = activity.request();
+        async move {
+            let response = handle(&runtime, &connection, req).await;
+            Ok::<_, std::convert::Infallible>(response.map(|body| Tracked::new(body, in_flight)))
+        }
     });
-    let conn = builder.serve_connection(TokioIo::new(tls), service);
-    if let Err(err) = watcher.watch(conn.into_owned()).await {
+    let io = TokioIo::new(Watched::new(tls, accepted.activity.clone()));
+    let conn = builder.serve_connection(io, service).into_owned();
+    let served = limits::serve(
+        conn,
+        |conn| conn.graceful_shutdown(),
+        accepted.activity.clone(),
+        timeouts,
+        accepted.stop,
+        accepted.gate.clone(),
+    )
+    .await;
+    if let Err(err) = served {
         tracing::debug!(%peer, error = %err, "connection ended with an error");
     }
 }
@@ -164,6 +239,54 @@ fn announce_forge(api: &ApiListener) {
             "the api listener takes Forge calls without a client certificate from these ranges only"
         );
     }
+}
+
+/// Whether the client chose HTTP/1.1 (or nothing) rather than HTTP/2 by ALPN.
+fn session_is_http1<IO>(tls: &tokio_rustls::server::TlsStream<IO>) -> bool {
+    tls.get_ref().1.alpn_protocol() != Some(b"h2")
+}
+
+/// Whom the per-client cap counts a connection against: its certificate's subject (the
+/// `client` rate-limit tier's key), else its address.
+fn client_identity(connection: &Connection) -> Arc<str> {
+    match &connection.certificate {
+        Some(certificate) => certificate.subject.clone(),
+        None => connection.peer.ip().to_string().into(),
+    }
+}
+
+/// A connection past its client's cap: every request on it is answered 503
+/// `too-many-connections`, HTTP/1.1 without keep-alive, and it is closed once it has gone
+/// one request-head timeout without a request.
+async fn refuse(
+    mut builder: hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    tls: tokio_rustls::server::TlsStream<TcpStream>,
+    limit: usize,
+    clock: crate::clock::Clock,
+    timeouts: Timeouts,
+    accepted: Accepted,
+) {
+    builder.http1().keep_alive(false);
+    let service = service_fn(move |req: Request<Incoming>| async move {
+        let request_id = inbound::request_id(req.headers());
+        let problem = Problem::of(&RequestError::TooManyConnections(limit));
+        Ok::<_, std::convert::Infallible>(problem.into_response(Some(&request_id)))
+    });
+    let conn = builder
+        .serve_connection(TokioIo::new(tls), service)
+        .into_owned();
+    let _ = limits::serve(
+        conn,
+        |conn| conn.graceful_shutdown(),
+        accepted.gate.activity(&clock, clock.elapsed()),
+        Timeouts {
+            idle: timeouts.head,
+            ..timeouts
+        },
+        accepted.stop,
+        accepted.gate,
+    )
+    .await;
 }
 
 /// Where a request on the api listener goes.

@@ -1,22 +1,31 @@
 //! The connect page's listener: server TLS only (browsers have no client certificate), with
 //! the certificate current at each handshake; every request to [`crate::connect`] with the
-//! runtime current then.
+//! runtime current then. The same connection limits as the api listener
+//! ([`super::limits`]), with its own cap (`connections.max_connect`) and none per client: a
+//! browser has no identity before it opens a link.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::Request;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use crate::inbound::BodyDeadline;
 use crate::runtime::Current;
 
-/// Accepts until `stop` changes; every connection is cut when `cut` turns true.
+use super::limits::{self, Gate, Timeouts, Tracked, Watched};
+
+/// Accepts until `stop` changes; every connection is counted by `gate` and cut when `cut`
+/// turns true.
 pub(super) async fn serve(
     current: Arc<Current>,
     listener: TcpListener,
+    gate: Arc<Gate>,
     mut stop: watch::Receiver<bool>,
     cut: watch::Receiver<bool>,
 ) {
@@ -32,7 +41,17 @@ pub(super) async fn serve(
             },
             _ = stop.changed() => break,
         };
+        let runtime = current.load();
+        let accepted = runtime.clock().elapsed();
+        let Some(permit) = gate.admit(runtime.config().connections.max_connect) else {
+            tracing::debug!(%peer, "connect listener: connection refused: connections.max_connect reached");
+            continue;
+        };
+        let activity = gate.activity(runtime.clock(), accepted);
+        drop(runtime);
         let current = current.clone();
+        let gate = gate.clone();
+        let stop = stop.clone();
         let mut cut = cut.clone();
         let connection = async move {
             let at_handshake = current.load();
@@ -40,26 +59,65 @@ pub(super) async fn serve(
             let Some(tls) = at_handshake.connect_tls().cloned() else {
                 return;
             };
-            let handshake = at_handshake
-                .clock()
+            let clock = at_handshake.clock().clone();
+            let timeouts = Timeouts::of(at_handshake.config());
+            let handshake = clock
                 .timeout(
-                    at_handshake.config().api.handshake_timeout,
+                    timeouts.handshake_left(&clock, accepted),
                     TlsAcceptor::from(tls).accept(tcp),
                 )
                 .await;
-            let builder = super::http::builder(&at_handshake.config().api, at_handshake.clock());
+            let builder = super::http::builder(
+                &at_handshake.config().api,
+                &at_handshake.config().connections,
+                &clock,
+            );
             drop(at_handshake);
-            let Ok(Ok(tls)) = handshake else {
-                tracing::debug!(%peer, "connect listener: TLS handshake failed");
-                return;
-            };
-            let service = service_fn(move |req| {
-                let runtime = current.load();
-                async move {
-                    Ok::<_, std::convert::Infallible>(crate::connect::handle(&runtime, req).await)
+            let tls = match handshake {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(err)) => {
+                    tracing::debug!(%peer, error = %err, "connect listener: TLS handshake failed");
+                    return;
                 }
-            });
-            if let Err(err) = builder.serve_connection(TokioIo::new(tls), service).await {
+                Err(_) => {
+                    gate.closed("handshake-timeout").inc();
+                    tracing::debug!(%peer, "connect listener: TLS handshake timed out");
+                    return;
+                }
+            };
+            if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+                activity.watch_heads();
+            }
+            let service = {
+                let activity = activity.clone();
+                service_fn(move |mut req: Request<Incoming>| {
+                    let runtime = current.load();
+                    let arrived = runtime.clock().elapsed();
+                    req.extensions_mut().insert(BodyDeadline::new(
+                        runtime.clock(),
+                        arrived + runtime.config().connections.body_read_timeout,
+                    ));
+                    let in_flight = activity.request();
+                    async move {
+                        let response = crate::connect::handle(&runtime, req).await;
+                        Ok::<_, std::convert::Infallible>(
+                            response.map(|body| Tracked::new(body, in_flight)),
+                        )
+                    }
+                })
+            };
+            let io = TokioIo::new(Watched::new(tls, activity.clone()));
+            let conn = builder.serve_connection(io, service).into_owned();
+            let served = limits::serve(
+                conn,
+                |conn| conn.graceful_shutdown(),
+                activity.clone(),
+                timeouts,
+                stop,
+                gate.clone(),
+            )
+            .await;
+            if let Err(err) = served {
                 tracing::debug!(%peer, error = %err, "connect connection ended with an error");
             }
         };
@@ -68,6 +126,7 @@ pub(super) async fn serve(
                 () = connection => {}
                 _ = cut.changed() => {}
             }
+            drop(permit);
         });
     }
 }

@@ -5,15 +5,23 @@ use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
 
 use crate::clock::Clock;
-use crate::config::ApiListener;
+use crate::config::{ApiListener, ConnectionLimits};
 
 /// HTTP/1.1 and HTTP/2 with the api listener's limits; hyper's timers read `clock`.
-pub(super) fn builder(api: &ApiListener, clock: &Clock) -> auto::Builder<TokioExecutor> {
+///
+/// The idle and request-head timeouts are enforced around the connection
+/// ([`super::limits::serve`]): hyper starts its own header timer when it waits for a head,
+/// idle time included, so here it is only a backstop that never fires first.
+pub(super) fn builder(
+    api: &ApiListener,
+    limits: &ConnectionLimits,
+    clock: &Clock,
+) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(clock.timer())
-        .header_read_timeout(api.header_read_timeout)
+        .header_read_timeout(limits.idle_timeout + api.header_read_timeout)
         .max_buf_size(api.max_header_bytes.max(8192));
     builder
         .http2()

@@ -19,6 +19,7 @@ pub mod adminsock;
 mod api;
 mod connect;
 mod http;
+mod limits;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -32,6 +33,7 @@ use crate::runtime::{Current, ReloadReport, Runtime};
 use crate::vault::PAT_USE_FLUSH_INTERVAL;
 
 pub use adminsock::{AdminSocket, AdminSocketError};
+pub(crate) use limits::ensure_descriptors;
 
 /// The sockets a [`Server`] serves, bound before it runs.
 #[derive(Debug)]
@@ -187,7 +189,7 @@ impl Server {
         let runtime = current.load();
         let clock = runtime.clock().clone();
         let metrics = runtime.metrics().clone();
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let api_gate = limits::Gate::new("api", &metrics);
         // Turns true when shutdown begins: the listeners other than admin stop accepting.
         let (stop, stopped) = tokio::sync::watch::channel(false);
         // Turns true when the grace period is over: every connection still open is closed.
@@ -201,6 +203,7 @@ impl Server {
             tokio::spawn(connect::serve(
                 current.clone(),
                 listener,
+                limits::Gate::new("connect", &metrics),
                 stopped.clone(),
                 cut_rx.clone(),
             ))
@@ -232,10 +235,23 @@ impl Server {
         // bound; connections wait in its backlog until its loop accepts them.
         metrics.ready.set(1);
         let (stop_admin, admin_stopped) = tokio::sync::watch::channel(false);
-        let admin = listeners
-            .admin
-            .map(|listener| tokio::spawn(admin::serve(listener, current.clone(), admin_stopped)));
-        api::serve(current.clone(), listeners.api, &graceful, cut_rx, shutdown).await;
+        let admin = listeners.admin.map(|listener| {
+            tokio::spawn(admin::serve(
+                listener,
+                current.clone(),
+                limits::Gate::new("admin", &metrics),
+                admin_stopped,
+            ))
+        });
+        api::serve(
+            current.clone(),
+            listeners.api,
+            api_gate.clone(),
+            stopped.clone(),
+            cut_rx,
+            shutdown,
+        )
+        .await;
         // Not ready from now on; the api socket is closed, so new connections are refused.
         metrics.ready.set(0);
         let _ = stop.send(true);
@@ -252,7 +268,7 @@ impl Server {
             "listeners closed; finishing requests in flight"
         );
         tokio::select! {
-            () = graceful.shutdown() => tracing::info!("all connections closed"),
+            () = api_gate.drained() => tracing::info!("all connections closed"),
             () = clock.sleep(grace) => {
                 tracing::warn!(grace_seconds = grace.as_secs(), "grace period over; closing remaining connections");
                 let _ = cut.send(true);

@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | authenticate | [`authenticate`]: the runtime's [`crate::authn::Authenticator`] | 401, 403 `client-not-allowed` |
 //! | the integration | [`integration`] | 404 `unknown-integration` |
-//! | read | [`read`]: dot segments, the acting account, the body and its digest | 400, 401, 413 |
+//! | read | [`read`]: dot segments, method overrides, the acting account, the body (within its deadline) and its digest | 400, 401, 408, 413 |
 //! | classify | [`classify`]: the host adapter says what the request does | 400 (an action names no user) |
 //! | limit | [`limit`]: patgate's quotas | 429 `rate-limited` |
 //! | policy | [`policy`]: which credential, or which refusal | 403 `user-pat-required` (with a setup link), … |
@@ -89,9 +89,10 @@ pub(crate) struct Read {
     pub acts_as_app: bool,
 }
 
-/// Reads the request: no dot segments in the host path, the acting account (the caller's
-/// own principal, else the signed `Patgate-Account`), the whole body within the
-/// integration's limit, and its digest.
+/// Reads the request: no dot segments in the host path, no method override (header, query
+/// parameter or form field), the acting account (the caller's own principal, else the
+/// signed `Patgate-Account`), the whole body within the integration's limit and the
+/// request's deadline, and its digest.
 pub(crate) async fn read(
     integration: &IntegrationRuntime,
     caller: &Caller,
@@ -99,18 +100,15 @@ pub(crate) async fn read(
     host_path: &str,
 ) -> Result<Read, RequestError> {
     inbound::refuse_dot_segments(host_path)?;
+    inbound::refuse_method_override(req.headers(), req.uri().query())?;
     let account = match &caller.principal {
         Some(principal) => Some(principal.clone()),
         None => inbound::account(req.headers())?,
     };
     let (parts, body) = req.into_parts();
-    let body = inbound::read_body(
-        parts.headers.get(http::header::CONTENT_LENGTH),
-        body,
-        integration.config().max_body_bytes,
-    )
-    .await?;
+    let body = inbound::read_body(&parts, body, integration.config().max_body_bytes).await?;
     inbound::check_digest(&parts.headers, &body)?;
+    inbound::refuse_method_override_in_body(&parts.headers, &body)?;
     Ok(Read {
         parts,
         body,
