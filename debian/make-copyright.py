@@ -74,14 +74,17 @@ def linked_crates(meta):
 
 
 def ids(expression):
-    tokens = re.findall(r"[A-Za-z0-9.\-]+", expression or "")
-    return [t for t in tokens if t not in ("OR", "AND", "WITH")]
+    # An exception (`Apache-2.0 WITH LLVM-exception`) only adds permissions to its licence:
+    # the licence's text is the one to carry.
+    expression = re.sub(r"\bWITH\s+[A-Za-z0-9.\-]+", "", expression or "")
+    tokens = re.findall(r"[A-Za-z0-9.\-]+", expression)
+    return [t for t in tokens if t not in ("OR", "AND")]
 
 
 def debian_expression(expression):
     """SPDX `A OR B`, `A/B`, `A AND B` as DEP-5 writes them: `A or B`, `A and B`."""
     spdx = " OR ".join(part.strip() for part in expression.split("/"))
-    return re.sub(r"\bOR\b", "or", re.sub(r"\bAND\b", "and", spdx))
+    return re.sub(r"\bOR\b", "or", re.sub(r"\bAND\b", "and", re.sub(r"\bWITH\b", "with", spdx)))
 
 
 def licence_text(licence, crates):
