@@ -25,7 +25,7 @@ use std::sync::Arc;
 use http::{HeaderMap, Method};
 
 use crate::ids::AccountId;
-use crate::signature::SignatureError;
+use crate::signature::{Message, Requirements, SignatureError, Verified, Verifier};
 use crate::store::{BoxFuture, NonceError};
 
 pub use forge::{ForgeError, ForgeToken};
@@ -58,6 +58,28 @@ pub struct RequestHead<'a> {
     pub target_uri: &'a str,
     pub headers: &'a HeaderMap,
     pub has_body: bool,
+}
+
+impl RequestHead<'_> {
+    /// Verifies the request's RFC 9421 signature with `verifier` at `now` (Unix seconds), as
+    /// every authenticator that takes the signature does.
+    pub fn verify_signature(
+        &self,
+        verifier: &Verifier,
+        now: u64,
+    ) -> Result<Verified, SignatureError> {
+        verifier.verify(
+            &Message {
+                method: self.method,
+                target_uri: self.target_uri,
+                headers: self.headers,
+            },
+            Requirements {
+                has_body: self.has_body,
+            },
+            now,
+        )
+    }
 }
 
 /// How a caller proved who it is (the decision log and audit events say it).

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::{AuthError, AuthMethod, Authenticator, Caller, Connection, RequestHead};
-use crate::signature::{Message, Requirements, Verifier};
+use crate::signature::Verifier;
 use crate::store::{BoxFuture, NonceStore};
 
 /// See the module docs.
@@ -48,17 +48,7 @@ impl Authenticator for MtlsSignature {
                 .as_ref()
                 .map(|c| c.subject.clone())
                 .ok_or(AuthError::NoClientCertificate)?;
-            let verified = self.verifier.verify(
-                &Message {
-                    method: head.method,
-                    target_uri: head.target_uri,
-                    headers: head.headers,
-                },
-                Requirements {
-                    has_body: head.has_body,
-                },
-                now,
-            )?;
+            let verified = head.verify_signature(&self.verifier, now)?;
             // Only now, with the signature verified: unauthenticated traffic cannot fill the
             // replay cache.
             self.nonces
@@ -83,6 +73,7 @@ mod tests {
 
     use super::*;
     use crate::authn::ClientCertificate;
+    use crate::signature::Message;
     use crate::signature::{digest, sign, KeyRing, SignParams, SignatureError, SigningKey, Window};
     use crate::store::{MemoryNonces, NonceError};
 

@@ -27,24 +27,18 @@ pub(super) async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(err) => {
-                    tracing::warn!(error = %err, "admin listener: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let admitted = tokio::select! {
+            admitted = super::admit_next(&listener, "admin listener", &current, &gate, super::MAX_ADMIN) => admitted,
             _ = stop.changed() => break,
         };
+        let super::Admitted {
+            tcp,
+            peer,
+            permit,
+            activity,
+            ..
+        } = admitted;
         let runtime = current.load();
-        let accepted = runtime.clock().elapsed();
-        let Some(permit) = gate.admit(runtime.config().connections.max_admin) else {
-            tracing::debug!(%peer, "admin listener: connection refused: connections.max_admin reached");
-            continue;
-        };
-        let activity = gate.activity(runtime.clock(), accepted);
         activity.watch_heads();
         let timeouts = Timeouts {
             head: HEADER_READ_TIMEOUT,

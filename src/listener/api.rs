@@ -21,7 +21,7 @@ use crate::authn::{ClientCertificate, Connection};
 use crate::body::ResponseBody;
 use crate::config::{ApiListener, ClientCertificateMode};
 use crate::error::{Problem, RequestError};
-use crate::inbound::{self, BodyDeadline, REQUEST_ID_HEADER};
+use crate::inbound::{self, REQUEST_ID_HEADER};
 use crate::pipeline::{self, Summary};
 use crate::runtime::{Current, Runtime};
 
@@ -41,27 +41,17 @@ pub(super) async fn serve(
     tokio::pin!(shutdown);
     announce_forge(&current.load().config().api);
     loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(err) => {
-                    // EMFILE and the like: back off instead of spinning.
-                    tracing::warn!(error = %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let admitted = tokio::select! {
+            admitted = super::admit_next(&listener, "api listener", &current, &gate, super::MAX_API) => admitted,
             () = &mut shutdown => break,
         };
-        let runtime = current.load();
-        let accepted = runtime.clock().elapsed();
-        // Past the cap the socket is closed before any TLS work is spent on it.
-        let Some(permit) = gate.admit(runtime.config().connections.max_api) else {
-            tracing::debug!(%peer, "connection refused: connections.max_api reached");
-            continue;
-        };
-        let activity = gate.activity(runtime.clock(), accepted);
-        drop(runtime);
+        let super::Admitted {
+            tcp,
+            peer,
+            permit,
+            activity,
+            accepted,
+        } = admitted;
         let _ = tcp.set_nodelay(true);
         let connection = serve_connection(
             current.clone(),
@@ -183,11 +173,7 @@ async fn serve_connection(
     let service = service_fn(move |mut req: Request<Incoming>| {
         let runtime = current.load();
         let connection = connection.clone();
-        let arrived = runtime.clock().elapsed();
-        req.extensions_mut().insert(BodyDeadline::new(
-            runtime.clock(),
-            arrived + runtime.config().connections.body_read_timeout,
-        ));
+        req.extensions_mut().insert(limits::body_deadline(&runtime));
         let in_flight = activity.request();
         async move {
             let response = handle(&runtime, &connection, req).await;

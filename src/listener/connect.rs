@@ -5,7 +5,6 @@
 //! browser has no identity before it opens a link.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::Request;
 use hyper::body::Incoming;
@@ -15,7 +14,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::inbound::BodyDeadline;
 use crate::runtime::Current;
 
 use super::limits::{self, Gate, Timeouts, Tracked, Watched};
@@ -30,25 +28,17 @@ pub(super) async fn serve(
     cut: watch::Receiver<bool>,
 ) {
     loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(err) => {
-                    tracing::warn!(error = %err, "connect listener: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let admitted = tokio::select! {
+            admitted = super::admit_next(&listener, "connect listener", &current, &gate, super::MAX_CONNECT) => admitted,
             _ = stop.changed() => break,
         };
-        let runtime = current.load();
-        let accepted = runtime.clock().elapsed();
-        let Some(permit) = gate.admit(runtime.config().connections.max_connect) else {
-            tracing::debug!(%peer, "connect listener: connection refused: connections.max_connect reached");
-            continue;
-        };
-        let activity = gate.activity(runtime.clock(), accepted);
-        drop(runtime);
+        let super::Admitted {
+            tcp,
+            peer,
+            permit,
+            activity,
+            accepted,
+        } = admitted;
         let current = current.clone();
         let gate = gate.clone();
         let stop = stop.clone();
@@ -92,11 +82,7 @@ pub(super) async fn serve(
                 let activity = activity.clone();
                 service_fn(move |mut req: Request<Incoming>| {
                     let runtime = current.load();
-                    let arrived = runtime.clock().elapsed();
-                    req.extensions_mut().insert(BodyDeadline::new(
-                        runtime.clock(),
-                        arrived + runtime.config().connections.body_read_timeout,
-                    ));
+                    req.extensions_mut().insert(limits::body_deadline(&runtime));
                     let in_flight = activity.request();
                     async move {
                         let response = crate::connect::handle(&runtime, req).await;

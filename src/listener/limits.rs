@@ -378,6 +378,16 @@ impl Drop for InFlight {
     }
 }
 
+/// The body deadline of a request arriving now: `connections.body_read_timeout` from now on
+/// the runtime's clock, for `inbound::read_body` to find among the request's extensions.
+pub(super) fn body_deadline(runtime: &crate::runtime::Runtime) -> crate::inbound::BodyDeadline {
+    let arrived = runtime.clock().elapsed();
+    crate::inbound::BodyDeadline::new(
+        runtime.clock(),
+        arrived + runtime.config().connections.body_read_timeout,
+    )
+}
+
 /// Serves `conn` until it ends, the server stops (`stop` turns true: a graceful close) or
 /// its client has been idle or slow for too long ([`Activity`]). An idle connection gets a
 /// graceful close (HTTP/2: GOAWAY) and `timeouts.head` more to let go before it is

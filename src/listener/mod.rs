@@ -35,6 +35,65 @@ use crate::vault::PAT_USE_FLUSH_INTERVAL;
 pub use adminsock::{AdminSocket, AdminSocketError};
 pub(crate) use limits::ensure_descriptors;
 
+/// A listener's cap on open connections: the config key (for the log) and how to read it.
+type Cap = (&'static str, fn(&Config) -> usize);
+const MAX_API: Cap = ("connections.max_api", |config| config.connections.max_api);
+const MAX_CONNECT: Cap = ("connections.max_connect", |config| {
+    config.connections.max_connect
+});
+const MAX_ADMIN: Cap = ("connections.max_admin", |config| {
+    config.connections.max_admin
+});
+
+/// A connection an accept loop took: its socket, its peer, its place under the listener's
+/// cap, and its activity (for the idle and head deadlines), as of `accepted` on the clock.
+struct Admitted {
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    permit: limits::Permit,
+    activity: Arc<limits::Activity>,
+    accepted: std::time::Duration,
+}
+
+/// The next connection on `listener` that `gate` admits under the cap `max` picks from the
+/// config in force (`setting` names it in the log). Past the cap the socket is closed at
+/// once, before any TLS work is spent on it. A failed accept (EMFILE and the like: the
+/// descriptor limit reached) is logged as `{what}: accept failed` and backed off from for
+/// 50 ms instead of spun on. Cancel safe: the accept loops select it against their stop
+/// signal.
+async fn admit_next(
+    listener: &TcpListener,
+    what: &'static str,
+    current: &Current,
+    gate: &Arc<limits::Gate>,
+    (setting, max): Cap,
+) -> Admitted {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(pair) => pair,
+            Err(err) => {
+                tracing::warn!(error = %err, "{what}: accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let runtime = current.load();
+        let accepted = runtime.clock().elapsed();
+        let Some(permit) = gate.admit(max(runtime.config())) else {
+            tracing::debug!(%peer, "{what}: connection refused: {setting} reached");
+            continue;
+        };
+        let activity = gate.activity(runtime.clock(), accepted);
+        return Admitted {
+            tcp,
+            peer,
+            permit,
+            activity,
+            accepted,
+        };
+    }
+}
+
 /// The sockets a [`Server`] serves, bound before it runs.
 #[derive(Debug)]
 pub struct Listeners {

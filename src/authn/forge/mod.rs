@@ -33,7 +33,7 @@ use super::{AuthError, AuthMethod, Caller, Connection, RequestHead};
 use crate::config::{ForgeApp, ForgeSettings};
 use crate::ids::AccountId;
 use crate::metrics::Metrics;
-use crate::signature::{Message, Requirements, SignatureError, Verifier};
+use crate::signature::{SignatureError, Verifier};
 use crate::store::{BoxFuture, NonceError, NonceStore};
 
 pub use keys::{JwksUrl, KeySet};
@@ -457,19 +457,8 @@ impl super::Authenticator for ForgeToken {
                     method: AuthMethod::ForgeToken,
                 });
             }
-            let verified = self
-                .verifier
-                .verify(
-                    &Message {
-                        method: head.method,
-                        target_uri: head.target_uri,
-                        headers: head.headers,
-                    },
-                    Requirements {
-                        has_body: head.has_body,
-                    },
-                    now,
-                )
+            let verified = head
+                .verify_signature(&self.verifier, now)
                 .map_err(ForgeError::Signature)?;
             if !app.signature_keyids.is_empty() && !app.signature_keyids.contains(&verified.keyid) {
                 return Err(ForgeError::Signature(SignatureError::UnknownKey(format!(
