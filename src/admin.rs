@@ -98,6 +98,21 @@ async fn refresh_gauges(runtime: &Runtime) {
         }
         Err(err) => tracing::warn!(error = %err, "counting vault records for /metrics failed"),
     }
+    match runtime.integrations_without_secret().await {
+        Ok(missing) => {
+            for integration in runtime.integrations() {
+                metrics
+                    .integration_secret_missing
+                    .get_or_create(&crate::metrics::IntegrationLabels {
+                        integration: integration.id().to_string(),
+                    })
+                    .set(i64::from(missing.iter().any(|id| id == integration.id())));
+            }
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "checking integration secrets for /metrics failed")
+        }
+    }
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {

@@ -55,6 +55,12 @@ pub struct HoldLabels {
     pub credential: String,
 }
 
+/// Labels of `patgate_integration_secret_missing`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IntegrationLabels {
+    pub integration: String,
+}
+
 /// Labels of `patgate_vault_records`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VaultLabels {
@@ -140,6 +146,9 @@ pub struct Metrics {
     /// Credentials currently held until the host's reset.
     pub holds_active: Gauge,
     pub vault_records: Family<VaultLabels, Gauge>,
+    /// 1 for each configured integration whose secret is not in the vault (every request
+    /// through it answers 503), 0 once it is stored.
+    pub integration_secret_missing: Family<IntegrationLabels, Gauge>,
     /// Seconds until the api listener's certificate expires (negative once it has).
     pub server_cert_expiry_seconds: Gauge,
     pub reloads: Family<ReloadLabels, Counter>,
@@ -223,6 +232,12 @@ impl Metrics {
             "Credential records in the vault, by kind",
             vault_records.clone(),
         );
+        let integration_secret_missing = Family::<IntegrationLabels, Gauge>::default();
+        registry.register(
+            "integration_secret_missing",
+            "1 for a configured integration whose secret is not in the vault (its requests answer 503)",
+            integration_secret_missing.clone(),
+        );
         let server_cert_expiry_seconds = Gauge::default();
         registry.register(
             "server_certificate_expiry_seconds",
@@ -272,6 +287,7 @@ impl Metrics {
             upstream_throttled,
             holds_active,
             vault_records,
+            integration_secret_missing,
             server_cert_expiry_seconds,
             reloads,
             key_rotations,

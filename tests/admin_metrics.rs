@@ -524,3 +524,27 @@ print(json.dumps(out))
     assert_eq!(find("patgate_ready").4, 1.0);
     assert_eq!(find("patgate_vault_records").1, "gauge");
 }
+
+/// `patgate_integration_secret_missing` says which integration has no secret in the vault:
+/// 0 while it is stored, 1 once it is gone (and its requests answer 503).
+#[tokio::test]
+async fn an_integration_without_its_secret_shows_in_the_metrics() {
+    let (gw, host) = Gateway::start(Options::default()).await;
+    let line = |n: u8| format!(r#"patgate_integration_secret_missing{{integration="ghe"}} {n}"#);
+    assert_line(&gw.metrics().await, &line(0));
+    assert!(gw
+        .runtime
+        .vault()
+        .delete_integration_secret("ghe")
+        .await
+        .unwrap());
+    assert_line(&gw.metrics().await, &line(1));
+    let response = gw
+        .client()
+        .send(&gw.get("/git/ghe/api/v3/user"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(host.requests().is_empty());
+    gw.stop().await;
+}

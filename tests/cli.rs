@@ -162,10 +162,14 @@ async fn config_check_reports_a_host_that_does_not_answer() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let message = text(&out);
+    // It names the integration and its URL, not only the key.
     assert!(
-        message.contains(&format!("{file}: integrations[0].base_url: cannot connect")),
+        message.contains(&format!(
+            "{file}: integrations[0].base_url: integration `ghe` at https://localhost:"
+        )),
         "{message}"
     );
+    assert!(message.contains("cannot connect"), "{message}");
     let out = check(vec![
         "config".into(),
         "check".into(),
@@ -659,4 +663,45 @@ async fn a_secret_typed_at_a_terminal_is_not_echoed() {
     )]
     let token = secrecy::ExposeSecret::expose_secret(&token).to_string();
     assert!(token == TYPED, "the vault holds another secret");
+}
+
+/// An integration whose secret was never stored: `config check` says so, naming the
+/// integration and the command that fixes it; a stored one is not mentioned.
+#[tokio::test]
+async fn config_check_names_an_integration_without_its_secret() {
+    let (gw, _host) = Gateway::start(Options::default()).await;
+    let config = gw.config_path.to_str().unwrap().to_string();
+    let _dir = gw.dir.clone();
+    gw.stop().await;
+    let run = |config: String| {
+        tokio::task::spawn_blocking(move || {
+            patgate(&["config", "check", "--offline", "--config", &config], None)
+        })
+    };
+    let stored = run(config.clone()).await.unwrap();
+    assert!(stored.status.success(), "{}", text(&stored));
+    assert!(
+        !text(&stored).contains("has no secret"),
+        "{}",
+        text(&stored)
+    );
+
+    let key = patgate::vault::MasterKey::load_file(&_dir.path().join("master-key")).unwrap();
+    let vault = patgate::vault::Vault::open(&_dir.path().join("state"), &key)
+        .await
+        .unwrap();
+    assert!(vault
+        .delete_integration_secret(INTEGRATION_ID)
+        .await
+        .unwrap());
+    drop(vault);
+    let missing = run(config.clone()).await.unwrap();
+    let message = text(&missing);
+    assert!(missing.status.success(), "{message}");
+    assert!(
+        message.contains(&format!(
+            "warning: integration `{INTEGRATION_ID}` has no secret in the vault: every request through it will answer 503 until `patgate integration set-secret {INTEGRATION_ID} --config {config}` stores one"
+        )),
+        "{message}"
+    );
 }

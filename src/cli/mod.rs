@@ -313,6 +313,18 @@ async fn run(config_path: &Path) -> CliResult {
     if let Some(admin) = listeners.admin_addr() {
         tracing::info!(%admin, "admin listener: http://{admin}/metrics, /ready, /live");
     }
+    // An integration without its secret serves nothing but 503s: say so, with the fix.
+    for id in runtime
+        .integrations_without_secret()
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        tracing::warn!(
+            integration = %id,
+            "integration `{id}` has no secret in the vault: every request through it answers 503 until an admin stores one with `patgate integration set-secret {id} --config {}`",
+            config_path.display()
+        );
+    }
     // A host that is down at start is worth a warning, not a refusal to start: patgate keeps
     // serving the other integrations and answers 502 for this one until it is back.
     for integration in runtime.integrations() {
@@ -413,8 +425,10 @@ async fn config_check(file: &Path, offline: bool) -> CliResult {
             };
             let status = runtime.upstream().probe().await.map_err(|e| {
                 format!(
-                    "{}: integrations[{index}].base_url: {e} (run with --offline to skip this check)",
-                    file.display()
+                    "{}: integrations[{index}].base_url: integration `{}` at {}: {e} (run with --offline to skip this check)",
+                    file.display(),
+                    integration.id,
+                    integration.base_url
                 )
             })?;
             outln!(
@@ -432,6 +446,7 @@ async fn config_check(file: &Path, offline: bool) -> CliResult {
                 .map_err(|e| format!("{}: master_key.file: {e}", file.display()))?;
         }
     }
+    check_secrets_stored(file, &config).await;
     outln!(
         "{}: OK ({} integration(s), {} app key(s))",
         file.display(),
@@ -439,6 +454,33 @@ async fn config_check(file: &Path, offline: bool) -> CliResult {
         config.app_keys.len()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Says which integrations have no secret in the vault (their requests would all answer
+/// 503), with the command that stores one. A vault that cannot be opened here (the service
+/// holds it, or it was never made) is a note, not an error: the file itself may be good.
+async fn check_secrets_stored(file: &Path, config: &Config) {
+    let vault = match open_vault(config).await {
+        Ok(vault) => vault,
+        Err(why) => {
+            eprintln!("note: the integrations' secrets were not checked: {why}");
+            return;
+        }
+    };
+    for integration in &config.integrations {
+        match vault.has_integration_secret(&integration.id).await {
+            Ok(true) => {}
+            Ok(false) => eprintln!(
+                "warning: integration `{id}` has no secret in the vault: every request through it will answer 503 until `patgate integration set-secret {id} --config {}` stores one",
+                file.display(),
+                id = integration.id
+            ),
+            Err(err) => eprintln!(
+                "note: the secret of integration `{}` was not checked: {err}",
+                integration.id
+            ),
+        }
+    }
 }
 
 async fn vault_init(config_path: &Path) -> CliResult {

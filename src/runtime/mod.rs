@@ -31,7 +31,7 @@ use crate::ratelimit::RateLimits;
 use crate::signature::Verifier;
 use crate::store::{LinkStore, MemoryHolds, MemoryLinks, MemoryNonces, NonceStore};
 use crate::upstream::Upstream;
-use crate::vault::{PatUses, Vault};
+use crate::vault::{PatUses, Vault, VaultError};
 
 pub use materials::{check_materials, load_app_keys, read_private_base64_file, Materials};
 pub use reload::{ReloadReport, RESTART_ONLY};
@@ -279,6 +279,20 @@ impl Runtime {
     /// Every configured integration, in no particular order.
     pub fn integrations(&self) -> impl Iterator<Item = &IntegrationRuntime> {
         self.integrations.values()
+    }
+
+    /// The configured integrations whose secret is not in the vault, by id: every request
+    /// through one of them answers 503 until an admin stores it. A vault that cannot say is
+    /// an error.
+    pub async fn integrations_without_secret(&self) -> Result<Vec<String>, VaultError> {
+        let mut missing = Vec::new();
+        for integration in self.integrations.values() {
+            if !self.vault.has_integration_secret(integration.id()).await? {
+                missing.push(integration.id().to_string());
+            }
+        }
+        missing.sort();
+        Ok(missing)
     }
 
     /// How many integrations are configured.

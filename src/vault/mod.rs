@@ -447,6 +447,17 @@ impl Vault {
             .map(Some)
     }
 
+    /// Whether an integration's shared secret is stored (nothing is decrypted).
+    pub async fn has_integration_secret(&self, integration: &str) -> Result<bool, VaultError> {
+        let integration = record::validate_id("integration", integration)?;
+        Ok(self
+            .store()
+            .get(Space::Records, record::secret_key(integration).as_ref())
+            .await
+            .map_err(|e| self.storage(e))?
+            .is_some())
+    }
+
     /// Removes an integration's shared secret; `true` when there was one. Durable when this
     /// returns.
     pub async fn delete_integration_secret(&self, integration: &str) -> Result<bool, VaultError> {
