@@ -419,9 +419,13 @@ async fn run_serves_until_sigterm() {
     .await;
     // The smallest vault page cache still serves.
     let toml = std::fs::read_to_string(&setup.config_path).unwrap();
+    // A second integration whose secret was never stored: run says so at start.
     std::fs::write(
         &setup.config_path,
-        format!("{toml}\n[vault]\ncache_capacity_mib = 1\n"),
+        format!(
+            "{toml}\n[vault]\ncache_capacity_mib = 1\n\n[[integrations]]\nid = \"nosecret\"\nkind = \"github\"\nbase_url = \"{}\"\n",
+            host.base_url()
+        ),
     )
     .unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_patgate"))
@@ -432,16 +436,27 @@ async fn run_serves_until_sigterm() {
         .spawn()
         .unwrap();
     let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+    let (addr, warned) = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        let (mut addr, mut warned) = (None, None);
         while let Some(line) = lines.next_line().await.unwrap() {
             if let Some(rest) = line.split("addr=").nth(1) {
-                return rest.split_whitespace().next().unwrap().to_string();
+                addr = Some(rest.split_whitespace().next().unwrap().to_string());
+            }
+            if line.contains("WARN") && line.contains("`nosecret` has no secret in the vault") {
+                warned = Some(line);
+            }
+            if let (Some(addr), Some(warned)) = (&addr, &warned) {
+                return (addr.clone(), warned.clone());
             }
         }
-        panic!("patgate run ended without serving");
+        panic!("patgate run ended without serving and warning");
     })
     .await
-    .expect("patgate run did not start serving in time");
+    .expect("patgate run did not start serving (and warn about `nosecret`) in time");
+    assert!(
+        warned.contains("patgate integration set-secret nosecret --config"),
+        "{warned}"
+    );
     let port = addr.rsplit(':').next().unwrap();
     let dir = setup.dir.path();
     let key =
