@@ -1,5 +1,6 @@
 //! The admin listener (`/live`, `/ready`, `/metrics`), the metrics a Prometheus scrape sees,
-//! the request id's way to the host and back, the JSON decision line and the audit file.
+//! the request id's way to the host and back (the JSON decision line and the audit file:
+//! tests/decision_log.rs).
 
 mod common;
 
@@ -45,23 +46,6 @@ fn assert_line(metrics: &str, line: &str) {
 async fn until(mut condition: impl FnMut() -> bool) {
     while !condition() {
         tokio::task::yield_now().await;
-    }
-}
-
-fn put_pat(gw: &Gateway, account: &str, token: &str) -> Outgoing {
-    Outgoing {
-        method: Method::PUT,
-        url: gw.url(&format!("/v1/integrations/ghe/users/{account}/pat")),
-        body: Some(Bytes::from(format!(r#"{{"token":"{token}"}}"#))),
-        ..Outgoing::default()
-    }
-}
-
-fn delete_pat(gw: &Gateway, account: &str) -> Outgoing {
-    Outgoing {
-        method: Method::DELETE,
-        url: gw.url(&format!("/v1/integrations/ghe/users/{account}/pat")),
-        ..Outgoing::default()
     }
 }
 
@@ -180,7 +164,7 @@ async fn requests_latency_vault_records_and_certificate_expiry_are_exported() {
         let client = client.clone();
         async move { client.send(&out).await.unwrap() }
     };
-    assert_eq!(send(put_pat(&gw, ACCOUNT_A, PAT_A)).await.status(), 200);
+    assert_eq!(send(gw.put_pat(ACCOUNT_A, PAT_A)).await.status(), 200);
     for _ in 0..2 {
         assert_eq!(
             send(gw.get("/git/ghe/api/v3/repos/acme/api"))
@@ -251,7 +235,7 @@ async fn requests_latency_vault_records_and_certificate_expiry_are_exported() {
         &gw.metrics().await,
         r#"patgate_vault_records{kind="user-pat"} 2"#,
     );
-    assert_eq!(send(delete_pat(&gw, ACCOUNT_A)).await.status(), 200);
+    assert_eq!(send(gw.delete_pat(ACCOUNT_A)).await.status(), 200);
     assert_line(
         &gw.metrics().await,
         r#"patgate_vault_records{kind="user-pat"} 1"#,
@@ -339,124 +323,6 @@ async fn the_request_id_goes_to_the_host_and_back() {
     assert_eq!(response.status(), 403);
     assert_eq!(response.headers()["x-request-id"].len(), 24);
     assert_eq!(host.requests().len(), seen);
-    gw.stop().await;
-}
-
-// Single-threaded, so the logger this test sets (for its own thread only) sees every event
-// of the gateway it drives.
-#[tokio::test(flavor = "current_thread")]
-async fn json_decision_lines_and_the_audit_file() {
-    let (gw, host) = Gateway::start(Options {
-        extra_toml: "format = \"json\"\naudit_file = \"audit/patgate-audit.jsonl\"\n".into(),
-        ..Options::default()
-    })
-    .await;
-    // The logger `patgate run` would build from this config, writing to a buffer.
-    let config = patgate::config::Config::load(&gw.config_path).unwrap();
-    let audit_path = gw.path("audit/patgate-audit.jsonl");
-    assert_eq!(config.log.audit_file.as_deref(), Some(audit_path.as_path()));
-    std::fs::create_dir(gw.path("audit")).unwrap();
-    let captured = common::logs::Captured::default();
-    let subscriber = patgate::telemetry::subscriber(&config.log, captured.writer(), false).unwrap();
-    let _logger = tracing::subscriber::set_default(subscriber);
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(&audit_path).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-    }
-
-    let client = gw.client();
-    let mut read = gw.get("/git/ghe/api/v3/repos/acme/api");
-    read.headers = vec![("x-request-id".into(), "read-1".into())];
-    assert_eq!(client.send(&read).await.unwrap().status(), 200);
-    let mut refused = gw.create_branch(Some(ACCOUNT_B));
-    refused.headers = vec![("x-request-id".into(), "refused-1".into())];
-    assert_eq!(client.send(&refused).await.unwrap().status(), 403);
-    assert_eq!(
-        client
-            .send(&put_pat(&gw, ACCOUNT_A, PAT_A))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        client
-            .send(&delete_pat(&gw, ACCOUNT_A))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        host.requests().len(),
-        2,
-        "the read and the PAT's validation"
-    );
-
-    let lines = captured.json_lines();
-    let access = |id: &str| {
-        lines
-            .iter()
-            .find(|l| l["target"] == "patgate::access" && l["request_id"] == id)
-            .unwrap_or_else(|| panic!("no access line for {id} in {lines:#?}"))
-            .clone()
-    };
-    let line = access("read-1");
-    assert_eq!(line["level"], "INFO");
-    assert_eq!(line["message"], "request");
-    assert!(
-        line["client"].as_str().unwrap().contains("jira-app test"),
-        "{line}"
-    );
-    assert_eq!(line["method"], "GET");
-    assert_eq!(line["path"], "/git/ghe/api/v3/repos/acme/api");
-    assert_eq!(line["integration"], "ghe");
-    assert_eq!(line["account"], "-");
-    assert_eq!(line["operation"], "read");
-    assert_eq!(line["credential"], "integration");
-    assert_eq!(line["status"], 200);
-    assert_eq!(line["upstream_status"], 200);
-    assert_eq!(line["code"], "-");
-    assert!(line["latency_us"].is_u64(), "{line}");
-
-    // Refused by patgate: its own status and code, and no host status.
-    let line = access("refused-1");
-    assert_eq!(line["account"], ACCOUNT_B);
-    assert_eq!(line["operation"], "create-branch");
-    assert_eq!(line["credential"], "-");
-    assert_eq!(line["status"], 403);
-    assert_eq!(line["code"], "user-pat-required");
-    assert!(line.get("upstream_status").is_none(), "{line}");
-
-    // The audit stream: in the log, and appended to its file.
-    let audit_file = std::fs::read_to_string(&audit_path).unwrap();
-    let audit: Vec<serde_json::Value> = audit_file
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let events: Vec<&str> = audit.iter().map(|e| e["event"].as_str().unwrap()).collect();
-    assert_eq!(events, ["pat-stored", "pat-removed"], "{audit_file}");
-    for event in &audit {
-        assert_eq!(event["target"], "patgate::audit");
-        assert_eq!(event["via"], "api");
-        assert_eq!(event["integration"], "ghe");
-        assert_eq!(event["account"], ACCOUNT_A);
-        assert!(event["timestamp"].is_string());
-    }
-    assert_eq!(audit[0]["host_login"], "alice");
-    assert!(
-        !audit_file.contains(PAT_A),
-        "the token is in the audit file"
-    );
-    assert_eq!(
-        lines
-            .iter()
-            .filter(|l| l["target"] == "patgate::audit")
-            .count(),
-        2
-    );
-    drop(_logger);
     gw.stop().await;
 }
 

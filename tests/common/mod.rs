@@ -784,6 +784,25 @@ impl Gateway {
         .unwrap()
     }
 
+    /// `PUT /v1/…/users/{account}/pat` with `token`, as the app sends it.
+    pub fn put_pat(&self, account: &str, token: &str) -> Outgoing {
+        Outgoing {
+            method: Method::PUT,
+            url: self.url(&format!("/v1/integrations/ghe/users/{account}/pat")),
+            body: Some(Bytes::from(format!(r#"{{"token":"{token}"}}"#))),
+            ..Outgoing::default()
+        }
+    }
+
+    /// `DELETE /v1/…/users/{account}/pat`, as the app sends it.
+    pub fn delete_pat(&self, account: &str) -> Outgoing {
+        Outgoing {
+            method: Method::DELETE,
+            url: self.url(&format!("/v1/integrations/ghe/users/{account}/pat")),
+            ..Outgoing::default()
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("https://localhost:{}{}", self.addr.port(), path)
     }
