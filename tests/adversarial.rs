@@ -32,22 +32,8 @@ use common::*;
 use patgate::client::sign_request;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A TLS connection that presents the app's client certificate and speaks HTTP/1.1 by hand.
 async fn raw_connection(gw: &Gateway) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    use rustls::pki_types::ServerName;
-    let roots = patgate::tls::root_store(&gw.path("ca.pem")).unwrap();
-    let chain = patgate::tls::load_certs(&gw.path("client.pem")).unwrap();
-    let key = patgate::tls::load_private_key(&gw.path("client.pem")).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(patgate::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .unwrap();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+    gw.raw_tls(&gw.path("client.pem"), b"http/1.1")
         .await
         .unwrap()
 }

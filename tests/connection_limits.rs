@@ -19,12 +19,10 @@
 
 mod common;
 
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use patgate::client::{sign_request, Outgoing, SignedClient};
+use patgate::client::{sign_request, Outgoing};
 use patgate::clock::ManualClock;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -46,31 +44,8 @@ async fn gateway(
     (gw, host, manual)
 }
 
-/// A TLS connection with the client certificate in `cert_file`, offering `alpn`.
-async fn tls_connect(gw: &Gateway, cert_file: &Path, alpn: &[u8]) -> std::io::Result<Tls> {
-    use rustls::pki_types::ServerName;
-    let roots = patgate::tls::root_store(&gw.path("ca.pem")).unwrap();
-    let chain = patgate::tls::load_certs(cert_file).unwrap();
-    let key = patgate::tls::load_private_key(cert_file).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(patgate::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .unwrap();
-    config.alpn_protocols = vec![alpn.to_vec()];
-    let tcp = tokio::net::TcpStream::connect(gw.addr).await?;
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await?;
-    // With TLS 1.3 the client is done before the server has read its Finished: a write
-    // makes a refused handshake show here rather than on the first read.
-    tls.flush().await?;
-    Ok(tls)
-}
-
 async fn h1(gw: &Gateway) -> Tls {
-    tls_connect(gw, &gw.path("client.pem"), b"http/1.1")
+    gw.raw_tls(&gw.path("client.pem"), b"http/1.1")
         .await
         .unwrap()
 }
@@ -101,6 +76,25 @@ async fn until_metric(gw: &Gateway, sample: &str, value: f64) {
 
 const OPEN: &str = r#"patgate_connections_open{listener="api"}"#;
 const IN_FLIGHT: &str = r#"patgate_requests_in_flight{listener="api"}"#;
+
+/// Moves `manual` to one millisecond before a deadline `left` away, checks that `conn` is
+/// still open then (it was not closed early), and moves it onto the deadline.
+async fn to_the_deadline(
+    manual: &ManualClock,
+    conn: &mut (impl AsyncReadExt + Unpin),
+    left: Duration,
+    what: &str,
+) {
+    manual.advance(left - Duration::from_millis(1));
+    assert!(!is_closed(conn).await, "closed before the {what} timeout");
+    manual.advance(Duration::from_millis(1));
+}
+
+/// The api listener closed exactly one connection for `reason`.
+async fn assert_closed_once(gw: &Gateway, reason: &str) {
+    let sample = format!(r#"patgate_connections_closed_total{{listener="api",reason="{reason}"}}"#);
+    assert_eq!(metric(gw, &sample).await, 1.0, "{sample}");
+}
 
 /// Whether the server has closed `conn`: the read ends (EOF or reset) at once. An open,
 /// quiet connection gives nothing within 20 ms.
@@ -186,22 +180,16 @@ async fn a_connection_that_never_completes_tls_is_closed_at_the_handshake_timeou
     // The api.handshake_timeout_ms default: 10 s. The client connects and sends nothing.
     let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     until_metric(&gw, OPEN, 1.0).await;
-    manual.advance(Duration::from_millis(9_999));
-    assert!(
-        !is_closed(&mut tcp).await,
-        "closed before the handshake timeout"
-    );
-    manual.advance(Duration::from_millis(1));
+    to_the_deadline(
+        &manual,
+        &mut tcp,
+        Duration::from_millis(10_000),
+        "handshake",
+    )
+    .await;
     read_until_closed(&mut tcp).await;
     until_metric(&gw, OPEN, 0.0).await;
-    assert_eq!(
-        metric(
-            &gw,
-            r#"patgate_connections_closed_total{listener="api",reason="handshake-timeout"}"#
-        )
-        .await,
-        1.0
-    );
+    assert_closed_once(&gw, "handshake-timeout").await;
     assert!(host.requests().is_empty());
     gw.stop().await;
 }
@@ -212,21 +200,9 @@ async fn a_tls_connection_that_sends_nothing_is_closed_at_the_idle_timeout() {
     let mut conn = h1(&gw).await;
     // The idle time counts from the accept, which the gauge follows.
     until_metric(&gw, OPEN, 1.0).await;
-    manual.advance(Duration::from_millis(4_999));
-    assert!(
-        !is_closed(&mut conn).await,
-        "closed before the idle timeout"
-    );
-    manual.advance(Duration::from_millis(1));
+    to_the_deadline(&manual, &mut conn, Duration::from_millis(5_000), "idle").await;
     assert_eq!(read_until_closed(&mut conn).await, "");
-    assert_eq!(
-        metric(
-            &gw,
-            r#"patgate_connections_closed_total{listener="api",reason="idle-timeout"}"#
-        )
-        .await,
-        1.0
-    );
+    assert_closed_once(&gw, "idle-timeout").await;
     assert!(host.requests().is_empty());
     gw.stop().await;
 }
@@ -247,12 +223,7 @@ async fn a_kept_alive_connection_is_closed_at_the_idle_timeout() {
     assert_eq!(host.requests().len(), 1);
     // Idle from the end of the answer, which the in-flight gauge follows.
     until_metric(&gw, IN_FLIGHT, 0.0).await;
-    manual.advance(Duration::from_millis(4_999));
-    assert!(
-        !is_closed(&mut conn).await,
-        "closed before the idle timeout"
-    );
-    manual.advance(Duration::from_millis(1));
+    to_the_deadline(&manual, &mut conn, Duration::from_millis(5_000), "idle").await;
     assert_eq!(read_until_closed(&mut conn).await, "");
     gw.stop().await;
 }
@@ -260,9 +231,7 @@ async fn a_kept_alive_connection_is_closed_at_the_idle_timeout() {
 #[tokio::test]
 async fn an_idle_http2_connection_gets_goaway_at_the_idle_timeout() {
     let (gw, host, manual) = gateway("idle_timeout_ms = 5000", 10_000).await;
-    let tls = tls_connect(&gw, &gw.path("client.pem"), b"h2")
-        .await
-        .unwrap();
+    let tls = gw.raw_tls(&gw.path("client.pem"), b"h2").await.unwrap();
     // The preface and SETTINGS, then nothing: no stream is ever opened.
     let (_send, connection) = h2::client::handshake(tls).await.unwrap();
     let mut connection = tokio::spawn(connection);
@@ -300,21 +269,9 @@ async fn a_request_head_sent_slowly_is_cut_off_at_the_header_timeout() {
     conn.write_all(b"alhost\r\nX-Drip: 1\r\n").await.unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
     // A byte that arrives does not restart the deadline: 2 s from the first one.
-    manual.advance(Duration::from_millis(999));
-    assert!(
-        !is_closed(&mut conn).await,
-        "closed before the header timeout"
-    );
-    manual.advance(Duration::from_millis(1));
+    to_the_deadline(&manual, &mut conn, Duration::from_millis(1_000), "header").await;
     assert_eq!(read_until_closed(&mut conn).await, "");
-    assert_eq!(
-        metric(
-            &gw,
-            r#"patgate_connections_closed_total{listener="api",reason="header-timeout"}"#
-        )
-        .await,
-        1.0
-    );
+    assert_closed_once(&gw, "header-timeout").await;
     assert!(host.requests().is_empty());
     gw.stop().await;
 }
@@ -353,7 +310,7 @@ async fn past_max_api_new_connections_are_closed_before_tls() {
     let _second = h1(&gw).await;
     until_metric(&gw, OPEN, 2.0).await;
     // The third is accepted by the kernel and closed by patgate before any TLS.
-    let third = tls_connect(&gw, &gw.path("client.pem"), b"http/1.1").await;
+    let third = gw.raw_tls(&gw.path("client.pem"), b"http/1.1").await;
     assert!(third.is_err(), "a third connection was served");
     assert_eq!(
         metric(
@@ -409,20 +366,7 @@ async fn past_max_api_per_client_requests_are_answered_503_too_many_connections(
             &[patgate::devpki::ClientName::Dns("other.test")],
         )
         .unwrap();
-    write_private(
-        gw.dir.path(),
-        "other.pem",
-        &format!("{}{}", other.cert_pem, other.key_pem),
-    );
-    let client = SignedClient::new(
-        &gw.path("ca.pem"),
-        &gw.path("other.pem"),
-        None,
-        gw.signing_key.clone(),
-        false,
-    )
-    .unwrap()
-    .with_clock(gw.clock.clone());
+    let client = gw.client_with_certificate("other", &other);
     let response = client.send(&gw.get("/git/ghe/api/v3/user")).await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(host.requests().len(), 1);

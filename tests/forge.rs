@@ -607,28 +607,19 @@ async fn the_principal_is_the_acting_user() {
     // A system call names no user.
     let response = forge.create_branch(Some(ACCOUNT_A), &fit(now, None)).await;
     refused(&forge, &response, 403, "forge-account-mismatch");
-    // /v1 only for the principal.
-    let out = Outgoing {
+    // /v1 only for the principal: A's token asks for the PAT status of `of`.
+    let pat_status = |of: &str| Outgoing {
         account: Some(ACCOUNT_A.into()),
         ..forge.with_token(
             forge
                 .gw
-                .get(&format!("/v1/integrations/ghe/users/{ACCOUNT_B}/pat")),
+                .get(&format!("/v1/integrations/ghe/users/{of}/pat")),
             &fit(now, Some(ACCOUNT_A)),
         )
     };
-    let response = forge.client.send(&out).await.unwrap();
+    let response = forge.client.send(&pat_status(ACCOUNT_B)).await.unwrap();
     refused(&forge, &response, 403, "forge-account-mismatch");
-    let out = Outgoing {
-        account: Some(ACCOUNT_A.into()),
-        ..forge.with_token(
-            forge
-                .gw
-                .get(&format!("/v1/integrations/ghe/users/{ACCOUNT_A}/pat")),
-            &fit(now, Some(ACCOUNT_A)),
-        )
-    };
-    let response = forge.client.send(&out).await.unwrap();
+    let response = forge.client.send(&pat_status(ACCOUNT_A)).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(json(&response)["configured"], true, "{:?}", json(&response));
 }

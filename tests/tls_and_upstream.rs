@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use patgate::client::SignedClient;
 use patgate::devpki::{ClientName, DevCa};
 
 #[tokio::test]
@@ -16,19 +15,7 @@ async fn a_client_certificate_from_another_ca_fails_the_handshake() {
     let cert = other_ca
         .issue_client("intruder", &[ClientName::Dns("jira-app.test")])
         .unwrap();
-    write_private(
-        gw.dir.path(),
-        "intruder.pem",
-        &format!("{}{}", cert.cert_pem, cert.key_pem),
-    );
-    let client = SignedClient::new(
-        &gw.path("ca.pem"),
-        &gw.path("intruder.pem"),
-        None,
-        gw.signing_key.clone(),
-        false,
-    )
-    .unwrap();
+    let client = gw.client_with_certificate("intruder", &cert);
     let err = client
         .send(&gw.get("/git/ghe/api/v3/user"))
         .await
@@ -99,19 +86,7 @@ async fn a_san_not_on_the_allow_list_gets_client_not_allowed() {
         .ca
         .issue_client("other app", &[ClientName::Dns("other-app.test")])
         .unwrap();
-    write_private(
-        gw.dir.path(),
-        "other.pem",
-        &format!("{}{}", cert.cert_pem, cert.key_pem),
-    );
-    let client = SignedClient::new(
-        &gw.path("ca.pem"),
-        &gw.path("other.pem"),
-        None,
-        gw.signing_key.clone(),
-        false,
-    )
-    .unwrap();
+    let client = gw.client_with_certificate("other", &cert);
     let response = client.send(&gw.get("/git/ghe/api/v3/user")).await.unwrap();
     assert_eq!(response.status(), 403);
     assert_eq!(problem_code(&response), "client-not-allowed");

@@ -803,6 +803,54 @@ impl Gateway {
         }
     }
 
+    /// The app's client, signing with the app key on the gateway's clock, but presenting the
+    /// certificate `issued` (written as `{name}.pem` in the gateway's directory).
+    pub fn client_with_certificate(&self, name: &str, issued: &Issued) -> SignedClient {
+        write_private(
+            self.dir.path(),
+            &format!("{name}.pem"),
+            &format!("{}{}", issued.cert_pem, issued.key_pem),
+        );
+        SignedClient::new(
+            &self.path("ca.pem"),
+            &self.path(&format!("{name}.pem")),
+            None,
+            self.signing_key.clone(),
+            false,
+        )
+        .unwrap()
+        .with_clock(self.clock.clone())
+    }
+
+    /// A raw TLS connection to the api listener with the client certificate (and key) in
+    /// `cert_file`, offering `alpn`, for tests that write the bytes themselves. Flushed once:
+    /// with TLS 1.3 the client is done before the server has read its Finished, and a write
+    /// makes a refused handshake show here rather than on the first read.
+    pub async fn raw_tls(
+        &self,
+        cert_file: &Path,
+        alpn: &[u8],
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        use rustls::pki_types::ServerName;
+        use tokio::io::AsyncWriteExt as _;
+        let roots = patgate::tls::root_store(&self.path("ca.pem")).unwrap();
+        let chain = patgate::tls::load_certs(cert_file).unwrap();
+        let key = patgate::tls::load_private_key(cert_file).unwrap();
+        let mut config = rustls::ClientConfig::builder_with_provider(patgate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .unwrap();
+        config.alpn_protocols = vec![alpn.to_vec()];
+        let tcp = tokio::net::TcpStream::connect(self.addr).await?;
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await?;
+        tls.flush().await?;
+        Ok(tls)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("https://localhost:{}{}", self.addr.port(), path)
     }
