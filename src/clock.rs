@@ -214,6 +214,23 @@ impl Manual {
 #[derive(Debug)]
 pub struct Sleep(SleepInner);
 
+impl Sleep {
+    /// Waits `duration` from now instead, reusing this wait (the system clock's timer entry
+    /// is reset in place, as `tokio::time::Sleep::reset` does: no allocation).
+    pub fn reset(&mut self, duration: Duration) {
+        match &mut self.0 {
+            SleepInner::System(sleep) => {
+                sleep.as_mut().reset(tokio::time::Instant::now() + duration)
+            }
+            SleepInner::Manual(sleep) => {
+                let clock = sleep.clock.clone();
+                let deadline = clock.lock().elapsed.saturating_add(duration);
+                *sleep = clock.sleeper(deadline);
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 enum SleepInner {
     System(Pin<Box<tokio::time::Sleep>>),

@@ -150,8 +150,8 @@ impl Upstream {
         ResponseStream {
             body,
             idle: self.request_timeout,
-            clock: self.clock.clone(),
-            deadline: None,
+            deadline: self.clock.sleep(self.request_timeout),
+            waiting: false,
         }
     }
 
@@ -181,11 +181,12 @@ impl Upstream {
 pub struct ResponseStream {
     body: Incoming,
     idle: Duration,
-    clock: Clock,
-    /// Set while patgate is waiting on the host. The wait starts when the app's side asks
-    /// for more, so an app that reads slowly (holding the host back by flow control) is
-    /// never taken for a stalled host.
-    deadline: Option<Sleep>,
+    /// Reset (not remade) each time patgate starts waiting on the host.
+    deadline: Sleep,
+    /// Whether patgate is waiting on the host. The wait starts when the app's side asks for
+    /// more, so an app that reads slowly (holding the host back by flow control) is never
+    /// taken for a stalled host.
+    waiting: bool,
 }
 
 impl Body for ResponseStream {
@@ -197,17 +198,16 @@ impl Body for ResponseStream {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if !this.waiting {
+            this.waiting = true;
+            this.deadline.reset(this.idle);
+        }
         match Pin::new(&mut this.body).poll_frame(cx) {
             Poll::Ready(frame) => {
-                this.deadline = None;
+                this.waiting = false;
                 Poll::Ready(frame.map(|f| f.map_err(|e| Box::new(e) as BoxError)))
             }
-            Poll::Pending => match Pin::new(
-                this.deadline
-                    .get_or_insert_with(|| this.clock.sleep(this.idle)),
-            )
-            .poll(cx)
-            {
+            Poll::Pending => match Pin::new(&mut this.deadline).poll(cx) {
                 Poll::Ready(()) => {
                     Poll::Ready(Some(Err(Box::new(BodyStalled { after: this.idle }))))
                 }
