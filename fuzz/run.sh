@@ -2,6 +2,7 @@
 # Fuzzes patgate's parsers and classifiers with cargo-fuzz (libFuzzer).
 #
 #   fuzz/run.sh [seconds-per-target] [target…]      (default: 60 s, every target)
+#   FUZZ_RUNS=10000000 fuzz/run.sh 0 [target…]     (a number of executions per target instead)
 #
 # Builds every target, runs each for the given time on its committed seed corpus
 # (fuzz/corpus/<target>/, read only: new inputs go to a scratch directory so the committed
@@ -13,7 +14,10 @@
 # (sanitizer, coverage), which RUSTC_BOOTSTRAP=1 allows on stable.
 # Needs: `cargo install cargo-fuzz --locked`, and a C++ compiler (libfuzzer-sys builds
 # libFuzzer). Environment: FUZZ_TARGET_DIR (build directory, default fuzz/target),
-# FUZZ_SANITIZER (address, the default, or none for about twice the executions).
+# FUZZ_SANITIZER (address, the default, or none for about twice the executions),
+# FUZZ_RUNS (stop each target after this many executions; the time limit, when not 0, still
+# applies), FUZZ_MERGE=1 (afterwards, merge into fuzz/corpus/<target>/ only the new inputs
+# that add coverage, with libFuzzer's -merge=1, so the committed seeds grow by what matters).
 set -euo pipefail
 
 seconds=${1:-60}
@@ -52,9 +56,15 @@ for t in "${targets[@]}"; do
     log=$scratch/$t.log
     echo "fuzzing $t for ${seconds}s…"
     status=0
+    started=$SECONDS
+    limits=(-max_total_time="$seconds")
+    if [ -n "${FUZZ_RUNS:-}" ]; then
+        limits+=(-runs="$FUZZ_RUNS")
+    fi
     cargo fuzz run "${flags[@]}" "$t" "$scratch/$t" "$here/corpus/$t" -- \
-        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+        "${limits[@]}" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         -artifact_prefix="$here/artifacts/$t/" >"$log" 2>&1 || status=$?
+    took=$((SECONDS - started))
     execs=$(awk '/^stat::number_of_executed_units:/ {print $2}' "$log" | tail -n1)
     if [ -z "$execs" ]; then
         # A crash stops libFuzzer before its final stats: take the last progress line.
@@ -68,11 +78,19 @@ for t in "${targets[@]}"; do
         echo "---- $t failed (exit $status); the end of its log:" >&2
         tail -n 40 "$log" >&2
     fi
-    results+=("$(printf '%-22s %12s %8s  %s' "$t" "${execs:-?}" "$crashes" "${artifact:-}")")
+    if [ "${FUZZ_MERGE:-0}" = 1 ] && [ "$crashes" = 0 ]; then
+        before=$(find "$here/corpus/$t" -type f | wc -l)
+        cargo fuzz run "${flags[@]}" "$t" "$here/corpus/$t" "$scratch/$t" -- -merge=1 \
+            >"$scratch/$t.merge.log" 2>&1
+        after=$(find "$here/corpus/$t" -type f | wc -l)
+        echo "$t: corpus $before -> $after files (inputs that add coverage)"
+    fi
+    results+=("$(printf '%-22s %12s %8s %8s  %s' "$t" "${execs:-?}" "$took" "$crashes" "${artifact:-}")")
+    echo "${results[-1]}"
 done
 
 echo
-printf '%-22s %12s %8s  %s\n' target executions crashes artifact
+printf '%-22s %12s %8s %8s  %s\n' target executions seconds crashes artifact
 printf '%s\n' "${results[@]}"
-echo "($(date -u +%Y-%m-%d), ${seconds}s per target, sanitizer $sanitizer)"
+echo "($(date -u +%Y-%m-%d), ${seconds}s per target${FUZZ_RUNS:+, at most $FUZZ_RUNS runs}, sanitizer $sanitizer)"
 exit "$failed"

@@ -21,7 +21,7 @@ use crate::audit;
 use crate::authn::{AuthError, Caller, ForgeError};
 use crate::body::{full, ResponseBody};
 use crate::error::{Problem, RequestError};
-use crate::ids::AccountId;
+use crate::ids::{AccountId, InvalidId};
 use crate::inbound;
 use crate::pat::{PatInput, SaveError};
 use crate::pipeline::Summary;
@@ -136,20 +136,22 @@ pub(crate) async fn handle(
 ) -> Result<Response<ResponseBody>, RequestError> {
     summary.api = true;
     let path = req.uri().path().to_string();
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     // `/v1/integrations/{id}/…`: named in metrics only when it is configured.
-    if let ["v1", "integrations", id, ..] = segments.as_slice() {
+    if let Some(id) = path
+        .strip_prefix("/v1/integrations/")
+        .and_then(|rest| rest.split('/').next())
+    {
         summary.integration = runtime.integration_entry(id).map(|(id, _)| id.to_string());
     }
-    let ["v1", "integrations", id, "users", account, resource @ ("pat" | "connect-link")] =
-        segments.as_slice()
-    else {
-        return Err(RequestError::ApiNotFound);
-    };
+    let Route {
+        integration: id,
+        account,
+        resource,
+    } = route(&path)?;
     let integration = runtime
         .integration(id)
         .ok_or_else(|| RequestError::UnknownIntegration(id.to_string()))?;
-    let account = AccountId::parse(account).map_err(RequestError::PathAccount)?;
+    let account = account.map_err(RequestError::PathAccount)?;
     // A Forge caller acts for the user its token names, and for no other; a system call
     // (no principal) has no user here.
     if caller.method.is_forge() && caller.principal.as_ref() != Some(&account) {
@@ -176,10 +178,8 @@ pub(crate) async fn handle(
     let vault = runtime.vault();
     let id = integration.id();
     let account = account.as_str();
-    if *resource == "connect-link" {
-        if req.method() != Method::POST {
-            return Err(RequestError::MethodNotAllowed("POST"));
-        }
+    resource.allows(req.method())?;
+    if resource == Resource::ConnectLink {
         let links = runtime.links().ok_or(RequestError::NoConnectPage)?;
         let link = links.issue(id, account, runtime.clock().unix_now());
         audit::connect_link_issued(caller.method, id, account, &link.expires_at);
@@ -218,6 +218,66 @@ pub(crate) async fn handle(
         }
         _ => Err(RequestError::MethodNotAllowed("GET, PUT or DELETE")),
     }
+}
+
+/// What a `/v1` path names, read from the path exactly as it was sent: nothing is
+/// percent-decoded, and an empty segment (`//`) is not skipped.
+#[derive(Debug)]
+pub(crate) struct Route<'a> {
+    pub(crate) integration: &'a str,
+    /// Refused only after the integration is known, so that an unknown integration is
+    /// said first (as for `/git`).
+    pub(crate) account: Result<AccountId, InvalidId>,
+    pub(crate) resource: Resource,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Resource {
+    Pat,
+    ConnectLink,
+}
+
+impl Resource {
+    /// `405 method-not-allowed` for a method the resource does not take.
+    pub(crate) fn allows(self, method: &Method) -> Result<(), RequestError> {
+        match self {
+            Resource::ConnectLink if method != Method::POST => {
+                Err(RequestError::MethodNotAllowed("POST"))
+            }
+            Resource::Pat if ![Method::GET, Method::PUT, Method::DELETE].contains(method) => {
+                Err(RequestError::MethodNotAllowed("GET, PUT or DELETE"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `/v1/integrations/{integration}/users/{account}/{pat|connect-link}`, else
+/// `404 not-found`.
+pub(crate) fn route(path: &str) -> Result<Route<'_>, RequestError> {
+    let mut segments = path
+        .strip_prefix("/v1/integrations/")
+        .ok_or(RequestError::ApiNotFound)?
+        .split('/');
+    let (Some(integration), Some("users"), Some(account), Some(resource), None) = (
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+    ) else {
+        return Err(RequestError::ApiNotFound);
+    };
+    let resource = match resource {
+        "pat" => Resource::Pat,
+        "connect-link" => Resource::ConnectLink,
+        _ => return Err(RequestError::ApiNotFound),
+    };
+    Ok(Route {
+        integration,
+        account: AccountId::parse(account),
+        resource,
+    })
 }
 
 fn json(value: &impl Serialize) -> Result<Response<ResponseBody>, RequestError> {

@@ -71,4 +71,30 @@ pub mod fuzzing {
     pub fn path_is_refused(host_path: &str) -> bool {
         crate::inbound::refuse_dot_segments(host_path).is_err()
     }
+
+    /// What the `/v1` router makes of a request: `Ok((integration, account, resource))`
+    /// where the request reaches an integration's handler (the account may still be
+    /// refused there: `Err` in the middle), or the problem code and status it is refused
+    /// with before that (`not-found` for a path outside the API, `method-not-allowed`).
+    #[allow(clippy::type_complexity)]
+    pub fn v1_route<'a>(
+        method: &http::Method,
+        path: &'a str,
+    ) -> Result<(&'a str, Result<String, ()>, &'static str), (u16, &'static str)> {
+        let refused = |e: crate::error::RequestError| {
+            let problem = crate::error::Problem::of(&e);
+            (problem.status().as_u16(), problem.code.as_str())
+        };
+        let route = crate::api::route(path).map_err(refused)?;
+        route.resource.allows(method).map_err(refused)?;
+        let resource = match route.resource {
+            crate::api::Resource::Pat => "pat",
+            crate::api::Resource::ConnectLink => "connect-link",
+        };
+        Ok((
+            route.integration,
+            route.account.map(|a| a.as_str().to_owned()).map_err(|_| ()),
+            resource,
+        ))
+    }
 }
