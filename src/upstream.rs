@@ -1,5 +1,6 @@
 //! The connector to git hosts: one pooled HTTP/1.1 + HTTP/2 client per integration, over
-//! rustls with the integration's roots, with connect and response timeouts.
+//! rustls with the integration's roots, with connect and response timeouts, directly or
+//! through the integration's HTTP CONNECT proxy (TLS end to end).
 //!
 //! Kept apart from the listener side (as Pingora keeps connectors apart from listeners) so
 //! that failures are blamed on the right party: anything from here is the host's or the
@@ -17,8 +18,9 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::proxy::Tunnel;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::TokioExecutor;
 
 use crate::body::BoxError;
@@ -58,13 +60,29 @@ pub struct BodyStalled {
     pub after: Duration,
 }
 
+/// The pooled client, direct or through a CONNECT tunnel (its connector type differs).
+#[derive(Debug, Clone)]
+enum Pool {
+    Direct(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
+    Proxied(Client<HttpsConnector<Tunnel<HttpConnector>>, Full<Bytes>>),
+}
+
+impl Pool {
+    fn request(&self, request: Request<Full<Bytes>>) -> ResponseFuture {
+        match self {
+            Pool::Direct(client) => client.request(request),
+            Pool::Proxied(client) => client.request(request),
+        }
+    }
+}
+
 /// What patgate calls itself in `User-Agent`.
 const USER_AGENT: &str = concat!("patgate/", env!("CARGO_PKG_VERSION"));
 
 /// A pooled client for one integration's host.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: Pool,
     /// `https://host[:port]` plus the base URL's path prefix (no trailing slash).
     base: String,
     connect_timeout: Duration,
@@ -81,15 +99,20 @@ impl Upstream {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(integration.connect_timeout));
-        let connector = HttpsConnectorBuilder::new()
+        let https = HttpsConnectorBuilder::new()
             .with_tls_config(tls_config)
             .https_only()
-            .enable_all_versions()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
+            .enable_all_versions();
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .pool_idle_timeout(Duration::from_secs(90))
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            .build(connector);
+            .pool_timer(hyper_util::rt::TokioTimer::new());
+        let client = match &integration.proxy {
+            None => Pool::Direct(builder.build(https.wrap_connector(http))),
+            Some(proxy) => {
+                Pool::Proxied(builder.build(https.wrap_connector(Tunnel::new(proxy.clone(), http))))
+            }
+        };
         Ok(Upstream {
             client,
             base: integration

@@ -28,7 +28,6 @@ use rsa::signature::{SignatureEncoding as _, Signer as _};
 use rsa::traits::PublicKeyParts as _;
 use rsa::RsaPrivateKey;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -221,50 +220,6 @@ impl JwksServer {
     fn fetches(&self) -> usize {
         self.fetches.load(Ordering::SeqCst)
     }
-}
-
-/// An HTTP CONNECT proxy on 127.0.0.1 that records the targets it tunnels to.
-async fn connect_proxy() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let targets: Arc<Mutex<Vec<String>>> = Arc::default();
-    let seen = targets.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut client, _)) = listener.accept().await else {
-                continue;
-            };
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if client.read_exact(&mut byte).await.is_err() {
-                        return;
-                    }
-                    head.push(byte[0]);
-                }
-                let head = String::from_utf8_lossy(&head).to_string();
-                let target = head
-                    .split_whitespace()
-                    .nth(1)
-                    .unwrap_or_default()
-                    .to_string();
-                seen.lock()
-                    .unwrap()
-                    .push(head.lines().next().unwrap_or_default().to_string());
-                let Ok(mut upstream) = tokio::net::TcpStream::connect(&target).await else {
-                    let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
-                    return;
-                };
-                let _ = client
-                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                    .await;
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-            });
-        }
-    });
-    (addr, targets)
 }
 
 // ---- the gateway -----------------------------------------------------------------------------
@@ -1033,7 +988,7 @@ async fn the_url_down_at_start_and_later() {
 async fn the_url_is_fetched_through_the_egress_proxy() {
     let ca = Arc::new(DevCa::generate("patgate test CA").unwrap());
     let server = JwksServer::start(&ca, jwks(&[(KID1, 0)])).await;
-    let (proxy, targets) = connect_proxy().await;
+    let (proxy, targets) = connect_proxy(None).await;
     let forge = start_with(
         ca,
         Setup {

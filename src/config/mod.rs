@@ -35,9 +35,9 @@ pub use rate_limits::{
 pub use raw::defaults;
 pub use types::{
     AdminSettings, ApiListener, AppKeyConfig, AppKeyMaterial, ClientCertificateMode, ClientSan,
-    CodeCommitSettings, ConnectListener, ForgeApp, ForgeEnvironment, ForgeSettings, HostKind,
-    Integration, LogFormat, LogSettings, MasterKeySource, ServiceSettings, SignatureSettings,
-    TfsRelease, TfsVersion, TrustRoots, VaultSettings,
+    CodeCommitSettings, ConnectListener, ForgeApp, ForgeEnvironment, ForgeSettings, GithubFlavour,
+    HostKind, Integration, LogFormat, LogSettings, MasterKeySource, ServiceSettings,
+    SignatureSettings, TfsRelease, TfsVersion, TrustRoots, VaultSettings,
 };
 
 use raw::RawConfig;

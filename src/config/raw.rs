@@ -311,6 +311,9 @@ pub(super) struct RawIntegration {
     #[serde(default = "d_roots")]
     pub(super) roots: TrustRoots,
     pub(super) extra_ca: Option<PathBuf>,
+    /// `""`: connect directly.
+    #[serde(default)]
+    pub(super) proxy: String,
     #[serde(default)]
     pub(super) require_user_pat: bool,
     #[serde(default)]

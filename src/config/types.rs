@@ -131,6 +131,8 @@ pub struct Integration {
     pub base_url: http::Uri,
     pub roots: TrustRoots,
     pub extra_ca: Option<PathBuf>,
+    /// An HTTP proxy the host is reached through (an HTTP CONNECT tunnel; TLS end to end).
+    pub proxy: Option<http::Uri>,
     pub require_user_pat: bool,
     pub allow_other_writes: bool,
     pub connect_timeout: Duration,
@@ -142,6 +144,38 @@ pub struct Integration {
     /// The server release, for `tfs` only (`None` for every other kind). `auto` is replaced
     /// by the detected release at start ([`crate::runtime::Runtime::start`]).
     pub tfs_version: Option<TfsVersion>,
+}
+
+/// Which GitHub a `github` base URL names (read from its host; DNS names compare without
+/// case). What each means for requests is in `hosts::github`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GithubFlavour {
+    /// GitHub Enterprise Server, on any other host: REST under `/api/v3`.
+    Server,
+    /// github.com, whose REST API is `https://api.github.com`.
+    Cloud,
+    /// GitHub Enterprise Cloud with data residency: `https://api.{subdomain}.ghe.com`, REST
+    /// at the root as on github.com (GitHub's docs, "GitHub Enterprise Cloud with data
+    /// residency": the API is at `api.SUBDOMAIN.ghe.com`).
+    DataResidency,
+}
+
+impl GithubFlavour {
+    pub fn of(base_url: &http::Uri) -> GithubFlavour {
+        let host = base_url.host().unwrap_or_default().to_ascii_lowercase();
+        if host == "api.github.com" {
+            return GithubFlavour::Cloud;
+        }
+        match host
+            .strip_prefix("api.")
+            .and_then(|rest| rest.strip_suffix(".ghe.com"))
+        {
+            Some(subdomain) if !subdomain.is_empty() && !subdomain.contains('.') => {
+                GithubFlavour::DataResidency
+            }
+            _ => GithubFlavour::Server,
+        }
+    }
 }
 
 /// What a CodeCommit integration needs beyond a base URL.

@@ -19,9 +19,9 @@ use super::raw::{
 };
 use super::types::{
     AdminSettings, ApiListener, AppKeyConfig, AppKeyMaterial, ClientSan, CodeCommitSettings,
-    ConnectListener, ForgeApp, ForgeEnvironment, ForgeSettings, HostKind, Integration, LogSettings,
-    MasterKeySource, ServiceSettings, SignatureSettings, TfsRelease, TfsVersion, TrustRoots,
-    VaultSettings,
+    ConnectListener, ForgeApp, ForgeEnvironment, ForgeSettings, GithubFlavour, HostKind,
+    Integration, LogSettings, MasterKeySource, ServiceSettings, SignatureSettings, TfsRelease,
+    TfsVersion, TrustRoots, VaultSettings,
 };
 use super::{Config, ConfigError};
 use crate::ids::IntegrationId;
@@ -497,6 +497,13 @@ impl Validator<'_> {
             }
             let base_url =
                 parse_base_url(&integ.base_url).map_err(|why| self.err(at("base_url"), why))?;
+            if integ.kind == HostKind::Github {
+                github_api_url(&base_url).map_err(|why| self.err(at("base_url"), why))?;
+            }
+            let proxy = match integ.proxy.trim() {
+                "" => None,
+                text => Some(parse_proxy_url(text).map_err(|why| self.err(at("proxy"), why))?),
+            };
             if integ.roots == TrustRoots::None && integ.extra_ca.is_none() {
                 return Err(self.err(
                     at("roots"),
@@ -573,6 +580,7 @@ impl Validator<'_> {
                 base_url,
                 roots: integ.roots,
                 extra_ca: integ.extra_ca.map(|p| self.path(p)),
+                proxy,
                 require_user_pat: integ.require_user_pat,
                 allow_other_writes: integ.allow_other_writes,
                 connect_timeout: Duration::from_millis(integ.connect_timeout_ms),
@@ -683,6 +691,32 @@ fn parse_https_url(text: &str) -> Result<http::Uri, String> {
         return Err(format!("`{text}` must be an https:// URL with a host"));
     }
     Ok(uri)
+}
+
+/// A `github` base URL must be the REST API's: github.com's and GHE.com's web addresses are
+/// not (their APIs are on `api.` hosts, at the root).
+fn github_api_url(base_url: &http::Uri) -> Result<(), String> {
+    let host = base_url.host().unwrap_or_default().to_ascii_lowercase();
+    let api_host = match host.strip_suffix(".ghe.com") {
+        _ if host == "github.com" || host == "www.github.com" => Some("api.github.com".to_string()),
+        Some(subdomain) if !subdomain.is_empty() && !subdomain.contains('.') => {
+            Some(format!("api.{subdomain}.ghe.com"))
+        }
+        _ => None,
+    };
+    if let Some(api_host) = api_host {
+        return Err(format!(
+            "`{base_url}` is the web address; the REST API is https://{api_host}"
+        ));
+    }
+    let cloud = GithubFlavour::of(base_url) != GithubFlavour::Server;
+    if cloud && base_url.path() != "/" && !base_url.path().is_empty() {
+        return Err(format!(
+            "https://{host} serves the REST API at its root: drop the path `{}`",
+            base_url.path()
+        ));
+    }
+    Ok(())
 }
 
 /// `http://host:port`: an HTTP proxy that opens CONNECT tunnels.
@@ -866,6 +900,54 @@ mod tests {
         let err = parse(&MINIMAL.replace("https://ghe", "http://ghe")).unwrap_err();
         assert_eq!(err.key, "integrations[0].base_url");
         assert!(err.reason.contains("https"));
+    }
+
+    #[test]
+    fn github_web_addresses_and_paths_on_cloud_hosts_are_refused() {
+        for (url, says) in [
+            ("https://github.com", "https://api.github.com"),
+            ("https://octocorp.ghe.com", "https://api.octocorp.ghe.com"),
+            (
+                "https://api.octocorp.ghe.com/api/v3",
+                "drop the path `/api/v3`",
+            ),
+            ("https://api.github.com/api/v3", "drop the path `/api/v3`"),
+        ] {
+            let err = parse(&MINIMAL.replace("https://ghe.example.com", url)).unwrap_err();
+            assert_eq!(err.key, "integrations[0].base_url", "{url}");
+            assert!(err.reason.contains(says), "{url}: {}", err.reason);
+        }
+        for url in [
+            "https://api.github.com",
+            "https://api.octocorp.ghe.com",
+            "https://github.example.com/prefix",
+        ] {
+            parse(&MINIMAL.replace("https://ghe.example.com", url)).unwrap();
+        }
+    }
+
+    #[test]
+    fn an_integration_proxy_is_an_http_connect_proxy() {
+        let with = |proxy: &str| {
+            parse(&MINIMAL.replace(
+                "kind = \"github\"",
+                &format!("kind = \"github\"\nproxy = \"{proxy}\""),
+            ))
+        };
+        let config = with("http://proxy.internal:3128").unwrap();
+        assert_eq!(
+            config.integrations[0].proxy.as_ref().unwrap().to_string(),
+            "http://proxy.internal:3128/"
+        );
+        assert_eq!(with("").unwrap().integrations[0].proxy, None);
+        for bad in [
+            "https://proxy:3128",
+            "http://proxy",
+            "http://u:p@proxy:3128",
+            "x",
+        ] {
+            assert_eq!(with(bad).unwrap_err().key, "integrations[0].proxy", "{bad}");
+        }
     }
 
     #[test]

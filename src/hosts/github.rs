@@ -1,4 +1,12 @@
-//! GitHub Enterprise Server (REST under `/api/v3`) and github.com (`https://api.github.com`).
+//! GitHub, in the three places it runs:
+//!
+//! | flavour | base URL | REST root |
+//! |---|---|---|
+//! | Enterprise Server | `https://ghe.example.com` | `/api/v3` |
+//! | github.com | `https://api.github.com` | `/` |
+//! | Enterprise Cloud with data residency (GHE.com) | `https://api.{subdomain}.ghe.com` | `/` |
+//!
+//! Paths below are relative to the REST root.
 //!
 //! | operation | request |
 //! |---|---|
@@ -29,21 +37,42 @@ A classic token needs the “repo” scope; a fine-grained token needs Contents 
 /// The scope a classic PAT needs for the three actions on private repositories.
 const REQUIRED_CLASSIC_SCOPE: &str = "repo";
 
+pub use crate::config::GithubFlavour as Flavour;
+
+impl Flavour {
+    /// Where the REST API starts below the base URL.
+    pub fn api_prefix(self) -> &'static str {
+        match self {
+            Flavour::Server => "/api/v3",
+            Flavour::Cloud | Flavour::DataResidency => "",
+        }
+    }
+
+    /// What to call it where people read it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Flavour::Server => "GitHub Enterprise Server",
+            Flavour::Cloud => "GitHub",
+            Flavour::DataResidency => "GitHub Enterprise Cloud (GHE.com)",
+        }
+    }
+}
+
 /// The GitHub adapter's per-integration data.
 #[derive(Debug, Clone)]
 pub struct Github {
-    /// `""` for api.github.com, `/api/v3` for Enterprise Server.
-    api_prefix: &'static str,
+    flavour: Flavour,
 }
 
 impl Github {
     pub fn new(base_url: &http::Uri) -> Github {
-        let api_prefix = if base_url.host() == Some("api.github.com") {
-            ""
-        } else {
-            "/api/v3"
-        };
-        Github { api_prefix }
+        Github {
+            flavour: Flavour::of(base_url),
+        }
+    }
+
+    fn api_prefix(&self) -> &'static str {
+        self.flavour.api_prefix()
     }
 }
 
@@ -78,10 +107,10 @@ impl HostAdapter for Github {
         default_headers(headers)
     }
 
-    /// `GET /user` (under `/api/v3` on Enterprise Server).
+    /// `GET /user` (under `/api/v3` on Enterprise Server; at the root on github.com and GHE.com).
     fn who_am_i_request(&self) -> Request<Bytes> {
         let mut request = Request::new(Bytes::new());
-        *request.uri_mut() = format!("{}/user", self.api_prefix)
+        *request.uri_mut() = format!("{}/user", self.api_prefix())
             .parse()
             .expect("a fixed path is a valid URI");
         default_headers(request.headers_mut());
@@ -108,7 +137,7 @@ impl HostAdapter for Github {
             return None;
         }
         let mut request = Request::new(Bytes::new());
-        *request.uri_mut() = format!("{}/installation/repositories?per_page=1", self.api_prefix)
+        *request.uri_mut() = format!("{}/installation/repositories?per_page=1", self.api_prefix())
             .parse()
             .expect("a fixed path is a valid URI");
         default_headers(request.headers_mut());
@@ -498,7 +527,36 @@ mod tests {
     fn api_prefix_follows_the_host() {
         let ghes = Github::new(&"https://ghe.example.com".parse().unwrap());
         let dotcom = Github::new(&"https://api.github.com".parse().unwrap());
+        let residency = Github::new(&"https://api.octocorp.ghe.com".parse().unwrap());
         assert_eq!(ghes.who_am_i_request().uri(), "/api/v3/user");
         assert_eq!(dotcom.who_am_i_request().uri(), "/user");
+        assert_eq!(residency.who_am_i_request().uri(), "/user");
+        assert_eq!(
+            residency
+                .integration_who_am_i_fallback(StatusCode::FORBIDDEN, &HeaderMap::new())
+                .unwrap()
+                .uri(),
+            "/installation/repositories?per_page=1"
+        );
+    }
+
+    #[test]
+    fn flavours_by_host() {
+        for (url, flavour) in [
+            ("https://api.github.com", Flavour::Cloud),
+            ("https://API.GitHub.com", Flavour::Cloud),
+            ("https://api.octocorp.ghe.com", Flavour::DataResidency),
+            ("https://api.octocorp.ghe.com:443", Flavour::DataResidency),
+            ("https://API.Octocorp.GHE.com", Flavour::DataResidency),
+            // Not GHE.com's API host: a server that happens to live under ghe.com names.
+            ("https://octocorp.ghe.com", Flavour::Server),
+            ("https://api.a.b.ghe.com", Flavour::Server),
+            ("https://api..ghe.com", Flavour::Server),
+            ("https://api.octocorp.ghe.com.example.net", Flavour::Server),
+            ("https://ghe.example.com", Flavour::Server),
+            ("https://github.example.com/github", Flavour::Server),
+        ] {
+            assert_eq!(Flavour::of(&url.parse().unwrap()), flavour, "{url}");
+        }
     }
 }

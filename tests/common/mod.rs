@@ -114,7 +114,10 @@ pub struct RecordingHost {
 
 impl RecordingHost {
     pub async fn start(ca: &DevCa, mode: HostMode) -> RecordingHost {
-        let issued = ca.issue_server(&["localhost", "127.0.0.1"]).unwrap();
+        // Also GHE_COM_API: the GHE.com integration reaches this host through a proxy.
+        let issued = ca
+            .issue_server(&["localhost", "127.0.0.1", GHE_COM_API])
+            .unwrap();
         let tls = server_config(&issued);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let host = RecordingHost {
@@ -1026,4 +1029,59 @@ pub async fn while_time_moves_once<T>(
             }
         }
     }
+}
+
+/// A GitHub Enterprise Cloud (data residency) API host name; [`RecordingHost`]'s certificate
+/// names it too, and [`connect_proxy`] can route it there.
+pub const GHE_COM_API: &str = "api.octocorp.ghe.com";
+
+/// An HTTP CONNECT proxy on 127.0.0.1 that records the request line of each tunnel it opens
+/// (`CONNECT host:port HTTP/1.1`) and tunnels to that target, or to `route_to` when set (so
+/// a name that does not resolve here, such as [`GHE_COM_API`], reaches a local host).
+pub async fn connect_proxy(route_to: Option<SocketAddr>) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let targets: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = targets.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else {
+                continue;
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if client.read_exact(&mut byte).await.is_err() {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_string();
+                let target = head
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_string();
+                seen.lock()
+                    .unwrap()
+                    .push(head.lines().next().unwrap_or_default().to_string());
+                let upstream = match route_to {
+                    Some(addr) => tokio::net::TcpStream::connect(addr).await,
+                    None => tokio::net::TcpStream::connect(&target).await,
+                };
+                let Ok(mut upstream) = upstream else {
+                    let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
+                    return;
+                };
+                let _ = client
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await;
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            });
+        }
+    });
+    (addr, targets)
 }
