@@ -200,6 +200,8 @@ fn meta() -> PatMeta {
         created_at: 1,
         updated_at: 1,
         last_used_at: None,
+        refused: None,
+        expires_at: None,
     }
 }
 

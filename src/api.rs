@@ -42,6 +42,13 @@ pub(crate) struct PatStatus {
     pub scopes_or_permissions: Vec<String>,
     pub validated_at: Option<String>,
     pub last_used_at: Option<String>,
+    /// When the host says the PAT expires; `null` when it does not say (or never).
+    pub expires_at: Option<String>,
+    /// It expires within the integration's `pat_expiry_warning_days`, or has expired.
+    pub expires_soon: bool,
+    /// The host refused the PAT on an action since it was stored (expired or revoked); the
+    /// user should enter a new one. Cleared by the next action the host accepts.
+    pub refused: Option<RefusedStatus>,
     pub require_user_pat: bool,
     /// False on TFS 2013/2015: that host has no personal access tokens at all.
     pub host_supports_pats: bool,
@@ -50,11 +57,20 @@ pub(crate) struct PatStatus {
     pub note: Option<&'static str>,
 }
 
+/// `refused` in [`PatStatus`].
+#[derive(Debug, Serialize)]
+pub(crate) struct RefusedStatus {
+    pub at: String,
+    pub host_status: u16,
+}
+
 impl PatStatus {
+    /// `now` in Unix seconds, for `expires_soon`.
     pub(crate) fn new(
         integration: &IntegrationRuntime,
         account: &str,
         meta: Option<PatMeta>,
+        now: u64,
     ) -> PatStatus {
         let rfc3339 = |secs: u64| {
             humantime::format_rfc3339_seconds(
@@ -71,6 +87,14 @@ impl PatStatus {
             scopes_or_permissions: meta.as_ref().map(|m| m.scopes.clone()).unwrap_or_default(),
             validated_at: meta.as_ref().map(|m| rfc3339(m.validated_at)),
             last_used_at: meta.as_ref().and_then(|m| m.last_used_at).map(rfc3339),
+            expires_at: meta.as_ref().and_then(|m| m.expires_at).map(rfc3339),
+            expires_soon: meta.as_ref().and_then(|m| m.expires_at).is_some_and(|at| {
+                at <= now.saturating_add(integration.config().pat_expiry_warning.as_secs())
+            }),
+            refused: meta.as_ref().and_then(|m| m.refused).map(|r| RefusedStatus {
+                at: rfc3339(r.at),
+                host_status: r.host_status,
+            }),
             require_user_pat: integration.config().require_user_pat,
             host_supports_pats: supports_pats,
             note: (!supports_pats).then_some(
@@ -190,6 +214,7 @@ pub(crate) async fn handle(
             integration,
             account,
             pat_meta(runtime, id, account).await?,
+            runtime.clock().unix_now(),
         )),
         Method::PUT => {
             let (parts, body) = req.into_parts();
@@ -208,13 +233,23 @@ pub(crate) async fn handle(
                 &credential,
             )
             .await?;
-            json(&PatStatus::new(integration, account, Some(meta)))
+            json(&PatStatus::new(
+                integration,
+                account,
+                Some(meta),
+                runtime.clock().unix_now(),
+            ))
         }
         Method::DELETE => {
             if vault.delete_user_pat(id, account).await? {
                 audit::pat_removed(audit::Via::Api(caller.method), id, account);
             }
-            json(&PatStatus::new(integration, account, None))
+            json(&PatStatus::new(
+                integration,
+                account,
+                None,
+                runtime.clock().unix_now(),
+            ))
         }
         _ => Err(RequestError::MethodNotAllowed("GET, PUT or DELETE")),
     }

@@ -59,6 +59,17 @@ pub(crate) fn pat_refused(via: Via, integration: &str, account: &str, code: &str
     tracing::info!(target: TARGET, event = "pat-refused", via = via.as_str(), auth = via.auth(), integration, account, code, "user PAT refused");
 }
 
+/// The host refused a stored user PAT on an action (expired, revoked): it is marked, kept,
+/// and the user is asked for a new one.
+pub(crate) fn pat_refused_by_host(integration: &str, account: &str, host_status: u16) {
+    tracing::info!(target: TARGET, event = "pat-refused-by-host", via = "host", auth = "-", integration, account, host_status, "the git host refused a stored user PAT; it is marked refused");
+}
+
+/// A PAT marked refused was accepted by the host again: the mark is cleared.
+pub(crate) fn pat_accepted_again(integration: &str, account: &str) {
+    tracing::info!(target: TARGET, event = "pat-accepted-again", via = "host", auth = "-", integration, account, "the git host accepted a user PAT marked refused; the mark is cleared");
+}
+
 /// The app asked for a one-time link to the connect page for a user.
 pub(crate) fn connect_link_issued(
     auth: AuthMethod,

@@ -74,12 +74,14 @@ pub(crate) enum ErrorCode {
     ForgeSignatureInvalid,
     ForgeKeysUnavailable,
     HostCredentialRefused,
+    UserPatRefused,
+    GithubSsoRequired,
 }
 
 impl ErrorCode {
     /// Every code, for documentation tests.
     #[cfg(test)]
-    pub(crate) const ALL: [ErrorCode; 35] = [
+    pub(crate) const ALL: [ErrorCode; 37] = [
         Self::BadRequest,
         Self::SignatureMissing,
         Self::SignatureInvalid,
@@ -115,6 +117,8 @@ impl ErrorCode {
         Self::ForgeSignatureInvalid,
         Self::ForgeKeysUnavailable,
         Self::HostCredentialRefused,
+        Self::UserPatRefused,
+        Self::GithubSsoRequired,
     ];
 
     /// The `code` member of the problem document.
@@ -155,6 +159,8 @@ impl ErrorCode {
             Self::ForgeSignatureInvalid => "forge-signature-invalid",
             Self::ForgeKeysUnavailable => "forge-keys-unavailable",
             Self::HostCredentialRefused => "host-credential-refused",
+            Self::UserPatRefused => "user-pat-refused",
+            Self::GithubSsoRequired => "github-sso-required",
         }
     }
 
@@ -178,7 +184,9 @@ impl ErrorCode {
             | Self::ForgeInstallationNotAllowed
             | Self::ForgeAccountMismatch
             | Self::ForgeSignatureInvalid
-            | Self::HostCredentialRefused => StatusCode::FORBIDDEN,
+            | Self::HostCredentialRefused
+            | Self::UserPatRefused
+            | Self::GithubSsoRequired => StatusCode::FORBIDDEN,
             Self::UnknownIntegration | Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PatInvalid | Self::PatInsufficientScope => StatusCode::UNPROCESSABLE_ENTITY,
@@ -234,6 +242,10 @@ impl ErrorCode {
             Self::ForgeSignatureInvalid => "The Forge call's request signature was refused",
             Self::ForgeKeysUnavailable => "patgate has no Forge signing keys loaded",
             Self::HostCredentialRefused => "The git host refused the credential",
+            Self::UserPatRefused => "The git host refused this user's personal access token",
+            Self::GithubSsoRequired => {
+                "The token must be authorised for the organisation's single sign-on"
+            }
         }
     }
 }
@@ -265,8 +277,10 @@ pub(crate) struct Problem {
     pub code: ErrorCode,
     pub detail: String,
     pub blame: Blame,
-    /// For `user-pat-required`: where the user can enter a PAT.
+    /// For `user-pat-required` and `user-pat-refused`: where the user can enter a PAT.
     pub setup_url: Option<String>,
+    /// For `github-sso-required`: where the user authorises the token, as GitHub sent it.
+    pub sso_url: Option<String>,
     /// Seconds, for 429 and 503.
     pub retry_after: Option<u64>,
     /// More response fields, e.g. `RateLimit-Policy` and `RateLimit` on `rate-limited`.
@@ -283,6 +297,8 @@ struct ProblemBody<'a> {
     detail: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     setup_url: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sso_url: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     request_id: Option<&'a str>,
 }
@@ -303,6 +319,7 @@ impl Problem {
             detail: detail.into(),
             blame,
             setup_url: None,
+            sso_url: None,
             retry_after: None,
             headers: Vec::new(),
         }
@@ -339,6 +356,7 @@ impl Problem {
             code: self.code.as_str(),
             detail: &self.detail,
             setup_url: self.setup_url.as_deref(),
+            sso_url: self.sso_url.as_deref(),
             request_id,
         };
         serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec())
@@ -427,6 +445,15 @@ pub(crate) enum RequestError {
     /// For a Forge caller, the host's own 401 (which Forge would take for a refused token).
     #[error("the git host answered 401 to the {credential} credential patgate sent{hint}", hint = if *credential == "user" { "; the user's PAT may be revoked or expired: they can replace it on the connect page" } else { "; an admin must check the integration's secret" })]
     HostUnauthorized { credential: &'static str },
+    /// The host refused the user's PAT on an action (expired, revoked); the PAT is marked.
+    #[error("the git host answered {host_status} to this user's personal access token: it may have expired or been revoked. The user can enter a new one on the connect page{}", if setup_url.is_some() { " (setup_url)" } else { "" })]
+    UserPatRefused {
+        host_status: u16,
+        setup_url: Option<String>,
+    },
+    /// GitHub: the PAT is not authorised for the organisation's SAML single sign-on.
+    #[error("GitHub requires this user's token to be authorised for the organisation's SAML single sign-on: the user opens sso_url, authorises the token, and tries again")]
+    GithubSsoRequired { url: String },
     /// The connection is past `connections.max_api_per_client`.
     #[error("this client already has {0} connections open to patgate (connections.max_api_per_client); reuse them or close some")]
     TooManyConnections(usize),
@@ -493,6 +520,14 @@ impl From<&RequestError> for Problem {
             E::CredentialMismatch(_) => Problem::new(ErrorCode::Unavailable, detail),
             E::Upstream(e) => e.into(),
             E::Encode(_) => Problem::new(ErrorCode::Internal, detail),
+            E::UserPatRefused { setup_url, .. } => Problem {
+                setup_url: setup_url.clone(),
+                ..Problem::new(ErrorCode::UserPatRefused, detail)
+            },
+            E::GithubSsoRequired { url } => Problem {
+                sso_url: Some(url.clone()),
+                ..Problem::new(ErrorCode::GithubSsoRequired, detail)
+            },
             E::TooManyConnections(_) => Problem::new(ErrorCode::TooManyConnections, detail)
                 .blamed(Blame::Caller)
                 .retry_after(1),

@@ -36,13 +36,27 @@ pub enum HostCallError {
     Url { what: &'static str, why: String },
 }
 
-/// Asks the host whose `credential` this is.
-pub(crate) async fn who_am_i(
+/// Who a user's PAT belongs to, and when it expires where the host says so: in the who-am-I
+/// answer's headers (GitHub), or in the answer to a second request (GitLab). A second answer
+/// that says nothing, or fails, leaves the expiry unknown; it never refuses the PAT.
+pub(crate) async fn who_am_i_pat(
     adapter: &dyn HostAdapter,
     upstream: &Upstream,
     credential: &Credential,
-) -> Result<HostIdentity, HostCallError> {
-    Ok(ask_who_am_i(adapter, upstream, credential).await?.0?)
+) -> Result<(HostIdentity, Option<u64>), HostCallError> {
+    let (identity, _, headers) = ask_who_am_i(adapter, upstream, credential).await?;
+    let identity = identity?;
+    let mut expires_at = adapter.credential_expiry(&headers);
+    if expires_at.is_none() {
+        if let Some(request) = adapter.token_expiry_request() {
+            if let Ok((status, _, body)) =
+                exchange(adapter, upstream, request, credential, WHO_AM_I).await
+            {
+                expires_at = adapter.token_expiry_answer(status, &body);
+            }
+        }
+    }
+    Ok((identity, expires_at))
 }
 
 /// The host's who-am-I answer as the adapter reads it, and the status and headers it came

@@ -73,14 +73,6 @@ pub enum SaveError {
     Vault(#[from] VaultError),
 }
 
-/// Asks the host whose `credential` is, for a user's PAT.
-pub(crate) async fn who_am_i(
-    integration: &IntegrationRuntime,
-    credential: &Credential,
-) -> Result<HostIdentity, HostCallError> {
-    host_calls::who_am_i(integration.adapter(), integration.upstream(), credential).await
-}
-
 /// Asks the host whose integration credential `credential` is (see
 /// [`host_calls::who_am_i_integration`]).
 pub(crate) async fn who_am_i_integration(
@@ -104,7 +96,8 @@ pub(crate) async fn validate_and_store(
         .adapter()
         .accepts(credential)
         .map_err(HostCallError::from)?;
-    let identity = who_am_i(integration, credential).await?;
+    let (identity, expires_at) =
+        host_calls::who_am_i_pat(integration.adapter(), integration.upstream(), credential).await?;
     let now = clock.unix_now();
     let created_at = vault
         .user_pat_meta(integration.id(), account)
@@ -117,6 +110,8 @@ pub(crate) async fn validate_and_store(
         created_at,
         updated_at: now,
         last_used_at: None,
+        refused: None,
+        expires_at,
     };
     vault
         .put_user_pat(integration.id(), account, credential, &meta)

@@ -179,6 +179,8 @@ async fn trace_logs_and_answers_hold_no_secret() {
         created_at: 0,
         updated_at: 0,
         last_used_at: None,
+        refused: None,
+        expires_at: None,
     };
     gw.runtime
         .vault()

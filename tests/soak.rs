@@ -309,6 +309,8 @@ async fn soak_nothing_grows_under_mixed_load() {
             created_at: 0,
             updated_at: 0,
             last_used_at: None,
+            refused: None,
+            expires_at: None,
         };
         vault
             .put_user_pat(

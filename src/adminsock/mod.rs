@@ -170,6 +170,7 @@ async fn pat(
             integration,
             account,
             crate::api::pat_meta(runtime, id, account).await?,
+            runtime.clock().unix_now(),
         )),
         Method::PUT => {
             let input: PatInput = read_json(req).await?;
@@ -178,14 +179,24 @@ async fn pat(
                 .map_err(AdminError::BadCredential)?;
             let meta =
                 crate::api::save_pat(runtime, integration, Via::Cli, account, &credential).await?;
-            json(&PatStatus::new(integration, account, Some(meta)))
+            json(&PatStatus::new(
+                integration,
+                account,
+                Some(meta),
+                runtime.clock().unix_now(),
+            ))
         }
         Method::DELETE => {
             let removed = vault.delete_user_pat(id, account).await?;
             if removed {
                 audit::pat_removed(Via::Cli, id, account);
             }
-            let mut response = json(&PatStatus::new(integration, account, None))?;
+            let mut response = json(&PatStatus::new(
+                integration,
+                account,
+                None,
+                runtime.clock().unix_now(),
+            ))?;
             response.headers_mut().insert(
                 REMOVED_HEADER,
                 HeaderValue::from_static(if removed { "true" } else { "false" }),

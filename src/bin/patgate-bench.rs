@@ -1054,6 +1054,8 @@ async fn setup(args: SetupArgs) -> Result<()> {
                 created_at: now,
                 updated_at: now,
                 last_used_at: None,
+                refused: None,
+                expires_at: None,
             };
             vault
                 .put_user_pat(

@@ -745,7 +745,12 @@ async fn pat(command: PatCommand) -> CliResult {
             .await
             .map_err(|e| e.to_string())?,
     };
-    let status = crate::api::PatStatus::new(&runtime, &args.account, meta);
+    let status = crate::api::PatStatus::new(
+        &runtime,
+        &args.account,
+        meta,
+        crate::clock::Clock::system().unix_now(),
+    );
     outln!(
         "{}",
         serde_json::to_string_pretty(&status).map_err(|e| e.to_string())?

@@ -27,6 +27,8 @@ pub mod defaults {
     pub const WINDOW_CAP_SECONDS: u64 = 300;
     pub const NONCE_CACHE_ENTRIES: usize = 200_000;
     pub const CONNECT_TIMEOUT_MS: u64 = 5_000;
+    /// A user's PAT that expires within this many days is said to expire soon.
+    pub const PAT_EXPIRY_WARNING_DAYS: u64 = 7;
     pub const REQUEST_TIMEOUT_MS: u64 = 30_000;
     pub const MAX_BODY_BYTES: usize = 1024 * 1024;
     pub const LOG_LEVEL: &str = "info";
@@ -324,6 +326,8 @@ pub(super) struct RawIntegration {
     pub(super) request_timeout_ms: Option<u64>,
     #[serde(default = "d_body")]
     pub(super) max_body_bytes: usize,
+    #[serde(default = "d_pat_expiry_warning")]
+    pub(super) pat_expiry_warning_days: u64,
     /// CodeCommit only.
     pub(super) region: Option<String>,
     /// CodeCommit only.
@@ -384,6 +388,10 @@ fn d_roots() -> TrustRoots {
 fn d_connect() -> u64 {
     defaults::CONNECT_TIMEOUT_MS
 }
+fn d_pat_expiry_warning() -> u64 {
+    defaults::PAT_EXPIRY_WARNING_DAYS
+}
+
 fn d_body() -> usize {
     defaults::MAX_BODY_BYTES
 }
@@ -566,6 +574,10 @@ mod example_file {
                 defaults::REQUEST_TIMEOUT_MS.to_string(),
             ),
             ("max_body_bytes", defaults::MAX_BODY_BYTES.to_string()),
+            (
+                "pat_expiry_warning_days",
+                defaults::PAT_EXPIRY_WARNING_DAYS.to_string(),
+            ),
             ("link_ttl_seconds", defaults::LINK_TTL_SECONDS.to_string()),
             ("level", format!("\"{}\"", defaults::LOG_LEVEL)),
             (

@@ -139,6 +139,8 @@ pub struct Integration {
     /// For the host's response head, then for each further piece of its body.
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
+    /// A PAT expiring within this is said to expire soon.
+    pub pat_expiry_warning: Duration,
     /// Set for `kind = "codecommit"` only.
     pub codecommit: Option<CodeCommitSettings>,
     /// The server release, for `tfs` only (`None` for every other kind). `auto` is replaced

@@ -539,6 +539,9 @@ impl Validator<'_> {
             if integ.max_body_bytes == 0 {
                 return Err(self.err(at("max_body_bytes"), "must be greater than 0"));
             }
+            if integ.pat_expiry_warning_days > 365 {
+                return Err(self.err(at("pat_expiry_warning_days"), "must be 0 to 365"));
+            }
             let codecommit = match integ.kind {
                 HostKind::Codecommit => {
                     Some(self.codecommit(&at, &base_url, integ.region, integ.sts_endpoint)?)
@@ -586,6 +589,7 @@ impl Validator<'_> {
                 connect_timeout: Duration::from_millis(integ.connect_timeout_ms),
                 request_timeout: Duration::from_millis(request_timeout_ms),
                 max_body_bytes: integ.max_body_bytes,
+                pat_expiry_warning: Duration::from_secs(integ.pat_expiry_warning_days * 86_400),
                 codecommit,
                 tfs_version,
             });

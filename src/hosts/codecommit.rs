@@ -148,6 +148,13 @@ impl HostAdapter for CodeCommit {
     fn token_help(&self) -> &'static str {
         TOKEN_HELP
     }
+
+    /// AWS answers a refused key pair 400/403 with an exception named in the body
+    /// (`UnrecognizedClientException`, `ExpiredTokenException`), never 401; those answers are
+    /// not read here, so they reach the app as the host sent them.
+    fn refuses_credential(&self, _status: StatusCode, _headers: &HeaderMap) -> bool {
+        false
+    }
 }
 
 /// Classifies a CodeCommit request by its `X-Amz-Target`; see the module docs.

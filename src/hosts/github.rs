@@ -156,6 +156,53 @@ impl HostAdapter for Github {
     fn token_help(&self) -> &'static str {
         TOKEN_HELP
     }
+
+    /// `403` with `X-GitHub-SSO: required; url=…` (GitHub's REST docs, "Authenticating to
+    /// the REST API": a token not authorised for an organisation that enforces SAML SSO). The
+    /// `partial-results; organizations=…` form comes on successful list answers, which
+    /// pass through.
+    fn sso_authorization_url(&self, status: StatusCode, headers: &HeaderMap) -> Option<String> {
+        if status != StatusCode::FORBIDDEN {
+            return None;
+        }
+        let value = headers.get("x-github-sso")?.to_str().ok()?;
+        let (kind, rest) = value.split_once(';')?;
+        if !kind.trim().eq_ignore_ascii_case("required") {
+            return None;
+        }
+        let url = rest.trim().strip_prefix("url=")?.trim();
+        url.starts_with("https://").then(|| url.to_string())
+    }
+
+    /// `GitHub-Authentication-Token-Expiration: 2026-12-31 23:59:59 UTC`, sent on answers to
+    /// requests made with a token that expires (fine-grained and classic PATs with an
+    /// expiry; GitHub's "Token expiration and revocation").
+    fn credential_expiry(&self, headers: &HeaderMap) -> Option<u64> {
+        parse_token_expiration(
+            headers
+                .get("github-authentication-token-expiration")?
+                .to_str()
+                .ok()?,
+        )
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC`, or with a numeric offset (`-0800`) in place of `UTC`.
+fn parse_token_expiration(value: &str) -> Option<u64> {
+    let (local, zone) = value.trim().rsplit_once(' ')?;
+    let offset: i64 = match zone {
+        "UTC" | "Z" | "+0000" | "-0000" => 0,
+        z if z.len() == 5 && (z.starts_with('+') || z.starts_with('-')) => {
+            let hours: i64 = z[1..3].parse().ok()?;
+            let minutes: i64 = z[3..5].parse().ok()?;
+            let sign = if z.starts_with('-') { -1 } else { 1 };
+            sign * (hours * 3600 + minutes * 60)
+        }
+        _ => return None,
+    };
+    let at = humantime::parse_rfc3339_weak(local).ok()?;
+    let secs = i64::try_from(at.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs()).ok()?;
+    u64::try_from(secs - offset).ok()
 }
 
 /// Reads `GET /installation/repositories`: an installation token's identity is
@@ -538,6 +585,44 @@ mod tests {
                 .uri(),
             "/installation/repositories?per_page=1"
         );
+    }
+
+    #[test]
+    fn sso_and_expiry_headers() {
+        let gh = Github::new(&"https://api.github.com".parse().unwrap());
+        let mut h = HeaderMap::new();
+        let url = "https://github.com/orgs/octo-org/sso?authorization_request=A1B2C3";
+        h.insert(
+            "x-github-sso",
+            HeaderValue::from_str(&format!("required; url={url}")).unwrap(),
+        );
+        assert_eq!(
+            gh.sso_authorization_url(StatusCode::FORBIDDEN, &h)
+                .as_deref(),
+            Some(url)
+        );
+        assert_eq!(gh.sso_authorization_url(StatusCode::OK, &h), None);
+        h.insert(
+            "x-github-sso",
+            HeaderValue::from_static("partial-results; organizations=21955855,20582480"),
+        );
+        assert_eq!(gh.sso_authorization_url(StatusCode::FORBIDDEN, &h), None);
+
+        for (value, at) in [
+            ("2026-12-31 23:59:59 UTC", Some(1_798_761_599)),
+            ("2026-12-31 15:59:59 -0800", Some(1_798_761_599)),
+            ("2027-01-01 00:59:59 +0100", Some(1_798_761_599)),
+            ("2026-12-31T23:59:59Z", None),
+            ("soon", None),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(
+                "github-authentication-token-expiration",
+                HeaderValue::from_static(value),
+            );
+            assert_eq!(gh.credential_expiry(&h), at, "{value}");
+        }
+        assert_eq!(gh.credential_expiry(&HeaderMap::new()), None);
     }
 
     #[test]

@@ -98,6 +98,28 @@ impl HostAdapter for Gitlab {
     fn token_help(&self) -> &'static str {
         TOKEN_HELP
     }
+
+    /// `GET /api/v4/personal_access_tokens/self` (GitLab 15.5 and later; GitLab's REST docs,
+    /// "Personal access tokens API"): its `expires_at` is a date, the token expiring at its
+    /// start, 00:00 UTC. Older releases answer 404: unknown.
+    fn token_expiry_request(&self) -> Option<Request<Bytes>> {
+        let mut request = Request::new(Bytes::new());
+        *request.uri_mut() = http::Uri::from_static("/api/v4/personal_access_tokens/self");
+        Some(request)
+    }
+
+    fn token_expiry_answer(&self, status: StatusCode, body: &[u8]) -> Option<u64> {
+        #[derive(serde::Deserialize)]
+        struct TokenSelf {
+            expires_at: Option<String>,
+        }
+        if status != StatusCode::OK {
+            return None;
+        }
+        let date = serde_json::from_slice::<TokenSelf>(body).ok()?.expires_at?;
+        let at = humantime::parse_rfc3339_weak(&format!("{date} 00:00:00")).ok()?;
+        Some(at.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs())
+    }
 }
 
 /// Classifies a request; `path` is the raw path below the integration's base URL.

@@ -103,6 +103,42 @@ pub trait HostAdapter: Send + Sync + std::fmt::Debug {
 
     /// Where on the host a user makes a token, and what it needs (for users and docs).
     fn token_help(&self) -> &'static str;
+
+    /// Whether the host's answer to a request made with a user's PAT says that the PAT
+    /// itself was refused (invalid, expired, revoked), as opposed to the request. GitHub,
+    /// GitLab and Azure DevOps / TFS (with `X-TFS-FedAuthRedirect: Suppress`, which patgate
+    /// always sends) answer such a token 401.
+    fn refuses_credential(&self, status: http::StatusCode, _headers: &HeaderMap) -> bool {
+        status == http::StatusCode::UNAUTHORIZED
+    }
+
+    /// GitHub: the answer says the token must first be authorised for an organisation's SAML
+    /// single sign-on; the URL where the user does so, exactly as the host sent it.
+    fn sso_authorization_url(
+        &self,
+        _status: http::StatusCode,
+        _headers: &HeaderMap,
+    ) -> Option<String> {
+        None
+    }
+
+    /// When the credential the request was made with expires, if the answer's headers say
+    /// (Unix seconds).
+    fn credential_expiry(&self, _headers: &HeaderMap) -> Option<u64> {
+        None
+    }
+
+    /// A request asking the host when the token expires, for hosts that say it only there
+    /// (GitLab's `/personal_access_tokens/self`); sent after a successful who-am-I.
+    fn token_expiry_request(&self) -> Option<Request<Bytes>> {
+        None
+    }
+
+    /// Reads the answer to [`HostAdapter::token_expiry_request`]; `None`: not said (an older
+    /// release, a token without expiry).
+    fn token_expiry_answer(&self, _status: http::StatusCode, _body: &[u8]) -> Option<u64> {
+        None
+    }
 }
 
 /// The adapter for an integration's host kind.

@@ -11,14 +11,16 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Version};
 use http_body_util::BodyExt;
 
-use super::{hold_credential, Read, RequestError, Summary};
+use super::{hold_credential, setup_url, Read, RequestError, Summary};
+use crate::audit;
 use crate::body::ResponseBody;
 use crate::hosts::{self, COMMON_CREDENTIAL_HEADERS};
+use crate::ids::AccountId;
 use crate::inbound::{ACCOUNT_HEADER, CREDENTIAL_HEADER, REQUEST_ID_HEADER};
 use crate::metrics::UpstreamErrorLabels;
 use crate::policy::Decision;
 use crate::runtime::{IntegrationRuntime, Runtime};
-use crate::vault::Credential;
+use crate::vault::{Credential, PatMeta, PatRefusal};
 
 /// What the forward step sends.
 #[derive(Debug)]
@@ -28,6 +30,8 @@ pub(crate) struct Outbound<'a> {
     pub request_id: &'a str,
     pub decision: Decision,
     pub credential: Credential,
+    /// What the vault knew of the user's PAT, when that is the credential.
+    pub user_pat: Option<PatMeta>,
 }
 
 /// Sends the request to the host and answers its response, streamed.
@@ -91,6 +95,17 @@ pub(crate) async fn forward(
             metrics,
         )
         .await;
+    if let (Some(account), Some(used)) = (account.as_ref(), out.user_pat.as_ref()) {
+        user_pat_answer(
+            runtime,
+            integration,
+            account,
+            used,
+            &head.status,
+            &head.headers,
+        )
+        .await?;
+    }
     strip_hop_by_hop(&mut head.headers);
     head.headers.insert(
         CREDENTIAL_HEADER,
@@ -125,6 +140,76 @@ pub(crate) async fn forward(
         })
         .boxed_unsync();
     Ok(Response::from_parts(head, body))
+}
+
+/// What the host's answer to a request made with a user's PAT says about the PAT:
+///
+/// - SAML SSO not authorised (GitHub): `403 github-sso-required` with the host's URL;
+/// - refused (401): the PAT is marked refused (kept: the user may fix it on the host), an
+///   audit event is written, and the app gets `403 user-pat-refused` with a setup link in
+///   place of the host's answer;
+/// - accepted: a refusal mark is cleared, and an expiry the host states is recorded.
+///
+/// A failure to update the vault is logged; it never changes the answer.
+async fn user_pat_answer(
+    runtime: &Runtime,
+    integration: &IntegrationRuntime,
+    account: &AccountId,
+    used: &PatMeta,
+    status: &http::StatusCode,
+    headers: &HeaderMap,
+) -> Result<(), RequestError> {
+    let adapter = integration.adapter();
+    let id = integration.id();
+    if let Some(url) = adapter.sso_authorization_url(*status, headers) {
+        return Err(RequestError::GithubSsoRequired { url });
+    }
+    let refused = adapter.refuses_credential(*status, headers);
+    // The first refusal is kept (its time says since when); a success clears it.
+    let mark = if refused {
+        used.refused.or(Some(PatRefusal {
+            at: runtime.clock().unix_now(),
+            host_status: status.as_u16(),
+        }))
+    } else if status.is_success() {
+        None
+    } else {
+        used.refused
+    };
+    let expires_at = adapter.credential_expiry(headers).or(used.expires_at);
+    if mark != used.refused || expires_at != used.expires_at {
+        let updated = runtime
+            .vault()
+            .update_pat_meta(id, account.as_str(), used.updated_at, &mut |meta| {
+                let before = (*meta.refused, *meta.expires_at);
+                *meta.refused = mark;
+                *meta.expires_at = expires_at;
+                before != (*meta.refused, *meta.expires_at)
+            })
+            .await;
+        match updated {
+            Ok(true) if refused && used.refused.is_none() => {
+                audit::pat_refused_by_host(id, account.as_str(), status.as_u16())
+            }
+            Ok(true) if mark.is_none() && used.refused.is_some() => {
+                audit::pat_accepted_again(id, account.as_str())
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(
+                integration = %id,
+                account = %account,
+                error = %err,
+                "could not record what the git host said about a user PAT"
+            ),
+        }
+    }
+    if refused {
+        return Err(RequestError::UserPatRefused {
+            host_status: status.as_u16(),
+            setup_url: setup_url(runtime, integration, account),
+        });
+    }
+    Ok(())
 }
 
 /// Hop-by-hop fields (RFC 9110 §7.6.1) and the fields named in `Connection`.

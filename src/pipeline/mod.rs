@@ -196,13 +196,9 @@ pub(crate) async fn policy(
     })
     .map_err(|refusal| {
         // The user can act on this at once: a link to the page where they enter a PAT.
-        let setup_url = match refusal {
-            policy::Refusal::UserPatRequired => {
-                runtime.links().zip(account).map(|(links, account)| {
-                    links
-                        .issue(&config.id, account.as_str(), runtime.clock().unix_now())
-                        .url
-                })
+        let setup_url = match (refusal, account) {
+            (policy::Refusal::UserPatRequired, Some(account)) => {
+                setup_url(runtime, integration, account)
             }
             _ => None,
         };
@@ -211,14 +207,31 @@ pub(crate) async fn policy(
     Ok(Decided { decision, user_pat })
 }
 
+/// Where the user can enter a PAT: a fresh one-time link, when there is a connect page.
+pub(crate) fn setup_url(
+    runtime: &Runtime,
+    integration: &IntegrationRuntime,
+    account: &AccountId,
+) -> Option<String> {
+    runtime.links().map(|links| {
+        links
+            .issue(
+                integration.id(),
+                account.as_str(),
+                runtime.clock().unix_now(),
+            )
+            .url
+    })
+}
+
 /// The credential to send with: refused while the host holds it, else the user's PAT (its
-/// use recorded) or the integration's secret from the vault.
+/// use recorded; with what the vault knows of it) or the integration's secret from the vault.
 pub(crate) async fn credential(
     runtime: &Runtime,
     integration: &IntegrationRuntime,
     account: Option<&AccountId>,
     decided: Decided,
-) -> Result<Credential, RequestError> {
+) -> Result<(Credential, Option<PatMeta>), RequestError> {
     let id = integration.id();
     let held = hold_credential(decided.decision, account);
     runtime
@@ -231,9 +244,15 @@ pub(crate) async fn credential(
             runtime
                 .pat_uses()
                 .record(id, account.as_str(), runtime.clock().unix_now());
-            decided.user_pat.map(|(credential, _meta)| credential)
+            decided
+                .user_pat
+                .map(|(credential, meta)| (credential, Some(meta)))
         }
-        _ => runtime.vault().integration_secret(id).await?,
+        _ => runtime
+            .vault()
+            .integration_secret(id)
+            .await?
+            .map(|credential| (credential, None)),
     }
     .ok_or_else(|| RequestError::NoSecret(id.to_string()))
 }
@@ -278,7 +297,8 @@ pub(crate) async fn git(
     let decided = policy(runtime, integration, account.as_ref(), operation).await?;
     let decision = decided.decision;
     summary.credential = Some(decision);
-    let credential = credential(runtime, integration, account.as_ref(), decided).await?;
+    let (credential, user_pat) =
+        credential(runtime, integration, account.as_ref(), decided).await?;
     forward::forward(
         runtime,
         integration,
@@ -288,6 +308,7 @@ pub(crate) async fn git(
             request_id,
             decision,
             credential,
+            user_pat,
         },
         summary,
     )

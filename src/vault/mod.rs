@@ -51,7 +51,7 @@ pub use self::master_key::{
     install_pending_key, match_owner, pending_key_path, MasterKey, MASTER_KEY_LEN,
     SYSTEMD_CREDENTIAL_NAME,
 };
-pub use self::record::{PatMeta, RecordId, MAX_ID_LEN};
+pub use self::record::{PatMeta, PatRefusal, RecordId, MAX_ID_LEN};
 pub use self::rotation::Rotation;
 
 use self::credential::CredentialKind;
@@ -123,6 +123,19 @@ pub struct RecordSummary {
     /// When a user PAT was last used, if tracked (Unix seconds).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_used_at: Option<u64>,
+    /// When the host says a user PAT expires (Unix seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+    /// Since when the host refuses a user PAT (Unix seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused_at: Option<u64>,
+}
+
+/// The parts of a PAT's metadata that [`Vault::update_pat_meta`] may change.
+#[derive(Debug)]
+pub struct PatMetaFields<'a> {
+    pub refused: &'a mut Option<PatRefusal>,
+    pub expires_at: &'a mut Option<u64>,
 }
 
 /// How many records of each kind the vault holds.
@@ -665,12 +678,83 @@ impl Vault {
         at: u64,
         id: &RecordId,
     ) -> Result<Option<Vec<u8>>, VaultError> {
+        self.with_meta(value, id, &mut |meta| {
+            if meta.last_used_at.is_some_and(|t| t >= at) {
+                return false;
+            }
+            meta.last_used_at = Some(at);
+            true
+        })
+    }
+
+    /// Changes the clear metadata of a user's PAT (`change` answers whether it changed
+    /// anything), only while the record still holds the PAT stored at `stored_at` (its
+    /// `updated_at`): a refusal or an expiry seen with an older PAT never lands on a newer
+    /// one. The sealed credential is kept as it is; a concurrent change of the metadata alone
+    /// (a last-use flush) is read again and merged. Durable when this returns `true`.
+    pub async fn update_pat_meta(
+        &self,
+        integration: &str,
+        account: &str,
+        stored_at: u64,
+        change: &mut (dyn FnMut(&mut PatMetaFields<'_>) -> bool + Send),
+    ) -> Result<bool, VaultError> {
+        let integration_id = record::validate_id("integration", integration)?;
+        let account_id = record::validate_id("account", account)?;
+        let key = record::pat_key(integration_id, account_id)
+            .as_ref()
+            .to_vec();
+        let id = RecordId::UserPat {
+            integration: integration.to_string(),
+            account: account.to_string(),
+        };
+        let mut current = self
+            .store()
+            .get(Space::Records, &key)
+            .await
+            .map_err(|e| self.storage(e))?;
+        loop {
+            let Some(old) = current else {
+                return Ok(false);
+            };
+            let new = self.with_meta(&old, &id, &mut |meta| {
+                meta.updated_at == stored_at
+                    && change(&mut PatMetaFields {
+                        refused: &mut meta.refused,
+                        expires_at: &mut meta.expires_at,
+                    })
+            })?;
+            let Some(new) = new else {
+                return Ok(false);
+            };
+            match self
+                .store()
+                .compare_and_swap(Space::Records, &key, Some(&old), Some(new))
+                .await
+                .map_err(|e| self.storage(e))?
+            {
+                Swapped::Done => {
+                    self.flush().await?;
+                    return Ok(true);
+                }
+                Swapped::Conflict { current: now } => current = now,
+            }
+        }
+    }
+
+    /// The record `value` with its clear metadata changed by `change`; `None` when `change`
+    /// changed nothing.
+    fn with_meta(
+        &self,
+        value: &[u8],
+        id: &RecordId,
+        change: &mut dyn FnMut(&mut ClearMeta) -> bool,
+    ) -> Result<Option<Vec<u8>>, VaultError> {
         let raw = self.parse(value, || id.clone())?;
         let mut meta = self.clear_meta(&raw, || id.clone())?;
-        if meta.last_used_at.is_some_and(|t| t >= at) {
+        if !change(&mut meta) {
             return Ok(None);
         }
-        meta.last_used_at = Some(at);
         let meta_json = serde_json::to_vec(&meta)
             .map_err(|e| self.corrupt(id, &format!("its metadata does not serialise: {e}")))?;
         let (ciphertext, tag) = raw.sealed.split_at(raw.sealed.len() - record::TAG_LEN);
@@ -807,6 +891,8 @@ impl Vault {
             host_login: meta.host_login,
             validated_at: meta.validated_at,
             last_used_at: meta.last_used_at,
+            expires_at: meta.expires_at,
+            refused_at: meta.refused.map(|r| r.at),
         })
     }
 

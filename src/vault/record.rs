@@ -121,6 +121,21 @@ pub struct PatMeta {
     pub updated_at: u64,
     /// When the PAT was last used upstream, if tracked.
     pub last_used_at: Option<u64>,
+    /// Set when the host refused the PAT on an action (expired, revoked); cleared by the next
+    /// use the host accepts. The PAT is kept: the user may fix it on the host's side.
+    pub refused: Option<PatRefusal>,
+    /// When the host says the PAT expires (GitHub's `GitHub-Authentication-Token-Expiration`,
+    /// GitLab's `expires_at`); `None` when it does not say or never expires.
+    pub expires_at: Option<u64>,
+}
+
+/// The host's refusal of a stored PAT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatRefusal {
+    /// When, in Unix seconds.
+    pub at: u64,
+    /// The host's HTTP status (401).
+    pub host_status: u16,
 }
 
 /// The clear metadata of a stored value. One flat shape for both record kinds keeps it small;
@@ -138,6 +153,10 @@ pub(crate) struct ClearMeta {
     pub(crate) validated_at: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) last_used_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) refused: Option<PatRefusal>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) expires_at: Option<u64>,
 }
 
 impl ClearMeta {
@@ -150,6 +169,8 @@ impl ClearMeta {
             scopes: meta.scopes.clone(),
             validated_at: Some(meta.validated_at),
             last_used_at: meta.last_used_at,
+            refused: meta.refused,
+            expires_at: meta.expires_at,
         }
     }
 
@@ -162,6 +183,8 @@ impl ClearMeta {
             scopes: Vec::new(),
             validated_at: None,
             last_used_at: None,
+            refused: None,
+            expires_at: None,
         }
     }
 
@@ -174,6 +197,8 @@ impl ClearMeta {
             created_at: self.created_at,
             updated_at: self.updated_at,
             last_used_at: self.last_used_at,
+            refused: self.refused,
+            expires_at: self.expires_at,
         })
     }
 }
@@ -536,6 +561,8 @@ mod tests {
             created_at: 1,
             updated_at: 2,
             last_used_at: None,
+            refused: None,
+            expires_at: None,
         };
         let meta = ClearMeta::for_pat(CredentialKind::Token, &pat);
         let json = serde_json::to_string(&meta).unwrap();

@@ -501,6 +501,8 @@ mod tests {
             created_at: 1,
             updated_at: 2,
             last_used_at: Some(4),
+            refused: None,
+            expires_at: None,
         }
     }
 

@@ -32,6 +32,8 @@ fn pat_meta(login: &str) -> PatMeta {
         created_at: 1_700_000_000,
         updated_at: 1_700_000_100,
         last_used_at: None,
+        refused: None,
+        expires_at: None,
     }
 }
 

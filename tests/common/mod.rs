@@ -897,6 +897,8 @@ impl Gateway {
             created_at: 0,
             updated_at: 0,
             last_used_at: None,
+            refused: None,
+            expires_at: None,
         };
         self.runtime
             .vault()
