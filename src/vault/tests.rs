@@ -274,6 +274,8 @@ async fn list_shows_metadata_only() {
             host_login: Some("alice".into()),
             validated_at: Some(1_700_000_100),
             last_used_at: None,
+            expires_at: None,
+            refused_at: None,
         }
     );
     let shown = format!("{} {list:?}", serde_json::to_string(&list).unwrap());
