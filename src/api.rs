@@ -118,7 +118,7 @@ pub(crate) async fn save_pat(
     .await;
     match &saved {
         Ok(meta) => audit::pat_stored(via, id, account, &meta.host_login),
-        Err(err @ SaveError::Host(_)) => {
+        Err(err @ (SaveError::Host(_) | SaveError::HostHasNoPats { .. })) => {
             audit::pat_refused(via, id, account, Problem::of(err).code.as_str())
         }
         Err(SaveError::Vault(_)) => {}

@@ -74,12 +74,13 @@ pub(crate) enum ErrorCode {
     ForgeSignatureInvalid,
     ForgeKeysUnavailable,
     HostCredentialRefused,
+    HostHasNoPats,
 }
 
 impl ErrorCode {
     /// Every code, for documentation tests.
     #[cfg(test)]
-    pub(crate) const ALL: [ErrorCode; 35] = [
+    pub(crate) const ALL: [ErrorCode; 36] = [
         Self::BadRequest,
         Self::SignatureMissing,
         Self::SignatureInvalid,
@@ -115,6 +116,7 @@ impl ErrorCode {
         Self::ForgeSignatureInvalid,
         Self::ForgeKeysUnavailable,
         Self::HostCredentialRefused,
+        Self::HostHasNoPats,
     ];
 
     /// The `code` member of the problem document.
@@ -155,6 +157,7 @@ impl ErrorCode {
             Self::ForgeSignatureInvalid => "forge-signature-invalid",
             Self::ForgeKeysUnavailable => "forge-keys-unavailable",
             Self::HostCredentialRefused => "host-credential-refused",
+            Self::HostHasNoPats => "host-has-no-pats",
         }
     }
 
@@ -181,6 +184,7 @@ impl ErrorCode {
             | Self::HostCredentialRefused => StatusCode::FORBIDDEN,
             Self::UnknownIntegration | Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::HostHasNoPats => StatusCode::CONFLICT,
             Self::PatInvalid | Self::PatInsufficientScope => StatusCode::UNPROCESSABLE_ENTITY,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -234,6 +238,7 @@ impl ErrorCode {
             Self::ForgeSignatureInvalid => "The Forge call's request signature was refused",
             Self::ForgeKeysUnavailable => "patgate has no Forge signing keys loaded",
             Self::HostCredentialRefused => "The git host refused the credential",
+            Self::HostHasNoPats => "This git host has no personal access tokens",
         }
     }
 }
@@ -757,6 +762,9 @@ impl From<&SaveError> for Problem {
         match err {
             SaveError::Host(e) => e.into(),
             SaveError::Vault(e) => e.into(),
+            SaveError::HostHasNoPats { .. } => {
+                Problem::new(ErrorCode::HostHasNoPats, err.to_string())
+            }
         }
     }
 }

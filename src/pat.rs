@@ -71,7 +71,11 @@ pub enum SaveError {
     Host(#[from] HostCallError),
     #[error(transparent)]
     Vault(#[from] VaultError),
-}
+    /// The integration's host has no personal access tokens at all (TFS 2013 and 2015).
+    #[error(
+        "{host} has no personal access tokens (they came with TFS 2017), so no PAT can be stored for integration `{integration}`; its users' requests use the integration's own credential"
+    )]
+    HostHasNoPats { integration: String, host: String }
 
 /// Asks the host whose `credential` is, for a user's PAT.
 pub(crate) async fn who_am_i(
@@ -100,6 +104,15 @@ pub(crate) async fn validate_and_store(
     account: &str,
     credential: &Credential,
 ) -> Result<PatMeta, SaveError> {
+    if !integration.adapter().supports_pats() {
+        return Err(SaveError::HostHasNoPats {
+            integration: integration.id().to_string(),
+            host: match integration.config().tfs_version {
+                Some(crate::config::TfsVersion::Release(release)) => release.to_string(),
+                _ => "this TFS server (its release is not detected yet)".to_string(),
+            },
+        });
+    }
     integration
         .adapter()
         .accepts(credential)

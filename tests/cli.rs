@@ -720,3 +720,46 @@ async fn config_check_names_an_integration_without_its_secret() {
         "{message}"
     );
 }
+
+/// `patgate run` before `vault init`: it says which file is missing and the exact command
+/// that makes the master key and the vault (with this config's `--config`).
+#[tokio::test]
+async fn run_without_a_master_key_names_the_vault_init_command() {
+    let (gw, _host) = Gateway::start(Options::default()).await;
+    let config = gw.config_path.to_str().unwrap().to_string();
+    let dir = gw.dir.clone();
+    gw.stop().await;
+    let key = dir.path().join("master-key");
+    std::fs::remove_file(&key).unwrap();
+    let cfg = config.clone();
+    let out = tokio::task::spawn_blocking(move || patgate(&["run", "--config", &cfg], None))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.ends_with(&format!(
+            "patgate: the master key file {} (master_key.file) does not exist: make it and the vault with `patgate vault init --config {config}`\n",
+            key.display()
+        )),
+        "{stderr}"
+    );
+
+    // A key but no vault: the same command.
+    patgate::vault::MasterKey::generate()
+        .write_new(&key)
+        .unwrap();
+    std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+    let cfg = config.clone();
+    let out = tokio::task::spawn_blocking(move || patgate(&["run", "--config", &cfg], None))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.ends_with(&format!(
+            "make it with `patgate vault init --config {config}`\n"
+        )),
+        "{stderr}"
+    );
+}

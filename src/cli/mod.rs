@@ -273,10 +273,35 @@ pub(crate) fn vault_options(config: &Config) -> VaultOptions {
     VaultOptions::default().cache_capacity_bytes(config.vault.cache_capacity_bytes)
 }
 
+/// The command an admin types to run `patgate {args}` on the config at `config_path`:
+/// `--config` is left out for the default file.
+fn command_for(args: &str, config_path: &Path) -> String {
+    if config_path == Path::new(DEFAULT_CONFIG) {
+        format!("patgate {args}")
+    } else {
+        format!("patgate {args} --config {}", config_path.display())
+    }
+}
+
 async fn open_vault(config: &Config) -> Result<Vault, String> {
+    // Neither the key file nor the vault exists yet: the one command that makes both.
+    if let MasterKeySource::File(path) = &config.master_key {
+        if !path.exists() {
+            return Err(format!(
+                "the master key file {} (master_key.file) does not exist: make it and the vault with `{}`",
+                path.display(),
+                command_for("vault init", &config.source)
+            ));
+        }
+    }
     let key = load_master_key(&config.master_key)?;
     match Vault::open_with(&config.state_dir, &key, &vault_options(config)).await {
         Ok(vault) => Ok(vault),
+        Err(VaultError::NotInitialized { path }) => Err(format!(
+            "there is no vault in {} (state_dir): make it with `{}`",
+            path.display(),
+            command_for("vault init", &config.source)
+        )),
         Err(e @ VaultError::Locked { .. }) => Err(format!(
             "{e}. The admin commands reach a running service through its admin socket, {} by this config: is admin.socket the same in the service's config?",
             config.admin.socket.display()
