@@ -103,7 +103,7 @@ pub(crate) async fn pat_meta(
 pub(crate) async fn save_pat(
     runtime: &Runtime,
     integration: &IntegrationRuntime,
-    via: audit::Via,
+    via: audit::Via<'_>,
     account: &str,
     credential: &crate::vault::Credential,
 ) -> Result<PatMeta, SaveError> {
@@ -182,7 +182,13 @@ pub(crate) async fn handle(
         }
         let links = runtime.links().ok_or(RequestError::NoConnectPage)?;
         let link = links.issue(id, account, runtime.clock().unix_now());
-        audit::connect_link_issued(caller.method, id, account, &link.expires_at);
+        audit::connect_link_issued(
+            caller,
+            audit::LinkIssuedIn::ConnectLinkRequest,
+            id,
+            account,
+            &link.expires_at,
+        );
         return json(&link);
     }
     match *req.method() {
@@ -203,7 +209,7 @@ pub(crate) async fn handle(
             let meta = save_pat(
                 runtime,
                 integration,
-                audit::Via::Api(caller.method),
+                audit::Via::Api(caller),
                 account,
                 &credential,
             )
@@ -212,7 +218,7 @@ pub(crate) async fn handle(
         }
         Method::DELETE => {
             if vault.delete_user_pat(id, account).await? {
-                audit::pat_removed(audit::Via::Api(caller.method), id, account);
+                audit::pat_removed(audit::Via::Api(caller), id, account);
             }
             json(&PatStatus::new(integration, account, None))
         }

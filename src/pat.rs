@@ -75,7 +75,8 @@ pub enum SaveError {
     #[error(
         "{host} has no personal access tokens (they came with TFS 2017), so no PAT can be stored for integration `{integration}`; its users' requests use the integration's own credential"
     )]
-    HostHasNoPats { integration: String, host: String }
+    HostHasNoPats { integration: String, host: String },
+}
 
 /// Asks the host whose `credential` is, for a user's PAT.
 pub(crate) async fn who_am_i(
@@ -138,12 +139,13 @@ pub(crate) async fn validate_and_store(
 }
 
 /// Validates an integration secret with the host (unless `validate` is off) and stores it.
-/// Shared by the admin socket and the command line's direct path. Answers the host login.
+/// For the admin socket (`via` names its peer). Answers the host login.
 pub(crate) async fn save_integration_secret(
     integration: &IntegrationRuntime,
     vault: &Vault,
     credential: &Credential,
     validate: bool,
+    via: crate::audit::Via<'_>,
 ) -> Result<Option<String>, SaveError> {
     integration
         .adapter()
@@ -158,6 +160,6 @@ pub(crate) async fn save_integration_secret(
     vault
         .put_integration_secret(integration.id(), credential)
         .await?;
-    crate::audit::integration_secret_changed(crate::audit::Via::Cli, integration.id());
+    crate::audit::integration_secret_changed(via, integration.id());
     Ok(host_login)
 }

@@ -905,11 +905,14 @@ async fn patgate_run_serves_the_socket_audits_and_removes_it_at_sigterm() {
         log.push(line);
     }
     assert!(!sock.exists(), "the socket must be gone after SIGTERM");
+    // The actor is the socket's peer: this test's own OS user, as `id` names it.
+    let actor = format!("actor=\"uid={}({})\"", id_of("-u"), id_of("-un"));
     let audit = |event: &str| {
         log.iter().any(|l| {
             l.contains("patgate::audit")
                 && l.contains(&format!("event=\"{event}\""))
                 && l.contains("via=\"cli\"")
+                && l.contains(&actor)
         })
     };
     assert!(audit("pat-stored"), "{log:#?}");
@@ -922,4 +925,10 @@ async fn patgate_run_serves_the_socket_audits_and_removes_it_at_sigterm() {
             "the master key in the log: {line}"
         );
     }
+}
+
+/// `id FLAG` (`-u`, `-un`): this process's OS user as the system names it.
+fn id_of(flag: &str) -> String {
+    let out = std::process::Command::new("id").arg(flag).output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }

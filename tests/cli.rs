@@ -305,6 +305,7 @@ async fn admin_commands_manage_the_vault_without_printing_secrets() {
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
             assert_eq!(v["via"], "cli", "{l}");
+            assert_eq!(v["actor"], os_user(), "{l}");
             assert_eq!(v["integration"], "ghe", "{l}");
             (
                 v["event"].as_str().unwrap().to_string(),
@@ -761,5 +762,57 @@ async fn run_without_a_master_key_names_the_vault_init_command() {
             "make it with `patgate vault init --config {config}`\n"
         )),
         "{stderr}"
+    );
+}
+
+/// This process's OS user as `id` shows it, `uid=N(name)`: the actor of the audit events of
+/// commands it runs.
+fn os_user() -> String {
+    let id = |flag: &str| {
+        let out = Command::new("id").arg(flag).output().unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    format!("uid={}({})", id("-u"), id("-un"))
+}
+
+/// `vault rotate-key` with no service running rotates the vault itself, and writes the
+/// `key-rotated` audit event (to stderr and the audit file) naming the OS user who ran it.
+#[tokio::test]
+async fn an_offline_key_rotation_is_audited_with_its_os_user() {
+    let (gw, _host) = Gateway::start(Options {
+        extra_toml: "audit_file = \"audit.jsonl\"\n".into(),
+        ..Options::default()
+    })
+    .await;
+    gw.store_pat(ACCOUNT_A, PAT_A).await;
+    let config = gw.config_path.to_str().unwrap().to_string();
+    let dir = gw.dir.clone();
+    gw.stop().await;
+    let audit_file = dir.path().join("audit.jsonl");
+    std::fs::write(&audit_file, "").unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        patgate(&["vault", "rotate-key", "--config", &config], None)
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let audit = std::fs::read_to_string(&audit_file).unwrap();
+    let events: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 1, "{audit}");
+    let event = &events[0];
+    assert_eq!(event["event"], "key-rotated", "{audit}");
+    assert_eq!(event["via"], "cli");
+    assert_eq!(event["actor"], os_user());
+    assert_eq!(event["from_version"], 1);
+    assert_eq!(event["to_version"], 2);
+    // Two records: the integration secret and the PAT.
+    assert_eq!(event["records"], 2);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("vault master key rotated"),
+        "{}",
+        text(&out)
     );
 }

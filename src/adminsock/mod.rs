@@ -28,7 +28,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 use crate::api::PatStatus;
-use crate::audit::{self, Via};
+use crate::audit::{self, OsUser, Via};
 use crate::body::{full, ResponseBody};
 use crate::error::AdminError;
 use crate::ids::AccountId;
@@ -111,10 +111,13 @@ pub struct RotateBody {
 pub const REMOVED_HEADER: &str = "patgate-pat-removed";
 
 /// One request from a peer the socket let in.
+/// `peer_uid` is the peer's uid (`SO_PEERCRED`): the audit events' actor.
 pub async fn handle(
     runtime: &Runtime,
     req: Request<Incoming>,
+    peer_uid: u32,
 ) -> Result<Response<ResponseBody>, AdminError> {
+    let via = Via::Cli(OsUser { uid: peer_uid });
     let path = req.uri().path().to_string();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match segments.as_slice() {
@@ -125,7 +128,7 @@ pub async fn handle(
         ["v1", "vault", "rotate-key"] => {
             only(&req, &Method::POST, "POST")?;
             let body: RotateBody = read_json(req).await?;
-            rotate_key(runtime, body).await
+            rotate_key(runtime, body, via).await
         }
         ["v1", "integrations", id, "secret"] => {
             only(&req, &Method::PUT, "PUT")?;
@@ -140,6 +143,7 @@ pub async fn handle(
                 runtime.vault(),
                 &credential,
                 validate,
+                via,
             )
             .await?;
             json(&SecretStored {
@@ -151,7 +155,7 @@ pub async fn handle(
         ["v1", "integrations", id, "users", account, "pat"] => {
             let integration = find_integration(runtime, id)?;
             let account = AccountId::parse(account).map_err(AdminError::BadAccount)?;
-            pat(runtime, integration, account.as_str(), req).await
+            pat(runtime, integration, account.as_str(), req, via).await
         }
         _ => Err(AdminError::NotFound),
     }
@@ -162,6 +166,7 @@ async fn pat(
     integration: &IntegrationRuntime,
     account: &str,
     req: Request<Incoming>,
+    via: Via<'_>,
 ) -> Result<Response<ResponseBody>, AdminError> {
     let id = integration.id();
     let vault = runtime.vault();
@@ -177,13 +182,13 @@ async fn pat(
                 .into_credential(integration.config())
                 .map_err(AdminError::BadCredential)?;
             let meta =
-                crate::api::save_pat(runtime, integration, Via::Cli, account, &credential).await?;
+                crate::api::save_pat(runtime, integration, via, account, &credential).await?;
             json(&PatStatus::new(integration, account, Some(meta)))
         }
         Method::DELETE => {
             let removed = vault.delete_user_pat(id, account).await?;
             if removed {
-                audit::pat_removed(Via::Cli, id, account);
+                audit::pat_removed(via, id, account);
             }
             let mut response = json(&PatStatus::new(integration, account, None))?;
             response.headers_mut().insert(
@@ -203,6 +208,7 @@ async fn pat(
 async fn rotate_key(
     runtime: &Runtime,
     body: RotateBody,
+    via: Via<'_>,
 ) -> Result<Response<ResponseBody>, AdminError> {
     use secrecy::ExposeSecret as _;
     let key = MasterKey::from_base64(
@@ -211,7 +217,7 @@ async fn rotate_key(
     )?;
     let rotation = runtime.vault().rotate_key(key).await?;
     audit::key_rotated(
-        Via::Cli,
+        via,
         rotation.from_version,
         rotation.to_version,
         rotation.records,

@@ -272,6 +272,8 @@ enum Rotated {
 /// running service or (when none runs) here.
 pub(super) async fn rotate_key(config_path: &Path) -> CliResult {
     let config = load_config(config_path)?;
+    // Without the service, this command writes the `key-rotated` audit event itself.
+    crate::telemetry::init_for_command(&config.log)?;
     let pending = pending_key_path(&config);
     let new_key = if pending.exists() {
         eprintln!(
@@ -352,7 +354,7 @@ async fn rotate_here(config: &Config, new_key: MasterKey) -> Result<Rotated, Str
                 .await
                 .map_err(|e| format!("the key was not rotated: {e}"))?;
             audit::key_rotated(
-                Via::Cli,
+                Via::Cli(audit::OsUser::current()),
                 rotation.from_version,
                 rotation.to_version,
                 rotation.records,

@@ -656,7 +656,10 @@ async fn set_secret(args: SetSecretArgs) -> CliResult {
         .put_integration_secret(&args.id, &credential)
         .await
         .map_err(|e| e.to_string())?;
-    crate::audit::integration_secret_changed(crate::audit::Via::Cli, &args.id);
+    crate::audit::integration_secret_changed(
+        crate::audit::Via::Cli(crate::audit::OsUser::current()),
+        &args.id,
+    );
     print_secret_stored(&args.id, &credential, host_login);
     Ok(ExitCode::SUCCESS)
 }
@@ -738,7 +741,7 @@ async fn pat(command: PatCommand) -> CliResult {
                 let message = format!("not stored: {e}");
                 let problem = crate::error::Problem::of(&e);
                 crate::audit::pat_refused(
-                    crate::audit::Via::Cli,
+                    crate::audit::Via::Cli(crate::audit::OsUser::current()),
                     &args.integration,
                     &args.account,
                     problem.code.as_str(),
@@ -746,7 +749,7 @@ async fn pat(command: PatCommand) -> CliResult {
                 message
             })?;
             crate::audit::pat_stored(
-                crate::audit::Via::Cli,
+                crate::audit::Via::Cli(crate::audit::OsUser::current()),
                 &args.integration,
                 &args.account,
                 &meta.host_login,
@@ -759,7 +762,11 @@ async fn pat(command: PatCommand) -> CliResult {
                 .await
                 .map_err(|e| e.to_string())?;
             if removed {
-                crate::audit::pat_removed(crate::audit::Via::Cli, &args.integration, &args.account);
+                crate::audit::pat_removed(
+                    crate::audit::Via::Cli(crate::audit::OsUser::current()),
+                    &args.integration,
+                    &args.account,
+                );
             } else {
                 eprintln!("there was no PAT for this user");
             }

@@ -170,6 +170,7 @@ pub(crate) struct Decided {
 /// must set up a PAT gets a link to the page where they can.
 pub(crate) async fn policy(
     runtime: &Runtime,
+    caller: &Caller,
     integration: &IntegrationRuntime,
     account: Option<&AccountId>,
     operation: Operation,
@@ -199,9 +200,16 @@ pub(crate) async fn policy(
         let setup_url = match refusal {
             policy::Refusal::UserPatRequired => {
                 runtime.links().zip(account).map(|(links, account)| {
-                    links
-                        .issue(&config.id, account.as_str(), runtime.clock().unix_now())
-                        .url
+                    let link =
+                        links.issue(&config.id, account.as_str(), runtime.clock().unix_now());
+                    crate::audit::connect_link_issued(
+                        caller,
+                        crate::audit::LinkIssuedIn::UserPatRequired,
+                        &config.id,
+                        account.as_str(),
+                        &link.expires_at,
+                    );
+                    link.url
                 })
             }
             _ => None,
@@ -275,7 +283,7 @@ pub(crate) async fn git(
         operation,
         request_id,
     )?;
-    let decided = policy(runtime, integration, account.as_ref(), operation).await?;
+    let decided = policy(runtime, caller, integration, account.as_ref(), operation).await?;
     let decision = decided.decision;
     summary.credential = Some(decision);
     let credential = credential(runtime, integration, account.as_ref(), decided).await?;
