@@ -816,3 +816,121 @@ async fn an_offline_key_rotation_is_audited_with_its_os_user() {
         text(&out)
     );
 }
+
+/// `patgate vault list` as a new admin types it, in a real terminal
+/// (tests/terminal/run_in_a_terminal.py): a table, one row per record, times in RFC 3339.
+#[tokio::test]
+async fn vault_list_at_a_terminal_is_a_table() {
+    let (gw, _host) = Gateway::start(Options::default()).await;
+    gw.store_pat(ACCOUNT_A, PAT_A).await;
+    let config = gw.config_path.clone();
+    let _dir = gw.dir.clone();
+    gw.stop().await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/terminal/run_in_a_terminal.py"
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .args([
+                script,
+                env!("CARGO_BIN_EXE_patgate"),
+                "vault",
+                "list",
+                "--config",
+                config.to_str().unwrap(),
+            ])
+            .env_remove("PATGATE_CONFIG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
+    assert!(shown.trim_end().ends_with("exit 0"), "{shown}");
+    let lines: Vec<&str> = shown.lines().collect();
+    assert!(
+        lines[0].starts_with("RECORD              INTEGRATION  ACCOUNT"),
+        "{shown}"
+    );
+    assert!(
+        lines[0].ends_with("VALIDATED             LAST USED"),
+        "{shown}"
+    );
+    assert!(
+        lines[1].starts_with("integration-secret  ghe          -  "),
+        "{shown}"
+    );
+    let pat_row = lines[2];
+    assert!(
+        pat_row.starts_with(&format!(
+            "user-pat            ghe          {ACCOUNT_A}  test "
+        )),
+        "{shown}"
+    );
+    assert!(pat_row.ends_with("Z  never"), "{shown}");
+    // Every time is RFC 3339 UTC: no Unix seconds left.
+    let time = pat_row.split_whitespace().nth(6).unwrap();
+    assert_eq!(time.len(), "2026-11-24T16:02:11Z".len(), "{pat_row}");
+    assert!(
+        time.ends_with('Z') && time.as_bytes()[10] == b'T',
+        "{pat_row}"
+    );
+    assert!(!shown.contains(PAT_A) && !shown.contains(INTEGRATION_TOKEN));
+}
+
+/// Into a pipe the table stays the default; `--json` is one JSON array with RFC 3339
+/// times, and `--integration` / `--account` filter both forms.
+#[tokio::test]
+async fn vault_list_prints_json_on_request_and_filters() {
+    let (gw, _host) = Gateway::start(Options::default()).await;
+    gw.store_pat(ACCOUNT_A, PAT_A).await;
+    gw.store_pat(ACCOUNT_B, PAT_B).await;
+    let config = gw.config_path.to_str().unwrap().to_string();
+    let _dir = gw.dir.clone();
+    gw.stop().await;
+    let list = |extra: &[&str]| {
+        let mut args = vec!["vault", "list", "--config", &config];
+        args.extend_from_slice(extra);
+        let out = patgate(&args, None);
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let table = list(&[]);
+    assert!(table.starts_with("RECORD "), "{table}");
+    assert_eq!(table.lines().count(), 4, "{table}");
+
+    let json = list(&["--json"]);
+    let records: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    // A record per line, between the brackets.
+    assert_eq!(json.lines().count(), records.len() + 2, "{json}");
+    assert_eq!(records.len(), 3, "{json}");
+    assert_eq!(records[0]["record"], "integration-secret");
+    assert_eq!(records[0]["integration"], "ghe");
+    let pat = records
+        .iter()
+        .find(|r| r["account"] == ACCOUNT_A)
+        .unwrap_or_else(|| panic!("{json}"));
+    assert_eq!(pat["record"], "user-pat");
+    assert_eq!(pat["host_login"], "test");
+    assert!(pat["last_used_at"].is_null(), "{pat}");
+    for field in ["created_at", "updated_at", "validated_at"] {
+        let time = pat[field].as_str().unwrap_or_else(|| panic!("{pat}"));
+        assert!(
+            humantime::parse_rfc3339(time).is_ok() && time.ends_with('Z'),
+            "{field}: {time}"
+        );
+    }
+    assert!(!json.contains(PAT_A) && !json.contains(PAT_B));
+
+    let only_b: Vec<serde_json::Value> =
+        serde_json::from_str(&list(&["--json", "--account", ACCOUNT_B])).unwrap();
+    assert_eq!(only_b.len(), 1);
+    assert_eq!(only_b[0]["account"], ACCOUNT_B);
+    let table_b = list(&["--integration", "ghe", "--account", ACCOUNT_B]);
+    assert_eq!(table_b.lines().count(), 2, "{table_b}");
+    assert!(table_b.contains(ACCOUNT_B) && !table_b.contains(ACCOUNT_A));
+    let none: Vec<serde_json::Value> =
+        serde_json::from_str(&list(&["--json", "--integration", "other"])).unwrap();
+    assert!(none.is_empty());
+}

@@ -11,7 +11,7 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `GET /v1/vault/records` | every record's metadata, as `patgate vault list` prints it |
+//! | `GET /v1/vault/records` | every record's metadata ([`crate::vault::RecordSummary`], compact JSON: the command renders it as `patgate vault list` does without the service) |
 //! | `PUT /v1/integrations/{id}/secret` [`SecretBody`] | `{"integration", "credential_kind", "host_login"}` |
 //! | `GET`/`PUT`/`DELETE /v1/integrations/{id}/users/{account}/pat` (`PUT`: `{"token": …}`, as `/v1`) | the PAT status (`DELETE`: with `patgate-pat-removed: true\|false`) |
 //! | `POST /v1/vault/rotate-key` [`RotateBody`] | [`crate::vault::Rotation`] |
@@ -123,7 +123,11 @@ pub async fn handle(
     match segments.as_slice() {
         ["v1", "vault", "records"] => {
             only(&req, &Method::GET, "GET")?;
-            json(&runtime.vault().list().await?)
+            // Compact: 20,000 records pretty-printed were 6 MB.
+            let records = runtime.vault().list().await?;
+            let bytes =
+                serde_json::to_vec(&records).map_err(|e| AdminError::Encode(e.to_string()))?;
+            Ok(json_response(bytes))
         }
         ["v1", "vault", "rotate-key"] => {
             only(&req, &Method::POST, "POST")?;
@@ -259,6 +263,10 @@ async fn read_json<T: serde::de::DeserializeOwned>(
 
 fn json(value: &impl Serialize) -> Result<Response<ResponseBody>, AdminError> {
     let bytes = serde_json::to_vec_pretty(value).map_err(|e| AdminError::Encode(e.to_string()))?;
+    Ok(json_response(bytes))
+}
+
+fn json_response(bytes: Vec<u8>) -> Response<ResponseBody> {
     let mut response = Response::new(full(Bytes::from(bytes)));
     response
         .headers_mut()
@@ -266,5 +274,5 @@ fn json(value: &impl Serialize) -> Result<Response<ResponseBody>, AdminError> {
     response
         .headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+    response
 }

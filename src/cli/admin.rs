@@ -89,14 +89,15 @@ fn expose(secret: &SecretString) -> &str {
     secret.expose_secret()
 }
 
-/// `patgate vault list` through the service: the same text the direct path prints.
-pub(super) async fn vault_list(client: &mut AdminClient) -> CliResult {
-    let (_, body) = client
-        .call_raw(Method::GET, "/v1/vault/records", None)
+/// The records for `patgate vault list`, from the service (the command prints them as the
+/// direct path does).
+pub(super) async fn vault_records(
+    client: &mut AdminClient,
+) -> Result<Vec<super::list::Summary>, String> {
+    client
+        .call(Method::GET, "/v1/vault/records", None)
         .await
-        .map_err(|e| e.to_string())?;
-    outln!("{}", String::from_utf8_lossy(&body));
-    Ok(ExitCode::SUCCESS)
+        .map_err(|e| e.to_string())
 }
 
 /// `patgate integration set-secret` through the service. Answers the host login.

@@ -15,6 +15,7 @@ macro_rules! outln {
 
 mod admin;
 mod dev;
+mod list;
 mod request;
 
 use std::io::Read as _;
@@ -106,8 +107,14 @@ enum ConfigCommand {
 enum VaultCommand {
     /// Create the vault (and the master key file, when it is configured and missing).
     Init(ConfigArg),
-    /// List what the vault holds: metadata only, never a secret.
-    List(ConfigArg),
+    /// List what the vault holds: metadata only, never a secret. A table, or JSON with
+    /// --json; times in RFC 3339 (UTC).
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        filter: list::ListArgs,
+    },
     /// Re-encrypt every record under a new master key (the running service keeps serving).
     /// With `master_key.file`, the new key replaces the file; with a systemd credential, the
     /// command says which file to put in its place.
@@ -246,7 +253,9 @@ async fn dispatch(command: Command) -> CliResult {
             config_check(&file, offline).await
         }
         Command::Vault(VaultCommand::Init(args)) => vault_init(&args.config).await,
-        Command::Vault(VaultCommand::List(args)) => vault_list(&args.config).await,
+        Command::Vault(VaultCommand::List { config, filter }) => {
+            vault_list(&config.config, &filter).await
+        }
         Command::Vault(VaultCommand::RotateKey(args)) => admin::rotate_key(&args.config).await,
         Command::Integration(IntegrationCommand::SetSecret(args)) => set_secret(args).await,
         Command::Pat(command) => pat(command).await,
@@ -526,18 +535,20 @@ async fn vault_init(config_path: &Path) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn vault_list(config_path: &Path) -> CliResult {
+async fn vault_list(config_path: &Path, filter: &list::ListArgs) -> CliResult {
     let config = load_config(config_path)?;
-    if let Some(mut service) = admin::service(&config).await? {
-        return admin::vault_list(&mut service).await;
-    }
-    let vault = open_vault(&config).await?;
-    let records = vault.list().await.map_err(|e| e.to_string())?;
-    outln!(
-        "{}",
-        serde_json::to_string_pretty(&records).map_err(|e| e.to_string())?
-    );
-    Ok(ExitCode::SUCCESS)
+    let records = match admin::service(&config).await? {
+        Some(mut service) => admin::vault_records(&mut service).await?,
+        None => {
+            let vault = open_vault(&config).await?;
+            let records = vault.list().await.map_err(|e| e.to_string())?;
+            // The vault is closed before the output is written (a slow reader of the
+            // table must not hold the vault's lock).
+            drop(vault);
+            records.into_iter().map(list::Summary::from).collect()
+        }
+    };
+    list::print(filter, records)
 }
 
 /// Reads a secret from standard input: its non-empty lines, trimmed. At a terminal the
