@@ -127,7 +127,7 @@ pub(crate) async fn pat_meta(
 pub(crate) async fn save_pat(
     runtime: &Runtime,
     integration: &IntegrationRuntime,
-    via: audit::Via,
+    via: audit::Via<'_>,
     account: &str,
     credential: &crate::vault::Credential,
 ) -> Result<PatMeta, SaveError> {
@@ -142,7 +142,7 @@ pub(crate) async fn save_pat(
     .await;
     match &saved {
         Ok(meta) => audit::pat_stored(via, id, account, &meta.host_login),
-        Err(err @ SaveError::Host(_)) => {
+        Err(err @ (SaveError::Host(_) | SaveError::HostHasNoPats { .. })) => {
             audit::pat_refused(via, id, account, Problem::of(err).code.as_str())
         }
         Err(SaveError::Vault(_)) => {}
@@ -206,7 +206,13 @@ pub(crate) async fn handle(
     if resource == Resource::ConnectLink {
         let links = runtime.links().ok_or(RequestError::NoConnectPage)?;
         let link = links.issue(id, account, runtime.clock().unix_now());
-        audit::connect_link_issued(caller.method, id, account, &link.expires_at);
+        audit::connect_link_issued(
+            caller,
+            audit::LinkIssuedIn::ConnectLinkRequest,
+            id,
+            account,
+            &link.expires_at,
+        );
         return json(&link);
     }
     match *req.method() {
@@ -228,7 +234,7 @@ pub(crate) async fn handle(
             let meta = save_pat(
                 runtime,
                 integration,
-                audit::Via::Api(caller.method),
+                audit::Via::Api(caller),
                 account,
                 &credential,
             )
@@ -242,7 +248,7 @@ pub(crate) async fn handle(
         }
         Method::DELETE => {
             if vault.delete_user_pat(id, account).await? {
-                audit::pat_removed(audit::Via::Api(caller.method), id, account);
+                audit::pat_removed(audit::Via::Api(caller), id, account);
             }
             json(&PatStatus::new(
                 integration,

@@ -76,12 +76,13 @@ pub(crate) enum ErrorCode {
     HostCredentialRefused,
     UserPatRefused,
     GithubSsoRequired,
+    HostHasNoPats,
 }
 
 impl ErrorCode {
     /// Every code, for documentation tests.
     #[cfg(test)]
-    pub(crate) const ALL: [ErrorCode; 37] = [
+    pub(crate) const ALL: [ErrorCode; 38] = [
         Self::BadRequest,
         Self::SignatureMissing,
         Self::SignatureInvalid,
@@ -119,6 +120,7 @@ impl ErrorCode {
         Self::HostCredentialRefused,
         Self::UserPatRefused,
         Self::GithubSsoRequired,
+        Self::HostHasNoPats,
     ];
 
     /// The `code` member of the problem document.
@@ -161,6 +163,7 @@ impl ErrorCode {
             Self::HostCredentialRefused => "host-credential-refused",
             Self::UserPatRefused => "user-pat-refused",
             Self::GithubSsoRequired => "github-sso-required",
+            Self::HostHasNoPats => "host-has-no-pats",
         }
     }
 
@@ -189,6 +192,7 @@ impl ErrorCode {
             | Self::GithubSsoRequired => StatusCode::FORBIDDEN,
             Self::UnknownIntegration | Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::HostHasNoPats => StatusCode::CONFLICT,
             Self::PatInvalid | Self::PatInsufficientScope => StatusCode::UNPROCESSABLE_ENTITY,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -246,6 +250,7 @@ impl ErrorCode {
             Self::GithubSsoRequired => {
                 "The token must be authorised for the organisation's single sign-on"
             }
+            Self::HostHasNoPats => "This git host has no personal access tokens",
         }
     }
 }
@@ -792,6 +797,9 @@ impl From<&SaveError> for Problem {
         match err {
             SaveError::Host(e) => e.into(),
             SaveError::Vault(e) => e.into(),
+            SaveError::HostHasNoPats { .. } => {
+                Problem::new(ErrorCode::HostHasNoPats, err.to_string())
+            }
         }
     }
 }

@@ -3,12 +3,18 @@
 //! One [`Metrics`] lives for the whole process (it survives reloads) and is shared through
 //! the [`crate::runtime::Runtime`]. Labels carry ids, operations and kinds only: never an
 //! account id (unbounded) and never anything secret.
+//!
+//! Beside patgate's own (`patgate_*`): `patgate_build_info` (version and commit), and the
+//! standard `process_*` metrics ([`process`]).
+
+mod process;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 /// Labels of `patgate_requests_total`.
@@ -88,8 +94,33 @@ pub struct ConnectionReasonLabels {
     pub listener: &'static str,
     /// Refused: `total` (the listener's cap) or `per-client` (one client identity's cap).
     /// Closed: `handshake-timeout`, `idle-timeout` or `header-timeout`.
+    /// TLS handshake refusals: [`HANDSHAKE_REFUSAL_REASONS`].
     pub reason: &'static str,
 }
+
+/// Every `reason` of `patgate_tls_handshake_refusals_total`: a small fixed set, whatever
+/// the client sent (never its certificate's names or an address).
+pub const HANDSHAKE_REFUSAL_REASONS: [&str; 10] = [
+    // A listener that requires a client certificate got none.
+    "no-certificate",
+    // The client certificate is not issued by api.client_ca.
+    "unknown-ca",
+    "certificate-expired",
+    "certificate-revoked",
+    // Any other fault of the client certificate (bad signature, wrong key usage, …).
+    "bad-certificate",
+    // A certificate that verified, without one of api.allowed_client_sans (its requests
+    // answer 403 client-not-allowed).
+    "certificate-not-allowed",
+    // No client certificate, from an address not on api.forge_source_cidrs.
+    "source-not-allowed",
+    // Not TLS, no shared version or cipher suite, a bad message or alert.
+    "protocol",
+    // The handshake did not complete within api.handshake_timeout_ms.
+    "timeout",
+    // The client closed or reset the connection mid-handshake.
+    "closed",
+];
 
 /// The connections of the listeners ([`crate::listener`]).
 #[derive(Debug, Clone, Default)]
@@ -102,6 +133,8 @@ pub struct ConnectionMetrics {
     pub refused: Family<ConnectionReasonLabels, Counter>,
     /// Connections closed by patgate because a client took too long.
     pub closed: Family<ConnectionReasonLabels, Counter>,
+    /// TLS handshakes refused, by reason ([`HANDSHAKE_REFUSAL_REASONS`]).
+    pub handshake_refusals: Family<ConnectionReasonLabels, Counter>,
 }
 
 impl ConnectionMetrics {
@@ -126,6 +159,11 @@ impl ConnectionMetrics {
             "connections_closed",
             "Connections closed because the client took too long, by listener and timeout",
             metrics.closed.clone(),
+        );
+        registry.register(
+            "tls_handshake_refusals",
+            "TLS handshakes refused (or, for certificate-not-allowed, completed without access), by listener and reason",
+            metrics.handshake_refusals.clone(),
         );
         metrics
     }
@@ -183,7 +221,17 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("patgate");
+        let mut root = Registry::default();
+        root.register_collector(Box::new(process::ProcessCollector));
+        let registry = root.sub_registry_with_prefix("patgate");
+        registry.register(
+            "build",
+            "The version of patgate and the git commit it was built from (`unknown` when the source had none)",
+            Info::new(vec![
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("commit", env!("PATGATE_BUILD_COMMIT")),
+            ]),
+        );
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "requests",
@@ -274,11 +322,11 @@ impl Metrics {
             "Fetches of Forge's JWKS URL, by result (ok or error)",
             forge_jwks_fetches.clone(),
         );
-        let connections = ConnectionMetrics::register(&mut registry);
+        let connections = ConnectionMetrics::register(registry);
         Metrics {
+            registry: root,
             forge_keys,
             forge_jwks_fetches,
-            registry,
             requests,
             latency,
             upstream_errors,

@@ -71,6 +71,11 @@ pub enum SaveError {
     Host(#[from] HostCallError),
     #[error(transparent)]
     Vault(#[from] VaultError),
+    /// The integration's host has no personal access tokens at all (TFS 2013 and 2015).
+    #[error(
+        "{host} has no personal access tokens (they came with TFS 2017), so no PAT can be stored for integration `{integration}`; its users' requests use the integration's own credential"
+    )]
+    HostHasNoPats { integration: String, host: String },
 }
 
 /// Asks the host whose integration credential `credential` is (see
@@ -92,6 +97,15 @@ pub(crate) async fn validate_and_store(
     account: &str,
     credential: &Credential,
 ) -> Result<PatMeta, SaveError> {
+    if !integration.adapter().supports_pats() {
+        return Err(SaveError::HostHasNoPats {
+            integration: integration.id().to_string(),
+            host: match integration.config().tfs_version {
+                Some(crate::config::TfsVersion::Release(release)) => release.to_string(),
+                _ => "this TFS server (its release is not detected yet)".to_string(),
+            },
+        });
+    }
     integration
         .adapter()
         .accepts(credential)
@@ -120,12 +134,13 @@ pub(crate) async fn validate_and_store(
 }
 
 /// Validates an integration secret with the host (unless `validate` is off) and stores it.
-/// Shared by the admin socket and the command line's direct path. Answers the host login.
+/// For the admin socket (`via` names its peer). Answers the host login.
 pub(crate) async fn save_integration_secret(
     integration: &IntegrationRuntime,
     vault: &Vault,
     credential: &Credential,
     validate: bool,
+    via: crate::audit::Via<'_>,
 ) -> Result<Option<String>, SaveError> {
     integration
         .adapter()
@@ -140,6 +155,6 @@ pub(crate) async fn save_integration_secret(
     vault
         .put_integration_secret(integration.id(), credential)
         .await?;
-    crate::audit::integration_secret_changed(crate::audit::Via::Cli, integration.id());
+    crate::audit::integration_secret_changed(via, integration.id());
     Ok(host_login)
 }

@@ -278,6 +278,30 @@ pub fn upstream_client_config(roots: RootCertStore) -> Result<rustls::ClientConf
         .with_no_client_auth())
 }
 
+/// Why a server-side TLS handshake failed, as one of the fixed reasons of
+/// `patgate_tls_handshake_refusals_total` ([`crate::metrics::HANDSHAKE_REFUSAL_REASONS`]).
+/// `err` is what tokio-rustls' `accept` failed with: a rustls error inside an I/O error, or
+/// a plain I/O error when the client went away.
+pub(crate) fn handshake_refusal_reason(err: &std::io::Error) -> &'static str {
+    use rustls::{CertificateError as C, Error as E};
+    match err.get_ref().and_then(|inner| inner.downcast_ref::<E>()) {
+        Some(E::NoCertificatesPresented) => "no-certificate",
+        Some(E::InvalidCertificate(C::UnknownIssuer)) => "unknown-ca",
+        Some(E::InvalidCertificate(C::Expired | C::ExpiredContext { .. })) => "certificate-expired",
+        Some(E::InvalidCertificate(C::Revoked)) => "certificate-revoked",
+        Some(E::InvalidCertificate(_) | E::InvalidCertRevocationList(_)) => "bad-certificate",
+        Some(_) => "protocol",
+        None => match err.kind() {
+            std::io::ErrorKind::UnexpectedEof
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::BrokenPipe => "closed",
+            // Bytes that are not a TLS record (an HTTP request on the TLS port, say).
+            _ => "protocol",
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

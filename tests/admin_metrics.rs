@@ -12,7 +12,7 @@ use bytes::Bytes;
 use common::*;
 use http::{Method, StatusCode};
 use patgate::client::Outgoing;
-use patgate::devpki::DevCa;
+use patgate::devpki::{ClientName, DevCa};
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -389,6 +389,175 @@ print(json.dumps(out))
     );
     assert_eq!(find("patgate_ready").4, 1.0);
     assert_eq!(find("patgate_vault_records").1, "gauge");
+
+    // The build: its version, and a commit (this test runs from a git checkout).
+    let build = find("patgate_build_info");
+    assert_eq!(
+        (build.0.as_str(), build.1.as_str()),
+        ("patgate_build", "info")
+    );
+    assert_eq!(build.3["version"], env!("CARGO_PKG_VERSION"));
+    let commit = build.3["commit"].as_str().unwrap();
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(head.status.success());
+    // The binary is built from HEAD (a later commit would have rebuilt it).
+    assert_eq!(commit, String::from_utf8_lossy(&head.stdout).trim());
+    assert_eq!(build.4, 1.0);
+
+    // The standard process metrics, read from /proc/self: this test process is the server.
+    let cpu = find("process_cpu_seconds_total");
+    assert_eq!(
+        (cpu.0.as_str(), cpu.1.as_str()),
+        ("process_cpu_seconds", "counter")
+    );
+    assert!(cpu.4 > 0.0, "{cpu:?}");
+    for gauge in [
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+    ] {
+        let sample = find(gauge);
+        assert_eq!(sample.1, "gauge", "{sample:?}");
+        assert!(sample.4 > 0.0, "{sample:?}");
+    }
+    // The RSS is the kernel's (VmRSS in /proc/self/status is the same count, in KiB).
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let vm_rss_kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
+    let rss = find("process_resident_memory_bytes").4;
+    // Both are this live process's, read a moment apart: within a factor of two.
+    assert!(
+        rss > vm_rss_kib * 1024.0 / 2.0 && rss < vm_rss_kib * 1024.0 * 2.0,
+        "{rss} vs VmRSS {vm_rss_kib} kB"
+    );
+    let max_fds = find("process_max_fds").4;
+    assert!(find("process_open_fds").4 <= max_fds);
+    // Started before now, and not before the machine booted (this year or later).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = find("process_start_time_seconds").4;
+    assert!(started <= now && started > 1.7e9, "{started}");
+}
+
+/// Refused TLS handshakes on the api listener, counted by a fixed reason: a certificate
+/// from another CA, none at all, bytes that are not TLS, a client that hangs up mid-way, and
+/// a certificate that verifies but is not on `api.allowed_client_sans`.
+#[tokio::test]
+async fn refused_tls_handshakes_are_counted_by_reason() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (gw, host) = Gateway::start(Options {
+        allowed_client_sans: vec!["dns:jira-app.test".into()],
+        ..Options::default()
+    })
+    .await;
+    let refusal = |reason: &str| {
+        format!(r#"patgate_tls_handshake_refusals_total{{listener="api",reason="{reason}"}}"#)
+    };
+    assert!(!gw
+        .metrics()
+        .await
+        .contains("patgate_tls_handshake_refusals_total{"));
+
+    let other_ca = DevCa::generate("not the client CA").unwrap();
+    let intruder = other_ca
+        .issue_client("intruder", &[ClientName::Dns("jira-app.test")])
+        .unwrap();
+    let read = gw.get("/git/ghe/api/v3/user");
+    assert!(gw
+        .client_with_certificate("intruder", &intruder)
+        .send(&read)
+        .await
+        .is_err());
+
+    let roots = patgate::tls::root_store(&gw.path("ca.pem")).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(patgate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let no_certificate = async {
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await?;
+        tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await?;
+        tls.read_to_end(&mut Vec::new()).await
+    };
+    assert!(no_certificate.await.is_err());
+
+    // Plain HTTP on the TLS port.
+    let mut plain = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let _ = plain.read_to_end(&mut Vec::new()).await;
+    // Connected, then gone before a ClientHello.
+    drop(tokio::net::TcpStream::connect(gw.addr).await.unwrap());
+
+    let other_name = gw
+        .ca
+        .issue_client("other app", &[ClientName::Dns("other-app.test")])
+        .unwrap();
+    let response = gw
+        .client_with_certificate("other", &other_name)
+        .send(&read)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+
+    // The server counts each after the client saw its end: scrape until all are there (a
+    // hang guard, not a timing assertion).
+    let expected = [
+        "unknown-ca",
+        "no-certificate",
+        "protocol",
+        "closed",
+        "certificate-not-allowed",
+    ];
+    let counted = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let metrics = gw.metrics().await;
+            if expected
+                .iter()
+                .all(|r| metrics.lines().any(|l| l == format!("{} 1", refusal(r))))
+            {
+                return metrics;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let Ok(metrics) = counted else {
+        panic!("not every reason counted once:\n{}", gw.metrics().await);
+    };
+    // Nothing else was counted, and no address or certificate name is in a label.
+    assert_eq!(
+        samples(&metrics, "patgate_tls_handshake_refusals_total").len(),
+        expected.len(),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("other-app.test") && !metrics.contains("intruder"));
+    assert_line(&metrics, "# TYPE patgate_tls_handshake_refusals counter");
+    assert!(host.requests().is_empty());
+    gw.stop().await;
 }
 
 /// `patgate_integration_secret_missing` says which integration has no secret in the vault:

@@ -391,7 +391,7 @@ async fn cli_commands_go_through_the_running_service_and_fall_back_when_it_is_st
 
     // Stopped: the same commands open the vault themselves, with the same output as through
     // a service on the same vault.
-    let direct = cli(&config, &["vault", "list"], None).await;
+    let direct = cli(&config, &["vault", "list", "--json"], None).await;
     assert_ok(&direct);
     assert!(
         !stderr(&direct).contains(VIA_SERVICE),
@@ -401,10 +401,19 @@ async fn cli_commands_go_through_the_running_service_and_fall_back_when_it_is_st
     let listed: serde_json::Value = serde_json::from_str(&stdout(&direct)).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
     let gw = setup.start().await;
-    let via_service = cli(&config, &["vault", "list"], None).await;
+    let via_service = cli(&config, &["vault", "list", "--json"], None).await;
     assert_ok(&via_service);
     assert!(stderr(&via_service).contains(VIA_SERVICE));
     assert_eq!(stdout(&direct), stdout(&via_service));
+    // The table too: the same rows either way.
+    let direct_table = {
+        gw.stop().await;
+        cli(&config, &["vault", "list"], None).await
+    };
+    let gw = setup.start().await;
+    let service_table = cli(&config, &["vault", "list"], None).await;
+    assert!(stdout(&direct_table).starts_with("RECORD "));
+    assert_eq!(stdout(&direct_table), stdout(&service_table));
     gw.stop().await;
 
     // A stale socket file (a crash) is no service either.
@@ -905,11 +914,14 @@ async fn patgate_run_serves_the_socket_audits_and_removes_it_at_sigterm() {
         log.push(line);
     }
     assert!(!sock.exists(), "the socket must be gone after SIGTERM");
+    // The actor is the socket's peer: this test's own OS user, as `id` names it.
+    let actor = format!("actor=\"uid={}({})\"", id_of("-u"), id_of("-un"));
     let audit = |event: &str| {
         log.iter().any(|l| {
             l.contains("patgate::audit")
                 && l.contains(&format!("event=\"{event}\""))
                 && l.contains("via=\"cli\"")
+                && l.contains(&actor)
         })
     };
     assert!(audit("pat-stored"), "{log:#?}");
@@ -922,4 +934,10 @@ async fn patgate_run_serves_the_socket_audits_and_removes_it_at_sigterm() {
             "the master key in the log: {line}"
         );
     }
+}
+
+/// `id FLAG` (`-u`, `-un`): this process's OS user as the system names it.
+fn id_of(flag: &str) -> String {
+    let out = std::process::Command::new("id").arg(flag).output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }

@@ -305,6 +305,7 @@ async fn admin_commands_manage_the_vault_without_printing_secrets() {
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
             assert_eq!(v["via"], "cli", "{l}");
+            assert_eq!(v["actor"], os_user(), "{l}");
             assert_eq!(v["integration"], "ghe", "{l}");
             (
                 v["event"].as_str().unwrap().to_string(),
@@ -719,4 +720,217 @@ async fn config_check_names_an_integration_without_its_secret() {
         )),
         "{message}"
     );
+}
+
+/// `patgate run` before `vault init`: it says which file is missing and the exact command
+/// that makes the master key and the vault (with this config's `--config`).
+#[tokio::test]
+async fn run_without_a_master_key_names_the_vault_init_command() {
+    let (gw, _host) = Gateway::start(Options::default()).await;
+    let config = gw.config_path.to_str().unwrap().to_string();
+    let dir = gw.dir.clone();
+    gw.stop().await;
+    let key = dir.path().join("master-key");
+    std::fs::remove_file(&key).unwrap();
+    let cfg = config.clone();
+    let out = tokio::task::spawn_blocking(move || patgate(&["run", "--config", &cfg], None))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.ends_with(&format!(
+            "patgate: the master key file {} (master_key.file) does not exist: make it and the vault with `patgate vault init --config {config}`\n",
+            key.display()
+        )),
+        "{stderr}"
+    );
+
+    // A key but no vault: the same command.
+    patgate::vault::MasterKey::generate()
+        .write_new(&key)
+        .unwrap();
+    std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+    let cfg = config.clone();
+    let out = tokio::task::spawn_blocking(move || patgate(&["run", "--config", &cfg], None))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.ends_with(&format!(
+            "make it with `patgate vault init --config {config}`\n"
+        )),
+        "{stderr}"
+    );
+}
+
+/// This process's OS user as `id` shows it, `uid=N(name)`: the actor of the audit events of
+/// commands it runs.
+fn os_user() -> String {
+    let id = |flag: &str| {
+        let out = Command::new("id").arg(flag).output().unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    format!("uid={}({})", id("-u"), id("-un"))
+}
+
+/// `vault rotate-key` with no service running rotates the vault itself, and writes the
+/// `key-rotated` audit event (to stderr and the audit file) naming the OS user who ran it.
+#[tokio::test]
+async fn an_offline_key_rotation_is_audited_with_its_os_user() {
+    let (gw, _host) = Gateway::start(Options {
+        extra_toml: "audit_file = \"audit.jsonl\"\n".into(),
+        ..Options::default()
+    })
+    .await;
+    gw.store_pat(ACCOUNT_A, PAT_A).await;
+    let config = gw.config_path.to_str().unwrap().to_string();
+    let dir = gw.dir.clone();
+    gw.stop().await;
+    let audit_file = dir.path().join("audit.jsonl");
+    std::fs::write(&audit_file, "").unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        patgate(&["vault", "rotate-key", "--config", &config], None)
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let audit = std::fs::read_to_string(&audit_file).unwrap();
+    let events: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 1, "{audit}");
+    let event = &events[0];
+    assert_eq!(event["event"], "key-rotated", "{audit}");
+    assert_eq!(event["via"], "cli");
+    assert_eq!(event["actor"], os_user());
+    assert_eq!(event["from_version"], 1);
+    assert_eq!(event["to_version"], 2);
+    // Two records: the integration secret and the PAT.
+    assert_eq!(event["records"], 2);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("vault master key rotated"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// `patgate vault list` as a new admin types it, in a real terminal
+/// (tests/terminal/run_in_a_terminal.py): a table, one row per record, times in RFC 3339.
+#[tokio::test]
+async fn vault_list_at_a_terminal_is_a_table() {
+    let (gw, _host) = Gateway::start(Options::default()).await;
+    gw.store_pat(ACCOUNT_A, PAT_A).await;
+    let config = gw.config_path.clone();
+    let _dir = gw.dir.clone();
+    gw.stop().await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/terminal/run_in_a_terminal.py"
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .args([
+                script,
+                env!("CARGO_BIN_EXE_patgate"),
+                "vault",
+                "list",
+                "--config",
+                config.to_str().unwrap(),
+            ])
+            .env_remove("PATGATE_CONFIG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
+    assert!(shown.trim_end().ends_with("exit 0"), "{shown}");
+    let lines: Vec<&str> = shown.lines().collect();
+    assert!(
+        lines[0].starts_with("RECORD              INTEGRATION  ACCOUNT"),
+        "{shown}"
+    );
+    assert!(
+        lines[0].ends_with("VALIDATED             LAST USED"),
+        "{shown}"
+    );
+    assert!(
+        lines[1].starts_with("integration-secret  ghe          -  "),
+        "{shown}"
+    );
+    let pat_row = lines[2];
+    assert!(
+        pat_row.starts_with(&format!(
+            "user-pat            ghe          {ACCOUNT_A}  test "
+        )),
+        "{shown}"
+    );
+    assert!(pat_row.ends_with("Z  never"), "{shown}");
+    // Every time is RFC 3339 UTC: no Unix seconds left.
+    let time = pat_row.split_whitespace().nth(6).unwrap();
+    assert_eq!(time.len(), "2026-11-24T16:02:11Z".len(), "{pat_row}");
+    assert!(
+        time.ends_with('Z') && time.as_bytes()[10] == b'T',
+        "{pat_row}"
+    );
+    assert!(!shown.contains(PAT_A) && !shown.contains(INTEGRATION_TOKEN));
+}
+
+/// Into a pipe the table stays the default; `--json` is one JSON array with RFC 3339
+/// times, and `--integration` / `--account` filter both forms.
+#[tokio::test]
+async fn vault_list_prints_json_on_request_and_filters() {
+    let (gw, _host) = Gateway::start(Options::default()).await;
+    gw.store_pat(ACCOUNT_A, PAT_A).await;
+    gw.store_pat(ACCOUNT_B, PAT_B).await;
+    let config = gw.config_path.to_str().unwrap().to_string();
+    let _dir = gw.dir.clone();
+    gw.stop().await;
+    let list = |extra: &[&str]| {
+        let mut args = vec!["vault", "list", "--config", &config];
+        args.extend_from_slice(extra);
+        let out = patgate(&args, None);
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let table = list(&[]);
+    assert!(table.starts_with("RECORD "), "{table}");
+    assert_eq!(table.lines().count(), 4, "{table}");
+
+    let json = list(&["--json"]);
+    let records: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    // A record per line, between the brackets.
+    assert_eq!(json.lines().count(), records.len() + 2, "{json}");
+    assert_eq!(records.len(), 3, "{json}");
+    assert_eq!(records[0]["record"], "integration-secret");
+    assert_eq!(records[0]["integration"], "ghe");
+    let pat = records
+        .iter()
+        .find(|r| r["account"] == ACCOUNT_A)
+        .unwrap_or_else(|| panic!("{json}"));
+    assert_eq!(pat["record"], "user-pat");
+    assert_eq!(pat["host_login"], "test");
+    assert!(pat["last_used_at"].is_null(), "{pat}");
+    for field in ["created_at", "updated_at", "validated_at"] {
+        let time = pat[field].as_str().unwrap_or_else(|| panic!("{pat}"));
+        assert!(
+            humantime::parse_rfc3339(time).is_ok() && time.ends_with('Z'),
+            "{field}: {time}"
+        );
+    }
+    assert!(!json.contains(PAT_A) && !json.contains(PAT_B));
+
+    let only_b: Vec<serde_json::Value> =
+        serde_json::from_str(&list(&["--json", "--account", ACCOUNT_B])).unwrap();
+    assert_eq!(only_b.len(), 1);
+    assert_eq!(only_b[0]["account"], ACCOUNT_B);
+    let table_b = list(&["--integration", "ghe", "--account", ACCOUNT_B]);
+    assert_eq!(table_b.lines().count(), 2, "{table_b}");
+    assert!(table_b.contains(ACCOUNT_B) && !table_b.contains(ACCOUNT_A));
+    let none: Vec<serde_json::Value> =
+        serde_json::from_str(&list(&["--json", "--integration", "other"])).unwrap();
+    assert!(none.is_empty());
 }

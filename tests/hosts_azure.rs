@@ -510,8 +510,22 @@ async fn tfs_2015_uses_the_integration_account_and_refuses_with_require_user_pat
         body: Some(Bytes::from(format!(r#"{{"token":"{PAT_A}"}}"#))),
         ..Outgoing::default()
     };
+    let logs = common::logs::global("info");
     let response = gw.client().send(&put).await.unwrap();
-    assert_eq!(response.status(), 400);
+    assert_eq!(response.status(), 409);
+    assert_eq!(problem_code(&response), "host-has-no-pats");
+    assert_eq!(
+        json(&response)["detail"],
+        "TFS 2015 has no personal access tokens (they came with TFS 2017), so no PAT can be stored for integration `ghe`; its users' requests use the integration's own credential"
+    );
+    // The audit stream records the refusal with the same code.
+    let refused = logs.lines(&["patgate::audit", "event=\"pat-refused\"", ACCOUNT_A]);
+    assert!(
+        refused
+            .iter()
+            .any(|l| l.contains("code=\"host-has-no-pats\"")),
+        "{refused:#?}"
+    );
     assert!(host.requests().is_empty());
     gw.stop().await;
 }

@@ -11,7 +11,7 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `GET /v1/vault/records` | every record's metadata, as `patgate vault list` prints it |
+//! | `GET /v1/vault/records` | every record's metadata ([`crate::vault::RecordSummary`], compact JSON: the command renders it as `patgate vault list` does without the service) |
 //! | `PUT /v1/integrations/{id}/secret` [`SecretBody`] | `{"integration", "credential_kind", "host_login"}` |
 //! | `GET`/`PUT`/`DELETE /v1/integrations/{id}/users/{account}/pat` (`PUT`: `{"token": …}`, as `/v1`) | the PAT status (`DELETE`: with `patgate-pat-removed: true\|false`) |
 //! | `POST /v1/vault/rotate-key` [`RotateBody`] | [`crate::vault::Rotation`] |
@@ -28,7 +28,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 use crate::api::PatStatus;
-use crate::audit::{self, Via};
+use crate::audit::{self, OsUser, Via};
 use crate::body::{full, ResponseBody};
 use crate::error::AdminError;
 use crate::ids::AccountId;
@@ -111,21 +111,28 @@ pub struct RotateBody {
 pub const REMOVED_HEADER: &str = "patgate-pat-removed";
 
 /// One request from a peer the socket let in.
+/// `peer_uid` is the peer's uid (`SO_PEERCRED`): the audit events' actor.
 pub async fn handle(
     runtime: &Runtime,
     req: Request<Incoming>,
+    peer_uid: u32,
 ) -> Result<Response<ResponseBody>, AdminError> {
+    let via = Via::Cli(OsUser { uid: peer_uid });
     let path = req.uri().path().to_string();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match segments.as_slice() {
         ["v1", "vault", "records"] => {
             only(&req, &Method::GET, "GET")?;
-            json(&runtime.vault().list().await?)
+            // Compact: 20,000 records pretty-printed were 6 MB.
+            let records = runtime.vault().list().await?;
+            let bytes =
+                serde_json::to_vec(&records).map_err(|e| AdminError::Encode(e.to_string()))?;
+            Ok(json_response(bytes))
         }
         ["v1", "vault", "rotate-key"] => {
             only(&req, &Method::POST, "POST")?;
             let body: RotateBody = read_json(req).await?;
-            rotate_key(runtime, body).await
+            rotate_key(runtime, body, via).await
         }
         ["v1", "integrations", id, "secret"] => {
             only(&req, &Method::PUT, "PUT")?;
@@ -140,6 +147,7 @@ pub async fn handle(
                 runtime.vault(),
                 &credential,
                 validate,
+                via,
             )
             .await?;
             json(&SecretStored {
@@ -151,7 +159,7 @@ pub async fn handle(
         ["v1", "integrations", id, "users", account, "pat"] => {
             let integration = find_integration(runtime, id)?;
             let account = AccountId::parse(account).map_err(AdminError::BadAccount)?;
-            pat(runtime, integration, account.as_str(), req).await
+            pat(runtime, integration, account.as_str(), req, via).await
         }
         _ => Err(AdminError::NotFound),
     }
@@ -162,6 +170,7 @@ async fn pat(
     integration: &IntegrationRuntime,
     account: &str,
     req: Request<Incoming>,
+    via: Via<'_>,
 ) -> Result<Response<ResponseBody>, AdminError> {
     let id = integration.id();
     let vault = runtime.vault();
@@ -178,7 +187,7 @@ async fn pat(
                 .into_credential(integration.config())
                 .map_err(AdminError::BadCredential)?;
             let meta =
-                crate::api::save_pat(runtime, integration, Via::Cli, account, &credential).await?;
+                crate::api::save_pat(runtime, integration, via, account, &credential).await?;
             json(&PatStatus::new(
                 integration,
                 account,
@@ -189,7 +198,7 @@ async fn pat(
         Method::DELETE => {
             let removed = vault.delete_user_pat(id, account).await?;
             if removed {
-                audit::pat_removed(Via::Cli, id, account);
+                audit::pat_removed(via, id, account);
             }
             let mut response = json(&PatStatus::new(
                 integration,
@@ -214,6 +223,7 @@ async fn pat(
 async fn rotate_key(
     runtime: &Runtime,
     body: RotateBody,
+    via: Via<'_>,
 ) -> Result<Response<ResponseBody>, AdminError> {
     use secrecy::ExposeSecret as _;
     let key = MasterKey::from_base64(
@@ -222,7 +232,7 @@ async fn rotate_key(
     )?;
     let rotation = runtime.vault().rotate_key(key).await?;
     audit::key_rotated(
-        Via::Cli,
+        via,
         rotation.from_version,
         rotation.to_version,
         rotation.records,
@@ -264,6 +274,10 @@ async fn read_json<T: serde::de::DeserializeOwned>(
 
 fn json(value: &impl Serialize) -> Result<Response<ResponseBody>, AdminError> {
     let bytes = serde_json::to_vec_pretty(value).map_err(|e| AdminError::Encode(e.to_string()))?;
+    Ok(json_response(bytes))
+}
+
+fn json_response(bytes: Vec<u8>) -> Response<ResponseBody> {
     let mut response = Response::new(full(Bytes::from(bytes)));
     response
         .headers_mut()
@@ -271,5 +285,5 @@ fn json(value: &impl Serialize) -> Result<Response<ResponseBody>, AdminError> {
     response
         .headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+    response
 }

@@ -89,14 +89,15 @@ fn expose(secret: &SecretString) -> &str {
     secret.expose_secret()
 }
 
-/// `patgate vault list` through the service: the same text the direct path prints.
-pub(super) async fn vault_list(client: &mut AdminClient) -> CliResult {
-    let (_, body) = client
-        .call_raw(Method::GET, "/v1/vault/records", None)
+/// The records for `patgate vault list`, from the service (the command prints them as the
+/// direct path does).
+pub(super) async fn vault_records(
+    client: &mut AdminClient,
+) -> Result<Vec<super::list::Summary>, String> {
+    client
+        .call(Method::GET, "/v1/vault/records", None)
         .await
-        .map_err(|e| e.to_string())?;
-    outln!("{}", String::from_utf8_lossy(&body));
-    Ok(ExitCode::SUCCESS)
+        .map_err(|e| e.to_string())
 }
 
 /// `patgate integration set-secret` through the service. Answers the host login.
@@ -272,6 +273,8 @@ enum Rotated {
 /// running service or (when none runs) here.
 pub(super) async fn rotate_key(config_path: &Path) -> CliResult {
     let config = load_config(config_path)?;
+    // Without the service, this command writes the `key-rotated` audit event itself.
+    crate::telemetry::init_for_command(&config.log)?;
     let pending = pending_key_path(&config);
     let new_key = if pending.exists() {
         eprintln!(
@@ -352,7 +355,7 @@ async fn rotate_here(config: &Config, new_key: MasterKey) -> Result<Rotated, Str
                 .await
                 .map_err(|e| format!("the key was not rotated: {e}"))?;
             audit::key_rotated(
-                Via::Cli,
+                Via::Cli(audit::OsUser::current()),
                 rotation.from_version,
                 rotation.to_version,
                 rotation.records,

@@ -15,6 +15,7 @@ macro_rules! outln {
 
 mod admin;
 mod dev;
+mod list;
 mod request;
 
 use std::io::Read as _;
@@ -106,8 +107,14 @@ enum ConfigCommand {
 enum VaultCommand {
     /// Create the vault (and the master key file, when it is configured and missing).
     Init(ConfigArg),
-    /// List what the vault holds: metadata only, never a secret.
-    List(ConfigArg),
+    /// List what the vault holds: metadata only, never a secret. A table, or JSON with
+    /// --json; times in RFC 3339 (UTC).
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        filter: list::ListArgs,
+    },
     /// Re-encrypt every record under a new master key (the running service keeps serving).
     /// With `master_key.file`, the new key replaces the file; with a systemd credential, the
     /// command says which file to put in its place.
@@ -246,7 +253,9 @@ async fn dispatch(command: Command) -> CliResult {
             config_check(&file, offline).await
         }
         Command::Vault(VaultCommand::Init(args)) => vault_init(&args.config).await,
-        Command::Vault(VaultCommand::List(args)) => vault_list(&args.config).await,
+        Command::Vault(VaultCommand::List { config, filter }) => {
+            vault_list(&config.config, &filter).await
+        }
         Command::Vault(VaultCommand::RotateKey(args)) => admin::rotate_key(&args.config).await,
         Command::Integration(IntegrationCommand::SetSecret(args)) => set_secret(args).await,
         Command::Pat(command) => pat(command).await,
@@ -273,10 +282,35 @@ pub(crate) fn vault_options(config: &Config) -> VaultOptions {
     VaultOptions::default().cache_capacity_bytes(config.vault.cache_capacity_bytes)
 }
 
+/// The command an admin types to run `patgate {args}` on the config at `config_path`:
+/// `--config` is left out for the default file.
+fn command_for(args: &str, config_path: &Path) -> String {
+    if config_path == Path::new(DEFAULT_CONFIG) {
+        format!("patgate {args}")
+    } else {
+        format!("patgate {args} --config {}", config_path.display())
+    }
+}
+
 async fn open_vault(config: &Config) -> Result<Vault, String> {
+    // Neither the key file nor the vault exists yet: the one command that makes both.
+    if let MasterKeySource::File(path) = &config.master_key {
+        if !path.exists() {
+            return Err(format!(
+                "the master key file {} (master_key.file) does not exist: make it and the vault with `{}`",
+                path.display(),
+                command_for("vault init", &config.source)
+            ));
+        }
+    }
     let key = load_master_key(&config.master_key)?;
     match Vault::open_with(&config.state_dir, &key, &vault_options(config)).await {
         Ok(vault) => Ok(vault),
+        Err(VaultError::NotInitialized { path }) => Err(format!(
+            "there is no vault in {} (state_dir): make it with `{}`",
+            path.display(),
+            command_for("vault init", &config.source)
+        )),
         Err(e @ VaultError::Locked { .. }) => Err(format!(
             "{e}. The admin commands reach a running service through its admin socket, {} by this config: is admin.socket the same in the service's config?",
             config.admin.socket.display()
@@ -501,18 +535,20 @@ async fn vault_init(config_path: &Path) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn vault_list(config_path: &Path) -> CliResult {
+async fn vault_list(config_path: &Path, filter: &list::ListArgs) -> CliResult {
     let config = load_config(config_path)?;
-    if let Some(mut service) = admin::service(&config).await? {
-        return admin::vault_list(&mut service).await;
-    }
-    let vault = open_vault(&config).await?;
-    let records = vault.list().await.map_err(|e| e.to_string())?;
-    outln!(
-        "{}",
-        serde_json::to_string_pretty(&records).map_err(|e| e.to_string())?
-    );
-    Ok(ExitCode::SUCCESS)
+    let records = match admin::service(&config).await? {
+        Some(mut service) => admin::vault_records(&mut service).await?,
+        None => {
+            let vault = open_vault(&config).await?;
+            let records = vault.list().await.map_err(|e| e.to_string())?;
+            // The vault is closed before the output is written (a slow reader of the
+            // table must not hold the vault's lock).
+            drop(vault);
+            records.into_iter().map(list::Summary::from).collect()
+        }
+    };
+    list::print(filter, records)
 }
 
 /// Reads a secret from standard input: its non-empty lines, trimmed. At a terminal the
@@ -631,7 +667,10 @@ async fn set_secret(args: SetSecretArgs) -> CliResult {
         .put_integration_secret(&args.id, &credential)
         .await
         .map_err(|e| e.to_string())?;
-    crate::audit::integration_secret_changed(crate::audit::Via::Cli, &args.id);
+    crate::audit::integration_secret_changed(
+        crate::audit::Via::Cli(crate::audit::OsUser::current()),
+        &args.id,
+    );
     print_secret_stored(&args.id, &credential, host_login);
     Ok(ExitCode::SUCCESS)
 }
@@ -713,7 +752,7 @@ async fn pat(command: PatCommand) -> CliResult {
                 let message = format!("not stored: {e}");
                 let problem = crate::error::Problem::of(&e);
                 crate::audit::pat_refused(
-                    crate::audit::Via::Cli,
+                    crate::audit::Via::Cli(crate::audit::OsUser::current()),
                     &args.integration,
                     &args.account,
                     problem.code.as_str(),
@@ -721,7 +760,7 @@ async fn pat(command: PatCommand) -> CliResult {
                 message
             })?;
             crate::audit::pat_stored(
-                crate::audit::Via::Cli,
+                crate::audit::Via::Cli(crate::audit::OsUser::current()),
                 &args.integration,
                 &args.account,
                 &meta.host_login,
@@ -734,7 +773,11 @@ async fn pat(command: PatCommand) -> CliResult {
                 .await
                 .map_err(|e| e.to_string())?;
             if removed {
-                crate::audit::pat_removed(crate::audit::Via::Cli, &args.integration, &args.account);
+                crate::audit::pat_removed(
+                    crate::audit::Via::Cli(crate::audit::OsUser::current()),
+                    &args.integration,
+                    &args.account,
+                );
             } else {
                 eprintln!("there was no PAT for this user");
             }

@@ -214,7 +214,7 @@ pub(super) async fn serve(
                 let runtime = current.load();
                 async move {
                     let answer = if allowed {
-                        crate::adminsock::handle(&runtime, req).await
+                        crate::adminsock::handle(&runtime, req, peer_uid).await
                     } else {
                         Err(AdminError::PeerRefused {
                             peer_uid,

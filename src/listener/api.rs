@@ -96,6 +96,7 @@ async fn serve_connection(
     let api = &at_handshake.config().api;
     // Without a client certificate asked for, the source check comes before any TLS work.
     if api.client_certificate == ClientCertificateMode::None && !source_allowed(api, peer) {
+        accepted.gate.handshake_refused("source-not-allowed");
         tracing::info!(%peer, "connection refused: the address is not on api.forge_source_cidrs");
         return;
     }
@@ -111,11 +112,14 @@ async fn serve_connection(
     let tls = match handshake {
         Ok(Ok(tls)) => tls,
         Ok(Err(err)) => {
-            tracing::info!(%peer, error = %err, "TLS handshake refused");
+            let reason = crate::tls::handshake_refusal_reason(&err);
+            accepted.gate.handshake_refused(reason);
+            tracing::info!(%peer, error = %err, reason, "TLS handshake refused");
             return;
         }
         Err(_) => {
             accepted.gate.closed("handshake-timeout").inc();
+            accepted.gate.handshake_refused("timeout");
             tracing::info!(%peer, "TLS handshake timed out");
             return;
         }
@@ -138,9 +142,11 @@ async fn serve_connection(
                 }
             });
         if let Some(certificate) = certificate.as_ref().filter(|c| !c.allowed) {
+            accepted.gate.handshake_refused("certificate-not-allowed");
             tracing::info!(%peer, subject = %certificate.subject, "client certificate not on the allow-list");
         }
         if certificate.is_none() && !source_allowed(&at_handshake.config().api, peer) {
+            accepted.gate.handshake_refused("source-not-allowed");
             tracing::info!(%peer, "connection refused: no client certificate, and the address is not on api.forge_source_cidrs");
             return;
         }

@@ -150,6 +150,19 @@ impl Gate {
             .clone()
     }
 
+    /// Counts a TLS handshake refused for `reason` (one of
+    /// [`crate::metrics::HANDSHAKE_REFUSAL_REASONS`]).
+    pub(super) fn handshake_refused(&self, reason: &'static str) {
+        self.metrics
+            .connections
+            .handshake_refusals
+            .get_or_create(&ConnectionReasonLabels {
+                listener: self.listener,
+                reason,
+            })
+            .inc();
+    }
+
     fn refused(&self, reason: &'static str) {
         self.metrics
             .connections

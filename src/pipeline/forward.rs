@@ -13,6 +13,7 @@ use http_body_util::BodyExt;
 
 use super::{hold_credential, setup_url, Read, RequestError, Summary};
 use crate::audit;
+use crate::authn::Caller;
 use crate::body::ResponseBody;
 use crate::hosts::{self, COMMON_CREDENTIAL_HEADERS};
 use crate::ids::AccountId;
@@ -32,6 +33,8 @@ pub(crate) struct Outbound<'a> {
     pub credential: Credential,
     /// What the vault knew of the user's PAT, when that is the credential.
     pub user_pat: Option<PatMeta>,
+    /// Who asked (for the audit of a setup link).
+    pub caller: &'a Caller,
 }
 
 /// Sends the request to the host and answers its response, streamed.
@@ -98,6 +101,7 @@ pub(crate) async fn forward(
     if let (Some(account), Some(used)) = (account.as_ref(), out.user_pat.as_ref()) {
         user_pat_answer(
             runtime,
+            out.caller,
             integration,
             account,
             used,
@@ -153,6 +157,7 @@ pub(crate) async fn forward(
 /// A failure to update the vault is logged; it never changes the answer.
 async fn user_pat_answer(
     runtime: &Runtime,
+    caller: &Caller,
     integration: &IntegrationRuntime,
     account: &AccountId,
     used: &PatMeta,
@@ -206,7 +211,13 @@ async fn user_pat_answer(
     if refused {
         return Err(RequestError::UserPatRefused {
             host_status: status.as_u16(),
-            setup_url: setup_url(runtime, integration, account),
+            setup_url: setup_url(
+                runtime,
+                caller,
+                integration,
+                account,
+                audit::LinkIssuedIn::UserPatRefused,
+            ),
         });
     }
     Ok(())

@@ -170,6 +170,7 @@ pub(crate) struct Decided {
 /// must set up a PAT gets a link to the page where they can.
 pub(crate) async fn policy(
     runtime: &Runtime,
+    caller: &Caller,
     integration: &IntegrationRuntime,
     account: Option<&AccountId>,
     operation: Operation,
@@ -197,9 +198,13 @@ pub(crate) async fn policy(
     .map_err(|refusal| {
         // The user can act on this at once: a link to the page where they enter a PAT.
         let setup_url = match (refusal, account) {
-            (policy::Refusal::UserPatRequired, Some(account)) => {
-                setup_url(runtime, integration, account)
-            }
+            (policy::Refusal::UserPatRequired, Some(account)) => setup_url(
+                runtime,
+                caller,
+                integration,
+                account,
+                crate::audit::LinkIssuedIn::UserPatRequired,
+            ),
             _ => None,
         };
         RequestError::Policy { refusal, setup_url }
@@ -207,20 +212,29 @@ pub(crate) async fn policy(
     Ok(Decided { decision, user_pat })
 }
 
-/// Where the user can enter a PAT: a fresh one-time link, when there is a connect page.
+/// Where the user can enter a PAT: a fresh one-time link, when there is a connect page
+/// (its issue is audited as `connect-link-issued`, saying in which answer it went out).
 pub(crate) fn setup_url(
     runtime: &Runtime,
+    caller: &Caller,
     integration: &IntegrationRuntime,
     account: &AccountId,
+    issued_in: crate::audit::LinkIssuedIn,
 ) -> Option<String> {
     runtime.links().map(|links| {
-        links
-            .issue(
-                integration.id(),
-                account.as_str(),
-                runtime.clock().unix_now(),
-            )
-            .url
+        let link = links.issue(
+            integration.id(),
+            account.as_str(),
+            runtime.clock().unix_now(),
+        );
+        crate::audit::connect_link_issued(
+            caller,
+            issued_in,
+            integration.id(),
+            account.as_str(),
+            &link.expires_at,
+        );
+        link.url
     })
 }
 
@@ -294,7 +308,7 @@ pub(crate) async fn git(
         operation,
         request_id,
     )?;
-    let decided = policy(runtime, integration, account.as_ref(), operation).await?;
+    let decided = policy(runtime, caller, integration, account.as_ref(), operation).await?;
     let decision = decided.decision;
     summary.credential = Some(decision);
     let (credential, user_pat) =
@@ -309,6 +323,7 @@ pub(crate) async fn git(
             decision,
             credential,
             user_pat,
+            caller,
         },
         summary,
     )
