@@ -98,6 +98,7 @@ async fn refresh_gauges(runtime: &Runtime) {
         }
         Err(err) => tracing::warn!(error = %err, "counting vault records for /metrics failed"),
     }
+    count_expiring_pats(runtime).await;
     match runtime.integrations_without_secret().await {
         Ok(missing) => {
             for integration in runtime.integrations() {
@@ -111,6 +112,59 @@ async fn refresh_gauges(runtime: &Runtime) {
         }
         Err(err) => {
             tracing::warn!(error = %err, "checking integration secrets for /metrics failed")
+        }
+    }
+}
+
+/// `patgate_user_pats_expiring`: a scan of each integration's PAT metadata (nothing is
+/// decrypted), at most once a minute whatever the scrape interval.
+async fn count_expiring_pats(runtime: &Runtime) {
+    use std::sync::atomic::Ordering;
+    const DAY: u64 = 86_400;
+    let metrics = runtime.metrics();
+    let now = runtime.clock().unix_now();
+    let last = metrics
+        .user_pats_expiring_counted_at
+        .load(Ordering::Relaxed);
+    if last != 0 && now < last.saturating_add(60) {
+        return;
+    }
+    metrics
+        .user_pats_expiring_counted_at
+        .store(now, Ordering::Relaxed);
+    for integration in runtime.integrations() {
+        let pats = match runtime.vault().list_user_pats(integration.id()).await {
+            Ok(pats) => pats,
+            Err(err) => {
+                tracing::warn!(integration = %integration.id(), error = %err, "counting expiring PATs for /metrics failed");
+                continue;
+            }
+        };
+        let expiries: Vec<u64> = pats.iter().filter_map(|p| p.expires_at).collect();
+        for (within, n) in [
+            ("expired", expiries.iter().filter(|&&at| at <= now).count()),
+            (
+                "7d",
+                expiries
+                    .iter()
+                    .filter(|&&at| at > now && at <= now + 7 * DAY)
+                    .count(),
+            ),
+            (
+                "30d",
+                expiries
+                    .iter()
+                    .filter(|&&at| at > now && at <= now + 30 * DAY)
+                    .count(),
+            ),
+        ] {
+            metrics
+                .user_pats_expiring
+                .get_or_create(&crate::metrics::ExpiringLabels {
+                    integration: integration.id().to_string(),
+                    within: within.to_string(),
+                })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
     }
 }

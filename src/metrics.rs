@@ -61,6 +61,14 @@ pub struct HoldLabels {
     pub credential: String,
 }
 
+/// Labels of `patgate_user_pats_expiring`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExpiringLabels {
+    pub integration: String,
+    /// `expired` (past its expiry), `7d` or `30d` (expiring within, not yet expired).
+    pub within: String,
+}
+
 /// Labels of `patgate_integration_secret_missing`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct IntegrationLabels {
@@ -187,6 +195,11 @@ pub struct Metrics {
     /// 1 for each configured integration whose secret is not in the vault (every request
     /// through it answers 503), 0 once it is stored.
     pub integration_secret_missing: Family<IntegrationLabels, Gauge>,
+    /// Users' PATs by integration that the host says expire soon or have expired (read at
+    /// scrape time, at most once a minute).
+    pub user_pats_expiring: Family<ExpiringLabels, Gauge>,
+    /// When `user_pats_expiring` was last counted (Unix seconds; 0: never).
+    pub user_pats_expiring_counted_at: std::sync::atomic::AtomicU64,
     /// Seconds until the api listener's certificate expires (negative once it has).
     pub server_cert_expiry_seconds: Gauge,
     pub reloads: Family<ReloadLabels, Counter>,
@@ -280,6 +293,12 @@ impl Metrics {
             "Credential records in the vault, by kind",
             vault_records.clone(),
         );
+        let user_pats_expiring = Family::<ExpiringLabels, Gauge>::default();
+        registry.register(
+            "user_pats_expiring",
+            "Users' PATs the git host says have expired, or expire within 7 or 30 days",
+            user_pats_expiring.clone(),
+        );
         let integration_secret_missing = Family::<IntegrationLabels, Gauge>::default();
         registry.register(
             "integration_secret_missing",
@@ -336,6 +355,8 @@ impl Metrics {
             holds_active,
             vault_records,
             integration_secret_missing,
+            user_pats_expiring,
+            user_pats_expiring_counted_at: std::sync::atomic::AtomicU64::new(0),
             server_cert_expiry_seconds,
             reloads,
             key_rotations,

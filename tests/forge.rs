@@ -780,16 +780,25 @@ async fn with_require_user_pat_off_actions_use_the_integration_account() {
 #[tokio::test]
 async fn the_hosts_401_reaches_a_forge_caller_as_403() {
     let forge = start(Setup::default()).await;
+    // Refused with the user's PAT: the user is asked for a new one (never a 401).
     forge.host.answer_next(StatusCode::UNAUTHORIZED, &[]);
     let response = forge
         .create_branch(Some(ACCOUNT_A), &fit(forge.now(), Some(ACCOUNT_A)))
         .await;
     assert_eq!(
         (response.status().as_u16(), problem_code(&response).as_str()),
+        (403, "user-pat-refused")
+    );
+    assert_eq!(forge.host.requests().len(), 1);
+    // Refused with the integration's token (a read): an admin matter.
+    forge.host.answer_next(StatusCode::UNAUTHORIZED, &[]);
+    let response = forge.read(&fit(forge.now(), Some(ACCOUNT_A))).await;
+    assert_eq!(
+        (response.status().as_u16(), problem_code(&response).as_str()),
         (403, "host-credential-refused")
     );
-    assert!(String::from_utf8_lossy(response.body()).contains("user"));
-    assert_eq!(forge.host.requests().len(), 1);
+    assert!(String::from_utf8_lossy(response.body()).contains("integration"));
+    assert_eq!(forge.host.requests().len(), 2);
 }
 
 #[tokio::test]

@@ -392,7 +392,8 @@ async fn pats_are_validated_with_api_v4_user() {
         String::from_utf8_lossy(response.body())
     );
     assert_eq!(json(&response)["host_login"], "alice");
-    let who = host.last();
+    let seen = host.requests();
+    let who = &seen[seen.len() - 2];
     assert_eq!(who.method, Method::GET);
     assert_eq!(who.path_and_query, "/api/v4/user");
     assert_eq!(who.headers["private-token"], PAT_A);
@@ -458,10 +459,17 @@ async fn requests_match_gitlabs_openapi_description() {
         ..Outgoing::default()
     };
     assert_eq!(client.send(&put).await.unwrap().status(), 200);
+    // Then when the token expires (GitLab 15.5 and later).
+    let seen = host.requests();
+    let [.., who, expiry] = seen.as_slice() else {
+        panic!("two requests for a stored PAT")
+    };
+    assert_eq!(conformance::check(&spec, who).unwrap(), "getApiV4User");
     assert_eq!(
-        conformance::check(&spec, &host.last()).unwrap(),
-        "getApiV4User"
+        conformance::check(&spec, expiry).unwrap(),
+        "getApiV4PersonalAccessTokensSelf"
     );
+    assert_eq!(expiry.headers["private-token"], PAT_B);
 
     // The check can fail: a merge request without its title, a branch id of the wrong type.
     let mut bad = host.requests()[2].clone();

@@ -1337,3 +1337,78 @@ async fn types_are_send_and_sync_and_futures_are_send() {
     send(&vault.record_pat_uses(&[]));
     send(&vault.rotate_key(key(2)));
 }
+
+#[tokio::test]
+async fn pat_metadata_changes_only_for_the_pat_that_was_used() {
+    let (_tmp, _dir, vault) = new_vault().await;
+    let old = pat_meta("alice");
+    vault
+        .put_user_pat("ghe", ACCOUNT_A, &token("old"), &old)
+        .await
+        .unwrap();
+    let refuse = |meta: &mut PatMetaFields<'_>| {
+        *meta.refused = Some(PatRefusal {
+            at: 9,
+            host_status: 401,
+        });
+        true
+    };
+    assert!(vault
+        .update_pat_meta("ghe", ACCOUNT_A, old.updated_at, &mut refuse.clone())
+        .await
+        .unwrap());
+    let seen = vault
+        .user_pat_meta("ghe", ACCOUNT_A)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen.refused.unwrap().host_status, 401);
+    // The credential is untouched: it still decrypts to the same token.
+    let (credential, _) = vault.user_pat("ghe", ACCOUNT_A).await.unwrap().unwrap();
+    assert!(same(&credential, &token("old")));
+
+    // The user stored a new PAT meanwhile: a refusal seen with the old one does not land.
+    let new = PatMeta {
+        updated_at: old.updated_at + 50,
+        ..pat_meta("alice")
+    };
+    vault
+        .put_user_pat("ghe", ACCOUNT_A, &token("new"), &new)
+        .await
+        .unwrap();
+    assert!(!vault
+        .update_pat_meta("ghe", ACCOUNT_A, old.updated_at, &mut refuse.clone())
+        .await
+        .unwrap());
+    assert_eq!(
+        vault
+            .user_pat_meta("ghe", ACCOUNT_A)
+            .await
+            .unwrap()
+            .unwrap()
+            .refused,
+        None
+    );
+    // No record: nothing to change.
+    assert!(!vault
+        .update_pat_meta("ghe", ACCOUNT_B, 1, &mut refuse.clone())
+        .await
+        .unwrap());
+    // The metadata survives a reopen (it was flushed).
+    assert!(vault
+        .update_pat_meta("ghe", ACCOUNT_A, new.updated_at, &mut |meta| {
+            *meta.expires_at = Some(1_800_000_000);
+            true
+        })
+        .await
+        .unwrap());
+    let path = vault.path().to_path_buf();
+    drop(vault);
+    let vault = Vault::open(&path, &key(1)).await.unwrap();
+    let seen = vault
+        .user_pat_meta("ghe", ACCOUNT_A)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen.expires_at, Some(1_800_000_000));
+}

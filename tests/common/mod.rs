@@ -110,6 +110,10 @@ pub struct RecordingHost {
     /// Answers given, in order, to the next requests instead of the normal ones (status,
     /// headers): e.g. a 429 with `Retry-After` to throttle.
     pub scripted: Arc<Mutex<std::collections::VecDeque<Scripted>>>,
+    /// token → when it expires (Unix seconds): GitHub answers requests made with it with
+    /// `GitHub-Authentication-Token-Expiration`, GitLab's `/personal_access_tokens/self`
+    /// says its `expires_at` date.
+    pub expiries: Arc<Mutex<HashMap<String, u64>>>,
 }
 
 impl RecordingHost {
@@ -128,6 +132,7 @@ impl RecordingHost {
             arrived: Arc::new(tokio::sync::Semaphore::new(0)),
             gate: Arc::new(tokio::sync::Semaphore::new(0)),
             scripted: Arc::default(),
+            expiries: Arc::default(),
         };
         host.add_user(INTEGRATION_TOKEN, "integration-bot", "repo");
         host.add_user(PAT_A, "alice", "repo, read:org");
@@ -232,6 +237,26 @@ impl RecordingHost {
             return respond(status, &headers, r#"{"message":"scripted answer"}"#);
         }
         let user = self.authenticate(&recorded.headers);
+        let expiry = token_of(&recorded.headers)
+            .and_then(|token| self.expiries.lock().unwrap().get(&token).copied());
+        if parts
+            .uri
+            .path()
+            .ends_with("/api/v4/personal_access_tokens/self")
+            && user.is_some()
+        {
+            let date = expiry.map(|at| rfc3339(at)[..10].to_string());
+            return respond(
+                StatusCode::OK,
+                &[],
+                &serde_json::json!({"id": 1, "name": "jira", "revoked": false, "active": true, "scopes": ["api"], "expires_at": date}).to_string(),
+            );
+        }
+        let expiration = expiry.map(|at| rfc3339(at).replace('T', " ").replace('Z', " UTC"));
+        let expiration: Vec<(&str, &str)> = expiration
+            .iter()
+            .map(|value| ("github-authentication-token-expiration", value.as_str()))
+            .collect();
         let Some((login, scopes)) = user else {
             return respond(
                 StatusCode::UNAUTHORIZED,
@@ -252,18 +277,32 @@ impl RecordingHost {
             return answer;
         }
         if path.ends_with("/user") {
+            let mut headers = vec![("x-oauth-scopes", scopes.as_str())];
+            headers.extend(&expiration);
             return respond(
                 StatusCode::OK,
-                &[("x-oauth-scopes", &scopes)],
+                &headers,
                 &format!(r#"{{"login":"{login}"}}"#),
             );
         }
-        respond(
-            status,
-            &[("x-host-saw-login", &login)],
-            &format!(r#"{{"acted_as":"{login}"}}"#),
-        )
+        let mut headers = vec![("x-host-saw-login", login.as_str())];
+        headers.extend(&expiration);
+        respond(status, &headers, &format!(r#"{{"acted_as":"{login}"}}"#))
     }
+}
+
+/// The token a request carries (`Authorization: Bearer` or `PRIVATE-TOKEN`).
+fn token_of(headers: &HeaderMap) -> Option<String> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    header("authorization")
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .or_else(|| header("private-token"))
+        .map(str::to_string)
+}
+
+/// `2026-12-31T23:59:59Z` for Unix seconds.
+pub fn rfc3339(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }
 
 impl RecordingHost {
