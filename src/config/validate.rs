@@ -963,6 +963,19 @@ mod tests {
         assert_eq!(err.key, "integrations[1].id");
     }
 
+    /// Found by fuzz/ config_parse (its oracle was stricter than the documentation): a skew
+    /// of 0 is allowed, a validity of 0 is not.
+    #[test]
+    fn a_skew_of_zero_is_allowed_and_a_validity_of_zero_is_not() {
+        let text = format!("{MINIMAL}\n[signatures]\nmax_skew_seconds = 0\n");
+        assert_eq!(parse(&text).unwrap().signatures.max_skew, Duration::ZERO);
+        let text = format!("{MINIMAL}\n[signatures]\nmax_validity_seconds = 0\n");
+        assert_eq!(
+            parse(&text).unwrap_err().key,
+            "signatures.max_validity_seconds"
+        );
+    }
+
     #[test]
     fn window_is_capped() {
         let text = format!("{MINIMAL}\n[signatures]\nmax_validity_seconds = 301\n");

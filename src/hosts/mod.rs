@@ -232,13 +232,54 @@ pub(crate) fn set_default(headers: &mut HeaderMap, name: HeaderName, value: &'st
 }
 
 /// Splits a raw path into segments without decoding. `"/a/b/"` gives `["a", "b", ""]`.
+/// A path that does not start with `/` is not a path below the base URL (the proxy never
+/// makes one, but the classifiers are public): it has no segments, so no action matches it
+/// (found by fuzz/ classify_github and classify_gitlab: `repos/…` without its slash was
+/// classified like `/repos/…`).
 pub(crate) fn segments(path: &str) -> impl Iterator<Item = &str> {
-    path.strip_prefix('/').unwrap_or(path).split('/')
+    path.strip_prefix('/')
+        .map(|rest| rest.split('/'))
+        .into_iter()
+        .flatten()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression inputs of fuzz/ classify_github and classify_gitlab.
+    #[test]
+    fn a_path_without_its_leading_slash_is_never_an_action() {
+        use crate::policy::Operation;
+        let delete = Method::DELETE;
+        let post = Method::POST;
+        assert_eq!(
+            github::classify(&delete, "repos/acme/api/git/refs/heads/f/2", b""),
+            Operation::OtherWrite
+        );
+        assert_eq!(
+            github::classify(&delete, "/repos/acme/api/git/refs/heads/f/2", b""),
+            Operation::DeleteBranch
+        );
+        assert_eq!(
+            gitlab::classify(
+                &post,
+                "api/v4/projects/acme%2Fplatform%2Fapi/repository/branches",
+                b"branch=PROJ-1&ref=main"
+            ),
+            Operation::OtherWrite
+        );
+        assert_eq!(
+            azure::classify(
+                &post,
+                "Fabrikam/_apis/git/repositories/api/pullrequests",
+                b"{}"
+            ),
+            Operation::OtherWrite
+        );
+        assert_eq!(segments("").count(), 0);
+        assert_eq!(segments("/").collect::<Vec<_>>(), [""]);
+    }
 
     #[test]
     fn strips_credential_params_and_keeps_the_rest_byte_for_byte() {
