@@ -854,7 +854,7 @@ async fn vault_list_at_a_terminal_is_a_table() {
         "{shown}"
     );
     assert!(
-        lines[0].ends_with("VALIDATED             LAST USED"),
+        lines[0].ends_with("VALIDATED             LAST USED  EXPIRES  REFUSED"),
         "{shown}"
     );
     assert!(

@@ -41,6 +41,10 @@ pub(super) struct Summary {
     host_login: Option<String>,
     validated_at: Option<u64>,
     last_used_at: Option<u64>,
+    #[serde(default)]
+    expires_at: Option<u64>,
+    #[serde(default)]
+    refused_at: Option<u64>,
 }
 
 impl From<RecordSummary> for Summary {
@@ -54,6 +58,8 @@ impl From<RecordSummary> for Summary {
             host_login: r.host_login,
             validated_at: r.validated_at,
             last_used_at: r.last_used_at,
+            expires_at: r.expires_at,
+            refused_at: r.refused_at,
         }
     }
 }
@@ -77,6 +83,12 @@ struct Listed<'a> {
     /// `null` for a PAT never used since it was stored.
     #[serde(skip_serializing_if = "Option::is_none")]
     last_used_at: Option<Option<String>>,
+    /// When the host says a PAT expires (`null`: it does not say).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<Option<String>>,
+    /// Since when the host refuses a PAT (`null`: it does not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refused_at: Option<Option<String>>,
 }
 
 impl Summary {
@@ -112,6 +124,8 @@ impl Summary {
             host_login: self.host_login.as_deref(),
             validated_at: self.validated_at.map(rfc3339),
             last_used_at: pat.then(|| self.last_used_at.map(rfc3339)),
+            expires_at: pat.then(|| self.expires_at.map(rfc3339)),
+            refused_at: pat.then(|| self.refused_at.map(rfc3339)),
         }
     }
 }
@@ -168,7 +182,7 @@ fn json(out: &mut impl Write, records: &[Summary]) -> std::io::Result<()> {
     out.write_all(b"\n]\n")
 }
 
-const HEADER: [&str; 10] = [
+const HEADER: [&str; 12] = [
     "RECORD",
     "INTEGRATION",
     "ACCOUNT",
@@ -179,9 +193,11 @@ const HEADER: [&str; 10] = [
     "UPDATED",
     "VALIDATED",
     "LAST USED",
+    "EXPIRES",
+    "REFUSED",
 ];
 
-fn cells(record: &Summary) -> [String; 10] {
+fn cells(record: &Summary) -> [String; 12] {
     let listed = record.listed();
     let dash = || "-".to_string();
     [
@@ -201,6 +217,8 @@ fn cells(record: &Summary) -> [String; 10] {
                 Some(_) => "never".to_string(),
                 None => dash(),
             }),
+        listed.expires_at.flatten().unwrap_or_else(dash),
+        listed.refused_at.flatten().unwrap_or_else(dash),
     ]
 }
 
@@ -247,6 +265,8 @@ mod tests {
             host_login: Some("alice".into()),
             validated_at: Some(1_764_000_060),
             last_used_at,
+            expires_at: None,
+            refused_at: None,
         }
     }
 
@@ -262,6 +282,8 @@ mod tests {
             host_login: None,
             validated_at: None,
             last_used_at: None,
+            expires_at: None,
+            refused_at: None,
         }
     }
 
@@ -270,7 +292,13 @@ mod tests {
         let mut out = Vec::new();
         table(
             &mut out,
-            &[secret("ghe"), pat("ghe", "acct-1", Some(1_764_003_600))],
+            &[
+                secret("ghe"),
+                Summary {
+                    expires_at: Some(1_771_776_000),
+                    ..pat("ghe", "acct-1", Some(1_764_003_600))
+                },
+            ],
         )
         .unwrap();
         let text = String::from_utf8(out).unwrap();
@@ -285,11 +313,18 @@ mod tests {
             "{text}"
         );
         assert!(
-            lines[1].ends_with("1970-01-01T00:00:00Z  -                     -"),
+            lines[0].ends_with("LAST USED             EXPIRES               REFUSED"),
             "{text}"
         );
         assert!(
-            lines[2].ends_with("2025-11-24T16:01:00Z  2025-11-24T17:00:00Z"),
+            lines[1].ends_with(
+                "1970-01-01T00:00:00Z  -                     -                     -                     -"
+            ),
+            "{text}"
+        );
+        assert!(
+            lines[2]
+                .ends_with("2025-11-24T16:01:00Z  2025-11-24T17:00:00Z  2026-02-22T16:00:00Z  -"),
             "{text}"
         );
     }
