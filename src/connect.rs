@@ -20,7 +20,8 @@ use secrecy::SecretString;
 
 use crate::body::{full, ResponseBody};
 use crate::error::{link_status, Problem};
-use crate::links::LinkError;
+use crate::hosts::web;
+use crate::links::{LinkError, Links};
 use crate::runtime::{IntegrationRuntime, Runtime};
 use crate::vault::PatMeta;
 
@@ -109,23 +110,105 @@ fn link_refusal(err: &LinkError) -> Response<ResponseBody> {
     refusal(link_status(err), why)
 }
 
-/// The host part of the integration's base URL, for the page.
-fn host_name(integration: &IntegrationRuntime) -> String {
-    let base_url = &integration.config().base_url;
-    base_url
-        .authority()
-        .map_or_else(|| base_url.to_string(), |a| a.to_string())
+/// What every rendering of one user's page needs.
+struct PageContext<'a> {
+    integration: &'a IntegrationRuntime,
+    page_token: &'a str,
+    /// When the link, and so the page, stops working (Unix seconds).
+    expires_at: u64,
+    now: u64,
+}
+
+/// The name of the token patgate asks the user to make, where the host pre-fills one.
+fn token_name(integration: &IntegrationRuntime) -> String {
+    match &integration.config().display_name {
+        Some(name) => format!("Git Integration for Jira ({name})"),
+        None => "Git Integration for Jira".to_string(),
+    }
+}
+
+/// Who the host is, where a token is made on it, and how long this page works.
+fn host_and_validity(page: &PageContext<'_>) -> String {
+    let config = page.integration.config();
+    let product = web::product_name(config);
+    let address = web::web_address(config);
+    let mut body = String::new();
+    match &config.display_name {
+        Some(name) => {
+            let _ = write!(
+                body,
+                "<p id=\"host\"><strong>{}</strong> ({}, {})</p>",
+                escape(name),
+                escape(&product),
+                escape(&address)
+            );
+        }
+        None => {
+            let _ = write!(
+                body,
+                "<p id=\"host\"><strong>{}</strong> at <strong>{}</strong></p>",
+                escape(&product),
+                escape(&address)
+            );
+        }
+    }
+    let minutes = page.expires_at.saturating_sub(page.now).div_ceil(60);
+    let until = humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(page.expires_at),
+    )
+    .to_string();
+    // 2026-11-24T16:17:11Z → 16:17 UTC on 2026-11-24
+    let (date, time) = until.split_once('T').unwrap_or((&until, ""));
+    let _ = write!(
+        body,
+        "<p id=\"validity\">This page works until {} UTC on {} (about {} {} from now). After that, ask Jira for a new link.</p>",
+        escape(time.get(..5).unwrap_or(time)),
+        escape(date),
+        minutes,
+        if minutes == 1 { "minute" } else { "minutes" }
+    );
+    body
+}
+
+/// The link to the host's page where a token is made, when it has one.
+fn token_page_link(integration: &IntegrationRuntime) -> String {
+    let config = integration.config();
+    let Some(token_page) = web::token_page(config, &token_name(integration)) else {
+        return String::new();
+    };
+    let mut out = format!(
+        "<p><a id=\"token-page\" href=\"{}\" target=\"_blank\" rel=\"noopener noreferrer\">Make a token on {}</a>",
+        escape(&token_page.url),
+        escape(&web::web_address(config))
+    );
+    if let Some(prefilled) = token_page.prefilled {
+        let _ = write!(
+            out,
+            " (the page opens with {} filled in)",
+            escape(prefilled)
+        );
+    }
+    out.push('.');
+    if let Some(older) = &token_page.older_url {
+        let _ = write!(
+            out,
+            " Older releases keep that page <a href=\"{}\" target=\"_blank\" rel=\"noopener noreferrer\">here</a>.",
+            escape(older)
+        );
+    }
+    out.push_str("</p>");
+    out
 }
 
 /// The page for one user on one integration, with an optional message on top.
 fn user_page(
-    integration: &IntegrationRuntime,
+    ctx: &PageContext<'_>,
     meta: Option<&PatMeta>,
-    page_token: &str,
     message: Option<(&str, &str)>,
     status: StatusCode,
 ) -> Response<ResponseBody> {
-    let host = host_name(integration);
+    let integration = ctx.integration;
+    let page_token = ctx.page_token;
     let mut body = String::new();
     if let Some((class, text)) = message {
         let _ = write!(
@@ -134,13 +217,7 @@ fn user_page(
             escape(text)
         );
     }
-    let _ = write!(
-        body,
-        "<p>Integration <strong>{}</strong> on <strong>{}</strong> ({}).</p>",
-        escape(integration.id()),
-        escape(&host),
-        escape(integration.config().kind.as_str()),
-    );
+    body.push_str(&host_and_validity(ctx));
     if !integration.adapter().supports_pats() {
         body.push_str(
             "<p class=\"err\">Personal access tokens are not supported by this host (TFS 2013 and 2015 have none). \
@@ -169,11 +246,12 @@ Actions that need your own token cannot be done through this integration; ask yo
             .to_string()
     } else {
         format!(
-            "<label for=\"token\">{} personal access token</label>\
+            "<label for=\"token\">Your {} personal access token</label>\
 <input type=\"password\" id=\"token\" name=\"token\" required autocomplete=\"off\" spellcheck=\"false\">",
-            escape(&host)
+            escape(&web::product_name(integration.config()))
         )
     };
+    body.push_str(&token_page_link(integration));
     let _ = write!(
         body,
         "<p>{}</p>\
@@ -198,6 +276,68 @@ Actions that need your own token cannot be done through this integration; ask yo
         );
     }
     page(status, "Connect your account", &body)
+}
+
+/// The page a link opens: for its first open (which sets the reload cookie), a reload by
+/// the same browser, or a `HEAD` (`peek`: nothing used up, nothing set, nothing audited).
+async fn open_link(
+    runtime: &Runtime,
+    links: &Links,
+    token: &str,
+    proofs: &[&str],
+    peek: bool,
+    now: u64,
+) -> Response<ResponseBody> {
+    let opened = if peek {
+        links.peek(token, proofs, now).await
+    } else {
+        links.open(token, proofs, now).await
+    };
+    let opened = match opened {
+        Ok(opened) => opened,
+        Err(err) => {
+            if !peek {
+                crate::audit::connect_link_refused(&err);
+            }
+            return link_refusal(&err);
+        }
+    };
+    let claims = &opened.claims;
+    let Some(integration) = runtime.integration(&claims.integration) else {
+        return refusal(StatusCode::NOT_FOUND, "This integration no longer exists");
+    };
+    if !peek && !opened.reload {
+        crate::audit::connect_link_opened(&claims.integration, &claims.account);
+    }
+    let meta = match runtime
+        .vault()
+        .user_pat_meta(&claims.integration, &claims.account)
+        .await
+    {
+        Ok(meta) => meta,
+        Err(err) => {
+            tracing::error!(error = %err, "reading PAT status for the connect page");
+            return refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "patgate cannot read its vault right now",
+            );
+        }
+    };
+    let ctx = PageContext {
+        integration,
+        page_token: &opened.page_token,
+        expires_at: claims.expires_at,
+        now,
+    };
+    let mut response = user_page(&ctx, meta.as_ref(), None, StatusCode::OK);
+    if !peek && !opened.reload {
+        if let Some(cookie) = reload_cookie(token, &opened.reload_proof, claims.expires_at, now) {
+            response
+                .headers_mut()
+                .insert(http::header::SET_COOKIE, cookie);
+        }
+    }
+    response
 }
 
 /// Parses an `application/x-www-form-urlencoded` body.
@@ -239,15 +379,59 @@ fn same_origin(req: &Request<Incoming>, public_url: &str) -> bool {
     }
 }
 
-/// Serves one request on the connect listener.
+/// The cookie that lets the browser which opened a link reload it ([`Links::open`]).
+const RELOAD_COOKIE: &str = "patgate-link";
+
+/// `Set-Cookie` for the browser that just opened the link `token`: sent back only on that
+/// link's own path, to this origin over TLS, never to scripts, never on a request another
+/// site starts, and gone when the link expires.
+fn reload_cookie(token: &str, proof: &str, expires_at: u64, now: u64) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!(
+        "{RELOAD_COOKIE}={proof}; Path=/connect/{token}; Max-Age={}; HttpOnly; Secure; SameSite=Strict",
+        expires_at.saturating_sub(now)
+    ))
+    .ok()
+}
+
+/// The values of every `patgate-link` cookie the request carries (HTTP/2 may split
+/// `Cookie` into several fields).
+fn reload_proofs(req: &Request<Incoming>) -> Vec<String> {
+    req.headers()
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().strip_prefix(RELOAD_COOKIE)?.strip_prefix('='))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Serves one request on the connect listener. `HEAD` answers the status and headers `GET`
+/// would, with no body and without using up a link (it is safe: a link checker or preview
+/// must not spend the user's one open).
 pub(crate) async fn handle(runtime: &Runtime, req: Request<Incoming>) -> Response<ResponseBody> {
+    if req.method() != Method::HEAD {
+        return respond(runtime, req).await;
+    }
+    let response = respond(runtime, req).await;
+    let (mut parts, body) = response.into_parts();
+    if let Some(length) = http_body::Body::size_hint(&body).exact() {
+        parts
+            .headers
+            .insert(http::header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    Response::from_parts(parts, full(Bytes::new()))
+}
+
+async fn respond(runtime: &Runtime, req: Request<Incoming>) -> Response<ResponseBody> {
     let Some(links) = runtime.links() else {
         return refusal(StatusCode::NOT_FOUND, "The connect page is not configured");
     };
     let now = runtime.clock().unix_now();
     let path = req.uri().path().to_string();
+    let read = matches!(*req.method(), Method::GET | Method::HEAD);
     match (req.method(), path.as_str()) {
-        (&Method::GET, "/connect/style.css") => {
+        (_, "/connect/style.css") if read => {
             let mut response = Response::new(full(Bytes::from_static(STYLE.as_bytes())));
             response
                 .headers_mut()
@@ -255,39 +439,11 @@ pub(crate) async fn handle(runtime: &Runtime, req: Request<Incoming>) -> Respons
             secure_headers(response.headers_mut());
             response
         }
-        (&Method::GET, p) if p.starts_with("/connect/") => {
+        (method, p) if read && p.starts_with("/connect/") => {
             let token = &p["/connect/".len()..];
-            let (claims, page_token) = match links.open(token, now).await {
-                Ok(opened) => opened,
-                Err(err) => {
-                    crate::audit::connect_link_refused(&err);
-                    return link_refusal(&err);
-                }
-            };
-            let Some(integration) = runtime.integration(&claims.integration) else {
-                return refusal(StatusCode::NOT_FOUND, "This integration no longer exists");
-            };
-            crate::audit::connect_link_opened(&claims.integration, &claims.account);
-            match runtime
-                .vault()
-                .user_pat_meta(&claims.integration, &claims.account)
-                .await
-            {
-                Ok(meta) => user_page(
-                    integration,
-                    meta.as_ref(),
-                    &page_token,
-                    None,
-                    StatusCode::OK,
-                ),
-                Err(err) => {
-                    tracing::error!(error = %err, "reading PAT status for the connect page");
-                    refusal(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "patgate cannot read its vault right now",
-                    )
-                }
-            }
+            let proofs = reload_proofs(&req);
+            let proofs: Vec<&str> = proofs.iter().map(String::as_str).collect();
+            open_link(runtime, links, token, &proofs, method == Method::HEAD, now).await
         }
         (&Method::POST, action @ ("/connect/pat" | "/connect/remove")) => {
             let action = action.to_string();
@@ -321,6 +477,12 @@ pub(crate) async fn handle(runtime: &Runtime, req: Request<Incoming>) -> Respons
             let Some(integration) = runtime.integration(&claims.integration) else {
                 return refusal(StatusCode::NOT_FOUND, "This integration no longer exists");
             };
+            let ctx = PageContext {
+                integration,
+                page_token: &page_token,
+                expires_at: claims.expires_at,
+                now,
+            };
             let id = claims.integration.as_str();
             let account = claims.account.as_str();
             if action == "/connect/remove" {
@@ -328,9 +490,8 @@ pub(crate) async fn handle(runtime: &Runtime, req: Request<Incoming>) -> Respons
                     Ok(_) => {
                         crate::audit::pat_removed(crate::audit::Via::ConnectPage, id, account);
                         user_page(
-                            integration,
+                            &ctx,
                             None,
-                            &page_token,
                             Some(("ok", "Your token was removed.")),
                             StatusCode::OK,
                         )
@@ -345,7 +506,7 @@ pub(crate) async fn handle(runtime: &Runtime, req: Request<Incoming>) -> Respons
                 };
             }
             if !integration.adapter().supports_pats() {
-                return user_page(integration, None, &page_token, None, StatusCode::FORBIDDEN);
+                return user_page(&ctx, None, None, StatusCode::FORBIDDEN);
             }
             let current = runtime
                 .vault()
@@ -374,9 +535,8 @@ pub(crate) async fn handle(runtime: &Runtime, req: Request<Incoming>) -> Respons
                         "Enter a token."
                     };
                     return user_page(
-                        integration,
+                        &ctx,
                         current.as_ref(),
-                        &page_token,
                         Some(("err", ask)),
                         StatusCode::UNPROCESSABLE_ENTITY,
                     );
@@ -396,22 +556,15 @@ pub(crate) async fn handle(runtime: &Runtime, req: Request<Incoming>) -> Respons
                         "Saved. The host says this token belongs to {}.",
                         meta.host_login
                     );
-                    user_page(
-                        integration,
-                        Some(&meta),
-                        &page_token,
-                        Some(("ok", &text)),
-                        StatusCode::OK,
-                    )
+                    user_page(&ctx, Some(&meta), Some(("ok", &text)), StatusCode::OK)
                 }
                 Err(err) => {
                     // The problem's detail comes from the host adapter's error, never the token.
                     let problem = Problem::of(&err);
                     let text = format!("The token was not saved: {}", problem.detail);
                     user_page(
-                        integration,
+                        &ctx,
                         current.as_ref(),
-                        &page_token,
                         Some(("err", &text)),
                         problem.status(),
                     )

@@ -1,7 +1,8 @@
 //! A DEMO git host for `patgate dev`, reachable only through that command.
 //!
 //! It answers like GitHub Enterprise Server for the calls the quickstart shows (a read, create
-//! branch, delete branch, create pull request, and `GET /user` for token validation), knows
+//! branch, delete branch, create pull request, and `GET /user` for token validation; and a
+//! page in place of GitHub's new-token form, where the connect page links), knows
 //! two accounts (the integration's bot and one user), and says in every answer and on the
 //! console which credential it received. It is not a GitHub emulator and does nothing else.
 
@@ -94,6 +95,20 @@ pub(crate) async fn start(
 async fn answer(accounts: &DemoAccounts, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    // Where the connect page sends users to make a token (a browser, with no token).
+    if method == Method::GET && path == "/settings/tokens/new" {
+        println!("demo host: {method} {path}: the token page (the demo makes no tokens)");
+        let mut r = Response::new(Full::new(Bytes::from_static(
+            b"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>DEMO host</title></head><body>\
+<h1>DEMO host: no new tokens here</h1><p>On GitHub this page makes a personal access token. \
+The demo host knows one user token only: paste the one in dev/demo-alice.pat (or the --dir you gave).</p></body></html>",
+        )));
+        r.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        return r;
+    }
     let Some((login, is_integration)) = accounts.who(&req).cloned() else {
         println!("demo host: {method} {path}: refused, unknown token (401)");
         return json(

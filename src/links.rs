@@ -8,6 +8,11 @@
 //! *page token*: the same claims with kind `page`, multi-use until the link's expiry. Every
 //! form POST must carry that page token, which is both the proof that the user opened this
 //! link and the CSRF token (a third-party page cannot read it).
+//!
+//! The first open also answers a *reload proof*, `base64url(HMAC(key, "reload:" ||
+//! SHA-256(link token)))`, which the connect page keeps in a cookie on that link's path: a
+//! browser that sends it back opens the link again (a reload), any other gets "already
+//! used". It names one link, dies with the process's key, and the link's expiry still holds.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +22,7 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use rand_core::{OsRng, RngCore as _};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
+use sha2::{Digest as _, Sha256};
 
 use crate::config::ConnectListener;
 use crate::store::{LinkStore, LinkUseError, StoreError};
@@ -62,6 +67,18 @@ pub struct Claims {
     pub expires_at: u64,
     #[serde(rename = "n")]
     pub nonce: String,
+}
+
+/// An opened link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    pub claims: Claims,
+    /// The token the page's forms carry.
+    pub page_token: String,
+    /// Proves, when sent back, that a browser is the one that opened this link.
+    pub reload_proof: String,
+    /// Opened before, by the browser that sent [`Opened::reload_proof`] back.
+    pub reload: bool,
 }
 
 /// A link made for the app.
@@ -153,17 +170,61 @@ impl Links {
         Ok(claims)
     }
 
-    /// Opens a link: checks it, consumes it, and answers its claims and the page token.
-    pub async fn open(&self, token: &str, now: u64) -> Result<(Claims, String), LinkError> {
+    /// Opens a link: checks it and consumes it. A link already opened opens again only for
+    /// the browser that opened it: one that sends back, as one of `proofs`, the
+    /// [`Opened::reload_proof`] of that first open (the connect page keeps it in a cookie).
+    pub async fn open(&self, token: &str, proofs: &[&str], now: u64) -> Result<Opened, LinkError> {
         let claims = self.verify(token, "link", now)?;
-        self.store
+        let reload = match self
+            .store
             .first_open(&claims.nonce, claims.expires_at, now)
-            .await?;
+            .await
+        {
+            Ok(()) => false,
+            Err(LinkUseError::Used) if self.proves_opener(token, proofs) => true,
+            Err(err) => return Err(err.into()),
+        };
+        Ok(self.opened(token, claims, reload))
+    }
+
+    /// What [`Links::open`] would answer, without consuming the link (for `HEAD`).
+    pub async fn peek(&self, token: &str, proofs: &[&str], now: u64) -> Result<Opened, LinkError> {
+        let claims = self.verify(token, "link", now)?;
+        let reload = self.store.was_opened(&claims.nonce).await?;
+        if reload && !self.proves_opener(token, proofs) {
+            return Err(LinkError::Used);
+        }
+        Ok(self.opened(token, claims, reload))
+    }
+
+    fn opened(&self, token: &str, claims: Claims, reload: bool) -> Opened {
         let page = Claims {
             kind: "page".into(),
             ..claims.clone()
         };
-        Ok((claims, self.sign(&page)))
+        Opened {
+            page_token: self.sign(&page),
+            reload_proof: URL_SAFE_NO_PAD.encode(self.reload_mac(token).finalize().into_bytes()),
+            claims,
+            reload,
+        }
+    }
+
+    /// HMAC over a domain tag and the link's SHA-256: only this process's key makes it, and
+    /// it names one link. The tag holds `:`, which no signed payload (base64url) does.
+    fn reload_mac(&self, token: &str) -> Hmac<Sha256> {
+        let mut mac = self.mac();
+        mac.update(b"reload:");
+        mac.update(&Sha256::digest(token.as_bytes()));
+        mac
+    }
+
+    fn proves_opener(&self, token: &str, proofs: &[&str]) -> bool {
+        proofs.iter().any(|proof| {
+            URL_SAFE_NO_PAD
+                .decode(proof)
+                .is_ok_and(|tag| self.reload_mac(token).verify_slice(&tag).is_ok())
+        })
     }
 
     /// Checks a page token sent back by a form.
@@ -203,15 +264,21 @@ mod tests {
         let l = links(900);
         let link = l.issue("ghe", "acc-1", 1000);
         assert!(link.url.starts_with("https://patgate.test:8444/connect/"));
-        let (claims, page) = l.open(token(&link.url), 1001).await.unwrap();
+        let first = l.open(token(&link.url), &[], 1001).await.unwrap();
+        let claims = &first.claims;
         assert_eq!(
             (claims.integration.as_str(), claims.account.as_str()),
             ("ghe", "acc-1")
         );
-        assert_eq!(l.open(token(&link.url), 1002).await, Err(LinkError::Used));
-        assert_eq!(l.check_page(&page, 1003).unwrap().account, "acc-1");
+        assert!(!first.reload);
+        assert_eq!(
+            l.open(token(&link.url), &[], 1002).await,
+            Err(LinkError::Used)
+        );
+        let page = &first.page_token;
+        assert_eq!(l.check_page(page, 1003).unwrap().account, "acc-1");
         // A page token is not a link, and a link is not a page token.
-        assert_eq!(l.open(&page, 1003).await, Err(LinkError::Invalid));
+        assert_eq!(l.open(page, &[], 1003).await, Err(LinkError::Invalid));
         let other = l.issue("ghe", "acc-2", 1000);
         assert_eq!(
             l.check_page(token(&other.url), 1003),
@@ -224,12 +291,12 @@ mod tests {
         let l = links(900);
         let link = l.issue("ghe", "acc-1", 1000);
         assert_eq!(
-            l.open(token(&link.url), 1900).await,
+            l.open(token(&link.url), &[], 1900).await,
             Err(LinkError::Expired)
         );
         // Another process (another key) made it: after a restart links die.
         assert_eq!(
-            links(900).open(token(&link.url), 1001).await,
+            links(900).open(token(&link.url), &[], 1001).await,
             Err(LinkError::Invalid)
         );
         // Claims changed without the key.
@@ -242,7 +309,34 @@ mod tests {
             "{}.{tag}",
             URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap())
         );
-        assert_eq!(l.open(&forged, 1001).await, Err(LinkError::Invalid));
-        assert_eq!(l.open("garbage", 1001).await, Err(LinkError::Invalid));
+        assert_eq!(l.open(&forged, &[], 1001).await, Err(LinkError::Invalid));
+        assert_eq!(l.open("garbage", &[], 1001).await, Err(LinkError::Invalid));
+    }
+
+    #[tokio::test]
+    async fn the_opener_reopens_its_link_and_no_one_else_does() {
+        let l = links(900);
+        let link = l.issue("ghe", "acc-1", 1000);
+        let other = l.issue("ghe", "acc-1", 1000);
+        let t = token(&link.url);
+        // HEAD before the first open: answers like the open, and uses nothing up.
+        assert!(!l.peek(t, &[], 1001).await.unwrap().reload);
+        let first = l.open(t, &[], 1001).await.unwrap();
+        let proof = first.reload_proof.as_str();
+        let again = l.open(t, &["junk", proof], 1002).await.unwrap();
+        assert!(again.reload);
+        assert_eq!(again.page_token, first.page_token);
+        assert!(l.peek(t, &[proof], 1002).await.unwrap().reload);
+        // Without the proof, with another link's proof, or from another process: used.
+        assert_eq!(l.open(t, &[], 1003).await, Err(LinkError::Used));
+        assert_eq!(l.peek(t, &[], 1003).await, Err(LinkError::Used));
+        let other_first = l.open(token(&other.url), &[], 1003).await.unwrap();
+        assert_eq!(
+            l.open(t, &[&other_first.reload_proof], 1003).await,
+            Err(LinkError::Used)
+        );
+        assert_ne!(other_first.reload_proof, first.reload_proof);
+        // The proof does not outlive the link.
+        assert_eq!(l.open(t, &[proof], 1900).await, Err(LinkError::Expired));
     }
 }

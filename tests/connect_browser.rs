@@ -79,11 +79,28 @@ fn with_connect(ttl: u64) -> Options {
 async fn a_user_enters_a_pat_sees_the_host_login_and_the_next_action_uses_it() {
     let (gw, host) = Gateway::start(with_connect(900)).await;
     let url = new_link(&gw, ACCOUNT_A).await;
-    let seen = browse(serde_json::json!({ "url": url, "token": PAT_A })).await;
+    let seen = browse(serde_json::json!({ "url": url, "token": PAT_A, "reload": true })).await;
     assert_eq!(seen["open"]["status"], 200, "{seen}");
     let open = seen["open"]["text"].as_str().unwrap();
-    assert!(open.contains("Integration ghe on localhost"), "{open}");
+    assert!(
+        open.contains("GitHub Enterprise Server at localhost"),
+        "{open}"
+    );
+    assert!(!open.contains("ghe"), "the integration id is shown: {open}");
+    assert!(open.contains("Make a token on localhost"), "{open}");
+    assert!(open.contains("This page works until"), "{open}");
     assert!(open.contains("Personal access tokens"), "{open}");
+    // A reload shows the same page; another browser is told the link was used.
+    assert_eq!(seen["reload"]["status"], 200, "{seen}");
+    assert_eq!(seen["reload"]["text"], seen["open"]["text"], "{seen}");
+    assert_eq!(seen["elsewhere"]["status"], 410, "{seen}");
+    assert!(
+        seen["elsewhere"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("This link was already used"),
+        "{seen}"
+    );
     assert_eq!(seen["submit"]["status"], 200, "{seen}");
     let after = seen["submit"]["text"].as_str().unwrap();
     assert!(

@@ -10,6 +10,7 @@ use http::{Method, Request, Response};
 use http_body_util::Full;
 use patgate::client::Outgoing;
 use patgate::clock::ManualClock;
+use std::time::Duration;
 
 fn with_connect(ttl: u64) -> Options {
     Options {
@@ -102,9 +103,14 @@ async fn a_link_opens_the_page_once_and_the_stored_pat_is_then_used() {
     assert_eq!(page.status(), 200, "{}", text(&page));
     assert_secure_headers(&page);
     let html = text(&page);
-    assert!(html.contains("<strong>ghe</strong>"), "{html}");
+    // The host by its name, not the integration's id or a raw address.
     assert!(
-        html.contains(&format!(":{}</strong>", host.addr.port())),
+        html.contains("<strong>GitHub Enterprise Server</strong> at <strong>localhost</strong>"),
+        "{html}"
+    );
+    assert!(!html.contains("<strong>ghe</strong>"), "{html}");
+    assert!(
+        !html.contains(&format!(":{}</strong>", host.addr.port())),
         "{html}"
     );
     assert!(
@@ -316,5 +322,179 @@ async fn what_the_host_says_is_escaped_and_another_origin_is_refused() {
         html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
         "{html}"
     );
+    gw.stop().await;
+}
+
+/// The `Set-Cookie` of an answer, split into its name=value and its attributes.
+fn set_cookie(response: &Response<Bytes>) -> (String, Vec<String>) {
+    let header = response
+        .headers()
+        .get("set-cookie")
+        .unwrap_or_else(|| panic!("no Set-Cookie: {:?}", response.headers()))
+        .to_str()
+        .unwrap();
+    let mut parts = header.split("; ").map(str::to_string);
+    (parts.next().unwrap(), parts.collect())
+}
+
+async fn open_with_cookie(gw: &Gateway, url: &str, cookie: &str) -> Response<Bytes> {
+    browser(
+        gw,
+        Request::get(url)
+            .header("cookie", cookie)
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_page_names_the_host_links_to_its_token_page_and_says_how_long_it_works() {
+    let clock = ManualClock::new();
+    let (gw, _host) = Gateway::start(Options {
+        clock: Some(clock.clone()),
+        integration_toml: "display_name = \"Acme <GitHub>\"".into(),
+        ..with_connect(900)
+    })
+    .await;
+    let url = new_link(&gw, ACCOUNT_A).await;
+    // Opened four minutes after it was made: eleven minutes left.
+    clock.advance(Duration::from_secs(240));
+    let page = open(&gw, &url).await;
+    let html = text(&page);
+    assert_eq!(page.status(), 200, "{html}");
+    assert!(
+        html.contains("<strong>Acme &lt;GitHub&gt;</strong> (GitHub Enterprise Server, localhost)"),
+        "{html}"
+    );
+    let port = gw.runtime.config().integrations[0]
+        .base_url
+        .port_u16()
+        .unwrap();
+    assert!(
+        html.contains(&format!(
+            "<a id=\"token-page\" href=\"https://localhost:{port}/settings/tokens/new?scopes=repo&amp;description=Git%20Integration%20for%20Jira%20%28Acme%20%3CGitHub%3E%29\" target=\"_blank\" rel=\"noopener noreferrer\">Make a token on localhost</a>"
+        )),
+        "{html}"
+    );
+    assert!(
+        html.contains("“repo” scope and a description filled in"),
+        "{html}"
+    );
+    assert!(html.contains("(about 11 minutes from now)"), "{html}");
+    assert!(html.contains("This page works until "), "{html}");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_reload_by_the_opener_shows_the_page_again_and_no_other_browser_gets_it() {
+    let clock = ManualClock::new();
+    let (gw, _host) = Gateway::start(Options {
+        clock: Some(clock.clone()),
+        ..with_connect(900)
+    })
+    .await;
+    let url = new_link(&gw, ACCOUNT_A).await;
+    let other = new_link(&gw, ACCOUNT_A).await;
+    clock.advance(Duration::from_secs(100));
+    let first = open(&gw, &url).await;
+    assert_eq!(first.status(), 200, "{}", text(&first));
+    let (cookie, attributes) = set_cookie(&first);
+    let path = url.split_once("localhost:").unwrap().1;
+    let path = &path[path.find('/').unwrap()..];
+    assert!(cookie.starts_with("patgate-link="), "{cookie}");
+    for attribute in [
+        &format!("Path={path}"),
+        "Max-Age=800",
+        "HttpOnly",
+        "Secure",
+        "SameSite=Strict",
+    ] {
+        assert!(
+            attributes.iter().any(|a| a == attribute),
+            "{attribute} missing from {attributes:?}"
+        );
+    }
+
+    // The same browser reloads: the same page, the same page token, no new cookie.
+    let reload = open_with_cookie(&gw, &url, &format!("theme=dark; {cookie}")).await;
+    assert_eq!(reload.status(), 200, "{}", text(&reload));
+    assert_eq!(page_token(&text(&reload)), page_token(&text(&first)));
+    assert!(reload.headers().get("set-cookie").is_none());
+
+    // Another browser (no cookie, a made-up one, or another link's) is told it was used.
+    let other_first = open(&gw, &other).await;
+    let (other_cookie, _) = set_cookie(&other_first);
+    for cookie in ["", "patgate-link=AAAA", other_cookie.as_str()] {
+        let refused = if cookie.is_empty() {
+            open(&gw, &url).await
+        } else {
+            open_with_cookie(&gw, &url, cookie).await
+        };
+        assert_eq!(refused.status(), 410, "{cookie}: {}", text(&refused));
+        assert!(text(&refused).contains("already used"));
+    }
+
+    // The cookie does not outlive the link.
+    clock.advance(Duration::from_secs(801));
+    let late = open_with_cookie(&gw, &url, &cookie).await;
+    assert_eq!(late.status(), 410);
+    assert!(text(&late).contains("expired"), "{}", text(&late));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn head_answers_like_get_over_http1_and_http2_and_uses_no_link() {
+    let (gw, _host) = Gateway::start(with_connect(900)).await;
+    for http2 in [false, true] {
+        let client = gw.client_with(gw.signing_key.clone(), http2);
+        let head = |url: String| {
+            let client = client.clone();
+            async move {
+                client
+                    .send_signed(Request::head(url).body(Full::new(Bytes::new())).unwrap())
+                    .await
+                    .unwrap()
+            }
+        };
+        let url = new_link(&gw, ACCOUNT_A).await;
+        let origin = url.split("/connect/").next().unwrap().to_string();
+
+        let css = head(format!("{origin}/connect/style.css")).await;
+        assert_eq!(css.status(), 200, "http2={http2}");
+        assert_eq!(css.headers()["content-type"], "text/css");
+        assert!(css.body().is_empty());
+
+        // HEAD of a fresh link: what GET would answer, minus the body, and the link is
+        // still unopened afterwards (no cookie either: nothing was opened).
+        let peeked = head(url.clone()).await;
+        assert_eq!(peeked.status(), 200, "http2={http2}");
+        assert_eq!(peeked.headers()["content-type"], "text/html; charset=utf-8");
+        assert_secure_headers(&peeked);
+        assert!(peeked.body().is_empty());
+        assert!(peeked.headers().get("set-cookie").is_none());
+        let length: usize = peeked.headers()["content-length"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let opened = open(&gw, &url).await;
+        assert_eq!(
+            opened.status(),
+            200,
+            "HEAD used the link up (http2={http2})"
+        );
+        assert_eq!(opened.body().len(), length, "http2={http2}");
+
+        // Once used, HEAD says so too; unknown paths and forged links as GET does.
+        assert_eq!(head(url.clone()).await.status(), 410, "http2={http2}");
+        assert_eq!(
+            head(format!("{origin}/connect/eyJrIjoibGluayJ9.AAAA"))
+                .await
+                .status(),
+            404
+        );
+        assert_eq!(head(format!("{origin}/nothing")).await.status(), 404);
+    }
     gw.stop().await;
 }

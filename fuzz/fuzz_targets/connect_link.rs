@@ -50,8 +50,11 @@ fuzz_target!(|data: &[u8]| {
 
     let page_check = links.check_page(&candidate, NOW);
     assert!(page_check.is_err(), "a link token checked as a page token");
-    match ready(links.open(&candidate, NOW)) {
-        Ok((claims, page)) => {
+    // Nothing but the first open's proof reopens a link: the fuzzed text is tried as one.
+    let proofs = [candidate.as_str()];
+    match ready(links.open(&candidate, &proofs, NOW)) {
+        Ok(opened) => {
+            let (claims, page) = (&opened.claims, &opened.page_token);
             assert!(
                 !forged,
                 "a token made without the key opened: {candidate:?}"
@@ -63,18 +66,21 @@ fuzz_target!(|data: &[u8]| {
             );
             assert_eq!(claims.account, ACCOUNT);
             assert_eq!(
-                ready(links.open(&candidate, NOW)).err(),
+                ready(links.open(&candidate, &proofs, NOW)).err(),
                 Some(LinkError::Used)
             );
-            let page_claims = links.check_page(&page, NOW).expect("its page token checks");
+            let again = ready(links.open(&candidate, &[&opened.reload_proof], NOW))
+                .expect("its own proof reopens it");
+            assert!(again.reload);
+            let page_claims = links.check_page(page, NOW).expect("its page token checks");
             assert_eq!(page_claims.kind, "page");
             assert_eq!(page_claims.account, ACCOUNT);
             assert!(
-                ready(links.open(&page, NOW)).is_err(),
+                ready(links.open(page, &[], NOW)).is_err(),
                 "a page token opened as a link"
             );
             assert_eq!(
-                links.check_page(&page, NOW + 600).err(),
+                links.check_page(page, NOW + 600).err(),
                 Some(LinkError::Expired)
             );
         }

@@ -4,7 +4,11 @@
 //! commands that show what it does.
 //!
 //! Material is made once and reused on later runs; the config is rewritten each run from the
-//! flags.
+//! flags. The vault is kept too (it may hold a PAT the user stored), so the printed steps
+//! depend on it: with no PAT for the demo user the journey goes refused → store → done with
+//! the PAT; with one stored by an earlier run it goes done with the PAT → remove → refused.
+//! `--fresh` forgets the user PATs first. The connect page runs beside the api listener, and
+//! a link to it is printed.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -47,6 +51,13 @@ pub(crate) struct DevArgs {
     /// A PEM bundle of extra CAs for the --upstream host.
     #[arg(long, requires = "upstream")]
     extra_ca: Option<PathBuf>,
+    /// Where the connect page (where a Jira user enters their PAT in a browser) listens.
+    #[arg(long, default_value = "127.0.0.1:8444")]
+    connect_listen: SocketAddr,
+    /// Forget the user PATs earlier runs stored in this folder's vault, so the steps start
+    /// from a user without a PAT. Certificates, keys and the integration token stay.
+    #[arg(long)]
+    fresh: bool,
 }
 
 struct Paths {
@@ -101,15 +112,29 @@ pub(crate) async fn run(args: DevArgs) -> CliResult {
             "system",
         ),
     };
+    // Bound now: the connect page's public URL must name its port (`--connect-listen :0`).
+    let connect_listener = tokio::net::TcpListener::bind(args.connect_listen)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot listen on {} (--connect-listen): {e}",
+                args.connect_listen
+            )
+        })?;
+    let connect_addr = connect_listener
+        .local_addr()
+        .map_err(|e| format!("cannot listen on {}: {e}", args.connect_listen))?;
     let config_path = paths.get("patgate.toml");
-    let toml = dev_config(
-        args.listen,
-        integration_id,
-        &base_url,
-        extra_ca.as_deref(),
+    let toml = dev_config(&DevConfig {
+        listen: args.listen,
+        connect: connect_addr,
+        id: integration_id,
+        display_name: args.upstream.is_none().then_some(DEMO_DISPLAY_NAME),
+        base_url: &base_url,
+        extra_ca: extra_ca.as_deref(),
         roots,
-        app_public.trim(),
-    );
+        app_public_key: app_public.trim(),
+    });
     std::fs::write(&config_path, toml)
         .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
     let config = Config::load(&config_path).map_err(|e| e.to_string())?;
@@ -152,24 +177,40 @@ pub(crate) async fn run(args: DevArgs) -> CliResult {
         ));
     }
 
+    let forgotten = if args.fresh {
+        Some(forget_user_pats(&vault, integration_id).await?)
+    } else {
+        None
+    };
+    let earlier = vault
+        .user_pat_meta(integration_id, DEMO_ACCOUNT)
+        .await
+        .map_err(|e| e.to_string())?;
+
     crate::telemetry::init(&config.log)?;
     let runtime = Runtime::start(config, Arc::new(vault), Clock::system())
         .await
         .map_err(|e| e.to_string())?;
-    let listeners = Listeners::bind(runtime.config()).await?;
+    let listeners = Listeners::bind_with_connect(runtime.config(), Some(connect_listener)).await?;
     let addr = listeners
         .api_addr()
         .ok_or_else(|| format!("cannot listen on {}", args.listen))?;
+    let link = runtime
+        .links()
+        .map(|links| links.issue(integration_id, DEMO_ACCOUNT, runtime.clock().unix_now()));
     outln!(
         "{}",
-        instructions(
-            &paths,
+        instructions(&Shown {
+            paths: &paths,
             addr,
-            integration_id,
-            &base_url,
-            args.upstream.is_none(),
-            listeners.admin_addr(),
-        )
+            id: integration_id,
+            base_url: &base_url,
+            demo: args.upstream.is_none(),
+            admin: listeners.admin_addr(),
+            forgotten,
+            earlier_login: earlier.map(|meta| meta.host_login),
+            link,
+        })
     );
     Server::new(runtime)
         .run(listeners, super::shutdown_signal())
@@ -243,17 +284,40 @@ fn ensure_secret(path: &Path, prefix: &str) -> Result<SecretString, String> {
     Ok(SecretString::from(text.trim().to_string()))
 }
 
-fn dev_config(
+/// The name the connect page shows for the demo integration.
+const DEMO_DISPLAY_NAME: &str = "DEMO host (stands in for GitHub Enterprise)";
+
+/// What the dev config is written from.
+struct DevConfig<'a> {
     listen: SocketAddr,
-    id: &str,
-    base_url: &str,
-    extra_ca: Option<&str>,
-    roots: &str,
-    app_public_key: &str,
-) -> String {
-    let extra_ca = extra_ca
+    connect: SocketAddr,
+    id: &'a str,
+    display_name: Option<&'a str>,
+    base_url: &'a str,
+    extra_ca: Option<&'a str>,
+    roots: &'a str,
+    app_public_key: &'a str,
+}
+
+fn dev_config(c: &DevConfig<'_>) -> String {
+    let DevConfig {
+        listen,
+        connect,
+        id,
+        base_url,
+        roots,
+        app_public_key,
+        ..
+    } = c;
+    let extra_ca = c
+        .extra_ca
         .map(|p| format!("extra_ca = \"{p}\"\n"))
         .unwrap_or_default();
+    let display_name = c
+        .display_name
+        .map(|name| format!("display_name = \"{name}\"\n"))
+        .unwrap_or_default();
+    let port = connect.port();
     format!(
         r#"# Written by `patgate dev` on each run; edit the flags, not this file.
 state_dir = "state"
@@ -274,10 +338,17 @@ ed25519_public_key = "{app_public_key}"
 
 [[integrations]]
 id = "{id}"
-kind = "github"
+{display_name}kind = "github"
 base_url = "{base_url}"
 roots = "{roots}"
 {extra_ca}require_user_pat = true
+
+# The page where a Jira user enters their PAT, opened from one-time links.
+[connect]
+listen = "{connect}"
+cert = "server.pem"
+key = "server-key.pem"
+public_url = "https://localhost:{port}"
 
 [admin]
 listen = "127.0.0.1:0"
@@ -292,14 +363,43 @@ shutdown_grace_seconds = 5
     )
 }
 
-fn instructions(
-    paths: &Paths,
+/// Removes every user PAT of `integration`; answers how many there were.
+async fn forget_user_pats(vault: &Vault, integration: &str) -> Result<usize, String> {
+    let mut forgotten = 0;
+    for record in vault
+        .list_user_pats(integration)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        if let crate::vault::RecordId::UserPat { account, .. } = &record.id {
+            if vault
+                .delete_user_pat(integration, account)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                forgotten += 1;
+            }
+        }
+    }
+    Ok(forgotten)
+}
+
+/// What the printed steps are made from.
+struct Shown<'a> {
+    paths: &'a Paths,
     addr: SocketAddr,
-    id: &str,
-    base_url: &str,
+    id: &'a str,
+    base_url: &'a str,
     demo: bool,
     admin: Option<SocketAddr>,
-) -> String {
+    /// User PATs `--fresh` removed.
+    forgotten: Option<usize>,
+    /// The host login of the demo user's PAT, when an earlier run stored one.
+    earlier_login: Option<String>,
+    link: Option<crate::links::ConnectLink>,
+}
+
+fn instructions(shown: &Shown<'_>) -> String {
     let exe = std::env::current_exe()
         .ok()
         .and_then(|p| {
@@ -312,8 +412,17 @@ fn instructions(
         })
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "patgate".into());
+    let Shown {
+        paths,
+        addr,
+        id,
+        base_url,
+        demo,
+        ..
+    } = shown;
     let d = paths.dir.display();
-    let base = format!("https://localhost:{}/git/{id}", addr.port());
+    let port = addr.port();
+    let base = format!("https://localhost:{port}/git/{id}");
     // github.com's API lives at the root of api.github.com; Enterprise Server's under /api/v3.
     let prefix = if base_url.contains("://api.github.com") {
         ""
@@ -322,48 +431,83 @@ fn instructions(
     };
     let common = format!("--cacert {d}/ca.pem --cert {d}/client.pem --key {d}/{APP_KEYID}.pem");
     let branch = r#"'{"ref":"refs/heads/PROJ-1-fix-login","sha":"aa218f56b14c9653891f9e74264a383fa43fefbd"}'"#;
+    let create = format!(
+        "{exe} request {common} --account {DEMO_ACCOUNT} -d {branch} {base}{prefix}/repos/acme/api/git/refs"
+    );
+    let pat_url = format!("https://localhost:{port}/v1/integrations/{id}/users/{DEMO_ACCOUNT}/pat");
+    let pat_file = if *demo {
+        format!("{d}/demo-alice.pat")
+    } else {
+        "YOUR-PAT-FILE".to_string()
+    };
     let mut s = String::new();
     let _ = writeln!(
         s,
         "\npatgate is serving on https://{addr} (Require User PAT is on for integration `{id}`)."
     );
-    if demo {
+    if *demo {
         let _ = writeln!(s, "Behind it is the DEMO host (a stand-in for GitHub Enterprise that prints which credential it received).");
+    }
+    if let Some(forgotten) = shown.forgotten {
+        let _ = writeln!(
+            s,
+            "--fresh: removed {forgotten} user PAT(s) earlier runs stored in {d}/state."
+        );
+    }
+    if let Some(login) = &shown.earlier_login {
+        let _ = writeln!(
+            s,
+            "The vault in {d}/state still holds the PAT an earlier run stored for Jira user {DEMO_ACCOUNT} (host login {login}),\n\
+so the steps below start with it; `{exe} dev --fresh` starts from a user without a PAT instead."
+        );
+    }
+    if let Some(link) = &shown.link {
+        let _ = writeln!(
+            s,
+            "The connect page for Jira user {DEMO_ACCOUNT}, to open in a browser (once; until {}; the browser will\n\
+warn that it does not know the dev CA, {d}/ca.pem). The token to paste there is in {pat_file}:\n{}\n",
+            link.expires_at, link.url
+        );
     }
     let _ = writeln!(s, "In another terminal, from this directory:\n");
     let _ = writeln!(
         s,
-        "# 1. A read: done with the integration token (Patgate-Credential: integration)"
+        "# 1. A read: 200, done with the integration token (Patgate-Credential: integration)"
     );
     let _ = writeln!(s, "{exe} request {common} {base}{prefix}/repos/acme/api\n");
-    let _ = writeln!(
-        s,
-        "# 2. Create a branch as Jira user {DEMO_ACCOUNT}: refused, 403 user-pat-required"
-    );
-    let _ = writeln!(
-        s,
-        "{exe} request {common} --account {DEMO_ACCOUNT} -d {branch} {base}{prefix}/repos/acme/api/git/refs\n"
-    );
-    let _ = writeln!(s, "# 3. Store that user's PAT (patgate checks it with the host first, then keeps it encrypted)");
-    if demo {
-        let _ = writeln!(
-            s,
-            "printf '{{\"token\":\"%s\"}}' \"$(cat {d}/demo-alice.pat)\" | {exe} request {common} -X PUT -d @- https://localhost:{}/v1/integrations/{id}/users/{DEMO_ACCOUNT}/pat\n",
-            addr.port()
-        );
-    } else {
-        let _ = writeln!(
-            s,
-            "printf '{{\"token\":\"%s\"}}' \"$(cat YOUR-PAT-FILE)\" | {exe} request {common} -X PUT -d @- https://localhost:{}/v1/integrations/{id}/users/{DEMO_ACCOUNT}/pat\n",
-            addr.port()
-        );
+    let refused =
+        "refused, 403 user-pat-required; its setup_url opens the connect page in a browser";
+    match &shown.earlier_login {
+        None => {
+            let _ = writeln!(
+                s,
+                "# 2. Create a branch as Jira user {DEMO_ACCOUNT}: {refused}"
+            );
+            let _ = writeln!(s, "{create}\n");
+            let _ = writeln!(s, "# 3. Store that user's PAT (patgate checks it with the host first, then keeps it encrypted): 200");
+            let _ = writeln!(
+                s,
+                "printf '{{\"token\":\"%s\"}}' \"$(cat {pat_file})\" | {exe} request {common} -X PUT -d @- {pat_url}\n"
+            );
+            let _ = writeln!(s, "# 4. The same create-branch again: 201 Created, done with the user's PAT (Patgate-Credential: user)");
+            let _ = writeln!(s, "{create}\n");
+        }
+        Some(login) => {
+            let _ = writeln!(
+                s,
+                "# 2. Create a branch as Jira user {DEMO_ACCOUNT}: 201 Created, done with the PAT stored earlier (host login {login}; Patgate-Credential: user)"
+            );
+            let _ = writeln!(s, "{create}\n");
+            let _ = writeln!(s, "# 3. Remove that user's PAT: 200, \"configured\":false");
+            let _ = writeln!(s, "{exe} request {common} -X DELETE {pat_url}\n");
+            let _ = writeln!(
+                s,
+                "# 4. The same create-branch again: {refused}, to enter the PAT again"
+            );
+            let _ = writeln!(s, "{create}\n");
+        }
     }
-    let _ = writeln!(s, "# 4. The same create-branch again: 201 Created, done with the user's PAT (Patgate-Credential: user)");
-    let _ = writeln!(
-        s,
-        "{exe} request {common} --account {DEMO_ACCOUNT} -d {branch} {base}{prefix}/repos/acme/api/git/refs\n"
-    );
-    if let Some(admin) = admin {
+    if let Some(admin) = shown.admin {
         let _ = writeln!(
             s,
             "# Health and metrics (plain HTTP, this machine only): http://{admin}/metrics, /ready, /live\n"

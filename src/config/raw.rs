@@ -308,6 +308,8 @@ pub(super) struct RawAppKey {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawIntegration {
     pub(super) id: String,
+    /// The name users see on the connect page; the host's own name when unset.
+    pub(super) display_name: Option<String>,
     pub(super) kind: HostKind,
     pub(super) base_url: String,
     #[serde(default = "d_roots")]

@@ -126,6 +126,9 @@ pub enum AppKeyMaterial {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Integration {
     pub id: String,
+    /// What users are shown on the connect page (`display_name`); `None`: the host's own
+    /// name ([`crate::hosts::web`]).
+    pub display_name: Option<String>,
     pub kind: HostKind,
     /// Scheme, authority and optional path prefix, without a trailing slash.
     pub base_url: http::Uri,

@@ -577,8 +577,15 @@ impl Validator<'_> {
                     ))
                 }
             };
+            let display_name = match integ.display_name {
+                None => None,
+                Some(name) => {
+                    Some(display_name(&name).map_err(|why| self.err(at("display_name"), why))?)
+                }
+            };
             out.push(Integration {
                 id: integ.id,
+                display_name,
                 kind: integ.kind,
                 base_url,
                 roots: integ.roots,
@@ -742,6 +749,26 @@ fn parse_proxy_url(text: &str) -> Result<http::Uri, String> {
     Ok(uri)
 }
 
+/// The most characters a display name may have: it is a heading, not a paragraph.
+const DISPLAY_NAME_MAX_CHARS: usize = 80;
+
+/// A display name, trimmed: not empty, one line, at most [`DISPLAY_NAME_MAX_CHARS`].
+fn display_name(text: &str) -> Result<String, String> {
+    let name = text.trim();
+    if name.is_empty() {
+        return Err("must not be empty (leave it out to show the host's own name)".into());
+    }
+    if name.chars().any(char::is_control) {
+        return Err("must be one line of text, without control characters".into());
+    }
+    if name.chars().count() > DISPLAY_NAME_MAX_CHARS {
+        return Err(format!(
+            "must be at most {DISPLAY_NAME_MAX_CHARS} characters"
+        ));
+    }
+    Ok(name.to_string())
+}
+
 fn parse_base_url(text: &str) -> Result<http::Uri, String> {
     let uri: http::Uri = text
         .parse()
@@ -897,6 +924,27 @@ mod tests {
         let github = MINIMAL.replace("kind = \"github\"", "kind = \"github\"\nversion = 2015");
         assert_eq!(parse(&github).unwrap_err().key, "integrations[0].version");
         assert_eq!(parse(MINIMAL).unwrap().integrations[0].tfs_version, None);
+    }
+
+    #[test]
+    fn display_name_is_optional_trimmed_and_one_short_line() {
+        assert_eq!(parse(MINIMAL).unwrap().integrations[0].display_name, None);
+        let named = |value: &str| {
+            MINIMAL.replace(
+                "kind = \"github\"",
+                &format!("kind = \"github\"\ndisplay_name = {value}"),
+            )
+        };
+        assert_eq!(
+            parse(&named("\"  Acme GitHub  \"")).unwrap().integrations[0]
+                .display_name
+                .as_deref(),
+            Some("Acme GitHub")
+        );
+        for bad in ["\"  \"", "\"a\\nb\"", &format!("\"{}\"", "x".repeat(81))] {
+            let err = parse(&named(bad)).unwrap_err();
+            assert_eq!(err.key, "integrations[0].display_name", "{bad}");
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod azure;
 pub mod codecommit;
 pub mod github;
 pub mod gitlab;
+pub mod web;
 
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};

@@ -109,15 +109,25 @@ pub struct Listeners {
 impl Listeners {
     /// Binds every listener `config` names.
     pub async fn bind(config: &Config) -> Result<Listeners, String> {
+        Self::bind_with_connect(config, None).await
+    }
+
+    /// Binds every listener `config` names, taking `connect` (bound earlier, e.g. to learn a
+    /// port `connect.public_url` must name) as the connect listener when given.
+    pub async fn bind_with_connect(
+        config: &Config,
+        connect: Option<TcpListener>,
+    ) -> Result<Listeners, String> {
         let bind = |what: &'static str, addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
                 .map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))
         };
         let api = bind("api.listen", config.api.listen).await?;
-        let connect = match &config.connect {
-            Some(connect) => Some(bind("connect.listen", connect.listen).await?),
-            None => None,
+        let connect = match (&config.connect, connect) {
+            (Some(_), Some(bound)) => Some(bound),
+            (Some(connect), None) => Some(bind("connect.listen", connect.listen).await?),
+            (None, _) => None,
         };
         let admin = match config.admin.listen {
             Some(addr) => Some(bind("admin.listen", addr).await?),

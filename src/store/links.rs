@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use rand_core::{OsRng, RngCore as _};
 use zeroize::Zeroizing;
 
-use super::{BoxFuture, LinkStore, LinkUseError};
+use super::{BoxFuture, LinkStore, LinkUseError, StoreError};
 
 /// At most this many opened links are remembered; beyond it (after dropping expired ones)
 /// new links are refused to open rather than letting an old one be reused.
@@ -88,6 +88,10 @@ impl LinkStore for MemoryLinks {
         };
         Box::pin(std::future::ready(outcome))
     }
+
+    fn was_opened<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(std::future::ready(Ok(self.lock().contains_key(id))))
+    }
 }
 
 #[cfg(test)]
@@ -97,7 +101,9 @@ mod tests {
     #[tokio::test]
     async fn a_link_opens_once_and_the_set_stays_bounded() {
         let links = MemoryLinks::with_cap(2);
+        assert!(!links.was_opened("a").await.unwrap());
         links.first_open("a", 100, 10).await.unwrap();
+        assert!(links.was_opened("a").await.unwrap());
         assert_eq!(
             links.first_open("a", 100, 11).await,
             Err(LinkUseError::Used)

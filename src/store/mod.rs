@@ -121,6 +121,9 @@ pub trait LinkStore: Send + Sync + std::fmt::Debug {
         expires_at: u64,
         now: u64,
     ) -> BoxFuture<'a, Result<(), LinkUseError>>;
+
+    /// Whether the link `id` was opened (without opening it).
+    fn was_opened<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>>;
 }
 
 /// Whether a credential is held.

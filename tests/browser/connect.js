@@ -1,6 +1,9 @@
 // Drives the connect page in headless Chromium, as a user would with a keyboard.
-// Usage: node tests/browser/connect.js '{"url": "...", "token": "..."?, "chromium": "/usr/bin/chromium"?}'
-// Prints {"open": {status, text}, "submit"?: {status, text}, "console": [...]} as JSON.
+// Usage: node tests/browser/connect.js '{"url": "...", "reload": true?, "token": "..."?, "chromium": "/usr/bin/chromium"?}'
+// Prints {"open": {status, text}, "reload"?: {status, text}, "elsewhere"?: {status, text},
+// "submit"?: {status, text}, "console": [...]} as JSON. With "reload", the page is reloaded
+// after it opened, and then the same URL is opened in a second browser context (another
+// browser profile: no cookies shared).
 // The Rust test (tests/connect_browser.rs) decides what is right; this script only reports.
 const { chromium } = require('playwright-core');
 
@@ -34,6 +37,14 @@ const input = JSON.parse(process.argv[2]);
       if (shots) await page.screenshot({ path: `${shots}/${Date.now()}-${shot++}.png`, fullPage: true });
     };
     await keep();
+    if (input.reload) {
+      const reloaded = await page.reload();
+      out.reload = { status: reloaded.status(), text: await page.innerText('body') };
+      await keep();
+      const elsewhere = await (await browser.newContext({ ignoreHTTPSErrors: true })).newPage();
+      const other = await elsewhere.goto(input.url);
+      out.elsewhere = { status: other.status(), text: await elsewhere.innerText('body') };
+    }
     if (input.token !== undefined) {
       // Keyboard only: focus the field, type, press Enter.
       await page.focus('#token');
