@@ -232,6 +232,7 @@ Actions that need your own token cannot be done through this integration; ask yo
                 "<p>Your token is set up. It belongs to the host login <strong id=\"host-login\">{}</strong>.</p>",
                 escape(&meta.host_login)
             );
+            body.push_str(&token_state(ctx, meta));
         }
         None => body.push_str("<p>You have no token set up for this integration yet.</p>"),
     }
@@ -276,6 +277,51 @@ Actions that need your own token cannot be done through this integration; ask yo
         );
     }
     page(status, "Connect your account", &body)
+}
+
+/// Why a stored token needs replacing, when it does: the host refused it (expired or
+/// revoked), or it expires within the integration's warning window (or has).
+fn token_state(ctx: &PageContext<'_>, meta: &PatMeta) -> String {
+    let date = |secs: u64| {
+        let text = humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs),
+        )
+        .to_string();
+        format!("{} {} UTC", &text[..10], &text[11..16])
+    };
+    let mut out = String::new();
+    if let Some(refused) = meta.refused {
+        let _ = write!(
+            out,
+            "<p class=\"err\" id=\"token-refused\" role=\"alert\">The git host refused this token on {} (HTTP {}): it has probably expired or been revoked. \
+Make a new token and enter it below; actions that need your token fail until you do.</p>",
+            date(refused.at),
+            refused.host_status
+        );
+    }
+    if let Some(at) = meta.expires_at {
+        let warn = ctx.integration.config().pat_expiry_warning.as_secs();
+        if at <= ctx.now {
+            let _ = write!(
+                out,
+                "<p class=\"err\" id=\"token-expiry\">This token expired on {}. Enter a new one below.</p>",
+                date(at)
+            );
+        } else if at <= ctx.now.saturating_add(warn) {
+            let _ = write!(
+                out,
+                "<p class=\"err\" id=\"token-expiry\">This token expires on {}: replace it soon, before actions start failing.</p>",
+                date(at)
+            );
+        } else {
+            let _ = write!(
+                out,
+                "<p id=\"token-expiry\">This token expires on {}.</p>",
+                date(at)
+            );
+        }
+    }
+    out
 }
 
 /// The page a link opens: for its first open (which sets the reload cookie), a reload by

@@ -99,6 +99,38 @@ async fn status(gw: &Gateway) -> Value {
     serde_json::from_slice(response.body()).unwrap()
 }
 
+/// The connect page a link opens, as a browser gets it (no signature).
+async fn page(gw: &Gateway, url: &str) -> String {
+    let response = gw
+        .client()
+        .send_signed(
+            http::Request::get(url)
+                .body(http_body_util::Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    String::from_utf8_lossy(response.body()).into_owned()
+}
+
+/// A fresh connect link for user A, as the app asks for one.
+async fn link(gw: &Gateway) -> String {
+    let response = gw
+        .client()
+        .send(&Outgoing {
+            method: Method::POST,
+            url: gw.url(&format!(
+                "/v1/integrations/ghe/users/{ACCOUNT_A}/connect-link"
+            )),
+            body: Some(Bytes::new()),
+            ..Outgoing::default()
+        })
+        .await
+        .unwrap();
+    body(&response)["url"].as_str().unwrap().to_string()
+}
+
 fn body(response: &http::Response<Bytes>) -> Value {
     serde_json::from_slice(response.body()).unwrap()
 }
@@ -146,6 +178,15 @@ async fn a_pat_the_host_refuses_is_marked_and_the_user_asked_for_a_new_one() {
         assert_eq!(now["refused"]["host_status"], 401, "{}", kind.kind);
         let refused_at = now["refused"]["at"].clone();
         assert!(refused_at.is_string());
+        // The page the link opens says why a new token is needed.
+        let shown = page(&gw, setup).await;
+        assert!(
+            shown.contains("id=\"token-refused\""),
+            "{}: {shown}",
+            kind.kind
+        );
+        assert!(shown.contains("refused this token"), "{shown}");
+        assert!(shown.contains("HTTP 401"), "{shown}");
 
         // Refused again: the first refusal's time stays.
         host.answer_next(StatusCode::UNAUTHORIZED, &[]);
@@ -162,6 +203,7 @@ async fn a_pat_the_host_refuses_is_marked_and_the_user_asked_for_a_new_one() {
             response.status()
         );
         assert!(status(&gw).await["refused"].is_null(), "{}", kind.kind);
+        assert!(!page(&gw, &link(&gw).await).await.contains("token-refused"));
         gw.stop().await;
     }
 }
@@ -245,9 +287,15 @@ async fn github_expiry_is_recorded_refreshed_and_warned_about() {
     assert_eq!(expiring(&metrics, "7d"), "0");
     assert_eq!(expiring(&metrics, "30d"), "1");
 
+    assert!(page(&gw, &link(&gw).await)
+        .await
+        .contains("<p id=\"token-expiry\">This token expires on"));
+
     // The warning window (7 days by default) is crossed.
     clock.advance(std::time::Duration::from_secs(4 * DAY));
     assert_eq!(status(&gw).await["expires_soon"], true);
+    let shown = page(&gw, &link(&gw).await).await;
+    assert!(shown.contains("replace it soon"), "{shown}");
     let metrics = gw.metrics().await;
     assert_eq!(expiring(&metrics, "7d"), "1");
     assert_eq!(expiring(&metrics, "expired"), "0");

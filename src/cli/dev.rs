@@ -423,11 +423,11 @@ fn instructions(shown: &Shown<'_>) -> String {
     let d = paths.dir.display();
     let port = addr.port();
     let base = format!("https://localhost:{port}/git/{id}");
-    // github.com's API lives at the root of api.github.com; Enterprise Server's under /api/v3.
-    let prefix = if base_url.contains("://api.github.com") {
-        ""
-    } else {
-        "/api/v3"
+    // github.com's and GHE.com's API live at the root of their API hosts; Enterprise
+    // Server's under /api/v3.
+    let prefix = match base_url.parse() {
+        Ok(url) => crate::hosts::github::Flavour::of(&url).api_prefix(),
+        Err(_) => "/api/v3",
     };
     let common = format!("--cacert {d}/ca.pem --cert {d}/client.pem --key {d}/{APP_KEYID}.pem");
     let branch = r#"'{"ref":"refs/heads/PROJ-1-fix-login","sha":"aa218f56b14c9653891f9e74264a383fa43fefbd"}'"#;

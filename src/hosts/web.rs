@@ -12,7 +12,7 @@
 
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 
-use crate::config::{HostKind, Integration, TfsRelease, TfsVersion};
+use crate::config::{GithubFlavour, HostKind, Integration, TfsRelease, TfsVersion};
 
 /// The page where a user makes a token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,9 +29,11 @@ pub struct TokenPage {
 pub fn product_name(integration: &Integration) -> String {
     let host = integration.base_url.host().unwrap_or_default();
     match integration.kind {
-        HostKind::Github if host == "api.github.com" => "GitHub".into(),
-        HostKind::Github if ghe_com_subdomain(host).is_some() => "GitHub Enterprise Cloud".into(),
-        HostKind::Github => "GitHub Enterprise Server".into(),
+        HostKind::Github => match GithubFlavour::of(&integration.base_url) {
+            GithubFlavour::Cloud => "GitHub".into(),
+            GithubFlavour::DataResidency => "GitHub Enterprise Cloud".into(),
+            GithubFlavour::Server => "GitHub Enterprise Server".into(),
+        },
         HostKind::Gitlab if host == "gitlab.com" => "GitLab.com".into(),
         HostKind::Gitlab => "GitLab".into(),
         HostKind::AzureDevops => "Azure DevOps".into(),
@@ -115,12 +117,6 @@ fn release(integration: &Integration) -> Option<TfsRelease> {
     }
 }
 
-/// `{sub}` of a GitHub Enterprise Cloud data-residency API host, `api.{sub}.ghe.com`.
-fn ghe_com_subdomain(host: &str) -> Option<&str> {
-    let sub = host.strip_prefix("api.")?.strip_suffix(".ghe.com")?;
-    (!sub.is_empty() && !sub.contains('.')).then_some(sub)
-}
-
 /// Scheme, authority and path of the host's web pages, without a trailing slash. GitHub's
 /// API hosts differ from its web hosts; every other host serves both under the base URL.
 fn web_base(integration: &Integration) -> String {
@@ -128,11 +124,16 @@ fn web_base(integration: &Integration) -> String {
     let scheme = url.scheme_str().unwrap_or("https");
     let host = url.host().unwrap_or_default();
     if integration.kind == HostKind::Github {
-        if host == "api.github.com" {
-            return "https://github.com".into();
-        }
-        if let Some(sub) = ghe_com_subdomain(host) {
-            return format!("https://{sub}.ghe.com");
+        match GithubFlavour::of(url) {
+            GithubFlavour::Cloud => return "https://github.com".into(),
+            // `api.{sub}.ghe.com` → `{sub}.ghe.com`.
+            GithubFlavour::DataResidency => {
+                return format!(
+                    "https://{}",
+                    host.to_ascii_lowercase().trim_start_matches("api.")
+                )
+            }
+            GithubFlavour::Server => {}
         }
     }
     let authority = url.authority().map_or(host, |a| a.as_str());
