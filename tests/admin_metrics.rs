@@ -583,3 +583,49 @@ async fn an_integration_without_its_secret_shows_in_the_metrics() {
     assert!(host.requests().is_empty());
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn refused_tls_handshakes_on_the_connect_listener_are_counted_too() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (gw, _host) = Gateway::start(Options {
+        connect_ttl_seconds: Some(600),
+        ..Options::default()
+    })
+    .await;
+    // The connect listener's port, from a link the app asks for.
+    let asked = gw
+        .client()
+        .send(&Outgoing {
+            method: Method::POST,
+            url: gw.url(&format!(
+                "/v1/integrations/ghe/users/{ACCOUNT_A}/connect-link"
+            )),
+            body: Some(Bytes::new()),
+            ..Outgoing::default()
+        })
+        .await
+        .unwrap();
+    let link: serde_json::Value = serde_json::from_slice(asked.body()).unwrap();
+    let url: http::Uri = link["url"].as_str().unwrap().parse().unwrap();
+    let connect = std::net::SocketAddr::from(([127, 0, 0, 1], url.port_u16().unwrap()));
+    // Plain HTTP on the connect listener's TLS port.
+    let mut plain = tokio::net::TcpStream::connect(connect).await.unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let _ = plain.read_to_end(&mut Vec::new()).await;
+    let line = r#"patgate_tls_handshake_refusals_total{listener="connect",reason="protocol"} 1"#;
+    // Counted after the client saw its end: scrape until it is there (a hang guard).
+    let counted = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if gw.metrics().await.lines().any(|l| l == line) {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(counted.is_ok(), "{line} missing:\n{}", gw.metrics().await);
+    gw.stop().await;
+}

@@ -66,11 +66,14 @@ pub(super) async fn serve(
             let tls = match handshake {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(err)) => {
-                    tracing::debug!(%peer, error = %err, "connect listener: TLS handshake failed");
+                    let reason = crate::tls::handshake_refusal_reason(&err);
+                    gate.handshake_refused(reason);
+                    tracing::debug!(%peer, error = %err, reason, "connect listener: TLS handshake failed");
                     return;
                 }
                 Err(_) => {
                     gate.closed("handshake-timeout").inc();
+                    gate.handshake_refused("timeout");
                     tracing::debug!(%peer, "connect listener: TLS handshake timed out");
                     return;
                 }
