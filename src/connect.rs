@@ -429,11 +429,15 @@ fn same_origin(req: &Request<Incoming>, public_url: &str) -> bool {
 const RELOAD_COOKIE: &str = "patgate-link";
 
 /// `Set-Cookie` for the browser that just opened the link `token`: sent back only on that
-/// link's own path, to this origin over TLS, never to scripts, never on a request another
-/// site starts, and gone when the link expires.
+/// link's own path, to this origin over TLS, never to scripts, and gone when the link
+/// expires. `SameSite=Lax`, not `Strict`: the link is opened by a click in Jira (another
+/// site), and Chromium does not send a Strict cookie on the reload of a page reached that
+/// way (tests/connect_browser.rs showed it). Lax adds only top-level GET navigations from
+/// other sites, which can do no more than show the page of that one link to its holder;
+/// the page's forms are refused unless they come from the page's own origin.
 fn reload_cookie(token: &str, proof: &str, expires_at: u64, now: u64) -> Option<HeaderValue> {
     HeaderValue::from_str(&format!(
-        "{RELOAD_COOKIE}={proof}; Path=/connect/{token}; Max-Age={}; HttpOnly; Secure; SameSite=Strict",
+        "{RELOAD_COOKIE}={proof}; Path=/connect/{token}; Max-Age={}; HttpOnly; Secure; SameSite=Lax",
         expires_at.saturating_sub(now)
     ))
     .ok()

@@ -174,3 +174,19 @@ async fn reused_and_expired_links_and_a_rejected_token_are_refused_plainly() {
     gw.stop().await;
     short.stop().await;
 }
+
+/// The user clicks the link in Jira (another site): the first open is a cross-site
+/// navigation, and a reload after it must still show the page (the reload cookie is sent
+/// back on it), while another browser is told the link was used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_clicked_on_another_site_survives_a_reload() {
+    let (gw, _host) = Gateway::start(with_connect(900)).await;
+    let url = new_link(&gw, ACCOUNT_A).await;
+    let seen =
+        browse(serde_json::json!({ "url": url, "reload": true, "from_elsewhere": true })).await;
+    assert_eq!(seen["open"]["status"], 200, "{seen}");
+    assert_eq!(seen["reload"]["status"], 200, "{seen}");
+    assert_eq!(seen["reload"]["text"], seen["open"]["text"], "{seen}");
+    assert_eq!(seen["elsewhere"]["status"], 410, "{seen}");
+    gw.stop().await;
+}

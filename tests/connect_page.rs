@@ -408,7 +408,7 @@ async fn a_reload_by_the_opener_shows_the_page_again_and_no_other_browser_gets_i
         "Max-Age=800",
         "HttpOnly",
         "Secure",
-        "SameSite=Strict",
+        "SameSite=Lax",
     ] {
         assert!(
             attributes.iter().any(|a| a == attribute),

@@ -4,8 +4,21 @@
 // "submit"?: {status, text}, "console": [...]} as JSON. With "reload", the page is reloaded
 // after it opened, and then the same URL is opened in a second browser context (another
 // browser profile: no cookies shared).
+// With "from_elsewhere", the link is not typed in: it is clicked on a page of another site
+// (http://127.0.0.1:…, served here; the link is on https://localhost:…), as a user clicks
+// it in Jira, so the first open is a cross-site navigation.
 // The Rust test (tests/connect_browser.rs) decides what is right; this script only reports.
 const { chromium } = require('playwright-core');
+const http = require('http');
+
+// A page on another site that links to `url`.
+function elsewhere(url) {
+  const server = http.createServer((req, res) => {
+    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+    res.end(`<!doctype html><title>Jira</title><a id="go" href="${url}">Set up your token</a>`);
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
+}
 
 const input = JSON.parse(process.argv[2]);
 
@@ -28,7 +41,15 @@ const input = JSON.parse(process.argv[2]);
     const consoleMessages = [];
     page.on('console', (m) => consoleMessages.push(m.text()));
     const out = {};
-    const opened = await page.goto(input.url);
+    let opened;
+    let site;
+    if (input.from_elsewhere) {
+      site = await elsewhere(input.url);
+      await page.goto(`http://127.0.0.1:${site.address().port}/`);
+      [opened] = await Promise.all([page.waitForNavigation(), page.click('#go')]);
+    } else {
+      opened = await page.goto(input.url);
+    }
     out.open = { status: opened.status(), text: await page.innerText('body') };
     // PATGATE_BROWSER_SCREENSHOTS=DIR keeps what the user saw, for a person to look at.
     const shots = process.env.PATGATE_BROWSER_SCREENSHOTS;
@@ -58,6 +79,7 @@ const input = JSON.parse(process.argv[2]);
       await keep();
     }
     out.console = consoleMessages;
+    if (site) site.close();
     process.stdout.write(JSON.stringify(out));
   } finally {
     await browser.close();
