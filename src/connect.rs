@@ -387,33 +387,49 @@ async fn open_link(
 }
 
 /// Parses an `application/x-www-form-urlencoded` body.
-fn form_fields(body: &[u8]) -> HashMap<String, zeroize::Zeroizing<String>> {
-    let mut fields = HashMap::new();
-    for pair in body.split(|b| *b == b'&') {
-        let mut parts = pair.splitn(2, |b| *b == b'=');
-        let name = parts.next().unwrap_or_default();
-        let value = parts.next().unwrap_or_default();
-        let decode = |raw: &[u8]| {
-            let spaced: Vec<u8> = raw
-                .iter()
-                .map(|b| if *b == b'+' { b' ' } else { *b })
-                .collect();
-            let out = percent_encoding::percent_decode(&spaced)
-                .decode_utf8_lossy()
-                .into_owned();
-            zeroize::Zeroizing::new(out)
-        };
-        fields.insert(decode(name).to_string(), decode(value));
+pub(crate) fn form_fields(body: &[u8]) -> HashMap<String, zeroize::Zeroizing<String>> {
+    form_urlencoded::parse(body)
+        .map(|(name, value)| {
+            (
+                name.into_owned(),
+                zeroize::Zeroizing::new(value.into_owned()),
+            )
+        })
+        .collect()
+}
+
+/// What a request on the connect listener asks for, from its method and path as sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route<'a> {
+    /// `GET`/`HEAD /connect/style.css`.
+    Style,
+    /// `GET`/`HEAD /connect/{token}`: the token as sent (checked by [`Links`]).
+    Link(&'a str),
+    /// `POST /connect/pat`: save or replace the token.
+    Save,
+    /// `POST /connect/remove`.
+    Remove,
+    NotFound,
+}
+
+pub(crate) fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
+    let read = *method == Method::GET || *method == Method::HEAD;
+    match (read, *method == Method::POST, path) {
+        (true, _, "/connect/style.css") => Route::Style,
+        (_, true, "/connect/pat") => Route::Save,
+        (_, true, "/connect/remove") => Route::Remove,
+        (true, _, p) => p
+            .strip_prefix("/connect/")
+            .map_or(Route::NotFound, Route::Link),
+        _ => Route::NotFound,
     }
-    fields
 }
 
 /// Whether a POST comes from the page itself (not from another site's form). The page
 /// token is the CSRF defence; this is a second one. Browsers send `Origin: null` for this
 /// page's own forms (its `Referrer-Policy: no-referrer` hides the origin), so only another
 /// named origin, or `Sec-Fetch-Site` other than `same-origin`/`none`, is refused.
-fn same_origin(req: &Request<Incoming>, public_url: &str) -> bool {
-    let headers = req.headers();
+pub(crate) fn same_origin(headers: &http::HeaderMap, public_url: &str) -> bool {
     if let Some(site) = headers.get("sec-fetch-site") {
         if !matches!(site.as_bytes(), b"same-origin" | b"none") {
             return false;
@@ -445,8 +461,8 @@ fn reload_cookie(token: &str, proof: &str, expires_at: u64, now: u64) -> Option<
 
 /// The values of every `patgate-link` cookie the request carries (HTTP/2 may split
 /// `Cookie` into several fields).
-fn reload_proofs(req: &Request<Incoming>) -> Vec<String> {
-    req.headers()
+pub(crate) fn reload_proofs(headers: &http::HeaderMap) -> Vec<String> {
+    headers
         .get_all(http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -479,9 +495,8 @@ async fn respond(runtime: &Runtime, req: Request<Incoming>) -> Response<Response
     };
     let now = runtime.clock().unix_now();
     let path = req.uri().path().to_string();
-    let read = matches!(*req.method(), Method::GET | Method::HEAD);
-    match (req.method(), path.as_str()) {
-        (_, "/connect/style.css") if read => {
+    match route(req.method(), &path) {
+        Route::Style => {
             let mut response = Response::new(full(Bytes::from_static(STYLE.as_bytes())));
             response
                 .headers_mut()
@@ -489,15 +504,14 @@ async fn respond(runtime: &Runtime, req: Request<Incoming>) -> Response<Response
             secure_headers(response.headers_mut());
             response
         }
-        (method, p) if read && p.starts_with("/connect/") => {
-            let token = &p["/connect/".len()..];
-            let proofs = reload_proofs(&req);
+        Route::Link(token) => {
+            let proofs = reload_proofs(req.headers());
             let proofs: Vec<&str> = proofs.iter().map(String::as_str).collect();
-            open_link(runtime, links, token, &proofs, method == Method::HEAD, now).await
+            let peek = req.method() == Method::HEAD;
+            open_link(runtime, links, token, &proofs, peek, now).await
         }
-        (&Method::POST, action @ ("/connect/pat" | "/connect/remove")) => {
-            let action = action.to_string();
-            if !same_origin(&req, links.public_url()) {
+        action @ (Route::Save | Route::Remove) => {
+            if !same_origin(req.headers(), links.public_url()) {
                 return refusal(
                     StatusCode::FORBIDDEN,
                     "This form was sent from another site",
@@ -535,7 +549,7 @@ async fn respond(runtime: &Runtime, req: Request<Incoming>) -> Response<Response
             };
             let id = claims.integration.as_str();
             let account = claims.account.as_str();
-            if action == "/connect/remove" {
+            if action == Route::Remove {
                 return match runtime.vault().delete_user_pat(id, account).await {
                     Ok(_) => {
                         crate::audit::pat_removed(crate::audit::Via::ConnectPage, id, account);

@@ -72,6 +72,38 @@ pub mod fuzzing {
         crate::inbound::refuse_dot_segments(host_path).is_err()
     }
 
+    /// What the connect listener makes of a request, step by step as it serves it: the
+    /// route (`style`, `link:{token}`, `save`, `remove`, `not-found`), the reload-cookie
+    /// proofs it would check, whether a form `POST` counts as sent from the page itself
+    /// (for `public_url`), and the form's fields.
+    pub fn connect_request(
+        method: &http::Method,
+        path: &str,
+        headers: &http::HeaderMap,
+        public_url: &str,
+        body: &[u8],
+    ) -> (String, Vec<String>, bool, Vec<(String, String)>) {
+        use crate::connect::Route;
+        let route = match crate::connect::route(method, path) {
+            Route::Style => "style".to_string(),
+            Route::Link(token) => format!("link:{token}"),
+            Route::Save => "save".to_string(),
+            Route::Remove => "remove".to_string(),
+            Route::NotFound => "not-found".to_string(),
+        };
+        let mut fields: Vec<(String, String)> = crate::connect::form_fields(body)
+            .into_iter()
+            .map(|(k, v)| (k, v.to_string()))
+            .collect();
+        fields.sort();
+        (
+            route,
+            crate::connect::reload_proofs(headers),
+            crate::connect::same_origin(headers, public_url),
+            fields,
+        )
+    }
+
     /// What the `/v1` router makes of a request: `Ok((integration, account, resource))`
     /// where the request reaches an integration's handler (the account may still be
     /// refused there: `Err` in the middle), or the problem code and status it is refused
