@@ -6,6 +6,15 @@
 //! two accounts (the integration's bot and one user), and says in every answer and on the
 //! console which credential it received. It is not a GitHub emulator and does nothing else.
 
+/// One line of the demo host's log on stdout. A reader that went away (`patgate dev |
+/// head`) must not panic the host's tasks: the line is dropped, the host keeps serving.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -97,7 +106,7 @@ async fn answer(accounts: &DemoAccounts, req: Request<Incoming>) -> Response<Ful
     let path = req.uri().path().to_string();
     // Where the connect page sends users to make a token (a browser, with no token).
     if method == Method::GET && path == "/settings/tokens/new" {
-        println!("demo host: {method} {path}: the token page (the demo makes no tokens)");
+        say!("demo host: {method} {path}: the token page (the demo makes no tokens)");
         let mut r = Response::new(Full::new(Bytes::from_static(
             b"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>DEMO host</title></head><body>\
 <h1>DEMO host: no new tokens here</h1><p>On GitHub this page makes a personal access token. \
@@ -110,7 +119,7 @@ The demo host knows one user token only: paste the one in dev/demo-alice.pat (or
         return r;
     }
     let Some((login, is_integration)) = accounts.who(&req).cloned() else {
-        println!("demo host: {method} {path}: refused, unknown token (401)");
+        say!("demo host: {method} {path}: refused, unknown token (401)");
         return json(
             StatusCode::UNAUTHORIZED,
             serde_json::json!({"message": "Bad credentials"}),
@@ -159,7 +168,7 @@ The demo host knows one user token only: paste the one in dev/demo-alice.pat (or
             serde_json::json!({"message": "Not Found (the demo host knows only the quickstart's calls)"}),
         ),
     };
-    println!(
+    say!(
         "demo host: {method} {path} -> {} as {login}, with {credential}",
         status.as_u16()
     );
