@@ -22,7 +22,7 @@
 //! | edge parsing; calls patgate makes to a host | `inbound`, `host_calls` |
 //! | who is calling; host adapters (pure); the connector to hosts; rate limits and holds | [`authn`], [`hosts`], [`upstream`], [`ratelimit`] |
 //! | the encrypted vault; connect links; what replicas would share | [`vault`], [`links`], [`store`] |
-//! | signatures (pure); the credential policy (pure); the config | [`signature`], [`policy`], [`config`] |
+//! | signatures (pure); the credential policy (pure); the config; JWT cryptography | [`signature`], [`policy`], [`config`], `jwt` |
 //! | time, ids, TLS material, metrics, logs, audit | [`clock`], [`ids`], [`tls`], [`metrics`], [`telemetry`], `audit` |
 //! | development: the signing client, dev PKI, keys, the demo host | [`client`], [`devpki`], [`keys`], `demo` |
 
@@ -44,6 +44,7 @@ mod host_calls;
 pub mod hosts;
 pub mod ids;
 mod inbound;
+mod jwt;
 pub mod keys;
 pub mod links;
 pub mod listener;
