@@ -19,7 +19,7 @@
 //! | every error as an answer, in one place | `error` |
 //! | storing credentials after asking the host | `pat` |
 //! | what the service runs with, swapped on reload | [`runtime`] |
-//! | edge parsing; calls patgate makes to a host | `inbound`, `host_calls` |
+//! | edge parsing; calls patgate makes to a host; GitHub App installation tokens | `inbound`, `host_calls`, `app_tokens` |
 //! | who is calling; host adapters (pure); the connector to hosts; rate limits and holds | [`authn`], [`hosts`], [`upstream`], [`ratelimit`] |
 //! | the encrypted vault; connect links; what replicas would share | [`vault`], [`links`], [`store`] |
 //! | signatures (pure); the credential policy (pure); the config; JWT cryptography | [`signature`], [`policy`], [`config`], `jwt` |
@@ -29,6 +29,7 @@
 mod admin;
 pub mod adminsock;
 mod api;
+mod app_tokens;
 mod audit;
 pub mod authn;
 mod body;
