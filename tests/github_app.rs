@@ -686,11 +686,89 @@ async fn set_secret_stores_a_github_app_after_asking_the_host() {
         .iter()
         .all(|s| s.authorization.starts_with("Bearer ey")));
 
+    // `config check` names the App and mints a token with it.
+    let check = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_patgate"))
+                .args(["config", "check", &config])
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap()
+    };
+    assert!(check.status.success(), "{}", output(&check));
+    assert!(
+        output(&check).contains(
+            "integration `ghe`: GitHub App `jira-patgate` (id 4242), installation 77 on acme: an installation token was issued"
+        ),
+        "{}",
+        output(&check)
+    );
+
     // The stored App serves: a read goes with a freshly minted installation token.
     let gw = setup.start().await;
     let response = gw.client().send(&read(&gw)).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let last = host.issued().last().unwrap().clone();
     assert_eq!(forwarded(&host).last().unwrap().2, bearer(&last));
+
+    // Through the running service's admin socket, the key on standard input.
+    let out = cli(args(&["--private-key-file", "-"]), pem(app_key()))
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", output(&out));
+    assert!(
+        output(&out).contains("via the running service")
+            && output(&out).contains("installation 77 on acme"),
+        "{}",
+        output(&out)
+    );
+    assert!(!output(&out).contains(&key_fragment(&pem(app_key()))));
     gw.stop().await;
+
+    // While the service is stopped, a wrong key in the vault makes `config check` fail.
+    let key = patgate::vault::MasterKey::load_file(&dir.path().join("master-key")).unwrap();
+    let vault = patgate::vault::Vault::open(&dir.path().join("state"), &key)
+        .await
+        .unwrap();
+    vault
+        .put_integration_secret(
+            "ghe",
+            &Credential::GithubApp {
+                app_id: APP_ID,
+                installation_id: INSTALLATION_ID,
+                private_key: pem(other_key()).into(),
+            },
+        )
+        .await
+        .unwrap();
+    drop(vault);
+    let check = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut tries = 0;
+            loop {
+                let out = std::process::Command::new(env!("CARGO_BIN_EXE_patgate"))
+                    .args(["config", "check", &config])
+                    .output()
+                    .unwrap();
+                // sled lets go of the vault's lock a moment after the drop.
+                tries += 1;
+                if tries == 100 || !String::from_utf8_lossy(&out.stderr).contains("is in use") {
+                    break out;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+        .await
+        .unwrap()
+    };
+    assert_eq!(check.status.code(), Some(1), "{}", output(&check));
+    assert!(
+        output(&check).contains("integrations[0]") && output(&check).contains("401"),
+        "{}",
+        output(&check)
+    );
 }
