@@ -749,7 +749,10 @@ mod tests {
     }
 
     #[test]
-    #[allow(clippy::disallowed_methods, reason = "the test reads the token it parsed")]
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the test reads the token it parsed"
+    )]
     fn access_token_answers() {
         let ok = access_token_answer(
             StatusCode::CREATED,
