@@ -4,7 +4,7 @@
 //! | path | answer |
 //! |---|---|
 //! | `/live` | 200 while the process serves (this listener answers last at shutdown) |
-//! | `/ready` | 200 while patgate accepts requests (`patgate_ready` is 1) and, with `[forge]`, has Forge's signing keys (`patgate_forge_keys` above 0), else 503 |
+//! | `/ready` | 200 while patgate accepts requests (`patgate_ready` is 1), with `[forge]` has Forge's signing keys (`patgate_forge_keys` above 0), and every integration whose account is a GitHub App has an installation token; else 503 saying why |
 //! | `/metrics` | the Prometheus exposition of [`crate::metrics::Metrics`] |
 //!
 //! Other paths are 404, methods other than GET and HEAD 405. No TLS and no authentication:
@@ -46,12 +46,21 @@ pub(crate) async fn answer(runtime: &Runtime, req: &Request<Incoming>) -> Respon
         // cool-down, while they are not: a balancer that waits for ready sends no call that
         // would).
         "/ready" if runtime.metrics().ready.get() == 1 => {
-            if runtime.load_forge_keys().await {
+            if !runtime.load_forge_keys().await {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: no usable Forge signing keys are loaded (see the log for why forge.jwks_url could not be fetched)\n",
+                );
+            }
+            // Asked (at most once per retry interval after a failure) while a GitHub App
+            // integration has no token: its requests would all answer 503.
+            let failing = runtime.github_apps_without_token().await;
+            if failing.is_empty() {
                 text(StatusCode::OK, "ready\n")
             } else {
                 text(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "not ready: no usable Forge signing keys are loaded (see the log for why forge.jwks_url could not be fetched)\n",
+                    format!("not ready: {}\n", failing.join("\n")),
                 )
             }
         }
@@ -169,8 +178,8 @@ async fn count_expiring_pats(runtime: &Runtime) {
     }
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     response.headers_mut().insert(
         CONTENT_TYPE,

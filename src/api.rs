@@ -145,7 +145,7 @@ pub(crate) async fn save_pat(
         Err(err @ (SaveError::Host(_) | SaveError::HostHasNoPats { .. })) => {
             audit::pat_refused(via, id, account, Problem::of(err).code.as_str())
         }
-        Err(SaveError::Vault(_)) => {}
+        Err(SaveError::Vault(_) | SaveError::App(_)) => {}
     }
     saved
 }

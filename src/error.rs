@@ -20,6 +20,7 @@ use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use http::{Response, StatusCode};
 use serde::Serialize;
 
+use crate::app_tokens::AppTokenError;
 use crate::authn::{AuthError, ForgeError};
 use crate::body::{full, ResponseBody};
 use crate::host_calls::HostCallError;
@@ -436,6 +437,9 @@ pub(crate) enum RequestError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Save(#[from] SaveError),
+    /// The integration's account is a GitHub App and no installation token could be had.
+    #[error("{0}; an admin must check the App's id, installation and key (`patgate integration set-secret --type github-app`)")]
+    AppToken(std::sync::Arc<crate::app_tokens::AppTokenError>),
     /// The integration's own credential was never stored.
     #[error("integration `{0}` has no secret in the vault; an admin must run `patgate integration set-secret {0}`")]
     NoSecret(String),
@@ -522,6 +526,7 @@ impl From<&RequestError> for Problem {
             E::Store(e) => e.into(),
             E::Save(e) => e.into(),
             E::NoSecret(_) => Problem::new(ErrorCode::Unavailable, detail),
+            E::AppToken(_) => Problem::new(ErrorCode::Unavailable, detail),
             E::CredentialMismatch(_) => Problem::new(ErrorCode::Unavailable, detail),
             E::Upstream(e) => e.into(),
             E::Encode(_) => Problem::new(ErrorCode::Internal, detail),
@@ -799,6 +804,13 @@ impl From<&SaveError> for Problem {
             SaveError::Vault(e) => e.into(),
             SaveError::HostHasNoPats { .. } => {
                 Problem::new(ErrorCode::HostHasNoPats, err.to_string())
+            }
+            SaveError::App(e @ AppTokenError::Key { .. }) => {
+                Problem::new(ErrorCode::BadRequest, e.to_string())
+            }
+            SaveError::App(AppTokenError::Host { source, .. }) => {
+                let problem = Problem::from(source);
+                Problem::new(problem.code, err.to_string())
             }
         }
     }

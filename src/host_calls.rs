@@ -1,6 +1,7 @@
 //! Calls patgate makes to a git host on its own behalf, not forwarding the app's: whose
-//! credential this is (who-am-I, before a credential is stored) and which release a TFS
-//! server is (at start, for `version = "auto"`).
+//! credential this is (who-am-I, before a credential is stored), which release a TFS
+//! server is (at start, for `version = "auto"`), and a GitHub App's installation and its
+//! installation tokens (with the App's JWT).
 //!
 //! The host adapters say what to send and how to read each answer; [`crate::hosts`] stays
 //! pure. This is the one place that sends those requests: it resolves the adapter's
@@ -11,6 +12,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
 
 use crate::hosts::azure::{self, DetectError, Detected, ProbeStep, VersionProbe};
+use crate::hosts::github::{self, AppInstallation, Github, InstallationToken};
 use crate::hosts::{HostAdapter, HostIdentity, UnsupportedCredential, WhoAmIError};
 use crate::upstream::{Upstream, UpstreamError};
 use crate::vault::Credential;
@@ -120,6 +122,45 @@ pub(crate) async fn detect_release(
     }
 }
 
+/// `GET /app/installations/{id}` with the App's JWT (`jwt`, a bearer token).
+pub(crate) async fn github_app_installation(
+    github: &Github,
+    upstream: &Upstream,
+    jwt: &Credential,
+    app_id: u64,
+    installation_id: u64,
+) -> Result<AppInstallation, HostCallError> {
+    let request = github.app_installation_request(installation_id);
+    let (status, headers, body) = exchange(github, upstream, request, jwt, APP_CALL).await?;
+    Ok(github::app_installation_answer(
+        status,
+        &headers,
+        &body,
+        app_id,
+        installation_id,
+    )?)
+}
+
+/// `POST /app/installations/{id}/access_tokens` with the App's JWT: a new installation
+/// token.
+pub(crate) async fn github_installation_token(
+    github: &Github,
+    upstream: &Upstream,
+    jwt: &Credential,
+    app_id: u64,
+    installation_id: u64,
+) -> Result<InstallationToken, HostCallError> {
+    let request = github.access_token_request(installation_id);
+    let (status, headers, body) = exchange(github, upstream, request, jwt, APP_CALL).await?;
+    Ok(github::access_token_answer(
+        status,
+        &headers,
+        &body,
+        app_id,
+        installation_id,
+    )?)
+}
+
 /// What an exchange reads: its name in errors and how much of the answer.
 struct Answer {
     what: &'static str,
@@ -128,6 +169,11 @@ struct Answer {
 
 const WHO_AM_I: Answer = Answer {
     what: "the who-am-I answer",
+    limit: WHO_AM_I_LIMIT,
+};
+
+const APP_CALL: Answer = Answer {
+    what: "GitHub's answer to the App",
     limit: WHO_AM_I_LIMIT,
 };
 

@@ -19,16 +19,17 @@
 //! | every error as an answer, in one place | `error` |
 //! | storing credentials after asking the host | `pat` |
 //! | what the service runs with, swapped on reload | [`runtime`] |
-//! | edge parsing; calls patgate makes to a host | `inbound`, `host_calls` |
+//! | edge parsing; calls patgate makes to a host; GitHub App installation tokens | `inbound`, `host_calls`, `app_tokens` |
 //! | who is calling; host adapters (pure); the connector to hosts; rate limits and holds | [`authn`], [`hosts`], [`upstream`], [`ratelimit`] |
 //! | the encrypted vault; connect links; what replicas would share | [`vault`], [`links`], [`store`] |
-//! | signatures (pure); the credential policy (pure); the config | [`signature`], [`policy`], [`config`] |
+//! | signatures (pure); the credential policy (pure); the config; JWT cryptography | [`signature`], [`policy`], [`config`], `jwt` |
 //! | time, ids, TLS material, metrics, logs, audit | [`clock`], [`ids`], [`tls`], [`metrics`], [`telemetry`], `audit` |
 //! | development: the signing client, dev PKI, keys, the demo host | [`client`], [`devpki`], [`keys`], `demo` |
 
 mod admin;
 pub mod adminsock;
 mod api;
+mod app_tokens;
 mod audit;
 pub mod authn;
 mod body;
@@ -44,6 +45,7 @@ mod host_calls;
 pub mod hosts;
 pub mod ids;
 mod inbound;
+mod jwt;
 pub mod keys;
 pub mod links;
 pub mod listener;

@@ -75,6 +75,14 @@ pub struct IntegrationLabels {
     pub integration: String,
 }
 
+/// Labels of `patgate_github_app_token_mints_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppTokenLabels {
+    pub integration: String,
+    /// `ok` or `error`.
+    pub result: &'static str,
+}
+
 /// Labels of `patgate_vault_records`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VaultLabels {
@@ -212,6 +220,11 @@ pub struct Metrics {
     /// Fetches of Forge's JWKS URL, by result.
     pub forge_jwks_fetches: Family<ReloadLabels, Counter>,
     pub connections: ConnectionMetrics,
+    /// GitHub App installation tokens asked for, by integration and result.
+    pub github_app_token_mints: Family<AppTokenLabels, Counter>,
+    /// 1 for a GitHub App integration whose last attempt to get an installation token
+    /// failed and that holds no token still valid (its requests answer 503), else 0.
+    pub github_app_token_unavailable: Family<IntegrationLabels, Gauge>,
 }
 
 /// The latency histogram family (its constructor sets the buckets).
@@ -342,8 +355,22 @@ impl Metrics {
             forge_jwks_fetches.clone(),
         );
         let connections = ConnectionMetrics::register(registry);
+        let github_app_token_mints = Family::<AppTokenLabels, Counter>::default();
+        registry.register(
+            "github_app_token_mints",
+            "GitHub App installation tokens asked for, by result (ok or error)",
+            github_app_token_mints.clone(),
+        );
+        let github_app_token_unavailable = Family::<IntegrationLabels, Gauge>::default();
+        registry.register(
+            "github_app_token_unavailable",
+            "1 for a GitHub App integration that has no valid installation token and could not get one (its requests answer 503)",
+            github_app_token_unavailable.clone(),
+        );
         Metrics {
             registry: root,
+            github_app_token_mints,
+            github_app_token_unavailable,
             forge_keys,
             forge_jwks_fetches,
             requests,

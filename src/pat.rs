@@ -5,6 +5,7 @@
 
 use secrecy::SecretString;
 
+use crate::app_tokens::{self, AppTokenError};
 use crate::clock::Clock;
 use crate::config::Integration;
 use crate::host_calls::{self, HostCallError};
@@ -76,16 +77,25 @@ pub enum SaveError {
         "{host} has no personal access tokens (they came with TFS 2017), so no PAT can be stored for integration `{integration}`; its users' requests use the integration's own credential"
     )]
     HostHasNoPats { integration: String, host: String },
+    /// A GitHub App that could not be confirmed.
+    #[error(transparent)]
+    App(#[from] AppTokenError),
 }
 
 /// Asks the host whose integration credential `credential` is (see
-/// [`host_calls::who_am_i_integration`]).
+/// [`host_calls::who_am_i_integration`]); for a GitHub App, which App and installation it is
+/// ([`app_tokens::identify`]).
 pub(crate) async fn who_am_i_integration(
     integration: &IntegrationRuntime,
     credential: &Credential,
-) -> Result<HostIdentity, HostCallError> {
-    host_calls::who_am_i_integration(integration.adapter(), integration.upstream(), credential)
-        .await
+) -> Result<HostIdentity, SaveError> {
+    if let Some(app) = app_tokens::App::of(credential) {
+        return Ok(app_tokens::identify(&integration.app_target(), &app).await?);
+    }
+    Ok(
+        host_calls::who_am_i_integration(integration.adapter(), integration.upstream(), credential)
+            .await?,
+    )
 }
 
 /// Validates `credential` with the host and, when the host accepts it, stores it for

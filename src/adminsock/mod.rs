@@ -43,16 +43,20 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretBody {
-    /// `token`, `username-password` or `aws`.
+    /// `token`, `username-password`, `aws` or `github-app`.
     #[serde(rename = "type")]
     pub kind: String,
-    /// The token, the password, or the secret access key.
+    /// The token, the password, the secret access key, or the GitHub App's private key (PEM).
     pub secret: SecretString,
     pub username: Option<String>,
     pub access_key_id: Option<String>,
     pub session_token: Option<SecretString>,
     /// For `aws`; the integration's region when absent.
     pub region: Option<String>,
+    /// For `github-app`.
+    pub app_id: Option<u64>,
+    /// For `github-app`.
+    pub installation_id: Option<u64>,
     /// Store without asking the host whose credential it is.
     #[serde(default)]
     pub no_validate: bool,
@@ -83,8 +87,21 @@ impl SecretBody {
                     .or_else(|| integration.codecommit.as_ref().map(|c| c.region.clone()))
                     .ok_or("`region` is required with type aws")?,
             }),
+            "github-app" => {
+                crate::app_tokens::check_key(&self.secret)
+                    .map_err(|e| format!("the GitHub App's private key: {e}"))?;
+                Ok(Credential::GithubApp {
+                    app_id: self
+                        .app_id
+                        .ok_or("`app_id` is required with type github-app")?,
+                    installation_id: self
+                        .installation_id
+                        .ok_or("`installation_id` is required with type github-app")?,
+                    private_key: self.secret,
+                })
+            }
             other => Err(format!(
-                "unknown credential type `{other}`: use token, username-password or aws"
+                "unknown credential type `{other}`: use token, username-password, aws or github-app"
             )),
         }
     }

@@ -59,6 +59,10 @@ struct SecretRequest<'a> {
     session_token: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     region: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    app_id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    installation_id: Option<u64>,
     no_validate: bool,
 }
 
@@ -107,8 +111,17 @@ pub(super) async fn set_secret(
     credential: &Credential,
     no_validate: bool,
 ) -> Result<Option<String>, String> {
+    let (mut app_id, mut installation_id) = (None, None);
     let (kind, secret, username, access_key_id, session_token, region) = match credential {
         Credential::Token(token) => ("token", token, None, None, None, None),
+        Credential::GithubApp {
+            app_id: app,
+            installation_id: installation,
+            private_key,
+        } => {
+            (app_id, installation_id) = (Some(*app), Some(*installation));
+            ("github-app", private_key, None, None, None, None)
+        }
         Credential::UsernamePassword { username, password } => (
             "username-password",
             password,
@@ -142,6 +155,8 @@ pub(super) async fn set_secret(
             access_key_id,
             session_token,
             region,
+            app_id,
+            installation_id,
             no_validate,
         },
         size,

@@ -123,7 +123,8 @@ enum VaultCommand {
 
 #[derive(Debug, Subcommand)]
 enum IntegrationCommand {
-    /// Store the integration's credential, read from standard input.
+    /// Store the integration's credential, read from standard input (a GitHub App's private
+    /// key: from --private-key-file, or standard input).
     SetSecret(SetSecretArgs),
 }
 
@@ -146,6 +147,17 @@ struct SetSecretArgs {
     /// For `aws`: the region. Default: the integration's (`region` in the config).
     #[arg(long)]
     region: Option<String>,
+    /// For `github-app`: the App's id (its settings page, "App ID").
+    #[arg(long)]
+    app_id: Option<u64>,
+    /// For `github-app`: the installation's id (the number at the end of the
+    /// installation's settings URL).
+    #[arg(long)]
+    installation_id: Option<u64>,
+    /// For `github-app`: the PEM file GitHub gave for the App's private key (`-` or absent:
+    /// standard input).
+    #[arg(long)]
+    private_key_file: Option<PathBuf>,
     /// Store without asking the host whose credential it is (for a host not reachable yet).
     #[arg(long)]
     no_validate: bool,
@@ -156,6 +168,8 @@ enum SecretKind {
     Token,
     UsernamePassword,
     Aws,
+    /// A GitHub App installation (github integrations): patgate mints installation tokens.
+    GithubApp,
 }
 
 #[derive(Debug, Subcommand)]
@@ -359,6 +373,12 @@ async fn run(config_path: &Path) -> CliResult {
             config_path.display()
         );
     }
+    // A GitHub App integration gets its first installation token now rather than on the
+    // first request; one that cannot is logged (naming the integration) and answers 503.
+    let apps = runtime.clone();
+    tokio::spawn(async move {
+        apps.github_apps_without_token().await;
+    });
     // A host that is down at start is worth a warning, not a refusal to start: patgate keeps
     // serving the other integrations and answers 502 for this one until it is back.
     for integration in runtime.integrations() {
@@ -480,7 +500,7 @@ async fn config_check(file: &Path, offline: bool) -> CliResult {
                 .map_err(|e| format!("{}: master_key.file: {e}", file.display()))?;
         }
     }
-    check_secrets_stored(file, &config).await;
+    check_secrets_stored(file, &config, (!offline).then_some(&materials.integrations)).await?;
     outln!(
         "{}: OK ({} integration(s), {} app key(s))",
         file.display(),
@@ -493,17 +513,27 @@ async fn config_check(file: &Path, offline: bool) -> CliResult {
 /// Says which integrations have no secret in the vault (their requests would all answer
 /// 503), with the command that stores one. A vault that cannot be opened here (the service
 /// holds it, or it was never made) is a note, not an error: the file itself may be good.
-async fn check_secrets_stored(file: &Path, config: &Config) {
+/// With the hosts (`hosts`, unless `--offline`), a GitHub App integration account must get
+/// an installation token: one that cannot is an error.
+async fn check_secrets_stored(
+    file: &Path,
+    config: &Config,
+    hosts: Option<&std::collections::HashMap<String, IntegrationRuntime>>,
+) -> Result<(), String> {
     let vault = match open_vault(config).await {
         Ok(vault) => vault,
         Err(why) => {
             eprintln!("note: the integrations' secrets were not checked: {why}");
-            return;
+            return Ok(());
         }
     };
-    for integration in &config.integrations {
+    for (index, integration) in config.integrations.iter().enumerate() {
         match vault.has_integration_secret(&integration.id).await {
-            Ok(true) => {}
+            Ok(true) => {
+                if let Some(runtime) = hosts.and_then(|h| h.get(&integration.id)) {
+                    check_github_app(file, index, runtime, &vault).await?;
+                }
+            }
             Ok(false) => eprintln!(
                 "warning: integration `{id}` has no secret in the vault: every request through it will answer 503 until `patgate integration set-secret {id} --config {}` stores one",
                 file.display(),
@@ -515,6 +545,41 @@ async fn check_secrets_stored(file: &Path, config: &Config) {
             ),
         }
     }
+    Ok(())
+}
+
+/// For an integration whose account is a GitHub App: which App and installation it is, and
+/// that an installation token can be had.
+async fn check_github_app(
+    file: &Path,
+    index: usize,
+    runtime: &IntegrationRuntime,
+    vault: &Vault,
+) -> Result<(), String> {
+    if runtime.config().kind != crate::config::HostKind::Github {
+        return Ok(());
+    }
+    let credential = vault
+        .integration_secret(runtime.id())
+        .await
+        .map_err(|e| e.to_string())?;
+    let Some(app) = credential.as_ref().and_then(crate::app_tokens::App::of) else {
+        return Ok(());
+    };
+    let identity = crate::app_tokens::identify(&runtime.app_target(), &app)
+        .await
+        .map_err(|e| {
+            format!(
+                "{}: integrations[{index}]: {e} (run with --offline to skip this check)",
+                file.display()
+            )
+        })?;
+    outln!(
+        "integration `{}`: {}: an installation token was issued",
+        runtime.id(),
+        identity.login
+    );
+    Ok(())
 }
 
 async fn vault_init(config_path: &Path) -> CliResult {
@@ -607,34 +672,9 @@ async fn set_secret(args: SetSecretArgs) -> CliResult {
                 config.source.display()
             )
         })?;
-    let second = matches!(args.kind, SecretKind::Aws)
-        .then_some("the session token, if the key pair has one (Enter for none)");
-    let what = match args.kind {
-        SecretKind::Token => "the integration's token",
-        SecretKind::UsernamePassword => "the password",
-        SecretKind::Aws => "the secret access key",
-    };
-    let mut lines = read_secret_lines(what, second)?.into_iter();
-    let first = lines.next().ok_or("no secret on standard input")?;
     let credential = match args.kind {
-        SecretKind::Token => Credential::Token(first),
-        SecretKind::UsernamePassword => Credential::UsernamePassword {
-            username: args
-                .username
-                .ok_or("--username is required with --type username-password")?,
-            password: first,
-        },
-        SecretKind::Aws => Credential::Aws {
-            access_key_id: args
-                .access_key_id
-                .ok_or("--access-key-id is required with --type aws")?,
-            secret_access_key: first,
-            session_token: lines.next(),
-            region: args
-                .region
-                .or_else(|| integration.codecommit.as_ref().map(|c| c.region.clone()))
-                .ok_or("--region is required with --type aws")?,
-        },
+        SecretKind::GithubApp => github_app_credential(&args)?,
+        _ => secret_from_lines(&args, integration)?,
     };
     if let Some(mut service) = admin::service(&config).await? {
         let host_login =
@@ -673,6 +713,89 @@ async fn set_secret(args: SetSecretArgs) -> CliResult {
     );
     print_secret_stored(&args.id, &credential, host_login);
     Ok(ExitCode::SUCCESS)
+}
+
+/// A GitHub App: the ids from the arguments, the private key from its file or standard
+/// input (never from an argument), checked to be an RSA key patgate can sign with.
+fn github_app_credential(args: &SetSecretArgs) -> Result<Credential, String> {
+    let app_id = args
+        .app_id
+        .ok_or("--app-id is required with --type github-app")?;
+    let installation_id = args
+        .installation_id
+        .ok_or("--installation-id is required with --type github-app")?;
+    let private_key = read_private_key(args.private_key_file.as_deref())?;
+    crate::app_tokens::check_key(&private_key)
+        .map_err(|e| format!("not stored: the GitHub App's private key: {e}"))?;
+    Ok(Credential::GithubApp {
+        app_id,
+        installation_id,
+        private_key,
+    })
+}
+
+/// A PEM private key from `file`, or from standard input (`-` or no file), which must not be
+/// a terminal (a PEM is many lines: give the file, or pipe it).
+fn read_private_key(file: Option<&Path>) -> Result<SecretString, String> {
+    use std::io::IsTerminal as _;
+    const LIMIT: u64 = 64 * 1024;
+    let mut text = zeroize::Zeroizing::new(String::with_capacity(LIMIT as usize));
+    match file.filter(|f| *f != Path::new("-")) {
+        Some(path) => std::fs::File::open(path)
+            .and_then(|f| f.take(LIMIT).read_to_string(&mut text))
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+        None if std::io::stdin().is_terminal() => {
+            return Err("give the App's private key with --private-key-file FILE, or pipe the PEM to standard input".into())
+        }
+        None => std::io::stdin()
+            .lock()
+            .take(LIMIT)
+            .read_to_string(&mut text)
+            .map_err(|e| format!("cannot read standard input: {e}"))?,
+    };
+    if text.trim().is_empty() {
+        return Err("no private key: the file or standard input is empty".into());
+    }
+    Ok(SecretString::from(text.as_str()))
+}
+
+/// A token, a password or an AWS key pair from standard input, with the arguments' names.
+fn secret_from_lines(
+    args: &SetSecretArgs,
+    integration: &crate::config::Integration,
+) -> Result<Credential, String> {
+    let second = matches!(args.kind, SecretKind::Aws)
+        .then_some("the session token, if the key pair has one (Enter for none)");
+    let what = match args.kind {
+        SecretKind::Token | SecretKind::GithubApp => "the integration's token",
+        SecretKind::UsernamePassword => "the password",
+        SecretKind::Aws => "the secret access key",
+    };
+    let mut lines = read_secret_lines(what, second)?.into_iter();
+    let first = lines.next().ok_or("no secret on standard input")?;
+    Ok(match args.kind {
+        SecretKind::Token | SecretKind::GithubApp => Credential::Token(first),
+        SecretKind::UsernamePassword => Credential::UsernamePassword {
+            username: args
+                .username
+                .clone()
+                .ok_or("--username is required with --type username-password")?,
+            password: first,
+        },
+        SecretKind::Aws => Credential::Aws {
+            access_key_id: args
+                .access_key_id
+                .clone()
+                .ok_or("--access-key-id is required with --type aws")?,
+            secret_access_key: first,
+            session_token: lines.next(),
+            region: args
+                .region
+                .clone()
+                .or_else(|| integration.codecommit.as_ref().map(|c| c.region.clone()))
+                .ok_or("--region is required with --type aws")?,
+        },
+    })
 }
 
 fn print_secret_stored(id: &str, credential: &Credential, host_login: Option<String>) {

@@ -15,13 +15,19 @@
 //! | create pull request | `POST /repos/{o}/{r}/pulls` |
 //! | who am I | `GET /user`; for integration credentials refused there with 403, `GET /installation/repositories` (GitHub App installation tokens) |
 //!
+//! A GitHub App as the integration account ([`Credential::GithubApp`]) is asked with the
+//! App's JWT: `GET /app/installations/{id}` says which App and account the installation is
+//! (its who-am-I), and `POST /app/installations/{id}/access_tokens` mints the installation
+//! token that then goes on requests as any token does. This module builds those requests
+//! and reads their answers; signing and sending are elsewhere.
+//!
 //! The same endpoint that creates a branch also creates tags (`refs/tags/…`); only
 //! `refs/heads/` counts as a branch, anything else is an other-write.
 
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION};
 use http::{Method, Request, StatusCode};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 
 use super::{segments, set_default, HostAdapter, HostIdentity, UnsupportedCredential, WhoAmIError};
 use crate::policy::Operation;
@@ -91,8 +97,12 @@ impl HostAdapter for Github {
         CREDENTIAL_QUERY_PARAMS
     }
 
+    /// Tokens, and GitHub Apps (exchanged for installation tokens before a request is sent).
     fn accepts(&self, credential: &Credential) -> Result<(), UnsupportedCredential> {
-        super::accepts_token_only(credential)
+        match credential {
+            Credential::GithubApp { .. } => Ok(()),
+            other => super::accepts_token_only(other),
+        }
     }
 
     fn apply_credential(
@@ -205,6 +215,194 @@ fn parse_token_expiration(value: &str) -> Option<u64> {
     u64::try_from(secs - offset).ok()
 }
 
+/// What `GET /app/installations/{id}` says of an installation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppInstallation {
+    /// The App's slug (its URL name, e.g. `jira-patgate`).
+    pub app_slug: String,
+    /// The user or organisation the App is installed on.
+    pub account: String,
+    /// The installation's permissions as `name:level` (`contents:write`, …), sorted.
+    pub permissions: Vec<String>,
+}
+
+impl AppInstallation {
+    /// Who the integration account is, as `patgate integration set-secret` shows it.
+    pub fn identity(&self, app_id: u64, installation_id: u64) -> HostIdentity {
+        HostIdentity {
+            login: format!(
+                "GitHub App `{}` (id {app_id}), installation {installation_id} on {}",
+                self.app_slug, self.account
+            ),
+            scopes: self.permissions.clone(),
+        }
+    }
+}
+
+/// An installation access token and when it expires (Unix seconds).
+#[derive(Debug)]
+pub struct InstallationToken {
+    pub token: SecretString,
+    pub expires_at: u64,
+}
+
+/// The permissions the three actions need; `metadata: read` comes with every App.
+const REQUIRED_APP_PERMISSIONS: &[(&str, &str)] =
+    &[("contents", "write"), ("pull_requests", "write")];
+
+impl Github {
+    /// `GET /app/installations/{id}`, to send with the App's JWT.
+    pub fn app_installation_request(&self, installation_id: u64) -> Request<Bytes> {
+        self.app_request(
+            Method::GET,
+            &format!("/app/installations/{installation_id}"),
+        )
+    }
+
+    /// `POST /app/installations/{id}/access_tokens`, to send with the App's JWT.
+    pub fn access_token_request(&self, installation_id: u64) -> Request<Bytes> {
+        self.app_request(
+            Method::POST,
+            &format!("/app/installations/{installation_id}/access_tokens"),
+        )
+    }
+
+    fn app_request(&self, method: Method, path: &str) -> Request<Bytes> {
+        let mut request = Request::new(Bytes::new());
+        *request.method_mut() = method;
+        *request.uri_mut() = format!("{}{path}", self.api_prefix())
+            .parse()
+            .expect("a path made of fixed text and numbers is a valid URI");
+        default_headers(request.headers_mut());
+        request
+    }
+}
+
+/// Why GitHub refused an App's JWT, by status; `None` for statuses that say nothing of it.
+fn app_refusal(
+    status: StatusCode,
+    headers: &HeaderMap,
+    app_id: u64,
+    installation_id: u64,
+) -> Option<WhoAmIError> {
+    Some(match status {
+        StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS if is_rate_limited(headers) => {
+            WhoAmIError::UnexpectedAnswer("GitHub is rate limiting this App; try again later".into())
+        }
+        StatusCode::UNAUTHORIZED => WhoAmIError::Rejected(format!(
+            "GitHub answered 401 to the JWT of App {app_id}: the private key is not this App's, the App id is wrong, or this machine's clock is off by more than a minute"
+        )),
+        StatusCode::NOT_FOUND => WhoAmIError::Rejected(format!(
+            "GitHub answered 404: App {app_id} has no installation {installation_id} (a wrong installation id, or the App was uninstalled)"
+        )),
+        StatusCode::FORBIDDEN => WhoAmIError::Rejected(format!(
+            "GitHub answered 403 for installation {installation_id}: it is suspended, or this address is not on the account's IP allow-list"
+        )),
+        _ => return None,
+    })
+}
+
+/// Reads `GET /app/installations/{id}`: the App's slug, the account, the permissions (which
+/// must allow the three actions).
+pub fn app_installation_answer(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    app_id: u64,
+    installation_id: u64,
+) -> Result<AppInstallation, WhoAmIError> {
+    if let Some(refused) = app_refusal(status, headers, app_id, installation_id) {
+        return Err(refused);
+    }
+    if status != StatusCode::OK {
+        return Err(WhoAmIError::UnexpectedAnswer(format!(
+            "GET /app/installations/{installation_id} answered {status}"
+        )));
+    }
+    #[derive(serde::Deserialize)]
+    struct Account {
+        login: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Installation {
+        app_slug: String,
+        account: Account,
+        #[serde(default)]
+        permissions: std::collections::BTreeMap<String, String>,
+    }
+    let installation: Installation = serde_json::from_slice(body).map_err(|_| {
+        WhoAmIError::UnexpectedAnswer(format!(
+            "GET /app/installations/{installation_id} did not return an installation with app_slug and account.login"
+        ))
+    })?;
+    let level = |name: &str| installation.permissions.get(name).map(String::as_str);
+    let missing: Vec<String> = REQUIRED_APP_PERMISSIONS
+        .iter()
+        .filter(|(name, needed)| level(name) != Some(*needed))
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let permissions: Vec<String> = installation
+        .permissions
+        .iter()
+        .map(|(name, level)| format!("{name}:{level}"))
+        .collect();
+    if !missing.is_empty() {
+        return Err(WhoAmIError::InsufficientScope {
+            needed: "the App permissions Contents: read and write and Pull requests: read and write (the installation must accept them too)".into(),
+            has: if permissions.is_empty() {
+                "no permissions".into()
+            } else {
+                permissions.join(", ")
+            },
+        });
+    }
+    Ok(AppInstallation {
+        app_slug: installation.app_slug,
+        account: installation.account.login,
+        permissions,
+    })
+}
+
+/// Reads `POST /app/installations/{id}/access_tokens` (201): the token and its
+/// `expires_at` (RFC 3339).
+pub fn access_token_answer(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    app_id: u64,
+    installation_id: u64,
+) -> Result<InstallationToken, WhoAmIError> {
+    if let Some(refused) = app_refusal(status, headers, app_id, installation_id) {
+        return Err(refused);
+    }
+    if status != StatusCode::CREATED && status != StatusCode::OK {
+        return Err(WhoAmIError::UnexpectedAnswer(format!(
+            "POST /app/installations/{installation_id}/access_tokens answered {status}"
+        )));
+    }
+    #[derive(serde::Deserialize)]
+    struct Answer<'a> {
+        token: SecretString,
+        #[serde(borrow)]
+        expires_at: std::borrow::Cow<'a, str>,
+    }
+    let unexpected = || {
+        WhoAmIError::UnexpectedAnswer(format!(
+            "POST /app/installations/{installation_id}/access_tokens did not return a token with an RFC 3339 expires_at"
+        ))
+    };
+    let answer: Answer<'_> = serde_json::from_slice(body).map_err(|_| unexpected())?;
+    let expires_at = humantime::parse_rfc3339(&answer.expires_at)
+        .map_err(|_| unexpected())?
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| unexpected())?
+        .as_secs();
+    Ok(InstallationToken {
+        token: answer.token,
+        expires_at,
+    })
+}
+
 /// Reads `GET /installation/repositories`: an installation token's identity is
 /// `installation (N repositories)`, N being the repositories it may reach.
 pub fn installation_answer(
@@ -308,6 +506,7 @@ pub fn apply_credential(
     headers: &mut HeaderMap,
     credential: &Credential,
 ) -> Result<(), UnsupportedCredential> {
+    // A GitHub App is exchanged for an installation token before anything is sent.
     let Credential::Token(token) = credential else {
         return Err(UnsupportedCredential(credential.kind_name()));
     };
@@ -568,6 +767,121 @@ mod tests {
         assert_eq!(id.login, "installation (3 repositories)");
         let err = installation_answer(StatusCode::FORBIDDEN, &HeaderMap::new(), b"{}").unwrap_err();
         assert!(matches!(err, WhoAmIError::Rejected(_)), "{err}");
+    }
+
+    #[test]
+    fn app_requests_follow_the_flavour() {
+        let ghes = Github::new(&"https://ghe.example.com".parse().unwrap());
+        let dotcom = Github::new(&"https://api.github.com".parse().unwrap());
+        let residency = Github::new(&"https://api.octocorp.ghe.com".parse().unwrap());
+        let token = ghes.access_token_request(45);
+        assert_eq!(token.method(), Method::POST);
+        assert_eq!(token.uri(), "/api/v3/app/installations/45/access_tokens");
+        assert_eq!(token.headers()[ACCEPT], "application/vnd.github+json");
+        assert_eq!(
+            ghes.app_installation_request(45).uri(),
+            "/api/v3/app/installations/45"
+        );
+        for root in [&dotcom, &residency] {
+            assert_eq!(
+                root.access_token_request(45).uri(),
+                "/app/installations/45/access_tokens"
+            );
+            assert_eq!(root.app_installation_request(45).method(), Method::GET);
+            assert_eq!(
+                root.app_installation_request(45).uri(),
+                "/app/installations/45"
+            );
+        }
+    }
+
+    #[test]
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the test reads the token it parsed"
+    )]
+    fn access_token_answers() {
+        let ok = access_token_answer(
+            StatusCode::CREATED,
+            &HeaderMap::new(),
+            br#"{"token":"ghs_16C7e42F292c6912E7710c838347Ae178B4a","expires_at":"2016-07-11T22:14:10Z","permissions":{"contents":"write"},"repository_selection":"selected"}"#,
+            1,
+            2,
+        )
+        .unwrap();
+        assert_eq!(ok.expires_at, 1_468_275_250);
+        assert_eq!(
+            ok.token.expose_secret(),
+            "ghs_16C7e42F292c6912E7710c838347Ae178B4a"
+        );
+        for (status, body, what) in [
+            (StatusCode::UNAUTHORIZED, "{}", "401 to the JWT of App 1"),
+            (StatusCode::NOT_FOUND, "{}", "no installation 2"),
+            (StatusCode::FORBIDDEN, "{}", "suspended"),
+            (
+                StatusCode::CREATED,
+                r#"{"token":"x"}"#,
+                "did not return a token",
+            ),
+            (
+                StatusCode::CREATED,
+                r#"{"token":"x","expires_at":"tomorrow"}"#,
+                "did not return a token",
+            ),
+            (StatusCode::INTERNAL_SERVER_ERROR, "{}", "answered 500"),
+        ] {
+            let err = access_token_answer(status, &HeaderMap::new(), body.as_bytes(), 1, 2)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(what), "{status}: {err}");
+        }
+    }
+
+    #[test]
+    fn app_installation_answers_and_permissions() {
+        let body = br#"{"id":2,"app_id":1,"app_slug":"jira-patgate","account":{"login":"acme"},"permissions":{"contents":"write","metadata":"read","pull_requests":"write"}}"#;
+        let installation =
+            app_installation_answer(StatusCode::OK, &HeaderMap::new(), body, 1, 2).unwrap();
+        assert_eq!(installation.app_slug, "jira-patgate");
+        assert_eq!(installation.account, "acme");
+        assert_eq!(
+            installation.permissions,
+            ["contents:write", "metadata:read", "pull_requests:write"]
+        );
+        assert_eq!(
+            installation.identity(1, 2).login,
+            "GitHub App `jira-patgate` (id 1), installation 2 on acme"
+        );
+        let read_only = br#"{"app_slug":"a","account":{"login":"acme"},"permissions":{"contents":"read","metadata":"read","pull_requests":"write"}}"#;
+        let err = app_installation_answer(StatusCode::OK, &HeaderMap::new(), read_only, 1, 2)
+            .unwrap_err();
+        assert!(
+            matches!(err, WhoAmIError::InsufficientScope { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("contents:read"), "{err}");
+        let mut limited = HeaderMap::new();
+        limited.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
+        let err =
+            app_installation_answer(StatusCode::FORBIDDEN, &limited, b"{}", 1, 2).unwrap_err();
+        assert!(matches!(err, WhoAmIError::UnexpectedAnswer(_)), "{err}");
+    }
+
+    #[test]
+    fn github_accepts_tokens_and_apps_and_sends_only_tokens() {
+        let gh = Github::new(&"https://ghe.example.com".parse().unwrap());
+        let app = Credential::GithubApp {
+            app_id: 1,
+            installation_id: 2,
+            private_key: "k".to_string().into(),
+        };
+        assert!(gh.accepts(&app).is_ok());
+        assert!(gh
+            .accepts(&Credential::Token("t".to_string().into()))
+            .is_ok());
+        let mut headers = HeaderMap::new();
+        assert!(apply_credential(&mut headers, &app).is_err());
+        assert!(headers.is_empty());
     }
 
     #[test]

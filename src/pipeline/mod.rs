@@ -10,7 +10,8 @@
 //! | limit | [`limit`]: patgate's quotas | 429 `rate-limited` |
 //! | policy | [`policy`]: which credential, or which refusal | 403 `user-pat-required` (with a setup link), … |
 //! | credential | [`credential`]: host holds, then the vault | 429 `host-rate-limited`, 503 |
-//! | forward | [`forward::forward`]: the host request, the streamed answer | 502, 504 |
+//! | GitHub App | [`installation_token`]: a GitHub App integration account's installation token | 503 `unavailable` |
+//! | forward | [`forward::forward`]: the host request, the streamed answer; for an installation token the host refused (401), once more with a new one | 502, 504, 503 |
 //!
 //! Limits come after classification because reads and actions have separate quotas and only
 //! the host adapter knows which one a request is; before the policy, because the policy
@@ -28,6 +29,7 @@ use http::{Request, Response};
 use http_body::Body as _;
 use hyper::body::Incoming;
 
+use crate::app_tokens::{App, Lease};
 use crate::authn::{Caller, Connection, RequestHead};
 use crate::body::ResponseBody;
 use crate::error::RequestError;
@@ -79,7 +81,7 @@ pub(crate) fn integration<'r>(
 }
 
 /// What the request says, read and checked.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Read {
     pub parts: Parts,
     pub body: Bytes,
@@ -271,6 +273,59 @@ pub(crate) async fn credential(
     .ok_or_else(|| RequestError::NoSecret(id.to_string()))
 }
 
+/// A GitHub App integration account, exchanged for its installation token: the App (to
+/// renew with) and the lease of the token.
+#[derive(Debug)]
+pub(crate) struct AppUse {
+    app: Credential,
+    lease: Lease,
+}
+
+/// The credential as the host takes it: a GitHub App becomes its installation token
+/// ([`crate::app_tokens`]); anything else is sent as it is.
+pub(crate) async fn installation_token(
+    runtime: &Runtime,
+    integration: &IntegrationRuntime,
+    credential: Credential,
+) -> Result<(Credential, Option<AppUse>), RequestError> {
+    let Some(app) = App::of(&credential) else {
+        return Ok((credential, None));
+    };
+    let lease = runtime
+        .app_tokens()
+        .token(&integration.app_target(), &app, runtime.metrics())
+        .await
+        .map_err(RequestError::AppToken)?;
+    let token = lease.credential.clone();
+    Ok((
+        token,
+        Some(AppUse {
+            app: credential,
+            lease,
+        }),
+    ))
+}
+
+/// A new installation token after the host refused `used`'s (one attempt).
+async fn renewed_installation_token(
+    runtime: &Runtime,
+    integration: &IntegrationRuntime,
+    used: &AppUse,
+) -> Result<Credential, RequestError> {
+    let app = App::of(&used.app).expect("an AppUse holds a GitHub App");
+    let lease = runtime
+        .app_tokens()
+        .renew(
+            &integration.app_target(),
+            &app,
+            &used.lease,
+            runtime.metrics(),
+        )
+        .await
+        .map_err(RequestError::AppToken)?;
+    Ok(lease.credential)
+}
+
 /// Which credential a hold is on, for a decision.
 pub(crate) fn hold_credential(
     decision: Decision,
@@ -313,6 +368,36 @@ pub(crate) async fn git(
     summary.credential = Some(decision);
     let (credential, user_pat) =
         credential(runtime, integration, account.as_ref(), decided).await?;
+    let (credential, app) = installation_token(runtime, integration, credential).await?;
+    let again = app.as_ref().map(|_| read.clone());
+    let response = forward::forward(
+        runtime,
+        integration,
+        forward::Outbound {
+            read,
+            host_path,
+            request_id,
+            decision,
+            credential,
+            user_pat,
+            caller,
+        },
+        summary,
+    )
+    .await?;
+    // An installation token the host refused (revoked, or the App's key was rotated): the
+    // request goes once more with a new token, and whatever the host answers then stands.
+    // A 401 means the host did nothing, so sending a write again is safe. (An installation
+    // token is the integration's credential: there is no user PAT to tell about.)
+    let (Some(app), Some(read)) = (app, again) else {
+        return Ok(response);
+    };
+    if response.status() != http::StatusCode::UNAUTHORIZED {
+        return Ok(response);
+    }
+    drop(response);
+    let credential = renewed_installation_token(runtime, integration, &app).await?;
+    let user_pat = None;
     forward::forward(
         runtime,
         integration,

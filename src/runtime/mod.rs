@@ -20,6 +20,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
+use crate::app_tokens::{self, AppTokens};
 use crate::authn::forge::JwksUrl;
 use crate::authn::{Authenticator, Callers, ForgeToken, MtlsSignature};
 use crate::clock::Clock;
@@ -31,7 +32,7 @@ use crate::ratelimit::RateLimits;
 use crate::signature::Verifier;
 use crate::store::{LinkStore, MemoryHolds, MemoryLinks, MemoryNonces, NonceStore};
 use crate::upstream::Upstream;
-use crate::vault::{PatUses, Vault, VaultError};
+use crate::vault::{Credential, PatUses, Vault, VaultError};
 
 pub use materials::{check_materials, load_app_keys, read_private_base64_file, Materials};
 pub use reload::{ReloadReport, RESTART_ONLY};
@@ -42,6 +43,7 @@ pub struct IntegrationRuntime {
     config: Integration,
     adapter: Arc<dyn HostAdapter>,
     upstream: Upstream,
+    clock: Clock,
 }
 
 impl IntegrationRuntime {
@@ -59,6 +61,7 @@ impl IntegrationRuntime {
             adapter: adapter_for(config),
             upstream,
             config: config.clone(),
+            clock: clock.clone(),
         })
     }
 
@@ -80,6 +83,15 @@ impl IntegrationRuntime {
     /// The pooled client to the host.
     pub fn upstream(&self) -> &Upstream {
         &self.upstream
+    }
+
+    /// Where the GitHub App calls of this integration go, and the time their JWTs carry.
+    pub(crate) fn app_target(&self) -> app_tokens::Target<'_> {
+        app_tokens::Target {
+            integration: &self.config,
+            upstream: &self.upstream,
+            clock: &self.clock,
+        }
     }
 }
 
@@ -108,6 +120,8 @@ pub struct Runtime {
     metrics: Arc<Metrics>,
     /// Rate limits and host holds; a reload reconfigures them in place (state is kept).
     limits: Arc<RateLimits>,
+    /// GitHub App installation tokens, in memory only.
+    app_tokens: Arc<AppTokens>,
 }
 
 impl Runtime {
@@ -143,6 +157,7 @@ impl Runtime {
                 metrics: Arc::new(Metrics::new()),
                 limits,
                 forge_jwks: None,
+                app_tokens: Arc::default(),
             },
             tfs_detected,
         )?;
@@ -218,6 +233,7 @@ impl Runtime {
             pat_uses: carried.pat_uses,
             metrics: carried.metrics,
             limits: carried.limits,
+            app_tokens: carried.app_tokens,
             config,
         })
     }
@@ -236,6 +252,7 @@ impl Runtime {
             pat_uses: self.pat_uses.clone(),
             metrics: self.metrics.clone(),
             limits: self.limits.clone(),
+            app_tokens: self.app_tokens.clone(),
             forge_jwks: self
                 .authenticator
                 .forge()
@@ -338,6 +355,41 @@ impl Runtime {
     pub fn limits(&self) -> &Arc<RateLimits> {
         &self.limits
     }
+
+    /// GitHub App installation tokens.
+    pub(crate) fn app_tokens(&self) -> &AppTokens {
+        &self.app_tokens
+    }
+
+    /// Every integration whose account is a GitHub App gets an installation token (the one
+    /// in memory while fresh; else one is minted, once per retry interval after a failure).
+    /// Answers why each that cannot has none (each reason names its integration); failures
+    /// are logged where they happen. `/ready` and the start step ask this.
+    pub async fn github_apps_without_token(&self) -> Vec<String> {
+        let mut failing = Vec::new();
+        for integration in self.integrations.values() {
+            if integration.config.kind != HostKind::Github {
+                continue;
+            }
+            let credential = match self.vault.integration_secret(integration.id()).await {
+                Ok(Some(credential @ Credential::GithubApp { .. })) => credential,
+                Ok(_) => continue,
+                Err(err) => {
+                    failing.push(format!("integration `{}`: {err}", integration.id()));
+                    continue;
+                }
+            };
+            let Some(app) = app_tokens::App::of(&credential) else {
+                continue;
+            };
+            let target = integration.app_target();
+            if let Err(err) = self.app_tokens.token(&target, &app, &self.metrics).await {
+                failing.push(err.to_string());
+            }
+        }
+        failing.sort();
+        failing
+    }
 }
 
 /// What lives for the process, carried from one runtime to the next.
@@ -352,6 +404,7 @@ struct Carried {
     limits: Arc<RateLimits>,
     /// Forge's fetched key set, kept while the JWKS URL is unchanged.
     forge_jwks: Option<Arc<JwksUrl>>,
+    app_tokens: Arc<AppTokens>,
 }
 
 /// The start step alone, for `patgate config check` and the admin commands: every `tfs`

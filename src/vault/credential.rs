@@ -44,11 +44,21 @@ pub enum Credential {
         /// The AWS region, e.g. `eu-west-1`.
         region: String,
     },
+    /// A GitHub App installation: patgate signs a JWT with the App's private key and
+    /// exchanges it for short-lived installation tokens.
+    GithubApp {
+        /// The App's id (its settings page, "App ID"); not secret.
+        app_id: u64,
+        /// The installation's id (in the URL of the installation's settings page).
+        installation_id: u64,
+        /// The App's private key, PEM (PKCS#1 as GitHub hands it out, or PKCS#8).
+        private_key: SecretString,
+    },
 }
 
 impl Credential {
-    /// The kind's name as the CLI and listings show it: `token`, `username-password` or
-    /// `aws-access-key`.
+    /// The kind's name as the CLI and listings show it: `token`, `username-password`,
+    /// `aws-access-key` or `github-app`.
     pub fn kind_name(&self) -> &'static str {
         self.kind().name()
     }
@@ -58,6 +68,7 @@ impl Credential {
             Credential::Token(_) => CredentialKind::Token,
             Credential::UsernamePassword { .. } => CredentialKind::UsernamePassword,
             Credential::Aws { .. } => CredentialKind::AwsAccessKey,
+            Credential::GithubApp { .. } => CredentialKind::GithubApp,
         }
     }
 
@@ -97,6 +108,7 @@ pub(crate) enum CredentialKind {
     Token,
     UsernamePassword,
     AwsAccessKey,
+    GithubApp,
 }
 
 impl CredentialKind {
@@ -105,6 +117,7 @@ impl CredentialKind {
             CredentialKind::Token => "token",
             CredentialKind::UsernamePassword => "username-password",
             CredentialKind::AwsAccessKey => "aws-access-key",
+            CredentialKind::GithubApp => "github-app",
         }
     }
 }
@@ -141,6 +154,11 @@ enum WireRef<'a> {
         session_token: Option<B64Ref<'a>>,
         region: &'a str,
     },
+    GithubApp {
+        app_id: u64,
+        installation_id: u64,
+        private_key: B64Ref<'a>,
+    },
 }
 
 impl<'a> From<&'a Credential> for WireRef<'a> {
@@ -168,6 +186,15 @@ impl<'a> From<&'a Credential> for WireRef<'a> {
                 session_token: session_token.as_ref().map(|t| B64Ref(t.expose_secret())),
                 region,
             },
+            Credential::GithubApp {
+                app_id,
+                installation_id,
+                private_key,
+            } => WireRef::GithubApp {
+                app_id: *app_id,
+                installation_id: *installation_id,
+                private_key: B64Ref(private_key.expose_secret()),
+            },
         }
     }
 }
@@ -189,6 +216,11 @@ enum WireOwned {
         session_token: Option<B64Secret>,
         region: String,
     },
+    GithubApp {
+        app_id: u64,
+        installation_id: u64,
+        private_key: B64Secret,
+    },
 }
 
 impl From<WireOwned> for Credential {
@@ -209,6 +241,15 @@ impl From<WireOwned> for Credential {
                 secret_access_key: secret_access_key.0,
                 session_token: session_token.map(|t| t.0),
                 region,
+            },
+            WireOwned::GithubApp {
+                app_id,
+                installation_id,
+                private_key,
+            } => Credential::GithubApp {
+                app_id,
+                installation_id,
+                private_key: private_key.0,
             },
         }
     }
@@ -294,8 +335,33 @@ pub(crate) mod tests {
                 region: "us-east-1".into(),
             },
             Credential::Token("".into()),
+            Credential::GithubApp {
+                app_id: 123,
+                installation_id: 45_678_901,
+                private_key: SAMPLE_APP_KEY.into(),
+            },
         ]
     }
+
+    /// Shaped like a PEM key (longer than the stack buffer); not a real key.
+    pub(crate) const SAMPLE_APP_KEY: &str = concat!(
+        "-----BEGIN RSA PRIVATE KEY-----\n",
+        "MIIEpAIBAAKCAQEAsampleAppKeyBodyDoNotLeak",
+        "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghij\n",
+        "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghij\n",
+        "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghij\n",
+        "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghij\n",
+        "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghij\n",
+        "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghij\n",
+        "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghij\n",
+        "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghij\n",
+        "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghij\n",
+        "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghij\n",
+        "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghij\n",
+        "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghij\n",
+        "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghij\n",
+        "-----END RSA PRIVATE KEY-----\n",
+    );
 
     pub(crate) fn same(a: &Credential, b: &Credential) -> bool {
         match (a, b) {
@@ -330,6 +396,18 @@ pub(crate) mod tests {
                         == t2.as_ref().map(|t| t.expose_secret())
                     && r1 == r2
             }
+            (
+                Credential::GithubApp {
+                    app_id: a1,
+                    installation_id: i1,
+                    private_key: k1,
+                },
+                Credential::GithubApp {
+                    app_id: a2,
+                    installation_id: i2,
+                    private_key: k2,
+                },
+            ) => a1 == a2 && i1 == i2 && k1.expose_secret() == k2.expose_secret(),
             _ => false,
         }
     }
@@ -387,13 +465,15 @@ pub(crate) mod tests {
                 "username-password",
                 "aws-access-key",
                 "aws-access-key",
-                "token"
+                "token",
+                "github-app"
             ]
         );
         for kind in [
             CredentialKind::Token,
             CredentialKind::UsernamePassword,
             CredentialKind::AwsAccessKey,
+            CredentialKind::GithubApp,
         ] {
             // The serde name (stored in clear metadata) is the listing name.
             assert_eq!(
@@ -411,6 +491,8 @@ pub(crate) mod tests {
             "FwoGZXIvYXdzEXAMPLESESSION",
             "another/secret+key",
             "ss\\wo",
+            "sampleAppKeyBodyDoNotLeak",
+            "BEGIN RSA PRIVATE KEY",
         ];
         for credential in samples() {
             let shown = format!("{credential:?} {credential:#?}");
@@ -424,6 +506,26 @@ pub(crate) mod tests {
         assert!(
             shown.contains("AKIAEXAMPLE") && shown.contains("eu-west-1"),
             "{shown}"
+        );
+        let shown = format!("{:?}", samples()[5]);
+        assert!(
+            shown.contains("app_id: 123") && shown.contains("installation_id: 45678901"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_github_app_is_encoded_with_its_ids_in_clear_and_its_key_in_base64() {
+        let credential = Credential::GithubApp {
+            app_id: 7,
+            installation_id: 8,
+            private_key: "k\n".into(),
+        };
+        let mut buf = Zeroizing::new(Vec::with_capacity(credential.encoded_len()));
+        credential.encode_into(&mut buf);
+        assert_eq!(
+            std::str::from_utf8(&buf).unwrap(),
+            r#"{"github-app":{"app_id":7,"installation_id":8,"private_key":"awo="}}"#
         );
     }
 }

@@ -20,7 +20,6 @@
 //! with is another status, because Forge reserves 401 for its token (see [`crate::error`]).
 
 mod keys;
-mod provider;
 
 use std::sync::Arc;
 
@@ -166,7 +165,7 @@ impl ForgeToken {
         carried: Option<Arc<JwksUrl>>,
         metrics: Arc<Metrics>,
     ) -> Result<ForgeToken, (&'static str, String)> {
-        provider::install();
+        crate::jwt::install();
         let file = settings
             .jwks_file
             .as_deref()
