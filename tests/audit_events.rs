@@ -14,7 +14,7 @@ use patgate::client::Outgoing;
 // thread's default subscriber sees their events.
 #[tokio::test(flavor = "current_thread")]
 async fn api_audit_events_name_the_client_and_key_and_every_link_issued() {
-    let (gw, _host) = Gateway::start(Options {
+    let (gw, host) = Gateway::start(Options {
         connect_ttl_seconds: Some(600),
         ..Options::default()
     })
@@ -63,6 +63,18 @@ async fn api_audit_events_name_the_client_and_key_and_every_link_issued() {
             .status(),
         200
     );
+    // The host refuses A's PAT on an action, then accepts it again.
+    host.answer_next(http::StatusCode::UNAUTHORIZED, &[]);
+    let refused = client
+        .send(&gw.create_branch(Some(ACCOUNT_A)))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let accepted = client
+        .send(&gw.create_branch(Some(ACCOUNT_A)))
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 201);
     drop(_logger);
     gw.stop().await;
 
@@ -77,10 +89,25 @@ async fn api_audit_events_name_the_client_and_key_and_every_link_issued() {
         .collect();
     assert_eq!(
         names,
-        ["connect-link-issued", "connect-link-issued", "pat-stored"],
+        [
+            "connect-link-issued",
+            "connect-link-issued",
+            "pat-stored",
+            "pat-refused-by-host",
+            "connect-link-issued",
+            "pat-accepted-again"
+        ],
         "{events:#?}"
     );
-    for event in &events {
+    // What the host did to a stored PAT is the host's act, not the app's.
+    for event in [&events[3], &events[5]] {
+        assert_eq!(event["via"], "host", "{event}");
+        assert_eq!(event["actor"], "host", "{event}");
+        assert_eq!(event["account"], ACCOUNT_A, "{event}");
+    }
+    assert_eq!(events[3]["host_status"], 401);
+    assert_eq!(events[4]["issued_in"], "user-pat-refused");
+    for event in events[..3].iter().chain([&events[4]]) {
         assert_eq!(event["via"], "api", "{event}");
         assert_eq!(event["auth"], "client-certificate", "{event}");
         // The client certificate's subject, as the decision line's `client` names it.
