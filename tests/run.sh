@@ -29,6 +29,10 @@ if [ ! -d target/browser-tests/node_modules/playwright-core ]; then
 fi
 export PATGATE_BROWSER_NODE_MODULES="$PWD/target/browser-tests/node_modules"
 
+# The shared store's tests (tests/postgres.rs, tests/replicas.rs) need a real PostgreSQL:
+# a throw-away cluster, stopped when this script ends. They fail, never skip, without it.
+source tests/postgres-cluster.sh
+
 cargo test --locked --all-targets "$@"
 # Doc tests are not part of --all-targets.
 cargo test --locked --doc "$@"

@@ -17,6 +17,7 @@ mod admin;
 mod dev;
 mod list;
 mod request;
+mod store;
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -85,6 +86,18 @@ enum Command {
     Keys(KeysCommand),
     /// Send one signed request over mutual TLS and print the answer (like curl -i).
     Request(request::RequestArgs),
+    /// The shared store (`[store] kind = "postgres"`).
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Create the database's schema, or upgrade it to this patgate's version (run it before
+    /// the first start and after each upgrade; safe to run again).
+    Migrate(ConfigArg),
+    /// Show the database's schema version, and whether this patgate can run on it.
+    Status(ConfigArg),
 }
 
 #[derive(Debug, Subcommand)]
@@ -275,6 +288,8 @@ async fn dispatch(command: Command) -> CliResult {
         Command::Pat(command) => pat(command).await,
         Command::Keys(KeysCommand::Gen { keyid, out, hmac }) => keys_gen(&keyid, &out, hmac),
         Command::Request(args) => request::run(args).await,
+        Command::Store(StoreCommand::Migrate(args)) => store::migrate(&args.config).await,
+        Command::Store(StoreCommand::Status(args)) => store::status(&args.config).await,
     }
 }
 
@@ -307,6 +322,22 @@ fn command_for(args: &str, config_path: &Path) -> String {
 }
 
 async fn open_vault(config: &Config) -> Result<Vault, String> {
+    open_state(config).await.map(|(vault, _)| vault)
+}
+
+/// The vault and the stores beside it, from where `[store]` says.
+async fn open_state(config: &Config) -> Result<(Vault, crate::store::Stores), String> {
+    if let Some(db) = store::open_database(config).await? {
+        let key = load_master_key(&config.master_key)?;
+        return store::open_vault(config, &db, &key).await;
+    }
+    let embedded = || crate::store::Stores::embedded(config.signatures.nonce_cache_entries);
+    open_sled_vault(config)
+        .await
+        .map(|vault| (vault, embedded()))
+}
+
+async fn open_sled_vault(config: &Config) -> Result<Vault, String> {
     // Neither the key file nor the vault exists yet: the one command that makes both.
     if let MasterKeySource::File(path) = &config.master_key {
         if !path.exists() {
@@ -342,8 +373,8 @@ async fn run(config_path: &Path) -> CliResult {
     let config = load_config(config_path)?;
     crate::telemetry::init(&config.log)?;
     crate::listener::ensure_descriptors(&config.connections);
-    let vault = Arc::new(open_vault(&config).await?);
-    let runtime = Runtime::start(config, vault, Clock::system())
+    let (vault, stores) = open_state(&config).await?;
+    let runtime = Runtime::start_with(config, Arc::new(vault), Clock::system(), stores)
         .await
         .map_err(|e| e.to_string())?;
     let listeners = Listeners::bind(runtime.config()).await?;
@@ -500,6 +531,7 @@ async fn config_check(file: &Path, offline: bool) -> CliResult {
                 .map_err(|e| format!("{}: master_key.file: {e}", file.display()))?;
         }
     }
+    store::check(&config, offline).await?;
     check_secrets_stored(file, &config, (!offline).then_some(&materials.integrations)).await?;
     outln!(
         "{}: OK ({} integration(s), {} app key(s))",
@@ -591,6 +623,10 @@ async fn vault_init(config_path: &Path) -> CliResult {
                 .map_err(|e| e.to_string())?;
             outln!("made a new master key at {} (mode 0600); back it up: without it the vault cannot be read", path.display());
         }
+    }
+    if let Some(db) = store::open_database(&config).await? {
+        store::init_vault(&config, &db).await?;
+        return Ok(ExitCode::SUCCESS);
     }
     let key = load_master_key(&config.master_key)?;
     Vault::init_with(&config.state_dir, &key, &vault_options(&config))

@@ -18,10 +18,12 @@
 //! | `validate.rs` | the validator: from the file as written to [`Config`], or the first error |
 //! | `rate_limits.rs` | the `[rate_limits]` section: [`RateLimitSettings`], its file form, defaults and checks |
 //! | `connections.rs` | the `[connections]` section: [`ConnectionLimits`], its file form, defaults and checks |
+//! | `store.rs` | the `[store]` section: [`StoreSettings`], its file form, defaults and checks; [`read_store_url`] |
 
 mod connections;
 mod rate_limits;
 mod raw;
+mod store;
 mod types;
 mod validate;
 
@@ -33,6 +35,9 @@ pub use rate_limits::{
     HostThrottleSettings, Override, QuotaSettings, RateLimitSettings, TierSettings,
 };
 pub use raw::defaults;
+pub use store::{
+    read_store_url, PostgresSettings, StoreSettings, StoreUrlSource, STORE_URL_CREDENTIAL,
+};
 pub use types::{
     AdminSettings, ApiListener, AppKeyConfig, AppKeyMaterial, ClientCertificateMode, ClientSan,
     CodeCommitSettings, ConnectListener, ForgeApp, ForgeEnvironment, ForgeSettings, GithubFlavour,
@@ -96,6 +101,8 @@ pub struct Config {
     pub forge: Option<ForgeSettings>,
     /// `[connections]`: how many connections, how long idle, how long a body may take.
     pub connections: ConnectionLimits,
+    /// `[store]`: sled (one instance) or PostgreSQL (replicas that share one database).
+    pub store: StoreSettings,
 }
 
 impl Config {

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::connections::RawConnections;
 use super::rate_limits::RawRateLimits;
+use super::store::RawStore;
 use super::types::{ClientCertificateMode, HostKind, LogFormat, TrustRoots};
 
 /// Defaults live here, next to the keys; the example file repeats them and a test checks
@@ -99,6 +100,8 @@ pub(super) struct RawConfig {
     pub(super) rate_limits: RawRateLimits,
     #[serde(default)]
     pub(super) connections: RawConnections,
+    #[serde(default)]
+    pub(super) store: RawStore,
     pub(super) forge: Option<RawForge>,
 }
 
@@ -492,6 +495,7 @@ mod example_file {
     fn the_example_documents_every_key_with_its_default() {
         use super::super::connections::defaults as cn;
         use super::super::rate_limits::defaults as rl;
+        use super::super::store::defaults as st;
         let base = "state_dir = \"s\"\n[master_key]\nfile = \"k\"\n[api]\nlisten = \"127.0.0.1:1\"\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"a\"\n";
         let sections = [
             (format!("zzz = 1\n{base}"), ""),
@@ -509,6 +513,7 @@ mod example_file {
             (format!("{base}[vault]\nzzz = 1\n"), "vault"),
             (format!("{base}[rate_limits]\nzzz = 1\n"), "rate_limits"),
             (format!("{base}[connections]\nzzz = 1\n"), "connections"),
+            (format!("{base}[store]\nzzz = 1\n"), "store"),
             (
                 format!("{base}[rate_limits.user]\nzzz = 1\n"),
                 "rate_limits.user",
@@ -610,6 +615,7 @@ mod example_file {
             ("max_api_per_client", cn::MAX_API_PER_CLIENT.to_string()),
             ("max_connect", cn::MAX_CONNECT.to_string()),
             ("max_admin", cn::MAX_ADMIN.to_string()),
+            ("kind", format!("\"{}\"", st::KIND)),
         ] {
             assert!(
                 EXAMPLE
@@ -644,6 +650,11 @@ mod example_file {
             ("cloud_ids", "[]".to_string()),
             ("require_signature", "true".to_string()),
             ("signature_keyids", "[]".to_string()),
+            // `[store]`'s database keys are for `kind = "postgres"` only.
+            ("tls", format!("\"{}\"", st::TLS)),
+            ("pool_size", st::POOL_SIZE.to_string()),
+            ("connect_timeout_ms", st::CONNECT_TIMEOUT_MS.to_string()),
+            ("systemd_credential", "false".to_string()),
         ] {
             let line = format!("# {key} = {default}");
             assert!(

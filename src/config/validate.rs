@@ -17,6 +17,7 @@ use super::raw::{
     defaults, RawAdmin, RawApi, RawAppKey, RawConfig, RawConnect, RawForge, RawForgeApp,
     RawIntegration, RawSignatures, RawTfsVersion,
 };
+use super::store::StoreSettings;
 use super::types::{
     AdminSettings, ApiListener, AppKeyConfig, AppKeyMaterial, ClientSan, CodeCommitSettings,
     ConnectListener, ForgeApp, ForgeEnvironment, ForgeSettings, GithubFlavour, HostKind,
@@ -99,6 +100,7 @@ impl Validator<'_> {
         let ids: Vec<&str> = integrations.iter().map(|i| i.id.as_str()).collect();
         let rate_limits = RateLimitSettings::from_raw(self.file, raw.rate_limits, &ids)?;
         let connections = ConnectionLimits::from_raw(self.file, raw.connections)?;
+        let store = StoreSettings::from_raw(self.file, raw.store, |p| self.path(p))?;
         Ok(Config {
             service,
             vault,
@@ -107,6 +109,7 @@ impl Validator<'_> {
             admin,
             rate_limits,
             connections,
+            store,
             master_key,
             api,
             signatures,

@@ -15,6 +15,7 @@
 
 mod materials;
 mod reload;
+mod stores;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -24,18 +25,20 @@ use crate::app_tokens::{self, AppTokens};
 use crate::authn::forge::JwksUrl;
 use crate::authn::{Authenticator, Callers, ForgeToken, MtlsSignature};
 use crate::clock::Clock;
+use crate::config::StoreSettings;
 use crate::config::{Config, ConfigError, HostKind, Integration, TfsVersion};
 use crate::hosts::{adapter_for, HostAdapter};
 use crate::links::Links;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimits;
 use crate::signature::Verifier;
-use crate::store::{LinkStore, MemoryHolds, MemoryLinks, MemoryNonces, NonceStore};
+use crate::store::{LinkStore, NonceStore, Stores};
 use crate::upstream::Upstream;
 use crate::vault::{Credential, PatUses, Vault, VaultError};
 
 pub use materials::{check_materials, load_app_keys, read_private_base64_file, Materials};
 pub use reload::{ReloadReport, RESTART_ONLY};
+pub use stores::{connect_postgres, shared_stores};
 
 /// One integration, ready to forward to.
 #[derive(Debug)]
@@ -103,6 +106,9 @@ pub struct Runtime {
     /// The process start (Unix seconds): signatures created earlier are refused.
     not_before: u64,
     nonces: Arc<dyn NonceStore>,
+    /// The connect links' store, kept whether `[connect]` is configured or not, so a reload
+    /// that adds it uses the store the process started with.
+    link_store: Arc<dyn LinkStore>,
     authenticator: Callers,
     integrations: HashMap<String, IntegrationRuntime>,
     vault: Arc<Vault>,
@@ -130,21 +136,42 @@ impl Runtime {
     /// else is loaded. `clock` is what the service reads the time from for the rest of the
     /// process; signatures created before the second this is called in were made before the
     /// replay cache existed, and are refused.
+    ///
+    /// The stores are the embedded ones (this process's memory); a config with `[store] kind
+    /// = "postgres"` is refused here, its stores are opened by the caller
+    /// ([`Runtime::start_with`]).
     pub async fn start(
-        mut config: Config,
+        config: Config,
         vault: Arc<Vault>,
         clock: Clock,
     ) -> Result<Runtime, ConfigError> {
+        if config.store != StoreSettings::Sled {
+            // A programming error, not an admin's: the shared stores were not opened.
+            return Err(ConfigError::new(
+                &config.source,
+                "store.kind",
+                "a shared store must be opened before the service is built (Runtime::start_with)",
+            ));
+        }
+        let stores = Stores::embedded(config.signatures.nonce_cache_entries);
+        Self::start_with(config, vault, clock, stores).await
+    }
+
+    /// [`Runtime::start`] with the given stores (the shared ones of `[store]`).
+    pub async fn start_with(
+        mut config: Config,
+        vault: Arc<Vault>,
+        clock: Clock,
+        stores: Stores,
+    ) -> Result<Runtime, ConfigError> {
         let not_before = clock.unix_now();
         let tfs_detected = reload::detect_releases(&mut config, &vault, None, &clock).await?;
-        let nonces: Arc<dyn NonceStore> =
-            Arc::new(MemoryNonces::new(config.signatures.nonce_cache_entries));
-        let links: Arc<dyn LinkStore> = Arc::new(MemoryLinks::new());
-        let limits = Arc::new(RateLimits::new(
-            &config.rate_limits,
-            clock.clone(),
-            Arc::new(MemoryHolds::new()),
-        ));
+        let Stores {
+            nonces,
+            links,
+            holds,
+        } = stores;
+        let limits = Arc::new(RateLimits::new(&config.rate_limits, clock.clone(), holds));
         let runtime = Runtime::assemble(
             config,
             Carried {
@@ -229,6 +256,7 @@ impl Runtime {
             clock: carried.clock,
             not_before: carried.not_before,
             nonces: carried.nonces,
+            link_store: carried.links,
             vault: carried.vault,
             pat_uses: carried.pat_uses,
             metrics: carried.metrics,
@@ -244,10 +272,7 @@ impl Runtime {
             clock: self.clock.clone(),
             not_before: self.not_before,
             nonces: self.nonces.clone(),
-            links: self.links.as_ref().map_or_else(
-                || Arc::new(MemoryLinks::new()) as Arc<dyn LinkStore>,
-                |l| l.store(),
-            ),
+            links: self.link_store.clone(),
             vault: self.vault.clone(),
             pat_uses: self.pat_uses.clone(),
             metrics: self.metrics.clone(),

@@ -21,7 +21,7 @@ use crate::upstream::Upstream;
 use crate::vault::Vault;
 
 /// The settings a reload cannot change, with why; the service must be restarted for them.
-pub const RESTART_ONLY: [(&str, &str); 10] = [
+pub const RESTART_ONLY: [(&str, &str); 11] = [
     ("state_dir", "the vault is open there"),
     ("master_key", "the vault is open with it"),
     ("api.listen", "the api socket is bound"),
@@ -35,6 +35,7 @@ pub const RESTART_ONLY: [(&str, &str); 10] = [
     ),
     ("log", "logging is set up once at start"),
     ("vault.cache_capacity_mib", "the vault's store is open"),
+    ("store", "the store is open"),
 ];
 
 /// What a successful reload changed: counts and ids, never a secret.
@@ -176,7 +177,7 @@ pub(super) async fn detect_releases(
 /// Refuses a new config that changes a [`RESTART_ONLY`] setting.
 fn refuse_restart_only(old: &Config, new: &Config) -> Result<(), ConfigError> {
     let connect_listen = |c: &Config| c.connect.as_ref().map(|c| c.listen);
-    let changed: [(&str, bool); 10] = [
+    let changed: [(&str, bool); 11] = [
         ("state_dir", old.state_dir != new.state_dir),
         ("master_key", old.master_key != new.master_key),
         ("api.listen", old.api.listen != new.api.listen),
@@ -193,6 +194,7 @@ fn refuse_restart_only(old: &Config, new: &Config) -> Result<(), ConfigError> {
             old.log.level != new.log.level || old.log.format != new.log.format,
         ),
         ("vault.cache_capacity_mib", old.vault != new.vault),
+        ("store", old.store != new.store),
     ];
     for (key, differs) in changed {
         if differs {

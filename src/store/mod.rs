@@ -15,6 +15,10 @@
 //! | credentials the git host throttled, until when | [`HoldStore`] | [`MemoryHolds`] |
 //! | the vault's sealed records and settings (format, key version, key check, rotation marker); when PATs were last used, in the records' clear metadata | [`RecordStore`] | [`SledRecords`] |
 //!
+//! The shared implementations, for several replicas that behave as one, keep all four in
+//! one PostgreSQL database ([`Postgres`]: [`PgNonces`], [`PgLinks`], [`PgHolds`],
+//! [`PgRecords`]); `postgres/mod.rs` has its schema.
+//!
 //! Last-use times have no trait of their own. What replicas must share is the time in each
 //! PAT's record (the on-disk format keeps it there), so sharing the record store shares them; a
 //! second store would be a second truth to keep in step. They are written in batches
@@ -25,6 +29,7 @@
 mod holds;
 mod links;
 mod nonces;
+mod postgres;
 mod records;
 pub(crate) mod sled_store;
 
@@ -34,8 +39,48 @@ use std::pin::Pin;
 pub use holds::MemoryHolds;
 pub use links::MemoryLinks;
 pub use nonces::MemoryNonces;
+pub use postgres::{
+    Migrated, PgError, PgHolds, PgLinks, PgNonces, PgRecords, PgSettings, PgTls, Postgres,
+    MIGRATIONS, SCHEMA_VERSION,
+};
+#[doc(hidden)]
+pub use records::contract as record_store_contract;
 pub use records::{Change, Entry, RecordStore, RecordStoreError, Space, Swap, Swapped};
 pub use sled_store::{IoError, SledOpenError, SledRecords};
+
+/// The stores the runtime holds beside the vault's (which the vault owns).
+#[derive(Debug, Clone)]
+pub struct Stores {
+    pub nonces: std::sync::Arc<dyn NonceStore>,
+    pub links: std::sync::Arc<dyn LinkStore>,
+    pub holds: std::sync::Arc<dyn HoldStore>,
+}
+
+impl Stores {
+    /// This process's memory: a replay cache of at most `nonce_entries` pairs, a random
+    /// link key.
+    pub fn embedded(nonce_entries: usize) -> Stores {
+        Stores {
+            nonces: std::sync::Arc::new(MemoryNonces::new(nonce_entries)),
+            links: std::sync::Arc::new(MemoryLinks::new()),
+            holds: std::sync::Arc::new(MemoryHolds::new()),
+        }
+    }
+
+    /// The shared database: `signature_window` is the longest a signature stays
+    /// acceptable after now (seconds), `link_key` the key every replica derives alike.
+    pub fn postgres(
+        db: &Postgres,
+        signature_window: u64,
+        link_key: zeroize::Zeroizing<[u8; 32]>,
+    ) -> Stores {
+        Stores {
+            nonces: std::sync::Arc::new(db.nonces().with_window(signature_window)),
+            links: std::sync::Arc::new(db.links(link_key)),
+            holds: std::sync::Arc::new(db.holds()),
+        }
+    }
+}
 
 /// The future of a store method: boxed, so the traits are object safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

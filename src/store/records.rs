@@ -193,16 +193,18 @@ impl dyn RecordStore + '_ {
 }
 
 /// What every [`RecordStore`] must do, as far as one process can see it; run against each
-/// implementation (an empty store).
-#[cfg(test)]
-pub(crate) mod contract {
+/// implementation (an empty store): sled's in its unit tests, PostgreSQL's in
+/// `tests/postgres.rs` (which needs a database). Not part of patgate's API.
+#[doc(hidden)]
+pub mod contract {
     use super::*;
 
     fn keys(entries: &[Entry]) -> Vec<&[u8]> {
         entries.iter().map(|(k, _)| k.as_slice()).collect()
     }
 
-    pub(crate) async fn check(store: &dyn RecordStore) {
+    /// Panics where `store` breaks the contract.
+    pub async fn check(store: &dyn RecordStore) {
         use Space::{Records, Settings};
         // Two spaces that do not see each other.
         store.put(Records, b"a", b"1".to_vec()).await.unwrap();

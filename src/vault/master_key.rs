@@ -166,6 +166,20 @@ impl MasterKey {
         line
     }
 
+    /// A key for another purpose, derived from this one: HMAC-SHA256 of `label` under the
+    /// master key. Every process with the same master key derives the same key (the
+    /// connect-link key of replicas sharing one database), and the derived key tells nothing
+    /// of the master key.
+    pub fn derive(&self, label: &[u8]) -> Zeroizing<[u8; 32]> {
+        use hmac::{Hmac, Mac as _};
+        let mut mac = <Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(self.expose())
+            .expect("HMAC takes a key of any length");
+        mac.update(label);
+        let mut key = Zeroizing::new([0u8; 32]);
+        key.copy_from_slice(&mac.finalize().into_bytes());
+        key
+    }
+
     /// A key from raw bytes (tests use fixed keys).
     #[cfg(test)]
     pub(crate) fn from_bytes(bytes: [u8; MASTER_KEY_LEN]) -> MasterKey {
@@ -293,6 +307,17 @@ pub(crate) fn sync_parent_dir(path: &Path) -> Result<(), VaultError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_derived_key_depends_on_the_master_key_and_the_label_only() {
+        let a = MasterKey::from_bytes([7; MASTER_KEY_LEN]);
+        let same = MasterKey::from_bytes([7; MASTER_KEY_LEN]);
+        let other = MasterKey::from_bytes([8; MASTER_KEY_LEN]);
+        assert_eq!(*a.derive(b"links"), *same.derive(b"links"));
+        assert_ne!(*a.derive(b"links"), *a.derive(b"other"));
+        assert_ne!(*a.derive(b"links"), *other.derive(b"links"));
+        assert_ne!(&a.derive(b"links")[..], &[7; MASTER_KEY_LEN][..]);
+    }
 
     fn write_mode(path: &Path, content: &[u8], mode: u32) {
         fs::write(path, content).unwrap();

@@ -8,6 +8,7 @@
 
 pub mod conformance;
 pub mod logs;
+pub mod postgres;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -468,6 +469,9 @@ pub struct Options {
     /// The gateway reads the time from this clock, which the test advances by hand, instead
     /// of the system's (the app's client signs with it too).
     pub clock: Option<ManualClock>,
+    /// Keeps the state in the PostgreSQL database at this URL (`[store] kind = "postgres"`,
+    /// the schema migrated, no TLS) instead of sled files.
+    pub store_url: Option<String>,
 }
 
 impl Default for Options {
@@ -489,6 +493,7 @@ impl Default for Options {
             connect_ttl_seconds: None,
             shutdown_grace_seconds: 2,
             clock: None,
+            store_url: None,
         }
     }
 }
@@ -637,10 +642,24 @@ level = "{level}"
             ));
             (listener, port)
         });
+        if let Some(url) = &opts.store_url {
+            write_private(d, "store-url", url);
+            config.push_str(
+                "[store]\nkind = \"postgres\"\nurl_file = \"store-url\"\ntls = \"disable\"\n",
+            );
+        }
         let config_path = d.join("patgate.toml");
         write(d, "patgate.toml", &config);
         let key = MasterKey::load_file(&d.join("master-key")).unwrap();
-        let vault = Vault::init(&d.join("state"), &key).await.unwrap();
+        let vault = match &opts.store_url {
+            None => Vault::init(&d.join("state"), &key).await.unwrap(),
+            Some(_) => {
+                let config = patgate::config::Config::load(&config_path).unwrap();
+                let db = open_postgres(&config);
+                db.migrate().await.unwrap();
+                Vault::init_in(Box::new(db.records()), &key).await.unwrap()
+            }
+        };
         vault
             .put_integration_secret(
                 "ghe",
@@ -673,6 +692,16 @@ level = "{level}"
     pub async fn try_start(&self) -> Result<Gateway, String> {
         let config = patgate::config::Config::load(&self.config_path).map_err(|e| e.to_string())?;
         let key = MasterKey::load_file(&self.dir.path().join("master-key")).unwrap();
+        if let patgate::config::StoreSettings::Postgres(_) = &config.store {
+            // What `patgate run` does with `[store] kind = "postgres"`.
+            let db = open_postgres(&config);
+            db.check_schema().await.map_err(|e| e.to_string())?;
+            let vault = Vault::open_in(Box::new(db.records()), &key)
+                .await
+                .map_err(|e| format!("opening the vault: {e}"))?;
+            let stores = patgate::runtime::shared_stores(&config, &db, &key);
+            return self.serve(config, Arc::new(vault), stores).await;
+        }
         // The vault made by `Setup` (or a stopped gateway) may still be letting go of its
         // lock for a moment after it was dropped (sled's background flusher holds it), so a
         // lock held right after start is retried briefly instead of failing the test.
@@ -686,12 +715,23 @@ level = "{level}"
                 other => break Arc::new(other.map_err(|e| format!("opening the vault: {e}"))?),
             }
         };
+        let stores = patgate::store::Stores::embedded(config.signatures.nonce_cache_entries);
+        self.serve(config, vault, stores).await
+    }
+
+    /// Builds the runtime on `vault` and `stores` and serves it.
+    async fn serve(
+        &self,
+        config: patgate::config::Config,
+        vault: Arc<Vault>,
+        stores: patgate::store::Stores,
+    ) -> Result<Gateway, String> {
         let clock = self
             .clock
             .as_ref()
             .map_or_else(Clock::system, ManualClock::clock);
         // The same start step as `patgate run`: TFS releases are detected first.
-        let runtime = Runtime::start(config, vault, clock.clone())
+        let runtime = Runtime::start_with(config, vault, clock.clone(), stores)
             .await
             .map_err(|e| e.to_string())?;
         let listeners = self.listeners(&runtime).await;
@@ -719,6 +759,45 @@ level = "{level}"
             shutdown: Some(tx),
             stopped: Some(stopped),
         })
+    }
+
+    /// A second replica of this setup: the same certificates, keys, master key and config
+    /// (so the same database when the store is PostgreSQL) in a directory of its own, with
+    /// a connect listener of its own.
+    pub fn replica(&self) -> Setup {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        for entry in std::fs::read_dir(self.dir.path()).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_file() {
+                let to = dir.path().join(entry.file_name());
+                std::fs::copy(entry.path(), &to).unwrap();
+            }
+        }
+        let config_path = dir.path().join("patgate.toml");
+        let connect = self.connect_port.map(|old| {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            edit_config(
+                &config_path,
+                &format!("127.0.0.1:{old}"),
+                &format!("127.0.0.1:{port}"),
+            );
+            edit_config(
+                &config_path,
+                &format!("localhost:{old}"),
+                &format!("localhost:{port}"),
+            );
+            (listener, port)
+        });
+        Setup {
+            dir,
+            ca: self.ca.clone(),
+            config_path,
+            signing_key_pem: self.signing_key_pem.clone(),
+            clock: self.clock.clone(),
+            connect_port: connect.as_ref().map(|(_, port)| *port),
+            connect: Mutex::new(connect.map(|(listener, _)| listener)),
+        }
     }
 
     /// The connect listener bound by [`Setup::with_ca`], the first time only.
@@ -751,6 +830,14 @@ level = "{level}"
                 .unwrap(),
         }
     }
+}
+
+/// The pool `[store]` names, as `patgate run` makes it.
+fn open_postgres(config: &patgate::config::Config) -> patgate::store::Postgres {
+    let patgate::config::StoreSettings::Postgres(settings) = &config.store else {
+        panic!("not a postgres config");
+    };
+    patgate::runtime::connect_postgres(&config.source, settings).unwrap()
 }
 
 impl Gateway {

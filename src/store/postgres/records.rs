@@ -1,0 +1,341 @@
+//! The vault's records and settings in PostgreSQL: one row per key of `patgate_records`.
+//!
+//! Each write is one statement in its own transaction (a batch, [`RecordStore::apply`], one
+//! transaction), committed before the call returns. With PostgreSQL's default
+//! `synchronous_commit = on`, a commit returns once its WAL is on disk (and on the
+//! synchronous standbys, when `synchronous_standby_names` names any), so every change is
+//! durable when its call returns and [`RecordStore::flush`] has nothing left to do.
+
+use std::path::Path;
+
+use deadpool_postgres::Object;
+
+use super::{PgError, Postgres};
+use crate::store::{BoxFuture, Change, Entry, RecordStore, RecordStoreError, Space, Swap, Swapped};
+
+/// A compare-and-swap that kept finding the value changing under it gives up after this
+/// many tries (each try is decided by the database; a retry happens only when another
+/// writer changed the key between the attempt and the read of its value).
+const SWAP_TRIES: usize = 64;
+
+/// See the module docs.
+#[derive(Debug, Clone)]
+pub struct PgRecords {
+    db: Postgres,
+}
+
+fn space(space: Space) -> i16 {
+    match space {
+        Space::Records => 0,
+        Space::Settings => 1,
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix`; `None` when there is
+/// none (an empty prefix, or one of 0xff bytes only).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+fn failed(e: PgError) -> RecordStoreError {
+    RecordStoreError::Failed(Box::new(e))
+}
+
+impl PgRecords {
+    pub(super) fn new(db: Postgres) -> PgRecords {
+        PgRecords { db }
+    }
+
+    async fn client(&self, during: &'static str) -> Result<Object, RecordStoreError> {
+        self.db.client(during).await.map_err(failed)
+    }
+
+    fn err(&self, during: &'static str) -> impl Fn(tokio_postgres::Error) -> RecordStoreError + '_ {
+        move |e| failed(self.db.failed(during, &e))
+    }
+
+    /// One compare-and-swap: an attempt and the key's value as it was when the attempt
+    /// began, in one statement; retried only when the attempt failed and yet the value was
+    /// the expected one (another writer changed it in between).
+    async fn swap_one(
+        &self,
+        client: &Object,
+        space_id: i16,
+        swap: Swap,
+    ) -> Result<Swapped, RecordStoreError> {
+        const DURING: &str = "a compare-and-swap";
+        let sql = match (&swap.expected, &swap.new) {
+            (None, Some(_)) => "WITH w AS (INSERT INTO patgate_records (space, key, value) VALUES ($1, $2, $3) ON CONFLICT (space, key) DO NOTHING RETURNING 1) SELECT (SELECT count(*) FROM w), (SELECT value FROM patgate_records WHERE space = $1 AND key = $2)",
+            (Some(_), Some(_)) => "WITH w AS (UPDATE patgate_records SET value = $3 WHERE space = $1 AND key = $2 AND value = $4 RETURNING 1) SELECT (SELECT count(*) FROM w), (SELECT value FROM patgate_records WHERE space = $1 AND key = $2)",
+            (Some(_), None) => "WITH w AS (DELETE FROM patgate_records WHERE space = $1 AND key = $2 AND value = $3 RETURNING 1) SELECT (SELECT count(*) FROM w), (SELECT value FROM patgate_records WHERE space = $1 AND key = $2)",
+            // Absent stays absent: nothing to write, only to check.
+            (None, None) => "SELECT 0::bigint, (SELECT value FROM patgate_records WHERE space = $1 AND key = $2)",
+        };
+        let statement = client.prepare_cached(sql).await.map_err(self.err(DURING))?;
+        for _ in 0..SWAP_TRIES {
+            let row = match (&swap.expected, &swap.new) {
+                // $3: the value to insert, or the one a removal expects.
+                (None, Some(value)) | (Some(value), None) => {
+                    client
+                        .query_one(&statement, &[&space_id, &swap.key, value])
+                        .await
+                }
+                (Some(expected), Some(new)) => {
+                    client
+                        .query_one(&statement, &[&space_id, &swap.key, new, expected])
+                        .await
+                }
+                (None, None) => client.query_one(&statement, &[&space_id, &swap.key]).await,
+            }
+            .map_err(self.err(DURING))?;
+            let written: i64 = row.get(0);
+            let current: Option<Vec<u8>> = row.get(1);
+            if written == 1 || (swap.new.is_none() && swap.expected.is_none() && current.is_none())
+            {
+                return Ok(Swapped::Done);
+            }
+            if current != swap.expected {
+                return Ok(Swapped::Conflict { current });
+            }
+        }
+        Err(RecordStoreError::Failed(
+            "a compare-and-swap kept losing to other writers of the same key".into(),
+        ))
+    }
+}
+
+impl RecordStore for PgRecords {
+    fn location(&self) -> &Path {
+        self.db.location_path()
+    }
+
+    fn get<'a>(
+        &'a self,
+        space_: Space,
+        key: &'a [u8],
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, RecordStoreError>> {
+        Box::pin(async move {
+            const DURING: &str = "reading a record";
+            let client = self.client(DURING).await?;
+            let statement = client
+                .prepare_cached("SELECT value FROM patgate_records WHERE space = $1 AND key = $2")
+                .await
+                .map_err(self.err(DURING))?;
+            let row = client
+                .query_opt(&statement, &[&space(space_), &key])
+                .await
+                .map_err(self.err(DURING))?;
+            Ok(row.map(|row| row.get(0)))
+        })
+    }
+
+    fn get_many<'a>(
+        &'a self,
+        space_: Space,
+        keys: &'a [Vec<u8>],
+    ) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, RecordStoreError>> {
+        Box::pin(async move {
+            const DURING: &str = "reading records";
+            let client = self.client(DURING).await?;
+            let statement = client
+                .prepare_cached(
+                    "SELECT key, value FROM patgate_records WHERE space = $1 AND key = ANY($2)",
+                )
+                .await
+                .map_err(self.err(DURING))?;
+            let rows = client
+                .query(&statement, &[&space(space_), &keys])
+                .await
+                .map_err(self.err(DURING))?;
+            let found: std::collections::HashMap<Vec<u8>, Vec<u8>> = rows
+                .into_iter()
+                .map(|row| (row.get(0), row.get(1)))
+                .collect();
+            // A key asked twice gets its value twice.
+            Ok(keys.iter().map(|key| found.get(key).cloned()).collect())
+        })
+    }
+
+    fn put<'a>(
+        &'a self,
+        space_: Space,
+        key: &'a [u8],
+        value: Vec<u8>,
+    ) -> BoxFuture<'a, Result<(), RecordStoreError>> {
+        Box::pin(async move {
+            const DURING: &str = "writing a record";
+            let client = self.client(DURING).await?;
+            let statement = client.prepare_cached(PUT).await.map_err(self.err(DURING))?;
+            client
+                .execute(&statement, &[&space(space_), &key, &value])
+                .await
+                .map_err(self.err(DURING))?;
+            Ok(())
+        })
+    }
+
+    fn remove<'a>(
+        &'a self,
+        space_: Space,
+        key: &'a [u8],
+    ) -> BoxFuture<'a, Result<bool, RecordStoreError>> {
+        Box::pin(async move {
+            const DURING: &str = "removing a record";
+            let client = self.client(DURING).await?;
+            let statement = client
+                .prepare_cached(REMOVE)
+                .await
+                .map_err(self.err(DURING))?;
+            let removed = client
+                .execute(&statement, &[&space(space_), &key])
+                .await
+                .map_err(self.err(DURING))?;
+            Ok(removed > 0)
+        })
+    }
+
+    fn compare_and_swap_many(
+        &self,
+        space_: Space,
+        swaps: Vec<Swap>,
+    ) -> BoxFuture<'_, Result<Vec<Swapped>, RecordStoreError>> {
+        Box::pin(async move {
+            // One connection, one statement per swap: each is decided on its own, as the
+            // contract says, and a batch costs one round trip per swap (batches are the
+            // last-use flushes, off the request path).
+            let client = self.client("a compare-and-swap").await?;
+            let mut answers = Vec::with_capacity(swaps.len());
+            for swap in swaps {
+                answers.push(self.swap_one(&client, space(space_), swap).await?);
+            }
+            Ok(answers)
+        })
+    }
+
+    fn apply(
+        &self,
+        space_: Space,
+        changes: Vec<Change>,
+    ) -> BoxFuture<'_, Result<(), RecordStoreError>> {
+        Box::pin(async move {
+            const DURING: &str = "writing a batch of records";
+            let mut client = self.client(DURING).await?;
+            let put = client.prepare_cached(PUT).await.map_err(self.err(DURING))?;
+            let remove = client
+                .prepare_cached(REMOVE)
+                .await
+                .map_err(self.err(DURING))?;
+            let tx = client.transaction().await.map_err(self.err(DURING))?;
+            let space_id = space(space_);
+            for change in &changes {
+                match &change.value {
+                    Some(value) => tx.execute(&put, &[&space_id, &change.key, value]).await,
+                    None => tx.execute(&remove, &[&space_id, &change.key]).await,
+                }
+                .map_err(self.err(DURING))?;
+            }
+            tx.commit().await.map_err(self.err(DURING))
+        })
+    }
+
+    fn scan<'a>(
+        &'a self,
+        space_: Space,
+        prefix: &'a [u8],
+        after: Option<&'a [u8]>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<Entry>, RecordStoreError>> {
+        Box::pin(async move {
+            const DURING: &str = "listing records";
+            let client = self.client(DURING).await?;
+            // `after` has the prefix, so it is the lower bound when given.
+            let (lower, from): (&str, &[u8]) = match after {
+                Some(after) => (">", after),
+                None => (">=", prefix),
+            };
+            let end = prefix_end(prefix);
+            let upper = if end.is_some() { "AND key < $3 " } else { "" };
+            let limit_param = if end.is_some() { "$4" } else { "$3" };
+            let sql = format!(
+                "SELECT key, value FROM patgate_records WHERE space = $1 AND key {lower} $2 {upper}ORDER BY key LIMIT {limit_param}"
+            );
+            let statement = client
+                .prepare_cached(&sql)
+                .await
+                .map_err(self.err(DURING))?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let space_id = space(space_);
+            let rows = match &end {
+                Some(end) => {
+                    client
+                        .query(&statement, &[&space_id, &from, end, &limit])
+                        .await
+                }
+                None => client.query(&statement, &[&space_id, &from, &limit]).await,
+            }
+            .map_err(self.err(DURING))?;
+            Ok(rows
+                .into_iter()
+                .map(|row| (row.get(0), row.get(1)))
+                .collect())
+        })
+    }
+
+    fn count<'a>(
+        &'a self,
+        space_: Space,
+        prefix: &'a [u8],
+    ) -> BoxFuture<'a, Result<u64, RecordStoreError>> {
+        Box::pin(async move {
+            const DURING: &str = "counting records";
+            let client = self.client(DURING).await?;
+            let end = prefix_end(prefix);
+            let sql = if end.is_some() {
+                "SELECT count(*) FROM patgate_records WHERE space = $1 AND key >= $2 AND key < $3"
+            } else {
+                "SELECT count(*) FROM patgate_records WHERE space = $1 AND key >= $2"
+            };
+            let statement = client.prepare_cached(sql).await.map_err(self.err(DURING))?;
+            let space_id = space(space_);
+            let row = match &end {
+                Some(end) => {
+                    client
+                        .query_one(&statement, &[&space_id, &prefix, end])
+                        .await
+                }
+                None => client.query_one(&statement, &[&space_id, &prefix]).await,
+            }
+            .map_err(self.err(DURING))?;
+            Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+        })
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), RecordStoreError>> {
+        // Every call above committed before it returned (see the module docs).
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+const PUT: &str = "INSERT INTO patgate_records (space, key, value) VALUES ($1, $2, $3) ON CONFLICT (space, key) DO UPDATE SET value = EXCLUDED.value";
+const REMOVE: &str = "DELETE FROM patgate_records WHERE space = $1 AND key = $2";
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn the_end_of_a_prefix_is_the_next_key_past_all_that_start_with_it() {
+        assert_eq!(prefix_end(b"p"), Some(b"q".to_vec()));
+        assert_eq!(prefix_end(b"p\xff"), Some(b"q".to_vec()));
+        assert_eq!(prefix_end(b"a\x00"), Some(b"a\x01".to_vec()));
+        assert_eq!(prefix_end(b"\xff\xff"), None);
+        assert_eq!(prefix_end(b""), None);
+    }
+}
