@@ -593,18 +593,7 @@ async fn refused_tls_handshakes_on_the_connect_listener_are_counted_too() {
     })
     .await;
     // The connect listener's port, from a link the app asks for.
-    let asked = gw
-        .client()
-        .send(&Outgoing {
-            method: Method::POST,
-            url: gw.url(&format!(
-                "/v1/integrations/ghe/users/{ACCOUNT_A}/connect-link"
-            )),
-            body: Some(Bytes::new()),
-            ..Outgoing::default()
-        })
-        .await
-        .unwrap();
+    let asked = gw.client().send(&gw.connect_link(ACCOUNT_A)).await.unwrap();
     let link: serde_json::Value = serde_json::from_slice(asked.body()).unwrap();
     let url: http::Uri = link["url"].as_str().unwrap().parse().unwrap();
     let connect = std::net::SocketAddr::from(([127, 0, 0, 1], url.port_u16().unwrap()));

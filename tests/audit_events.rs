@@ -5,10 +5,7 @@
 
 mod common;
 
-use bytes::Bytes;
 use common::*;
-use http::Method;
-use patgate::client::Outgoing;
 
 // A current-thread test with its own logger: the gateway's tasks run on this thread, so the
 // thread's default subscriber sees their events.
@@ -43,17 +40,7 @@ async fn api_audit_events_name_the_client_and_key_and_every_link_issued() {
     assert_eq!(problem["code"], "user-pat-required");
     assert!(problem["setup_url"].is_string(), "{problem}");
     // The app asks for one itself.
-    let asked = client
-        .send(&Outgoing {
-            method: Method::POST,
-            url: gw.url(&format!(
-                "/v1/integrations/ghe/users/{ACCOUNT_A}/connect-link"
-            )),
-            body: Some(Bytes::new()),
-            ..Outgoing::default()
-        })
-        .await
-        .unwrap();
+    let asked = client.send(&gw.connect_link(ACCOUNT_A)).await.unwrap();
     assert_eq!(asked.status(), 200);
     assert_eq!(
         client

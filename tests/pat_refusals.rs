@@ -116,18 +116,7 @@ async fn page(gw: &Gateway, url: &str) -> String {
 
 /// A fresh connect link for user A, as the app asks for one.
 async fn link(gw: &Gateway) -> String {
-    let response = gw
-        .client()
-        .send(&Outgoing {
-            method: Method::POST,
-            url: gw.url(&format!(
-                "/v1/integrations/ghe/users/{ACCOUNT_A}/connect-link"
-            )),
-            body: Some(Bytes::new()),
-            ..Outgoing::default()
-        })
-        .await
-        .unwrap();
+    let response = gw.client().send(&gw.connect_link(ACCOUNT_A)).await.unwrap();
     body(&response)["url"].as_str().unwrap().to_string()
 }
 

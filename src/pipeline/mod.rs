@@ -370,18 +370,19 @@ pub(crate) async fn git(
         credential(runtime, integration, account.as_ref(), decided).await?;
     let (credential, app) = installation_token(runtime, integration, credential).await?;
     let again = app.as_ref().map(|_| read.clone());
+    let outbound = |read, credential, user_pat| forward::Outbound {
+        read,
+        host_path,
+        request_id,
+        decision,
+        credential,
+        user_pat,
+        caller,
+    };
     let response = forward::forward(
         runtime,
         integration,
-        forward::Outbound {
-            read,
-            host_path,
-            request_id,
-            decision,
-            credential,
-            user_pat,
-            caller,
-        },
+        outbound(read, credential, user_pat),
         summary,
     )
     .await?;
@@ -397,19 +398,10 @@ pub(crate) async fn git(
     }
     drop(response);
     let credential = renewed_installation_token(runtime, integration, &app).await?;
-    let user_pat = None;
     forward::forward(
         runtime,
         integration,
-        forward::Outbound {
-            read,
-            host_path,
-            request_id,
-            decision,
-            credential,
-            user_pat,
-            caller,
-        },
+        outbound(read, credential, None),
         summary,
     )
     .await

@@ -923,6 +923,18 @@ impl Gateway {
         }
     }
 
+    /// `POST /v1/…/users/{account}/connect-link`, as the app sends it.
+    pub fn connect_link(&self, account: &str) -> Outgoing {
+        Outgoing {
+            method: Method::POST,
+            url: self.url(&format!(
+                "/v1/integrations/ghe/users/{account}/connect-link"
+            )),
+            body: Some(Bytes::new()),
+            ..Outgoing::default()
+        }
+    }
+
     /// `DELETE /v1/…/users/{account}/pat`, as the app sends it.
     pub fn delete_pat(&self, account: &str) -> Outgoing {
         Outgoing {
