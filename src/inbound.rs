@@ -15,7 +15,6 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::clock::Clock;
-use crate::hosts;
 use crate::ids::{AccountId, InvalidId};
 use crate::signature::{digest, SignatureError};
 
@@ -187,7 +186,10 @@ pub(crate) fn account(headers: &HeaderMap) -> Result<Option<AccountId>, InboundE
 /// slash: the host would resolve them and the request could leave the path it was
 /// classified by.
 pub(crate) fn refuse_dot_segments(path: &str) -> Result<(), InboundError> {
-    for segment in hosts::segments(path) {
+    // Every segment, also of a path without its leading `/` (hosts::segments yields none
+    // for such a path, which is right for classifying but would let this check pass; found
+    // by fuzz/ classify_github).
+    for segment in path.strip_prefix('/').unwrap_or(path).split('/') {
         let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
         let is_dot = |piece: &str| piece == "." || piece == "..";
         if is_dot(&decoded) || decoded.split(['/', '\\']).any(is_dot) {
@@ -413,6 +415,14 @@ mod tests {
         // JSON bodies are the host's own business.
         let json = form("application/json");
         assert!(refuse_method_override_in_body(&json, br#"{"_method":"DELETE"}"#).is_ok());
+    }
+
+    /// Regression input of fuzz/ classify_github.
+    #[test]
+    fn dot_segments_are_refused_in_a_path_without_its_leading_slash() {
+        assert!(refuse_dot_segments("ETE /api/v3repos/acme/me/api/git/refs/%2e%2e/x").is_err());
+        assert!(refuse_dot_segments("../x").is_err());
+        assert!(refuse_dot_segments("a/b").is_ok());
     }
 
     #[test]
