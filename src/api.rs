@@ -72,12 +72,7 @@ impl PatStatus {
         meta: Option<PatMeta>,
         now: u64,
     ) -> PatStatus {
-        let rfc3339 = |secs: u64| {
-            humantime::format_rfc3339_seconds(
-                std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs),
-            )
-            .to_string()
-        };
+        use crate::clock::rfc3339;
         let supports_pats = integration.adapter().supports_pats();
         PatStatus {
             integration: integration.id().to_string(),

@@ -295,6 +295,12 @@ impl hyper::rt::Timer for Timer {
     }
 }
 
+/// Unix seconds as RFC 3339 UTC, e.g. `2026-11-24T16:02:11Z` (what every answer, listing
+/// and page shows for a time).
+pub fn rfc3339(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -153,10 +153,7 @@ fn host_and_validity(page: &PageContext<'_>) -> String {
         }
     }
     let minutes = page.expires_at.saturating_sub(page.now).div_ceil(60);
-    let until = humantime::format_rfc3339_seconds(
-        std::time::UNIX_EPOCH + std::time::Duration::from_secs(page.expires_at),
-    )
-    .to_string();
+    let until = crate::clock::rfc3339(page.expires_at);
     // 2026-11-24T16:17:11Z → 16:17 UTC on 2026-11-24
     let (date, time) = until.split_once('T').unwrap_or((&until, ""));
     let _ = write!(
@@ -283,10 +280,7 @@ Actions that need your own token cannot be done through this integration; ask yo
 /// revoked), or it expires within the integration's warning window (or has).
 fn token_state(ctx: &PageContext<'_>, meta: &PatMeta) -> String {
     let date = |secs: u64| {
-        let text = humantime::format_rfc3339_seconds(
-            std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs),
-        )
-        .to_string();
+        let text = crate::clock::rfc3339(secs);
         format!("{} {} UTC", &text[..10], &text[11..16])
     };
     let mut out = String::new();

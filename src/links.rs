@@ -233,9 +233,7 @@ impl Links {
     }
 }
 
-fn rfc3339(secs: u64) -> String {
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs)).to_string()
-}
+use crate::clock::rfc3339;
 
 #[cfg(test)]
 mod tests {

@@ -130,11 +130,7 @@ impl Summary {
     }
 }
 
-/// Unix seconds as RFC 3339 UTC, e.g. `2026-11-24T16:02:11Z`.
-fn rfc3339(secs: u64) -> String {
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
-        .to_string()
-}
+use crate::clock::rfc3339;
 
 impl ListArgs {
     fn keeps(&self, record: &Summary) -> bool {
