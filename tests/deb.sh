@@ -197,13 +197,13 @@ as_patgate() { runuser -u patgate -- "$@"; }
 check "the service user passes config check (reads config, certificates, keys)" \
   as_patgate patgate config check --offline /etc/patgate/patgate.toml
 same "the service user opens the vault with the master key" \
-  "$(as_patgate patgate vault list --config /etc/patgate/patgate.toml)" "[]"
+  "$(as_patgate patgate vault list --json --config /etc/patgate/patgate.toml)" "[]"
 # A made-up token: --no-validate keeps it from going to a host.
 check "the service user stores the integration's token" \
   bash -c 'printf "ghp_%s\n" "$(openssl rand -hex 18)" |
     runuser -u patgate -- patgate integration set-secret ghe --no-validate >/dev/null'
-listed=$(as_patgate patgate vault list)
-check "the vault lists it" grep -q '"integration": "ghe"' <<<"$listed"
+listed=$(as_patgate patgate vault list --json)
+check "the vault lists it" grep -q '"integration":"ghe"' <<<"$listed"
 same "the master key" "$(mode_of /etc/patgate/master-key)" "patgate:patgate 600"
 sha256sum /etc/patgate/patgate.toml /etc/patgate/master-key >"$work/admin-files.sha256"
 
@@ -214,7 +214,7 @@ same "dpkg status" "$(dpkg-query -W -f='${db:Status-Abbrev}${Version}' patgate)"
 check "the config and master key are untouched" sha256sum --quiet -c "$work/admin-files.sha256"
 same "/etc/patgate" "$(mode_of /etc/patgate)" "root:patgate 750"
 same "the same patgate user" "$(id -u patgate)" "$uid"
-same "the vault still opens and holds the token" "$(as_patgate patgate vault list)" "$listed"
+same "the vault still opens and holds the token" "$(as_patgate patgate vault list --json)" "$listed"
 same "the unit is still not enabled" "$(unit_state)" disabled
 
 echo "== remove"
