@@ -207,15 +207,21 @@ impl RecordStore for PgRecords {
         swaps: Vec<Swap>,
     ) -> BoxFuture<'_, Result<Vec<Swapped>, RecordStoreError>> {
         Box::pin(async move {
-            // One connection, one statement per swap: each is decided on its own, as the
-            // contract says, and a batch costs one round trip per swap (batches are the
-            // last-use flushes, off the request path).
+            // One connection, one statement per swap, each decided on its own as the
+            // contract says. The statements are all sent before any answer is awaited:
+            // tokio-postgres pipelines them, and the server runs them in the order sent, so
+            // the batch costs one round trip (plus one per swap that lost a race and is
+            // tried again), not one per swap.
             let client = self.client("a compare-and-swap").await?;
-            let mut answers = Vec::with_capacity(swaps.len());
-            for swap in swaps {
-                answers.push(self.swap_one(&client, space(space_), swap).await?);
-            }
-            Ok(answers)
+            let space_id = space(space_);
+            futures_util::future::join_all(
+                swaps
+                    .into_iter()
+                    .map(|swap| self.swap_one(&client, space_id, swap)),
+            )
+            .await
+            .into_iter()
+            .collect()
         })
     }
 
