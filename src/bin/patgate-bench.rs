@@ -56,6 +56,22 @@ enum Command {
     Upstream(UpstreamArgs),
     /// Make certificates, app keys, a master key, a vault with N users' PATs and a config.
     Setup(SetupArgs),
+    /// Time the replay cache's first-use check: PostgreSQL's round trip and this process's
+    /// memory, one after the other; prints one JSON line.
+    Nonces(NoncesArgs),
+}
+
+#[derive(Debug, Args)]
+struct NoncesArgs {
+    /// A file holding the PostgreSQL connection string (migrated: `patgate store migrate`).
+    #[arg(long)]
+    store_url_file: PathBuf,
+    /// First uses to time, per store.
+    #[arg(long, default_value_t = 20_000)]
+    count: u32,
+    /// Checks in flight at once.
+    #[arg(short, long, default_value_t = 1)]
+    concurrency: u32,
 }
 
 #[derive(Debug, Args)]
@@ -201,6 +217,10 @@ struct SetupArgs {
     /// The state directory (default: DIR/state).
     #[arg(long)]
     state: Option<PathBuf>,
+    /// Keep the vault in PostgreSQL instead of sled (`[store] kind = "postgres"`, plain TCP):
+    /// a file holding the connection string. The schema is migrated first.
+    #[arg(long)]
+    store_url_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -226,6 +246,7 @@ fn main() -> ExitCode {
             Command::Hold(args) => hold(args).await,
             Command::Upstream(args) => upstream(args).await,
             Command::Setup(args) => setup(args).await,
+            Command::Nonces(args) => nonces(args).await,
         }
     });
     match result {
@@ -1027,7 +1048,15 @@ async fn setup(args: SetupArgs) -> Result<()> {
     let key = MasterKey::load_file(&path("master-key")).map_err(|e| e.to_string())?;
     let state = args.state.clone().unwrap_or_else(|| path("state"));
     let started = Instant::now();
-    let vault = Arc::new(Vault::init(&state, &key).await.map_err(|e| e.to_string())?);
+    let vault = match &args.store_url_file {
+        None => Vault::init(&state, &key).await,
+        Some(file) => {
+            let db = bench_database(file)?;
+            db.migrate().await.map_err(|e| e.to_string())?;
+            Vault::init_in(Box::new(db.records()), &key).await
+        }
+    };
+    let vault = Arc::new(vault.map_err(|e| e.to_string())?);
     vault
         .put_integration_secret(
             INTEGRATION,
@@ -1080,6 +1109,77 @@ async fn setup(args: SetupArgs) -> Result<()> {
     Ok(())
 }
 
+/// The pool `patgate run` would make for `[store] kind = "postgres"`, `tls = "disable"`,
+/// with the default pool size.
+fn bench_database(url_file: &std::path::Path) -> Result<patgate::store::Postgres> {
+    let url = std::fs::read_to_string(url_file)
+        .map_err(|e| format!("{}: {e}", url_file.display()))?;
+    patgate::store::Postgres::connect(&patgate::store::PgSettings {
+        url: SecretString::from(url.trim().to_string()),
+        tls: patgate::store::PgTls::Disable,
+        pool_size: 16,
+        connect_timeout: Duration::from_secs(5),
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// `nonces`: each store gets `count` fresh pairs, `concurrency` at a time.
+async fn nonces(args: NoncesArgs) -> Result<()> {
+    use patgate::store::{MemoryNonces, NonceStore};
+    let db = bench_database(&args.store_url_file)?;
+    let stores: [(&str, Arc<dyn NonceStore>); 2] = [
+        ("postgres", Arc::new(db.nonces().with_window(70))),
+        ("memory", Arc::new(MemoryNonces::new(2_000_000))),
+    ];
+    let mut out = serde_json::Map::new();
+    out.insert("count".into(), args.count.into());
+    out.insert("concurrency".into(), args.concurrency.into());
+    for (name, store) in stores {
+        let started = Instant::now();
+        let next = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let run = |store: Arc<dyn NonceStore>, next: Arc<std::sync::atomic::AtomicU32>| async move {
+            let mut hist = Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
+            let salt = patgate::clock::unix_now();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= args.count {
+                    return Ok::<_, String>(hist);
+                }
+                let nonce = format!("bench-{salt}-{i}");
+                let now = patgate::clock::unix_now();
+                let t0 = Instant::now();
+                store
+                    .first_use("bench-hmac", &nonce, now + 60, now)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                hist.record(u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX))
+                    .map_err(|e| e.to_string())?;
+            }
+        };
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..args.concurrency {
+            tasks.spawn(run(store.clone(), next.clone()));
+        }
+        let mut hist = Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
+        while let Some(done) = tasks.join_next().await {
+            hist.add(done.map_err(|e| e.to_string())??)
+                .map_err(|e| e.to_string())?;
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let us = |q: f64| (hist.value_at_quantile(q) as f64 / 100.0).round() / 10.0;
+        out.insert(
+            name.into(),
+            serde_json::json!({
+                "p50_us": us(0.5),
+                "p99_us": us(0.99),
+                "per_second": (f64::from(args.count) / seconds).round(),
+            }),
+        );
+    }
+    println!("{}", serde_json::Value::Object(out));
+    Ok(())
+}
+
 fn config(args: &SetupArgs, ed25519_public: &str) -> String {
     let d = args.dir.display();
     let listen = args.listen;
@@ -1087,6 +1187,13 @@ fn config(args: &SetupArgs, ed25519_public: &str) -> String {
     let admin = args.admin_listen;
     let state = args.state.clone().unwrap_or_else(|| args.dir.join("state"));
     let state = state.display();
+    let store = match &args.store_url_file {
+        None => String::new(),
+        Some(file) => format!(
+            "\n[store]\nkind = \"postgres\"\nurl_file = \"{}\"\ntls = \"disable\"\n",
+            file.display()
+        ),
+    };
     format!(
         r#"# Written by `patgate-bench setup`.
 state_dir = "{state}"
@@ -1130,6 +1237,6 @@ socket = "{d}/admin.sock"
 # nginx runs with access_log off; patgate's access lines are at info.
 [log]
 level = "warn"
-"#
+{store}"#
     )
 }
