@@ -386,3 +386,85 @@ impl Vault {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SledRecords;
+    use crate::vault::Credential;
+
+    const CACHE: u64 = 1024 * 1024;
+
+    fn key() -> MasterKey {
+        MasterKey::from_bytes([7; 32])
+    }
+
+    /// An unfinished copy whose source lost a record since: the second run makes the target
+    /// exactly the source's, the record gone from it too.
+    #[tokio::test]
+    async fn a_rerun_drops_what_the_source_no_longer_holds() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        let source = Vault::init(&a, &key()).await.unwrap();
+        for id in ["one", "two"] {
+            source
+                .put_integration_secret(id, &Credential::Token("t".into()))
+                .await
+                .unwrap();
+        }
+        let gone = record::secret_key(record::validate_id("integration", "gone").unwrap());
+        drop(source);
+        let target = SledRecords::create(&b, CACHE).unwrap();
+        // What a copy that stopped left, with a record the source has removed since.
+        target
+            .put(Space::Records, gone.as_ref(), b"an older copy".to_vec())
+            .await
+            .unwrap();
+        target.flush().await.unwrap();
+        let copied = copy_vault(
+            Box::new(SledRecords::open(&a, CACHE).unwrap()),
+            Box::new(target),
+            &key(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(copied.found, TargetWas::Unfinished { records: 1 });
+        assert_eq!(copied.records, 2);
+        let copy = Vault::open(&b, &key()).await.unwrap();
+        assert!(!copy.has_integration_secret("gone").await.unwrap());
+        assert!(copy.integration_secret("two").await.unwrap().is_some());
+        assert_eq!(copy.count().await.unwrap(), 2);
+    }
+
+    /// A source with a record whose key is not a record's: named by its length, and the
+    /// target is not made a vault.
+    #[tokio::test]
+    async fn an_undecodable_record_stops_the_copy_before_the_settings() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        let source = Vault::init(&a, &key()).await.unwrap();
+        source
+            .store()
+            .put(Space::Records, b"\x09odd", b"x".to_vec())
+            .await
+            .unwrap();
+        source.flush().await.unwrap();
+        drop(source);
+        let err = copy_vault(
+            Box::new(SledRecords::open(&a, CACHE).unwrap()),
+            Box::new(SledRecords::create(&b, CACHE).unwrap()),
+            &key(),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("a record has an undecodable key (4 bytes)"),
+            "{err}"
+        );
+        assert!(matches!(
+            Vault::open(&b, &key()).await,
+            Err(VaultError::NotInitialized { .. })
+        ));
+    }
+}
