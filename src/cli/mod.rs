@@ -98,6 +98,20 @@ enum StoreCommand {
     Migrate(ConfigArg),
     /// Show the database's schema version, and whether this patgate can run on it.
     Status(ConfigArg),
+    /// Copy the vault between the sled files and PostgreSQL, either way, byte for byte, and
+    /// check with the master key that every record decrypts from the copy.
+    ///
+    /// The PostgreSQL side is the config's `[store]` (`kind = "postgres"`: the config the
+    /// replicas run with); the sled side is its state_dir, or --state-dir. Stop every patgate
+    /// on the source first: the source is only read, and a sled directory in use is refused.
+    /// The target must be empty (a migrated database, a new or empty directory), or hold
+    /// exactly the source's records and settings (then there is nothing to do); any other
+    /// vault is never written over. Refused before anything is copied: a source in the
+    /// middle of a key rotation, a master key that does not open the source. A record that
+    /// does not decrypt stops the copy (named by its id, never its contents). A copy that
+    /// stops midway leaves the target with records but no vault, which nothing will use;
+    /// running the copy again finishes it. Exits 1 on every refusal.
+    Copy(store::CopyArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -290,6 +304,7 @@ async fn dispatch(command: Command) -> CliResult {
         Command::Request(args) => request::run(args).await,
         Command::Store(StoreCommand::Migrate(args)) => store::migrate(&args.config).await,
         Command::Store(StoreCommand::Status(args)) => store::status(&args.config).await,
+        Command::Store(StoreCommand::Copy(args)) => store::copy(&args).await,
     }
 }
 

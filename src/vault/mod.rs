@@ -21,8 +21,12 @@
 //! - The master key can be rotated while the vault serves; `rotation.rs` documents how that
 //!   stays crash-safe and why no reader or writer fails meanwhile.
 //!
+//! - A vault is copied between stores (sled files and PostgreSQL) byte for byte, every record
+//!   checked to decrypt on both sides: `copy.rs`.
+//!
 //! `record.rs` documents the byte layouts of keys, associated data and values.
 
+mod copy;
 mod credential;
 mod crypto;
 mod error;
@@ -44,6 +48,7 @@ use serde::Serialize;
 use tokio::sync::{Mutex, RwLock, RwLockReadGuard};
 use zeroize::Zeroizing;
 
+pub use self::copy::{copy_vault, Copied, CopyError, TargetWas};
 pub use self::credential::Credential;
 pub use self::error::VaultError;
 pub use self::last_use::{PatUses, PAT_USE_FLUSH_INTERVAL};
