@@ -20,8 +20,9 @@
 //!   dropped when it comes back to the pool and a new one opened, so the pool serves again
 //!   by itself once the database does.
 //! - [`Postgres::probe`] answers whether the database answers now, for `/ready`: one
-//!   `SELECT 1` at most every [`PROBE_EVERY`], bounded by [`PROBE_TIMEOUT`], shared by the
-//!   health checks that ask meanwhile.
+//!   `SELECT 1` at most every [`PROBE_EVERY`] (sooner when an operation saw an outage
+//!   begin or end), bounded by [`PROBE_TIMEOUT`], shared by the health checks that ask
+//!   meanwhile.
 //!
 //! # Layout
 //! | file | holds |
@@ -402,11 +403,12 @@ impl Postgres {
     }
 
     /// Whether the database answers: a `SELECT 1` through the pool, bounded by
-    /// [`PROBE_TIMEOUT`], its answer reused for [`PROBE_EVERY`].
+    /// [`PROBE_TIMEOUT`], its answer reused for [`PROBE_EVERY`] unless an operation found
+    /// otherwise since (an outage, or its end, is seen at once).
     pub async fn probe(&self) -> Result<(), PgError> {
         let mut probed = self.health.probed.lock().await;
         if let Some((at, outcome)) = &*probed {
-            if at.elapsed() < PROBE_EVERY {
+            if at.elapsed() < PROBE_EVERY && outcome.is_ok() == self.answering() {
                 return outcome.clone();
             }
         }
