@@ -212,8 +212,8 @@ pub struct StoreMetrics {
     /// Operations that failed (no connection, a closed one, a statement the database
     /// refused); a replay or a conflict is an answer, not an error.
     pub errors: Family<StoreLabels, Counter>,
-    /// 1 while the database answers, 0 from the first failure to reach it until an
-    /// operation or the readiness probe reaches it again.
+    /// 1 while the database answers, 0 from the first failure to reach it until a new
+    /// connection or the readiness probe reaches it again.
     pub up: Gauge,
     /// The pool's connections, read at scrape time.
     pub pool_connections: Family<PoolLabels, Gauge>,

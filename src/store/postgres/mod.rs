@@ -14,9 +14,9 @@
 //! - A database error is an error: nothing here turns one into a "not found" or a first use.
 //! - Every operation borrows its connection through [`Postgres::client`], the one place
 //!   that times it, counts its failures ([`crate::metrics::StoreMetrics`]) and follows the
-//!   database's health: the first failure to reach it logs one warning, the first operation
-//!   that reaches it again one info line, whatever the requests in between
-//!   ([`PgError::is_unreachable`]). A connection the database closed (a restart) is
+//!   database's health: the first failure to reach it logs one warning, the first new
+//!   connection or probe that reaches it again one info line, whatever the requests in
+//!   between ([`PgError::is_unreachable`]). A connection the database closed (a restart) is
 //!   dropped when it comes back to the pool and a new one opened, so the pool serves again
 //!   by itself once the database does.
 //! - [`Postgres::probe`] answers whether the database answers now, for `/ready`: one
@@ -396,8 +396,8 @@ impl Postgres {
         metrics.pool_waiting.set(gauge(status.waiting));
     }
 
-    /// Whether the database answered the last operation that tried it: `false` from the
-    /// first failure to reach it until an operation or a probe reaches it again.
+    /// Whether the database answers, as far as the pool knows: `false` from the first
+    /// failure to reach it until a new connection or a probe reaches it again.
     pub fn answering(&self) -> bool {
         !self.health.failing.load(Ordering::Acquire)
     }
@@ -442,6 +442,7 @@ impl Postgres {
             .query_one(&statement, &[])
             .await
             .map_err(|e| self.failed(PROBE, &e))?;
+        self.reached();
         Ok(())
     }
 
@@ -459,7 +460,8 @@ impl Postgres {
         }
     }
 
-    /// The database answered (a connection was had): ends an outage, with one log line.
+    /// The database answered (a new connection was opened, or the probe's `SELECT 1`
+    /// answered): ends an outage, with one log line.
     fn reached(&self) {
         if self.health.failing.load(Ordering::Acquire)
             && self.health.failing.swap(false, Ordering::AcqRel)
@@ -483,7 +485,11 @@ impl Postgres {
         let started = tokio::time::Instant::now();
         match self.pool.get().await {
             Ok(object) => {
-                self.reached();
+                // A connection opened just now proves the database answers; one kept in
+                // the pool proves nothing (it may not have seen the database go yet).
+                if deadpool_postgres::Object::metrics(&object).recycle_count == 0 {
+                    self.reached();
+                }
                 Ok(Client {
                     object,
                     op,
