@@ -4,7 +4,7 @@
 //! | path | answer |
 //! |---|---|
 //! | `/live` | 200 while the process serves (this listener answers last at shutdown) |
-//! | `/ready` | 200 while patgate accepts requests (`patgate_ready` is 1), with `[forge]` has Forge's signing keys (`patgate_forge_keys` above 0), and every integration whose account is a GitHub App has an installation token; else 503 saying why |
+//! | `/ready` | 200 while patgate accepts requests (`patgate_ready` is 1), with `[store] kind = "postgres"` its database answers (a `SELECT 1` at most once a second, within 2 s; `patgate_store_up`), with `[forge]` has Forge's signing keys (`patgate_forge_keys` above 0), and every integration whose account is a GitHub App has an installation token; else 503 saying why |
 //! | `/metrics` | the Prometheus exposition of [`crate::metrics::Metrics`] |
 //!
 //! Other paths are 404, methods other than GET and HEAD 405. No TLS and no authentication:
@@ -46,6 +46,16 @@ pub(crate) async fn answer(runtime: &Runtime, req: &Request<Incoming>) -> Respon
         // cool-down, while they are not: a balancer that waits for ready sends no call that
         // would).
         "/ready" if runtime.metrics().ready.get() == 1 => {
+            // Every signed request needs the shared replay cache: without its database
+            // nothing on the api listener can be served.
+            if let Some(db) = runtime.database() {
+                if let Err(e) = db.probe().await {
+                    return text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("not ready: the shared store does not answer: {e}\n"),
+                    );
+                }
+            }
             if !runtime.load_forge_keys().await {
                 return text(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -80,8 +90,11 @@ pub(crate) async fn answer(runtime: &Runtime, req: &Request<Incoming>) -> Respon
 }
 
 /// The gauges that are read at scrape time rather than kept up to date: the certificate's
-/// remaining lifetime, and the vault's record counts (a key-only scan that decrypts
-/// nothing, which the store runs off the request threads).
+/// remaining lifetime, the shared store's pool, and the vault's record counts (a key-only
+/// scan that decrypts nothing, which the store runs off the request threads).
+///
+/// While the shared store does not answer, the gauges read from the vault keep their last
+/// values: a scrape waits for no more than the readiness probe and logs nothing more.
 async fn refresh_gauges(runtime: &Runtime) {
     let metrics = runtime.metrics();
     let now = i64::try_from(runtime.clock().unix_now()).unwrap_or(i64::MAX);
@@ -92,6 +105,13 @@ async fn refresh_gauges(runtime: &Runtime) {
         metrics
             .forge_keys
             .set(i64::try_from(forge.usable_keys()).unwrap_or(i64::MAX));
+    }
+    if let Some(db) = runtime.database() {
+        db.observe_pool();
+        // The probe (bounded, shared with `/ready`) tells when it answers again.
+        if !db.answering() && db.probe().await.is_err() {
+            return;
+        }
     }
     match runtime.vault().count_by_kind().await {
         Ok(counts) => {

@@ -30,7 +30,7 @@ use crate::inbound::InboundError;
 use crate::links::LinkError;
 use crate::pat::SaveError;
 use crate::signature::SignatureError;
-use crate::store::{NonceError, StoreError};
+use crate::store::{NonceError, PgError, StoreError};
 use crate::upstream::UpstreamError;
 use crate::vault::VaultError;
 use crate::{policy, ratelimit};
@@ -695,7 +695,19 @@ impl From<&NonceError> for Problem {
 impl From<&StoreError> for Problem {
     fn from(err: &StoreError) -> Problem {
         // The store failing, not the caller: the log line has the whole error, the caller a
-        // detail that does not help probe it. A retry may succeed.
+        // detail that does not help probe it. A retry may succeed. A store that does not
+        // answer logged the outage once, when it began: not again for each request.
+        if err.unreachable {
+            tracing::debug!(error = %err, "store error");
+            return Problem::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "patgate's {} store does not answer; try again later",
+                    err.store
+                ),
+            )
+            .retry_after(1);
+        }
         tracing::error!(error = %err, "store error");
         Problem::new(
             ErrorCode::Unavailable,
@@ -709,6 +721,15 @@ impl From<&VaultError> for Problem {
     fn from(err: &VaultError) -> Problem {
         match err {
             VaultError::InvalidId { .. } => Problem::new(ErrorCode::BadRequest, err.to_string()),
+            // A shared store that does not answer: its outage was logged once, when it began.
+            other if store_unreachable(other) => {
+                tracing::debug!(error = %other, "vault error");
+                Problem::new(
+                    ErrorCode::Unavailable,
+                    "the credential vault's shared store does not answer; try again later",
+                )
+                .retry_after(1)
+            }
             // Anything else is the vault failing, not the client: say so without detail that
             // could help an attacker probe the store; the log line carries the full error.
             other => {
@@ -720,6 +741,18 @@ impl From<&VaultError> for Problem {
             }
         }
     }
+}
+
+/// Whether the vault failed because its shared store's database did not answer.
+fn store_unreachable(err: &VaultError) -> bool {
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        if let Some(pg) = e.downcast_ref::<PgError>() {
+            return pg.is_unreachable();
+        }
+        source = e.source();
+    }
+    false
 }
 
 impl From<&UpstreamError> for Problem {
@@ -919,6 +952,39 @@ mod tests {
             response.headers()["ratelimit"],
             r#""integration-reads";r=0;t=12"#
         );
+    }
+
+    #[test]
+    fn a_shared_store_that_does_not_answer_is_503_unavailable_with_retry_after() {
+        let unreachable = PgError::Unreachable {
+            location: "postgresql://db:5432/patgate".into(),
+            during: "checking a nonce",
+            reason: "connection refused".into(),
+        };
+        let refused = PgError::Database {
+            location: "postgresql://db:5432/patgate".into(),
+            during: "writing a record",
+            reason: "25006: cannot execute INSERT in a read-only transaction".into(),
+        };
+        let vault = |e: PgError| VaultError::Storage {
+            path: "postgresql://db:5432/patgate".into(),
+            source: crate::store::RecordStoreError::Failed(Box::new(e)),
+        };
+        let outage = [
+            Problem::of(&AuthError::Nonce(NonceError::Store(
+                unreachable.clone().into(),
+            ))),
+            Problem::of(&vault(unreachable)),
+        ];
+        for problem in outage {
+            assert_eq!(problem.code, ErrorCode::Unavailable, "{problem:?}");
+            assert_eq!(problem.retry_after, Some(1), "{problem:?}");
+            assert!(problem.detail.contains("does not answer"), "{problem:?}");
+        }
+        // A database that answered with an error is no outage: the detail points at the log.
+        let failed = Problem::of(&vault(refused));
+        assert_eq!(failed.code, ErrorCode::Unavailable);
+        assert!(failed.detail.contains("see the patgate log"), "{failed:?}");
     }
 
     #[test]

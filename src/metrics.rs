@@ -185,6 +185,67 @@ impl ConnectionMetrics {
     }
 }
 
+/// Labels of `patgate_store_operation_duration_seconds` and `patgate_store_errors_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreLabels {
+    /// `records`, `nonces`, `links`, `holds`, `schema` or `probe` (the readiness check).
+    pub store: &'static str,
+    /// What was asked: `get`, `put`, `first-use`, `prune`, … (a fixed set per store).
+    pub operation: &'static str,
+}
+
+/// Labels of `patgate_store_pool_connections`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    /// `in-use` (lent to an operation) or `idle` (open, waiting in the pool).
+    pub state: &'static str,
+}
+
+/// The shared store's metrics (`[store] kind = "postgres"`). The pool makes them (it
+/// observes every operation it lends a connection to) and [`Metrics::register_store`]
+/// exports them; a process on the embedded stores has none.
+#[derive(Debug, Clone)]
+pub struct StoreMetrics {
+    /// Time from asking the pool for a connection to giving it back, per operation,
+    /// failures included.
+    pub latency: Family<StoreLabels, Histogram, fn() -> Histogram>,
+    /// Operations that failed (no connection, a closed one, a statement the database
+    /// refused); a replay or a conflict is an answer, not an error.
+    pub errors: Family<StoreLabels, Counter>,
+    /// 1 while the database answers, 0 from the first failure to reach it until a new
+    /// connection or the readiness probe reaches it again.
+    pub up: Gauge,
+    /// The pool's connections, read at scrape time.
+    pub pool_connections: Family<PoolLabels, Gauge>,
+    /// `store.pool_size`.
+    pub pool_max: Gauge,
+    /// Operations waiting for a free connection, read at scrape time.
+    pub pool_waiting: Gauge,
+}
+
+/// Store latency buckets in seconds: 0.25 ms (a prepared statement on a near database) to
+/// 10 s (beyond `store.connect_timeout_ms`'s default).
+const STORE_LATENCY_BUCKETS: [f64; 14] = [
+    0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+fn store_latency_histogram() -> Histogram {
+    Histogram::new(STORE_LATENCY_BUCKETS)
+}
+
+impl Default for StoreMetrics {
+    fn default() -> Self {
+        StoreMetrics {
+            latency: Family::new_with_constructor(store_latency_histogram),
+            errors: Family::default(),
+            up: Gauge::default(),
+            pool_connections: Family::default(),
+            pool_max: Gauge::default(),
+            pool_waiting: Gauge::default(),
+        }
+    }
+}
+
 /// Every metric patgate exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -390,6 +451,41 @@ impl Metrics {
             ready,
             connections,
         }
+    }
+
+    /// Exports the shared store's metrics (once, at start: they live as long as the pool).
+    pub fn register_store(&mut self, store: &StoreMetrics) {
+        let registry = self.registry.sub_registry_with_prefix("patgate");
+        registry.register(
+            "store_operation_duration_seconds",
+            "Time a shared-store operation took, from asking the pool for a connection to giving it back, by store and operation",
+            store.latency.clone(),
+        );
+        registry.register(
+            "store_errors",
+            "Shared-store operations that failed (no connection, a closed one, a refused statement), by store and operation",
+            store.errors.clone(),
+        );
+        registry.register(
+            "store_up",
+            "1 while the shared store's database answers, 0 from a failure to reach it until it answers again",
+            store.up.clone(),
+        );
+        registry.register(
+            "store_pool_connections",
+            "Connections to the shared store's database, by state (in-use or idle)",
+            store.pool_connections.clone(),
+        );
+        registry.register(
+            "store_pool_max_connections",
+            "The most connections the pool opens (store.pool_size)",
+            store.pool_max.clone(),
+        );
+        registry.register(
+            "store_pool_waiting",
+            "Operations waiting for a free connection to the shared store's database",
+            store.pool_waiting.clone(),
+        );
     }
 
     /// The Prometheus text exposition (OpenMetrics flavour, which Prometheus reads).

@@ -32,7 +32,7 @@ use crate::links::Links;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimits;
 use crate::signature::Verifier;
-use crate::store::{LinkStore, NonceStore, Stores};
+use crate::store::{LinkStore, NonceStore, Postgres, Stores};
 use crate::upstream::Upstream;
 use crate::vault::{Credential, PatUses, Vault, VaultError};
 
@@ -128,6 +128,9 @@ pub struct Runtime {
     limits: Arc<RateLimits>,
     /// GitHub App installation tokens, in memory only.
     app_tokens: Arc<AppTokens>,
+    /// The shared store's database (`[store] kind = "postgres"`), for `/ready` and
+    /// `/metrics`; the stores above hold their own handles to it.
+    database: Option<Postgres>,
 }
 
 impl Runtime {
@@ -170,7 +173,12 @@ impl Runtime {
             nonces,
             links,
             holds,
+            database,
         } = stores;
+        let mut metrics = Metrics::new();
+        if let Some(db) = &database {
+            metrics.register_store(db.metrics());
+        }
         let limits = Arc::new(RateLimits::new(&config.rate_limits, clock.clone(), holds));
         let runtime = Runtime::assemble(
             config,
@@ -181,8 +189,9 @@ impl Runtime {
                 links,
                 vault,
                 pat_uses: Arc::default(),
-                metrics: Arc::new(Metrics::new()),
+                metrics: Arc::new(metrics),
                 limits,
+                database,
                 forge_jwks: None,
                 app_tokens: Arc::default(),
             },
@@ -262,6 +271,7 @@ impl Runtime {
             metrics: carried.metrics,
             limits: carried.limits,
             app_tokens: carried.app_tokens,
+            database: carried.database,
             config,
         })
     }
@@ -278,6 +288,7 @@ impl Runtime {
             metrics: self.metrics.clone(),
             limits: self.limits.clone(),
             app_tokens: self.app_tokens.clone(),
+            database: self.database.clone(),
             forge_jwks: self
                 .authenticator
                 .forge()
@@ -376,6 +387,11 @@ impl Runtime {
         &self.metrics
     }
 
+    /// The shared store's database, with `[store] kind = "postgres"`.
+    pub fn database(&self) -> Option<&Postgres> {
+        self.database.as_ref()
+    }
+
     /// Rate limits and host holds.
     pub fn limits(&self) -> &Arc<RateLimits> {
         &self.limits
@@ -430,6 +446,7 @@ struct Carried {
     /// Forge's fetched key set, kept while the JWKS URL is unchanged.
     forge_jwks: Option<Arc<JwksUrl>>,
     app_tokens: Arc<AppTokens>,
+    database: Option<Postgres>,
 }
 
 /// The start step alone, for `patgate config check` and the admin commands: every `tfs`

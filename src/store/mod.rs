@@ -54,6 +54,9 @@ pub struct Stores {
     pub nonces: std::sync::Arc<dyn NonceStore>,
     pub links: std::sync::Arc<dyn LinkStore>,
     pub holds: std::sync::Arc<dyn HoldStore>,
+    /// The database the stores above keep their state in, for readiness and the pool's
+    /// metrics; `None` for the embedded stores.
+    pub database: Option<Postgres>,
 }
 
 impl Stores {
@@ -64,6 +67,7 @@ impl Stores {
             nonces: std::sync::Arc::new(MemoryNonces::new(nonce_entries)),
             links: std::sync::Arc::new(MemoryLinks::new()),
             holds: std::sync::Arc::new(MemoryHolds::new()),
+            database: None,
         }
     }
 
@@ -78,6 +82,7 @@ impl Stores {
             nonces: std::sync::Arc::new(db.nonces().with_window(signature_window)),
             links: std::sync::Arc::new(db.links(link_key)),
             holds: std::sync::Arc::new(db.holds()),
+            database: Some(db.clone()),
         }
     }
 }
@@ -92,6 +97,9 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 #[error("the {store} store failed: {reason}")]
 pub struct StoreError {
     pub store: &'static str,
+    /// The store did not answer (rather than answered with an error): the store logs
+    /// such an outage once, when it begins, so its callers need not log each failure.
+    pub unreachable: bool,
     pub reason: String,
 }
 

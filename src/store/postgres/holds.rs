@@ -4,7 +4,7 @@
 //! before the last [`HoldStore::hold`] of it, so that call can say, atomically, whether it
 //! started a new hold or made a running one longer.
 
-use super::Postgres;
+use super::{Op, Postgres};
 use crate::store::{BoxFuture, HoldKey, HoldState, HoldStore, StoreError};
 
 /// See the module docs.
@@ -34,7 +34,7 @@ impl PgHolds {
         PgHolds { db }
     }
 
-    fn failed(&self, during: &'static str) -> impl Fn(tokio_postgres::Error) -> StoreError + '_ {
+    fn failed(&self, during: Op) -> impl Fn(tokio_postgres::Error) -> StoreError + '_ {
         move |e| StoreError::from(self.db.failed(during, &e))
     }
 }
@@ -46,7 +46,7 @@ impl HoldStore for PgHolds {
         now: u64,
     ) -> BoxFuture<'a, Result<HoldState, StoreError>> {
         Box::pin(async move {
-            const DURING: &str = "reading a host hold";
+            const DURING: Op = Op::new("holds", "get", "reading a host hold");
             let client = self.db.client(DURING).await?;
             // The delete takes an ended hold away, and says so to this lookup only; the
             // sub-select sees the table as the statement began.
@@ -82,7 +82,7 @@ impl HoldStore for PgHolds {
         now: u64,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(async move {
-            const DURING: &str = "holding a credential";
+            const DURING: Op = Op::new("holds", "hold", "holding a credential");
             let client = self.db.client(DURING).await?;
             let statement = client
                 .prepare_cached(
@@ -107,7 +107,7 @@ impl HoldStore for PgHolds {
 
     fn prune(&self, now: u64) -> BoxFuture<'_, Result<usize, StoreError>> {
         Box::pin(async move {
-            const DURING: &str = "pruning host holds";
+            const DURING: Op = Op::new("holds", "prune", "pruning host holds");
             let client = self.db.client(DURING).await?;
             let statement = client
                 .prepare_cached(

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
-use super::{Every, Postgres};
+use super::{Every, Op, Postgres};
 use crate::store::{BoxFuture, LinkStore, LinkUseError, StoreError};
 
 /// How often (seconds) each replica prunes expired link ids.
@@ -53,7 +53,7 @@ impl PgLinks {
 
     /// Forgets the ids of links that expired [`PRUNE_MARGIN_SECONDS`] before `now`.
     pub async fn prune(&self, now: u64) -> Result<u64, StoreError> {
-        const DURING: &str = "pruning opened connect links";
+        const DURING: Op = Op::new("links", "prune", "pruning opened connect links");
         let client = self.db.client(DURING).await?;
         let failed = |e: tokio_postgres::Error| StoreError::from(self.db.failed(DURING, &e));
         let statement = client
@@ -65,7 +65,7 @@ impl PgLinks {
     }
 
     async fn open(&self, id: &str, expires_at: u64) -> Result<(), LinkUseError> {
-        const DURING: &str = "marking a connect link opened";
+        const DURING: Op = Op::new("links", "first-open", "marking a connect link opened");
         let client = self.db.client(DURING).await.map_err(StoreError::from)?;
         let failed = |e: tokio_postgres::Error| StoreError::from(self.db.failed(DURING, &e));
         let statement = client
@@ -113,7 +113,7 @@ impl LinkStore for PgLinks {
 
     fn was_opened<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(async move {
-            const DURING: &str = "looking up a connect link";
+            const DURING: Op = Op::new("links", "was-opened", "looking up a connect link");
             let client = self.db.client(DURING).await?;
             let failed = |e: tokio_postgres::Error| StoreError::from(self.db.failed(DURING, &e));
             let statement = client

@@ -12,6 +12,17 @@
 //!   by `patgate store migrate` only ([`Postgres::migrate`]); a replica refuses to start on a
 //!   schema that is not the one it knows ([`Postgres::check_schema`]).
 //! - A database error is an error: nothing here turns one into a "not found" or a first use.
+//! - Every operation borrows its connection through [`Postgres::client`], the one place
+//!   that times it, counts its failures ([`crate::metrics::StoreMetrics`]) and follows the
+//!   database's health: the first failure to reach it logs one warning, the first new
+//!   connection or probe that reaches it again one info line, whatever the requests in
+//!   between ([`PgError::is_unreachable`]). A connection the database closed (a restart) is
+//!   dropped when it comes back to the pool and a new one opened, so the pool serves again
+//!   by itself once the database does.
+//! - [`Postgres::probe`] answers whether the database answers now, for `/ready`: one
+//!   `SELECT 1` at most every [`PROBE_EVERY`] (sooner when an operation saw an outage
+//!   begin or end), bounded by [`PROBE_TIMEOUT`], shared by the health checks that ask
+//!   meanwhile.
 //!
 //! # Layout
 //! | file | holds |
@@ -29,6 +40,8 @@ mod records;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -42,6 +55,7 @@ pub use nonces::PgNonces;
 pub use records::PgRecords;
 
 use super::StoreError;
+use crate::metrics::{PoolLabels, StoreLabels, StoreMetrics};
 
 /// The schema, one migration per version: migration `i` takes the schema from version `i`
 /// to `i + 1`. A migration is never edited once released; a change is a new one.
@@ -148,14 +162,23 @@ pub struct PgSettings {
 }
 
 /// Why the database could not be used.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PgError {
     /// The connection string does not parse. The message never quotes it.
     #[error("the PostgreSQL connection string is not valid: {0}")]
     Url(String),
     #[error("the PostgreSQL connection pool cannot be made: {0}")]
     Pool(String),
-    /// No connection could be had, or a statement failed.
+    /// No connection could be had, or the one in use was lost: the database does not
+    /// answer (stopped, unreachable, refusing connections), or every connection stayed busy
+    /// for `store.connect_timeout_ms`.
+    #[error("PostgreSQL ({location}) could not be reached while {during}: {reason}")]
+    Unreachable {
+        location: String,
+        during: &'static str,
+        reason: String,
+    },
+    /// The database answered, with an error.
     #[error("PostgreSQL ({location}) failed while {during}: {reason}")]
     Database {
         location: String,
@@ -181,6 +204,97 @@ pub enum PgError {
     },
 }
 
+impl PgError {
+    /// Whether the database did not answer (rather than answered with an error): the
+    /// failures of an outage, which [`Postgres`] logs once per outage.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, PgError::Unreachable { .. })
+    }
+}
+
+/// One kind of store operation: the metric labels it is counted under and, for messages,
+/// what it was doing.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Op {
+    store: &'static str,
+    operation: &'static str,
+    during: &'static str,
+}
+
+impl Op {
+    pub(crate) const fn new(
+        store: &'static str,
+        operation: &'static str,
+        during: &'static str,
+    ) -> Op {
+        Op {
+            store,
+            operation,
+            during,
+        }
+    }
+
+    fn labels(self) -> StoreLabels {
+        StoreLabels {
+            store: self.store,
+            operation: self.operation,
+        }
+    }
+}
+
+/// How long a readiness answer is reused: a balancer's health checks, however many, cost
+/// the database one `SELECT 1` per interval.
+pub(crate) const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// The longest the readiness probe waits for a connection and its answer (less when
+/// `store.connect_timeout_ms` is shorter).
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+const PROBE: Op = Op::new("probe", "select-1", "checking that the database answers");
+
+/// What the pool knows of the database's health, shared by its clones.
+struct Health {
+    metrics: StoreMetrics,
+    /// Since the last failure to reach the database, and until it answered again.
+    failing: AtomicBool,
+    /// The last probe: when, and what it found. The lock is held while a probe runs, so the
+    /// health checks that ask meanwhile wait for its answer rather than send their own.
+    probed: tokio::sync::Mutex<Option<(tokio::time::Instant, Result<(), PgError>)>>,
+    probe_timeout: Duration,
+}
+
+/// A connection borrowed from the pool for one operation: the operation's time is
+/// observed when it is given back (dropped).
+pub(crate) struct Client {
+    object: deadpool_postgres::Object,
+    op: Op,
+    started: tokio::time::Instant,
+    health: Arc<Health>,
+}
+
+impl std::ops::Deref for Client {
+    type Target = deadpool_postgres::Object;
+    fn deref(&self) -> &Self::Target {
+        &self.object
+    }
+}
+
+impl std::ops::DerefMut for Client {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.object
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.health
+            .metrics
+            .latency
+            .get_or_create(&self.op.labels())
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
 /// What `migrate` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Migrated {
@@ -188,10 +302,12 @@ pub struct Migrated {
     pub to: u32,
 }
 
-/// The pool of connections to one database. Cheap to clone (the clones share the pool).
+/// The pool of connections to one database. Cheap to clone (the clones share the pool,
+/// its metrics and what it knows of the database's health).
 #[derive(Clone)]
 pub struct Postgres {
     pool: Pool,
+    health: Arc<Health>,
     /// `postgresql://host:port/dbname`: what messages name (no user, no password).
     location: String,
     location_path: PathBuf,
@@ -241,11 +357,118 @@ impl Postgres {
             .recycle_timeout(Some(settings.connect_timeout))
             .build()
             .map_err(|e| PgError::Pool(e.to_string()))?;
+        let metrics = StoreMetrics::default();
+        metrics
+            .pool_max
+            .set(i64::try_from(settings.pool_size).unwrap_or(i64::MAX));
+        metrics.up.set(1);
         Ok(Postgres {
             pool,
+            health: Arc::new(Health {
+                metrics,
+                failing: AtomicBool::new(false),
+                probed: tokio::sync::Mutex::new(None),
+                probe_timeout: settings.connect_timeout.min(PROBE_TIMEOUT),
+            }),
             location_path: PathBuf::from(&location),
             location,
         })
+    }
+
+    /// The pool's metrics, for [`crate::metrics::Metrics::register_store`].
+    pub fn metrics(&self) -> &StoreMetrics {
+        &self.health.metrics
+    }
+
+    /// Sets the pool's gauges from its state now (at scrape time).
+    pub fn observe_pool(&self) {
+        let status = self.pool.status();
+        let metrics = &self.health.metrics;
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        metrics
+            .pool_connections
+            .get_or_create(&PoolLabels { state: "idle" })
+            .set(gauge(status.available));
+        metrics
+            .pool_connections
+            .get_or_create(&PoolLabels { state: "in-use" })
+            .set(gauge(status.size.saturating_sub(status.available)));
+        metrics.pool_waiting.set(gauge(status.waiting));
+    }
+
+    /// Whether the database answers, as far as the pool knows: `false` from the first
+    /// failure to reach it until a new connection or a probe reaches it again.
+    pub fn answering(&self) -> bool {
+        !self.health.failing.load(Ordering::Acquire)
+    }
+
+    /// Whether the database answers: a `SELECT 1` through the pool, bounded by
+    /// [`PROBE_TIMEOUT`], its answer reused for [`PROBE_EVERY`] unless an operation found
+    /// otherwise since (an outage, or its end, is seen at once).
+    pub async fn probe(&self) -> Result<(), PgError> {
+        let mut probed = self.health.probed.lock().await;
+        if let Some((at, outcome)) = &*probed {
+            if at.elapsed() < PROBE_EVERY && outcome.is_ok() == self.answering() {
+                return outcome.clone();
+            }
+        }
+        let outcome = match tokio::time::timeout(self.health.probe_timeout, self.select_one()).await
+        {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                let e = PgError::Unreachable {
+                    location: self.location.clone(),
+                    during: PROBE.during,
+                    reason: format!(
+                        "no answer within {} ms",
+                        self.health.probe_timeout.as_millis()
+                    ),
+                };
+                self.lost(PROBE, &e);
+                Err(e)
+            }
+        };
+        *probed = Some((tokio::time::Instant::now(), outcome.clone()));
+        outcome
+    }
+
+    async fn select_one(&self) -> Result<(), PgError> {
+        let client = self.client(PROBE).await?;
+        let statement = client
+            .prepare_cached("SELECT 1")
+            .await
+            .map_err(|e| self.failed(PROBE, &e))?;
+        client
+            .query_one(&statement, &[])
+            .await
+            .map_err(|e| self.failed(PROBE, &e))?;
+        self.reached();
+        Ok(())
+    }
+
+    /// Counts a failed operation; the first failure to reach the database after it
+    /// answered logs the outage (one line for all the requests that fail with it).
+    fn lost(&self, op: Op, e: &PgError) {
+        self.health.metrics.errors.get_or_create(&op.labels()).inc();
+        if e.is_unreachable() && !self.health.failing.swap(true, Ordering::AcqRel) {
+            self.health.metrics.up.set(0);
+            tracing::warn!(
+                store = %self.location,
+                error = %e,
+                "the shared store does not answer: requests that need it answer 503 unavailable until it does"
+            );
+        }
+    }
+
+    /// The database answered (a new connection was opened, or the probe's `SELECT 1`
+    /// answered): ends an outage, with one log line.
+    fn reached(&self) {
+        if self.health.failing.load(Ordering::Acquire)
+            && self.health.failing.swap(false, Ordering::AcqRel)
+        {
+            self.health.metrics.up.set(1);
+            tracing::info!(store = %self.location, "the shared store answers again");
+        }
     }
 
     /// `postgresql://host:port/dbname`.
@@ -257,32 +480,65 @@ impl Postgres {
         &self.location_path
     }
 
-    /// A connection from the pool.
-    pub(crate) async fn client(
-        &self,
-        during: &'static str,
-    ) -> Result<deadpool_postgres::Object, PgError> {
-        self.pool.get().await.map_err(|e| PgError::Database {
-            location: self.location.clone(),
-            during,
-            reason: pool_reason(&e),
-        })
+    /// A connection from the pool for one operation `op` (see the module docs).
+    pub(crate) async fn client(&self, op: Op) -> Result<Client, PgError> {
+        let started = tokio::time::Instant::now();
+        match self.pool.get().await {
+            Ok(object) => {
+                // A connection opened just now proves the database answers; one kept in
+                // the pool proves nothing (it may not have seen the database go yet).
+                if deadpool_postgres::Object::metrics(&object).recycle_count == 0 {
+                    self.reached();
+                }
+                Ok(Client {
+                    object,
+                    op,
+                    started,
+                    health: self.health.clone(),
+                })
+            }
+            Err(e) => {
+                self.health
+                    .metrics
+                    .latency
+                    .get_or_create(&op.labels())
+                    .observe(started.elapsed().as_secs_f64());
+                let e = PgError::Unreachable {
+                    location: self.location.clone(),
+                    during: op.during,
+                    reason: pool_reason(&e),
+                };
+                self.lost(op, &e);
+                Err(e)
+            }
+        }
     }
 
-    /// A statement's error, as a [`PgError`].
-    pub(crate) fn failed(&self, during: &'static str, e: &tokio_postgres::Error) -> PgError {
-        PgError::Database {
-            location: self.location.clone(),
-            during,
-            reason: db_reason(e),
-        }
+    /// A statement's error, as a [`PgError`] (counted, and followed as the module docs say).
+    pub(crate) fn failed(&self, op: Op, e: &tokio_postgres::Error) -> PgError {
+        let (location, during, reason) = (self.location.clone(), op.during, db_reason(e));
+        let e = if connection_lost(e) {
+            PgError::Unreachable {
+                location,
+                during,
+                reason,
+            }
+        } else {
+            PgError::Database {
+                location,
+                during,
+                reason,
+            }
+        };
+        self.lost(op, &e);
+        e
     }
 
     /// Creates the schema, or upgrades it to [`SCHEMA_VERSION`]: each missing migration in
     /// one transaction with the version it reaches, under an advisory lock. Refuses a schema
     /// newer than this binary knows, and changes nothing then.
     pub async fn migrate(&self) -> Result<Migrated, PgError> {
-        const DURING: &str = "migrating the schema";
+        const DURING: Op = Op::new("schema", "migrate", "migrating the schema");
         let mut client = self.client(DURING).await?;
         let failed = |e: tokio_postgres::Error| self.failed(DURING, &e);
         let tx = client.transaction().await.map_err(failed)?;
@@ -328,7 +584,7 @@ impl Postgres {
 
     /// The schema's version, 0 before the first migration.
     pub async fn schema_version(&self) -> Result<u32, PgError> {
-        const DURING: &str = "reading the schema version";
+        const DURING: Op = Op::new("schema", "version", "reading the schema version");
         let client = self.client(DURING).await?;
         match client
             .query_opt("SELECT version FROM patgate_schema WHERE id = 1", &[])
@@ -411,6 +667,21 @@ fn db_reason(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// Whether a statement failed because the connection went (the database stopped, a
+/// network fault) rather than because the database refused it: the connection closed, an
+/// I/O error, a connection exception (SQLSTATE class 08), or the server shutting down or
+/// starting (57P01, 57P02, 57P03).
+fn connection_lost(e: &tokio_postgres::Error) -> bool {
+    use std::error::Error as _;
+    if e.is_closed() || e.source().is_some_and(|s| s.is::<std::io::Error>()) {
+        return true;
+    }
+    e.code().is_some_and(|code| {
+        let code = code.code();
+        code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+    })
+}
+
 fn pool_reason(e: &deadpool_postgres::PoolError) -> String {
     match e {
         deadpool_postgres::PoolError::Backend(e) => db_reason(e),
@@ -422,6 +693,7 @@ impl From<PgError> for StoreError {
     fn from(e: PgError) -> Self {
         StoreError {
             store: "PostgreSQL",
+            unreachable: e.is_unreachable(),
             reason: e.to_string(),
         }
     }

@@ -20,7 +20,7 @@
 
 use std::sync::Arc;
 
-use super::{Every, Postgres};
+use super::{Every, Op, Postgres};
 use crate::store::{BoxFuture, NonceError, NonceStore, StoreError};
 
 /// How often (seconds of the caller's clock) each replica prunes expired pairs.
@@ -58,7 +58,7 @@ impl PgNonces {
 
     /// Moves the horizon to `now` and forgets the pairs whose window ended before it.
     pub async fn prune(&self, now: u64) -> Result<u64, StoreError> {
-        const DURING: &str = "pruning the replay cache";
+        const DURING: Op = Op::new("nonces", "prune", "pruning the replay cache");
         let now = as_i64(now);
         let mut client = self.db.client(DURING).await?;
         let failed = |e: tokio_postgres::Error| StoreError::from(self.db.failed(DURING, &e));
@@ -88,7 +88,7 @@ impl PgNonces {
         replay_until: u64,
         now: u64,
     ) -> Result<(), NonceError> {
-        const DURING: &str = "checking a nonce";
+        const DURING: Op = Op::new("nonces", "first-use", "checking a nonce");
         let client = self.db.client(DURING).await.map_err(StoreError::from)?;
         let failed = |e: tokio_postgres::Error| StoreError::from(self.db.failed(DURING, &e));
         let statement = client
@@ -114,6 +114,7 @@ impl PgNonces {
             2 => Err(NonceError::BeforeHorizon),
             other => Err(StoreError {
                 store: "PostgreSQL",
+                unreachable: false,
                 reason: format!("patgate_first_use answered {other}"),
             }
             .into()),
@@ -139,8 +140,12 @@ impl NonceStore for PgNonces {
                 // Off the request: a prune that fails is tried again next time.
                 let this = self.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = this.prune(now).await {
-                        tracing::warn!(error = %e, "the replay cache was not pruned");
+                    // An outage is logged once, where it begins (`mod.rs`).
+                    match this.prune(now).await {
+                        Err(e) if !e.unreachable => {
+                            tracing::warn!(error = %e, "the replay cache was not pruned");
+                        }
+                        _ => {}
                     }
                 });
             }

@@ -8,15 +8,15 @@
 
 use std::path::Path;
 
-use deadpool_postgres::Object;
-
-use super::{PgError, Postgres};
+use super::{Client, Op, PgError, Postgres};
 use crate::store::{BoxFuture, Change, Entry, RecordStore, RecordStoreError, Space, Swap, Swapped};
 
 /// A compare-and-swap that kept finding the value changing under it gives up after this
 /// many tries (each try is decided by the database; a retry happens only when another
 /// writer changed the key between the attempt and the read of its value).
 const SWAP_TRIES: usize = 64;
+
+const SWAP: Op = Op::new("records", "compare-and-swap", "a compare-and-swap");
 
 /// See the module docs.
 #[derive(Debug, Clone)]
@@ -53,11 +53,11 @@ impl PgRecords {
         PgRecords { db }
     }
 
-    async fn client(&self, during: &'static str) -> Result<Object, RecordStoreError> {
+    async fn client(&self, during: Op) -> Result<Client, RecordStoreError> {
         self.db.client(during).await.map_err(failed)
     }
 
-    fn err(&self, during: &'static str) -> impl Fn(tokio_postgres::Error) -> RecordStoreError + '_ {
+    fn err(&self, during: Op) -> impl Fn(tokio_postgres::Error) -> RecordStoreError + '_ {
         move |e| failed(self.db.failed(during, &e))
     }
 
@@ -66,11 +66,10 @@ impl PgRecords {
     /// the expected one (another writer changed it in between).
     async fn swap_one(
         &self,
-        client: &Object,
+        client: &Client,
         space_id: i16,
         swap: Swap,
     ) -> Result<Swapped, RecordStoreError> {
-        const DURING: &str = "a compare-and-swap";
         let sql = match (&swap.expected, &swap.new) {
             (None, Some(_)) => "WITH w AS (INSERT INTO patgate_records (space, key, value) VALUES ($1, $2, $3) ON CONFLICT (space, key) DO NOTHING RETURNING 1) SELECT (SELECT count(*) FROM w), (SELECT value FROM patgate_records WHERE space = $1 AND key = $2)",
             (Some(_), Some(_)) => "WITH w AS (UPDATE patgate_records SET value = $3 WHERE space = $1 AND key = $2 AND value = $4 RETURNING 1) SELECT (SELECT count(*) FROM w), (SELECT value FROM patgate_records WHERE space = $1 AND key = $2)",
@@ -78,7 +77,7 @@ impl PgRecords {
             // Absent stays absent: nothing to write, only to check.
             (None, None) => "SELECT 0::bigint, (SELECT value FROM patgate_records WHERE space = $1 AND key = $2)",
         };
-        let statement = client.prepare_cached(sql).await.map_err(self.err(DURING))?;
+        let statement = client.prepare_cached(sql).await.map_err(self.err(SWAP))?;
         for _ in 0..SWAP_TRIES {
             let row = match (&swap.expected, &swap.new) {
                 // $3: the value to insert, or the one a removal expects.
@@ -94,7 +93,7 @@ impl PgRecords {
                 }
                 (None, None) => client.query_one(&statement, &[&space_id, &swap.key]).await,
             }
-            .map_err(self.err(DURING))?;
+            .map_err(self.err(SWAP))?;
             let written: i64 = row.get(0);
             let current: Option<Vec<u8>> = row.get(1);
             if written == 1 || (swap.new.is_none() && swap.expected.is_none() && current.is_none())
@@ -122,7 +121,7 @@ impl RecordStore for PgRecords {
         key: &'a [u8],
     ) -> BoxFuture<'a, Result<Option<Vec<u8>>, RecordStoreError>> {
         Box::pin(async move {
-            const DURING: &str = "reading a record";
+            const DURING: Op = Op::new("records", "get", "reading a record");
             let client = self.client(DURING).await?;
             let statement = client
                 .prepare_cached("SELECT value FROM patgate_records WHERE space = $1 AND key = $2")
@@ -142,7 +141,7 @@ impl RecordStore for PgRecords {
         keys: &'a [Vec<u8>],
     ) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, RecordStoreError>> {
         Box::pin(async move {
-            const DURING: &str = "reading records";
+            const DURING: Op = Op::new("records", "get-many", "reading records");
             let client = self.client(DURING).await?;
             let statement = client
                 .prepare_cached(
@@ -170,7 +169,7 @@ impl RecordStore for PgRecords {
         value: Vec<u8>,
     ) -> BoxFuture<'a, Result<(), RecordStoreError>> {
         Box::pin(async move {
-            const DURING: &str = "writing a record";
+            const DURING: Op = Op::new("records", "put", "writing a record");
             let client = self.client(DURING).await?;
             let statement = client.prepare_cached(PUT).await.map_err(self.err(DURING))?;
             client
@@ -187,7 +186,7 @@ impl RecordStore for PgRecords {
         key: &'a [u8],
     ) -> BoxFuture<'a, Result<bool, RecordStoreError>> {
         Box::pin(async move {
-            const DURING: &str = "removing a record";
+            const DURING: Op = Op::new("records", "remove", "removing a record");
             let client = self.client(DURING).await?;
             let statement = client
                 .prepare_cached(REMOVE)
@@ -212,7 +211,7 @@ impl RecordStore for PgRecords {
             // tokio-postgres pipelines them, and the server runs them in the order sent, so
             // the batch costs one round trip (plus one per swap that lost a race and is
             // tried again), not one per swap.
-            let client = self.client("a compare-and-swap").await?;
+            let client = self.client(SWAP).await?;
             let space_id = space(space_);
             futures_util::future::join_all(
                 swaps
@@ -231,7 +230,7 @@ impl RecordStore for PgRecords {
         changes: Vec<Change>,
     ) -> BoxFuture<'_, Result<(), RecordStoreError>> {
         Box::pin(async move {
-            const DURING: &str = "writing a batch of records";
+            const DURING: Op = Op::new("records", "apply", "writing a batch of records");
             let mut client = self.client(DURING).await?;
             let put = client.prepare_cached(PUT).await.map_err(self.err(DURING))?;
             let remove = client
@@ -259,7 +258,7 @@ impl RecordStore for PgRecords {
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<Entry>, RecordStoreError>> {
         Box::pin(async move {
-            const DURING: &str = "listing records";
+            const DURING: Op = Op::new("records", "scan", "listing records");
             let client = self.client(DURING).await?;
             // `after` has the prefix, so it is the lower bound when given.
             let (lower, from): (&str, &[u8]) = match after {
@@ -300,7 +299,7 @@ impl RecordStore for PgRecords {
         prefix: &'a [u8],
     ) -> BoxFuture<'a, Result<u64, RecordStoreError>> {
         Box::pin(async move {
-            const DURING: &str = "counting records";
+            const DURING: Op = Op::new("records", "count", "counting records");
             let client = self.client(DURING).await?;
             let end = prefix_end(prefix);
             let sql = if end.is_some() {
