@@ -1207,12 +1207,29 @@ impl RecordStore for Overtaken {
             self.store.compare_and_swap_many(space, swaps).await
         })
     }
+    fn compare_and_swap_guarded(
+        &self,
+        guard: crate::store::Guard,
+        space: Space,
+        swaps: Vec<Swap>,
+    ) -> crate::store::BoxFuture<'_, Result<crate::store::Guarded<Vec<Swapped>>, RecordStoreError>>
+    {
+        self.store.compare_and_swap_guarded(guard, space, swaps)
+    }
     fn apply(
         &self,
         space: Space,
         changes: Vec<Change>,
     ) -> crate::store::BoxFuture<'_, Result<(), RecordStoreError>> {
         self.store.apply(space, changes)
+    }
+    fn apply_guarded(
+        &self,
+        guard: crate::store::Guard,
+        space: Space,
+        changes: Vec<Change>,
+    ) -> crate::store::BoxFuture<'_, Result<crate::store::Guarded<()>, RecordStoreError>> {
+        self.store.apply_guarded(guard, space, changes)
     }
     fn scan<'a>(
         &'a self,
