@@ -391,7 +391,10 @@ pub mod contract {
                 current: Some(b"1".to_vec())
             }
         );
-        assert_eq!(store.get(Records, b"gw").await.unwrap(), Some(b"a".to_vec()));
+        assert_eq!(
+            store.get(Records, b"gw").await.unwrap(),
+            Some(b"a".to_vec())
+        );
         let no_guard = Guard {
             key: b"absent".to_vec(),
             expected: b"1".to_vec(),
@@ -426,8 +429,14 @@ pub mod contract {
             store.apply_guarded(no_guard, Settings, step).await.unwrap(),
             Guarded::Refused { current: None }
         );
-        assert_eq!(store.get(Settings, b"g").await.unwrap(), Some(b"2".to_vec()));
-        assert_eq!(store.get(Settings, b"gk").await.unwrap(), Some(b"x".to_vec()));
+        assert_eq!(
+            store.get(Settings, b"g").await.unwrap(),
+            Some(b"2".to_vec())
+        );
+        assert_eq!(
+            store.get(Settings, b"gk").await.unwrap(),
+            Some(b"x".to_vec())
+        );
         assert_eq!(store.remove(Records, b"gw").await.unwrap(), true);
         for key in [&b"g"[..], b"gk"] {
             store.remove(Settings, key).await.unwrap();

@@ -48,7 +48,7 @@ pub use self::credential::Credential;
 pub use self::error::VaultError;
 pub use self::last_use::{PatUses, PAT_USE_FLUSH_INTERVAL};
 pub use self::master_key::{
-    install_pending_key, match_owner, pending_key_path, MasterKey, MASTER_KEY_LEN,
+    install_pending_key, match_owner, pending_key_for, pending_key_path, MasterKey, MASTER_KEY_LEN,
     SYSTEMD_CREDENTIAL_NAME,
 };
 pub use self::record::{PatMeta, PatRefusal, RecordId, MAX_ID_LEN};
@@ -58,8 +58,8 @@ use self::credential::CredentialKind;
 use self::crypto::Sealer;
 use self::record::{ClearMeta, Kind, RawValue, ValidId};
 use crate::store::{
-    Change, Guard, Guarded, RecordStore, RecordStoreError, SledOpenError, SledRecords, Space,
-    Swap, Swapped,
+    Change, Guard, Guarded, RecordStore, RecordStoreError, SledOpenError, SledRecords, Space, Swap,
+    Swapped,
 };
 
 // Vault-wide settings ([`Space::Settings`]).
@@ -475,11 +475,7 @@ impl Vault {
                 };
                 let answer = self
                     .store()
-                    .compare_and_swap_guarded(
-                        write_guard(keys.version),
-                        Space::Records,
-                        vec![swap],
-                    )
+                    .compare_and_swap_guarded(write_guard(keys.version), Space::Records, vec![swap])
                     .await
                     .map_err(|e| self.storage(e))?;
                 match answer {
@@ -516,15 +512,13 @@ impl Vault {
                 }
                 // Another writer of this process switched meanwhile: seal again.
                 Some(version) if version == self.key_version() => {}
-                Some(version) => {
-                    return Err(VaultError::Corrupt {
-                        path: self.inner.path.clone(),
-                        what: format!(
-                            "its write version ({version}) is older than the key version in use ({})",
-                            self.key_version()
-                        ),
-                    })
-                }
+                Some(version) => return Err(VaultError::Corrupt {
+                    path: self.inner.path.clone(),
+                    what: format!(
+                        "its write version ({version}) is older than the key version in use ({})",
+                        self.key_version()
+                    ),
+                }),
                 None => {
                     return Err(VaultError::Corrupt {
                         path: self.inner.path.clone(),

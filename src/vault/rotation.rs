@@ -343,7 +343,11 @@ impl Vault {
                         (to, check, false)
                     }
                     Guarded::Refused { .. } => {
-                        self.inner.next.lock().unwrap_or_else(|p| p.into_inner()).rotating = None;
+                        self.inner
+                            .next
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .rotating = None;
                         match Pending::read(store, from).await? {
                             Some(pending) => {
                                 let resumed = resume(pending)?;
@@ -595,33 +599,40 @@ impl Vault {
             (in_memory, next.file.clone())
         };
         let missing = |reason: String| VaultError::NextKeyMissing { version, reason };
-        let key = match (in_memory, file) {
-            (Some(key), _) => key,
-            (None, None) => {
-                return Err(missing(
+        let key =
+            match (in_memory, file) {
+                (Some(key), _) => key,
+                (None, None) => return Err(missing(
                     "this process was given no file to take it from: restart it with the new key"
                         .into(),
-                ))
-            }
-            (None, Some(file)) => match MasterKey::load_file(&file) {
-                Ok(key) => key,
-                Err(VaultError::Io { source, .. })
-                    if source.kind() == std::io::ErrorKind::NotFound =>
-                {
-                    return Err(missing(install_hint(&file)));
-                }
-                Err(e) => return Err(missing(format!("{e}; {}", install_hint(&file)))),
-            },
-        };
+                )),
+                (None, Some(file)) => match MasterKey::load_file(&file) {
+                    Ok(key) => key,
+                    Err(VaultError::Io { source, .. })
+                        if source.kind() == std::io::ErrorKind::NotFound =>
+                    {
+                        return Err(missing(install_hint(&file)));
+                    }
+                    Err(e) => return Err(missing(format!("{e}; {}", install_hint(&file)))),
+                },
+            };
         verify_key_check(&Sealer::new(&key), &check, version).map_err(|_| {
-            missing(match &self.inner.next.lock().unwrap_or_else(|p| p.into_inner()).file {
-                Some(file) => format!(
-                    "{} holds another key than the rotation's; {}",
-                    file.display(),
-                    install_hint(file)
-                ),
-                None => "the key given is not the rotation's".into(),
-            })
+            missing(
+                match &self
+                    .inner
+                    .next
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .file
+                {
+                    Some(file) => format!(
+                        "{} holds another key than the rotation's; {}",
+                        file.display(),
+                        install_hint(file)
+                    ),
+                    None => "the key given is not the rotation's".into(),
+                },
+            )
         })?;
         Ok(Some(key))
     }
@@ -652,11 +663,11 @@ impl Vault {
             .await
             .map_err(|e| self.storage(e))?
         {
-            Some(v) => Ok(u32::from_be_bytes(
-                v.as_slice()
-                    .try_into()
-                    .map_err(|_| self.corrupt_vault("the key version is damaged"))?,
-            )),
+            Some(v) => {
+                Ok(u32::from_be_bytes(v.as_slice().try_into().map_err(
+                    |_| self.corrupt_vault("the key version is damaged"),
+                )?))
+            }
             None => Err(self.corrupt_vault("the key version is missing")),
         }
     }
@@ -687,7 +698,10 @@ impl Vault {
                 );
             }
         }
-        Ok((committed, keys.version == committed && keys.previous.is_none()))
+        Ok((
+            committed,
+            keys.version == committed && keys.previous.is_none(),
+        ))
     }
 
     /// Whether the key in `file` is the vault's committed key (checked against the store's key

@@ -236,10 +236,7 @@ impl SledRecords {
 
     /// Whether the guard's setting holds its expected value; `Err` with what it holds.
     fn check_guard(&self, guard: &Guard) -> Result<Result<(), Option<Vec<u8>>>, RecordStoreError> {
-        let current = self
-            .settings
-            .get(&guard.key)
-            .map_err(damage_or_failure)?;
+        let current = self.settings.get(&guard.key).map_err(damage_or_failure)?;
         Ok(match current {
             Some(v) if *v == *guard.expected => Ok(()),
             other => Err(other.map(|v| v.to_vec())),
