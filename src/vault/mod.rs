@@ -454,11 +454,7 @@ impl Vault {
     /// ([`META_WRITE_VERSION`]): a value sealed under an older version than the store's
     /// writes use is never stored. When the guard refuses, this process takes the newer key
     /// ([`Vault::switch_to`]) and seals again. Not flushed.
-    async fn store_sealed(
-        &self,
-        key: &[u8],
-        value: &mut (dyn FnMut(&Keys, Option<&[u8]>) -> Result<Vec<u8>, VaultError> + Send),
-    ) -> Result<(), VaultError> {
+    async fn store_sealed(&self, key: &[u8], value: &mut SealFor<'_>) -> Result<(), VaultError> {
         loop {
             // Held from sealing to storing (see `Inner::keys`).
             let keys = self.keys().await;
@@ -512,13 +508,15 @@ impl Vault {
                 }
                 // Another writer of this process switched meanwhile: seal again.
                 Some(version) if version == self.key_version() => {}
-                Some(version) => return Err(VaultError::Corrupt {
-                    path: self.inner.path.clone(),
-                    what: format!(
+                Some(version) => {
+                    return Err(VaultError::Corrupt {
+                        path: self.inner.path.clone(),
+                        what: format!(
                         "its write version ({version}) is older than the key version in use ({})",
                         self.key_version()
                     ),
-                }),
+                    })
+                }
                 None => {
                     return Err(VaultError::Corrupt {
                         path: self.inner.path.clone(),
@@ -1147,6 +1145,10 @@ impl Keys {
         }
     }
 }
+
+/// What [`Vault::store_sealed`] stores: a value sealed with the keys given, from the
+/// record's current value.
+type SealFor<'a> = dyn FnMut(&Keys, Option<&[u8]>) -> Result<Vec<u8>, VaultError> + Send + 'a;
 
 /// A credential encrypted, waiting for its metadata.
 struct Sealed {

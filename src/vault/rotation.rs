@@ -27,6 +27,29 @@
 //!    ([`VaultError::WrongMasterKey`]).
 //! 5. **Forget.** Under the write guard the previous key is dropped (and zeroized).
 //!
+//! # Several processes on one store
+//!
+//! Replicas that share a database each hold the keys in memory. Three things keep them right
+//! while one of them rotates:
+//!
+//! - **The write version.** The setting `write-version` names the version records must be
+//!   sealed under; the marker's batch moves it to `v + 1`, guarded by it being `v` (of two
+//!   processes starting a rotation at once, one writes the marker and the other resumes it
+//!   with the same key or refuses). Every write of a sealed credential is a compare-and-swap
+//!   guarded by the write version its key is at ([`RecordStore::compare_and_swap_guarded`],
+//!   whose contract orders it against the marker's batch), so no process can store a record
+//!   under `v` once the marker is in; step 3, which starts after it, sees every record stored
+//!   under `v` before it.
+//! - **Taking the new key.** A process whose write is refused, or that reads a record of
+//!   `v + 1`, takes K′ from the file the admin installed (`<key file>.new`, given with
+//!   [`Vault::take_next_key_from`]), checks it against the marker's key check (or, once
+//!   committed, the vault's), and switches its keys as in step 2. Without that file it answers
+//!   [`VaultError::NextKeyMissing`] and reads or writes nothing with a wrong key. K′ is never
+//!   in the store: the database holds its key check and K sealed under it, which give K′ to
+//!   no one who has K.
+//! - **Forgetting.** [`Vault::catch_up_with_rotation`] (the service's reload) drops K once the
+//!   commit is in.
+//!
 //! A crash before step 1 is durable changes nothing. Between 1 and 4, K′ finishes the
 //! rotation on the next open. After 4, the vault is simply at `v + 1`.
 //!
