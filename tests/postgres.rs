@@ -228,8 +228,8 @@ async fn run_refuses_an_unmigrated_or_newer_schema_and_store_migrate_makes_it() 
     let rows = query(&url, "SELECT count(*) FROM patgate_records WHERE space = 1").await;
     assert_eq!(
         rows[0].get::<_, i64>(0),
-        3,
-        "format, key version, key check"
+        4,
+        "format, key version, write version, key check"
     );
 
     query(&url, "UPDATE patgate_schema SET version = 2").await;

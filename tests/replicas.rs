@@ -198,3 +198,297 @@ async fn a_host_429_seen_by_one_replica_holds_the_credential_on_the_other() {
     a.stop().await;
     b.stop().await;
 }
+
+/// `patgate ARGS --config CONFIG` on a blocking thread (the replicas in this process keep
+/// serving meanwhile): exit status, stdout, stderr.
+async fn patgate(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    all.extend(["--config".into(), config.display().to_string()]);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_patgate"))
+            .args(&all)
+            .env_remove("PATGATE_CONFIG")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The user PATs of integration `ghe` that a replica's vault holds, each under which key
+/// version.
+async fn pat_versions(gw: &Gateway) -> Vec<(String, u32)> {
+    gw.runtime
+        .vault()
+        .list_user_pats("ghe")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| match r.id {
+            patgate::vault::RecordId::UserPat { account, .. } => (account, r.key_version),
+            other => panic!("{other}"),
+        })
+        .collect()
+}
+
+/// Asserts that `gw` hands the host exactly `token` for `account`.
+async fn assert_serves(gw: &Gateway, host: &RecordingHost, account: &str, token: &str) {
+    let created = gw
+        .client()
+        .send(&gw.create_branch(Some(account)))
+        .await
+        .unwrap();
+    assert_eq!(
+        created.status(),
+        201,
+        "{account}: {}",
+        String::from_utf8_lossy(created.body())
+    );
+    assert_eq!(
+        host.last().authorization(),
+        Some(&*format!("Bearer {token}")),
+        "{account}"
+    );
+}
+
+/// The test: PATs stored through both replicas; the new key staged and copied; the
+/// rotation run through A while B serves reads and stores PATs; then B serves every PAT,
+/// A reads every PAT B wrote, and every record is under the new key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rotation_through_one_replica_keeps_the_other_serving_every_pat() {
+    const FILLERS: usize = 400;
+    let (a, b, host) = two_replicas(Options::default()).await;
+    assert_eq!(
+        a.client()
+            .send(&a.put_pat(ACCOUNT_A, PAT_A))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        b.client()
+            .send(&b.put_pat(ACCOUNT_B, PAT_B))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // More records, so that the rotation takes a while under B's load.
+    for i in 0..FILLERS {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        gw.store_pat(&format!("filler-{i:04}"), &format!("ghp_filler{i:04}"))
+            .await;
+    }
+
+    // Stage: the new key next to A's key file, copied to B's.
+    let (ok, out, err) = patgate(&a.config_path, &["vault", "rotate-key", "--stage"]).await;
+    assert!(ok, "{out}{err}");
+    let staged = a.dir.path().join("master-key.new");
+    assert!(out.contains(&staged.display().to_string()), "{out}");
+    std::fs::copy(&staged, b.dir.path().join("master-key.new")).unwrap();
+    assert_eq!(
+        pat_versions(&a).await.len(),
+        FILLERS + 2,
+        "staging rotates nothing"
+    );
+    assert!(pat_versions(&a).await.iter().all(|(_, v)| *v == 1));
+
+    // B's load: reads with both users' PATs, and PATs stored through B's API.
+    let b = Arc::new(b);
+    let host = Arc::new(host);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (b, host, stop) = (b.clone(), host.clone(), stop.clone());
+        tokio::spawn(async move {
+            let client = b.client();
+            let mut failures = Vec::new();
+            let mut written = Vec::new();
+            let mut n = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || n < 4 {
+                let (account, login) = [(ACCOUNT_A, "alice"), (ACCOUNT_B, "bob")][n % 2];
+                match client.send(&b.create_branch(Some(account))).await {
+                    Ok(r) if r.status() == 201 && r.headers()["x-host-saw-login"] == login => {}
+                    Ok(r) => failures.push(format!(
+                        "read {account}: {} {}",
+                        r.status(),
+                        String::from_utf8_lossy(r.body())
+                    )),
+                    Err(e) => failures.push(e.to_string()),
+                }
+                let (account, token) = (format!("during-{n:04}"), format!("ghp_during{n:04}"));
+                host.add_user(&token, &account, "repo");
+                match client.send(&b.put_pat(&account, &token)).await {
+                    Ok(r) if r.status() == 200 => written.push((account, token)),
+                    Ok(r) => failures.push(format!(
+                        "write {account}: {} {}",
+                        r.status(),
+                        String::from_utf8_lossy(r.body())
+                    )),
+                    Err(e) => failures.push(e.to_string()),
+                }
+                n += 1;
+            }
+            (failures, written)
+        })
+    };
+
+    let (ok, out, err) = patgate(&a.config_path, &["vault", "rotate-key"]).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (failures, written) = load.await.unwrap();
+    assert!(ok, "{out}{err}");
+    assert!(
+        err.contains("staged"),
+        "the staged key is the one used: {err}"
+    );
+    assert!(
+        out.contains("rotated the master key from version 1 to 2"),
+        "{out}"
+    );
+    assert!(
+        failures.is_empty(),
+        "B failed while A rotated: {failures:#?}"
+    );
+    assert!(!written.is_empty());
+    assert_eq!(
+        std::fs::read(a.dir.path().join("master-key")).unwrap(),
+        std::fs::read(b.dir.path().join("master-key.new")).unwrap(),
+        "A's key file holds the staged key"
+    );
+
+    // After the commit: B serves every PAT, A every PAT B wrote, all under version 2.
+    assert_serves(&b, &host, ACCOUNT_A, PAT_A).await;
+    assert_serves(&b, &host, ACCOUNT_B, PAT_B).await;
+    assert_serves(&a, &host, ACCOUNT_B, PAT_B).await;
+    let (account, token) = ("after-rotation", "ghp_afterrotation");
+    host.add_user(token, account, "repo");
+    assert_eq!(
+        b.client()
+            .send(&b.put_pat(account, token))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    for (account, token) in written
+        .iter()
+        .chain([&(account.to_string(), token.to_string())])
+    {
+        assert_serves(&a, &host, account, token).await;
+    }
+    assert_serves(&b, &host, &written[0].0, &written[0].1).await;
+    for i in 0..FILLERS {
+        let (cred, _) = b
+            .runtime
+            .vault()
+            .user_pat("ghe", &format!("filler-{i:04}"))
+            .await
+            .unwrap()
+            .unwrap();
+        let patgate::vault::Credential::Token(got) = cred else {
+            panic!("filler {i}")
+        };
+        use secrecy::ExposeSecret as _;
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "the test compares the PAT the vault gives back with the one stored"
+        )]
+        let got = got.expose_secret().to_string();
+        assert_eq!(got, format!("ghp_filler{i:04}"));
+    }
+    let versions = pat_versions(&a).await;
+    assert_eq!(versions.len(), FILLERS + 2 + written.len() + 1);
+    assert!(
+        versions.iter().all(|(_, v)| *v == 2),
+        "every record under the new key: {versions:?}"
+    );
+
+    // B's reload forgets the old key and puts the new key file in place.
+    b.handle.reload().await.unwrap();
+    assert!(!b.dir.path().join("master-key.new").exists());
+    assert_eq!(
+        std::fs::read(b.dir.path().join("master-key")).unwrap(),
+        std::fs::read(a.dir.path().join("master-key")).unwrap()
+    );
+    assert_serves(&b, &host, ACCOUNT_A, PAT_A).await;
+    let b = Arc::into_inner(b).unwrap();
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A replica that was not given the new key answers `unavailable` (and logs what to
+/// install) rather than anything else; once the key file is installed, it serves again,
+/// without a restart.
+#[tokio::test]
+async fn a_replica_without_the_new_key_refuses_until_it_is_installed() {
+    let logs = common::logs::global("info");
+    let (a, b, host) = two_replicas(Options::default()).await;
+    assert_eq!(
+        a.client()
+            .send(&a.put_pat(ACCOUNT_A, PAT_A))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_serves(&b, &host, ACCOUNT_A, PAT_A).await;
+    let (ok, out, err) = patgate(&a.config_path, &["vault", "rotate-key"]).await;
+    assert!(ok, "{out}{err}");
+    let requests = host.requests().len();
+
+    let refused = b
+        .client()
+        .send(&b.create_branch(Some(ACCOUNT_A)))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    assert_eq!(problem_code(&refused), "unavailable");
+    assert!(!String::from_utf8_lossy(refused.body()).contains(PAT_A));
+    assert_eq!(host.requests().len(), requests, "nothing reached the host");
+    let pending = b.dir.path().join("master-key.new");
+    let lines = logs.lines(&[
+        "master key version 2",
+        &format!("install it as {}", pending.display()),
+    ]);
+    assert!(!lines.is_empty(), "{}", logs.text());
+    // Writes are refused too: nothing is stored under the old key.
+    let write = b.client().send(&b.put_pat(ACCOUNT_B, PAT_B)).await.unwrap();
+    assert_eq!(write.status(), 503);
+    assert!(a
+        .runtime
+        .vault()
+        .user_pat_meta("ghe", ACCOUNT_B)
+        .await
+        .unwrap()
+        .is_none());
+
+    // A wrong key file is refused as well, and named.
+    let wrong = b.dir.path().join("wrong-key");
+    patgate::vault::MasterKey::generate()
+        .write_new(&wrong)
+        .unwrap();
+    std::fs::rename(&wrong, &pending).unwrap();
+    let refused = b
+        .client()
+        .send(&b.create_branch(Some(ACCOUNT_A)))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    assert!(!logs
+        .lines(&[&format!("{} holds another key", pending.display())])
+        .is_empty());
+
+    // The admin installs the new key (A's key file, since A's rotation put it there).
+    std::fs::remove_file(&pending).unwrap();
+    std::fs::copy(a.dir.path().join("master-key"), &pending).unwrap();
+    assert_serves(&b, &host, ACCOUNT_A, PAT_A).await;
+    a.stop().await;
+    b.stop().await;
+}

@@ -231,10 +231,7 @@ pub(super) async fn pat(
 /// Where a rotation keeps the new key until the vault and the key's source use it:
 /// `<master_key.file>.new`, or with a systemd credential `state_dir/master-key.new`.
 pub(super) fn pending_key_path(config: &Config) -> PathBuf {
-    match &config.master_key {
-        MasterKeySource::File(file) => crate::vault::pending_key_path(file),
-        MasterKeySource::SystemdCredential => config.state_dir.join("master-key.new"),
-    }
+    crate::vault::pending_key_for(&config.master_key, &config.state_dir)
 }
 
 /// `open` failed with the configured key in a way an unfinished rotation explains (the
@@ -285,16 +282,18 @@ enum Rotated {
 }
 
 /// `patgate vault rotate-key`: a new master key, every record re-encrypted under it, by the
-/// running service or (when none runs) here.
-pub(super) async fn rotate_key(config_path: &Path) -> CliResult {
+/// running service or (when none runs) here. With `stage`, only the new key file is made
+/// (or the one there kept), for the admin to copy to the other replicas first.
+pub(super) async fn rotate_key(config_path: &Path, stage: bool) -> CliResult {
     let config = load_config(config_path)?;
     // Without the service, this command writes the `key-rotated` audit event itself.
     crate::telemetry::init_for_command(&config.log)?;
     let pending = pending_key_path(&config);
     let new_key = if pending.exists() {
         eprintln!(
-            "{} is left from a rotation that did not finish; rotating to the key it holds",
-            pending.display()
+            "{} is there (staged, or left from a rotation that did not finish); {} the key it holds",
+            pending.display(),
+            if stage { "keeping" } else { "rotating to" }
         );
         MasterKey::load_file(&pending).map_err(|e| e.to_string())?
     } else {
@@ -308,6 +307,16 @@ pub(super) async fn rotate_key(config_path: &Path) -> CliResult {
         crate::vault::match_owner(&pending, like).map_err(|e| e.to_string())?;
         key
     };
+    if stage {
+        drop(new_key);
+        outln!(
+            "the new master key is in {pending}. Copy it to the same path on every other replica \
+             (mode 0600, owned like the key file there), then run `patgate vault rotate-key` here: \
+             the other replicas take it from that file by themselves.",
+            pending = pending.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let rotated = match service(&config).await? {
         Some(mut client) => {
             let line = new_key.to_base64();

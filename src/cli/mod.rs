@@ -145,7 +145,14 @@ enum VaultCommand {
     /// Re-encrypt every record under a new master key (the running service keeps serving).
     /// With `master_key.file`, the new key replaces the file; with a systemd credential, the
     /// command says which file to put in its place.
-    RotateKey(ConfigArg),
+    RotateKey {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only make the new key (`<key file>.new`) and stop: with several replicas, copy it
+        /// to every other one before rotating.
+        #[arg(long)]
+        stage: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -297,7 +304,9 @@ async fn dispatch(command: Command) -> CliResult {
         Command::Vault(VaultCommand::List { config, filter }) => {
             vault_list(&config.config, &filter).await
         }
-        Command::Vault(VaultCommand::RotateKey(args)) => admin::rotate_key(&args.config).await,
+        Command::Vault(VaultCommand::RotateKey { config, stage }) => {
+            admin::rotate_key(&config.config, stage).await
+        }
         Command::Integration(IntegrationCommand::SetSecret(args)) => set_secret(args).await,
         Command::Pat(command) => pat(command).await,
         Command::Keys(KeysCommand::Gen { keyid, out, hmac }) => keys_gen(&keyid, &out, hmac),

@@ -168,6 +168,12 @@ impl Runtime {
         stores: Stores,
     ) -> Result<Runtime, ConfigError> {
         let not_before = clock.unix_now();
+        // A rotation run through another replica of a shared store: its new key is taken
+        // from where the admin installs it.
+        vault.take_next_key_from(crate::vault::pending_key_for(
+            &config.master_key,
+            &config.state_dir,
+        ));
         let tfs_detected = reload::detect_releases(&mut config, &vault, None, &clock).await?;
         let Stores {
             nonces,

@@ -15,7 +15,7 @@ use std::collections::HashSet;
 
 use super::{needs_detection, Runtime};
 use crate::clock::Clock;
-use crate::config::{Config, ConfigError, Integration, TfsRelease, TfsVersion};
+use crate::config::{Config, ConfigError, Integration, MasterKeySource, TfsRelease, TfsVersion};
 use crate::hosts::adapter_for;
 use crate::upstream::Upstream;
 use crate::vault::Vault;
@@ -86,6 +86,7 @@ impl Runtime {
     /// doc). Reads every file `new` names; nothing is swapped here.
     pub async fn reload(&self, mut new: Config) -> Result<Runtime, ConfigError> {
         refuse_restart_only(&self.config, &new)?;
+        catch_up_with_rotation(&self.vault, &self.config).await;
         let tfs_detected = detect_releases(&mut new, &self.vault, Some(self), &self.clock).await?;
         let runtime = Runtime::assemble(new, self.carried(), tfs_detected)?;
         // Only once everything loaded: a refused reload leaves the limits as they were. The
@@ -110,6 +111,56 @@ impl Runtime {
             Some(TfsVersion::Release(release)) if *before == as_written => Some(release),
             _ => None,
         }
+    }
+}
+
+/// A master key rotation run through another replica of a shared store: the vault takes its
+/// new key (or, once it is committed, forgets the old one), and the new key file is put in
+/// place of the key file once the rotation is committed. Logged; never refuses the reload
+/// (requests meeting the new version take the key by themselves all the same).
+async fn catch_up_with_rotation(vault: &Vault, config: &Config) {
+    let (version, settled) = match vault.catch_up_with_rotation().await {
+        Ok(caught_up) => caught_up,
+        Err(error) => {
+            tracing::error!(%error, "catching up with a master key rotation failed");
+            return;
+        }
+    };
+    let pending = crate::vault::pending_key_for(&config.master_key, &config.state_dir);
+    if !settled || !pending.exists() {
+        return;
+    }
+    match vault.is_committed_key(&pending).await {
+        // A key staged for a rotation still to come.
+        Ok(false) => {}
+        Ok(true) => match &config.master_key {
+            MasterKeySource::File(file) => {
+                match crate::vault::install_pending_key(&pending, file) {
+                    Ok(()) => tracing::info!(
+                        file = %file.display(),
+                        key_version = version,
+                        "the key file now holds the master key a rotation moved to"
+                    ),
+                    Err(error) => tracing::warn!(
+                        %error,
+                        pending = %pending.display(),
+                        file = %file.display(),
+                        key_version = version,
+                        "the vault is at the new master key, but putting its file in place failed: move the pending file over the key file (mode 0600) before the next restart"
+                    ),
+                }
+            }
+            MasterKeySource::SystemdCredential => tracing::warn!(
+                pending = %pending.display(),
+                key_version = version,
+                "the vault is at the new master key: point the systemd credential `master-key` at the pending file's key before the next restart"
+            ),
+        },
+        Err(error) => tracing::warn!(
+            %error,
+            pending = %pending.display(),
+            "the pending master key file could not be checked"
+        ),
     }
 }
 

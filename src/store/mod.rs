@@ -45,7 +45,9 @@ pub use postgres::{
 };
 #[doc(hidden)]
 pub use records::contract as record_store_contract;
-pub use records::{Change, Entry, RecordStore, RecordStoreError, Space, Swap, Swapped};
+pub use records::{
+    Change, Entry, Guard, Guarded, RecordStore, RecordStoreError, Space, Swap, Swapped,
+};
 pub use sled_store::{IoError, SledOpenError, SledRecords};
 
 /// The stores the runtime holds beside the vault's (which the vault owns).

@@ -63,6 +63,24 @@ pub enum Swapped {
     Conflict { current: Option<Vec<u8>> },
 }
 
+/// A setting ([`Space::Settings`]) that a guarded write depends on: the write is made only
+/// while `key` holds `expected` ([`RecordStore::compare_and_swap_guarded`],
+/// [`RecordStore::apply_guarded`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guard {
+    pub key: Vec<u8>,
+    pub expected: Vec<u8>,
+}
+
+/// How a guarded write ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Guarded<T> {
+    /// The guard held, and the write was made; its answer.
+    Made(T),
+    /// The guard's setting held another value (`None`: absent); nothing was written.
+    Refused { current: Option<Vec<u8>> },
+}
+
 /// A stored key and its value.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
@@ -93,6 +111,12 @@ pub enum RecordStoreError {
 ///   a credential write only after that flush;
 /// - apply a batch of [`RecordStore::apply`] whole or not at all, also across a crash;
 /// - decide each compare-and-swap atomically against every concurrent writer;
+/// - order a guarded write and every change of its guard's setting, in every process that
+///   shares the store: either the change comes wholly first (and the guarded write sees the
+///   new value), or the guarded write comes wholly first (and is visible to every call that
+///   starts after the change returned). The vault relies on this so that no replica can store
+///   a record sealed under a key version after a rotation began re-encrypting (see the
+///   vault's `rotation.rs`);
 /// - list keys in byte order;
 /// - keep a call that takes long (a count, a flush) off the caller's runtime threads.
 ///
@@ -139,12 +163,31 @@ pub trait RecordStore: Send + Sync + std::fmt::Debug {
         swaps: Vec<Swap>,
     ) -> BoxFuture<'_, Result<Vec<Swapped>, RecordStoreError>>;
 
+    /// [`RecordStore::compare_and_swap_many`] made only while the setting `guard.key`
+    /// holds `guard.expected` (see the trait docs for the ordering it guarantees).
+    fn compare_and_swap_guarded(
+        &self,
+        guard: Guard,
+        space: Space,
+        swaps: Vec<Swap>,
+    ) -> BoxFuture<'_, Result<Guarded<Vec<Swapped>>, RecordStoreError>>;
+
     /// Applies every change, atomically.
     fn apply(
         &self,
         space: Space,
         changes: Vec<Change>,
     ) -> BoxFuture<'_, Result<(), RecordStoreError>>;
+
+    /// [`RecordStore::apply`] made only while the setting `guard.key` holds
+    /// `guard.expected`, decided atomically with the batch (the batch may change the guard's
+    /// setting itself).
+    fn apply_guarded(
+        &self,
+        guard: Guard,
+        space: Space,
+        changes: Vec<Change>,
+    ) -> BoxFuture<'_, Result<Guarded<()>, RecordStoreError>>;
 
     /// Up to `limit` entries whose keys start with `prefix`, in key order, from the first key
     /// after `after` (a key with the prefix, from the previous page) or from the start.
@@ -311,6 +354,93 @@ pub mod contract {
                 b"q"
             ]
         );
+
+        // Guarded writes: made while the guard's setting holds the expected value only.
+        store.put(Settings, b"g", b"1".to_vec()).await.unwrap();
+        let guard = |expected: &[u8]| Guard {
+            key: b"g".to_vec(),
+            expected: expected.to_vec(),
+        };
+        let swap = |expected: Option<&[u8]>, new: &[u8]| Swap {
+            key: b"gw".to_vec(),
+            expected: expected.map(<[u8]>::to_vec),
+            new: Some(new.to_vec()),
+        };
+        assert_eq!(
+            store
+                .compare_and_swap_guarded(guard(b"1"), Records, vec![swap(None, b"a")])
+                .await
+                .unwrap(),
+            Guarded::Made(vec![Swapped::Done])
+        );
+        assert_eq!(
+            store
+                .compare_and_swap_guarded(guard(b"1"), Records, vec![swap(None, b"b")])
+                .await
+                .unwrap(),
+            Guarded::Made(vec![Swapped::Conflict {
+                current: Some(b"a".to_vec())
+            }])
+        );
+        assert_eq!(
+            store
+                .compare_and_swap_guarded(guard(b"2"), Records, vec![swap(Some(b"a"), b"c")])
+                .await
+                .unwrap(),
+            Guarded::Refused {
+                current: Some(b"1".to_vec())
+            }
+        );
+        assert_eq!(
+            store.get(Records, b"gw").await.unwrap(),
+            Some(b"a".to_vec())
+        );
+        let no_guard = Guard {
+            key: b"absent".to_vec(),
+            expected: b"1".to_vec(),
+        };
+        assert_eq!(
+            store
+                .compare_and_swap_guarded(no_guard.clone(), Records, vec![swap(Some(b"a"), b"c")])
+                .await
+                .unwrap(),
+            Guarded::Refused { current: None }
+        );
+        // A guarded batch that moves its own guard on: the next one with the old value is
+        // refused, and neither the refused batch nor its guard's change is half made.
+        let step = vec![Change::put(*b"g", *b"2"), Change::put(*b"gk", *b"x")];
+        assert_eq!(
+            store
+                .apply_guarded(guard(b"1"), Settings, step.clone())
+                .await
+                .unwrap(),
+            Guarded::Made(())
+        );
+        assert_eq!(
+            store
+                .apply_guarded(guard(b"1"), Settings, vec![Change::put(*b"gk", *b"y")])
+                .await
+                .unwrap(),
+            Guarded::Refused {
+                current: Some(b"2".to_vec())
+            }
+        );
+        assert_eq!(
+            store.apply_guarded(no_guard, Settings, step).await.unwrap(),
+            Guarded::Refused { current: None }
+        );
+        assert_eq!(
+            store.get(Settings, b"g").await.unwrap(),
+            Some(b"2".to_vec())
+        );
+        assert_eq!(
+            store.get(Settings, b"gk").await.unwrap(),
+            Some(b"x".to_vec())
+        );
+        assert!(store.remove(Records, b"gw").await.unwrap());
+        for key in [&b"g"[..], b"gk"] {
+            store.remove(Settings, key).await.unwrap();
+        }
 
         assert_eq!(store.count(Records, b"p").await.unwrap(), 4);
         assert_eq!(store.count(Records, b"").await.unwrap(), 7);

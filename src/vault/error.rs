@@ -172,6 +172,20 @@ pub enum VaultError {
         to_version: u32,
     },
 
+    /// Records are being sealed, or already are, under a newer master key version than this
+    /// process holds (a rotation run by another process that shares the store), and the key
+    /// of that version is not where this process looks for it.
+    #[error(
+        "the vault's records are moving to master key version {version} (a rotation run by \
+         another patgate on the same store), and this process does not hold that key: {reason}"
+    )]
+    NextKeyMissing {
+        /// The version needed.
+        version: u32,
+        /// Where the key was looked for and what to do.
+        reason: String,
+    },
+
     /// `rotate_key` was given the key the vault already uses.
     #[error("the new master key is the current one; a rotation needs a fresh key")]
     SameKey,

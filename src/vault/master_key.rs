@@ -245,6 +245,16 @@ pub fn pending_key_path(file: &Path) -> PathBuf {
     file.with_file_name(name)
 }
 
+/// Where a rotation keeps the new key until the key's source holds it: `<master_key.file>.new`,
+/// or with a systemd credential `state_dir/master-key.new`. The service of every replica looks
+/// there for the key of a rotation run through another replica.
+pub fn pending_key_for(source: &crate::config::MasterKeySource, state_dir: &Path) -> PathBuf {
+    match source {
+        crate::config::MasterKeySource::File(file) => pending_key_path(file),
+        crate::config::MasterKeySource::SystemdCredential => state_dir.join("master-key.new"),
+    }
+}
+
 /// Gives `path` the owner and group of `like`, when they differ (a root admin's new key file
 /// must stay readable by the service user). Needs root when they differ.
 pub fn match_owner(path: &Path, like: &Path) -> Result<(), VaultError> {

@@ -53,7 +53,7 @@ pub use self::credential::Credential;
 pub use self::error::VaultError;
 pub use self::last_use::{PatUses, PAT_USE_FLUSH_INTERVAL};
 pub use self::master_key::{
-    install_pending_key, match_owner, pending_key_path, MasterKey, MASTER_KEY_LEN,
+    install_pending_key, match_owner, pending_key_for, pending_key_path, MasterKey, MASTER_KEY_LEN,
     SYSTEMD_CREDENTIAL_NAME,
 };
 pub use self::record::{PatMeta, PatRefusal, RecordId, MAX_ID_LEN};
@@ -63,13 +63,20 @@ use self::credential::CredentialKind;
 use self::crypto::Sealer;
 use self::record::{ClearMeta, Kind, RawValue, ValidId};
 use crate::store::{
-    Change, RecordStore, RecordStoreError, SledOpenError, SledRecords, Space, Swap, Swapped,
+    Change, Guard, Guarded, RecordStore, RecordStoreError, SledOpenError, SledRecords, Space, Swap,
+    Swapped,
 };
 
 // Vault-wide settings ([`Space::Settings`]).
 const META_FORMAT: &[u8] = b"format";
 const META_KEY_VERSION: &[u8] = b"key-version";
 const META_KEY_CHECK: &[u8] = b"key-check";
+/// The key version records must be sealed under (u32be): the committed one, or from a
+/// rotation's marker on, the one it moves to. Every write of a sealed credential is guarded
+/// by it ([`RecordStore::compare_and_swap_guarded`]), so no process sharing the store can
+/// store a record under a version that a rotation's re-encryption pass may already have
+/// gone by (see `rotation.rs`).
+const META_WRITE_VERSION: &[u8] = b"write-version";
 /// What the key-check record encrypts.
 const KEY_CHECK_PLAINTEXT: &[u8] = b"patgate vault key check v1";
 /// The key version `init` starts at.
@@ -173,7 +180,23 @@ struct Inner {
     key_version: AtomicU32,
     /// Held while a key rotation runs: one at a time.
     rotating: Mutex<()>,
+    /// Where the key of a newer version comes from (see [`NextKey`]).
+    next: std::sync::Mutex<NextKey>,
     store: Box<dyn RecordStore>,
+}
+
+/// Where this process finds the key of a newer version than it holds, when it meets a
+/// record or a write version of one: a rotation that runs here has it in memory; one run by
+/// another process sharing the store has it in the file the admin installs next to the key
+/// file. The key found is checked against the store's key check for that version before it
+/// is used, and never comes from the store itself: nothing in the store, and not the old
+/// key, gives the new one away.
+#[derive(Default)]
+struct NextKey {
+    /// The key a rotation in this process moves to, from its marker to its commit.
+    rotating: Option<(u32, MasterKey)>,
+    /// The file the admin installs the next key in (`<key file>.new`).
+    file: Option<PathBuf>,
 }
 
 impl fmt::Debug for Vault {
@@ -242,6 +265,7 @@ impl Vault {
                 vec![
                     Change::put(META_FORMAT, [record::FORMAT_VERSION]),
                     Change::put(META_KEY_VERSION, INITIAL_KEY_VERSION.to_be_bytes()),
+                    Change::put(META_WRITE_VERSION, INITIAL_KEY_VERSION.to_be_bytes()),
                     Change::put(META_KEY_CHECK, check),
                 ],
             )
@@ -321,8 +345,23 @@ impl Vault {
             return Err(not_initialized());
         };
         let sealer = Sealer::new(key);
+        let pending = rotation::Pending::read(&*store, key_version).await?;
+        // A vault made before writes were guarded: its write version, once (an insert, so
+        // two processes opening it at once agree).
+        if setting(META_WRITE_VERSION).await?.is_none() {
+            let writes_at = pending.as_ref().map_or(key_version, |p| p.to_version());
+            store
+                .compare_and_swap(
+                    Space::Settings,
+                    META_WRITE_VERSION,
+                    None,
+                    Some(writes_at.to_be_bytes().to_vec()),
+                )
+                .await
+                .map_err(|e| storage(dir, e))?;
+        }
         // An unfinished rotation: the new key finishes it, the old one is told to step aside.
-        if let Some(pending) = rotation::Pending::read(&*store, key_version).await? {
+        if let Some(pending) = pending {
             return rotation::open_during_rotation(
                 pending,
                 rotation::OpenParts {
@@ -353,6 +392,7 @@ impl Vault {
                 key_version: AtomicU32::new(keys.version),
                 keys: RwLock::new(keys),
                 rotating: Mutex::new(()),
+                next: std::sync::Mutex::default(),
                 store,
             }),
         }
@@ -388,44 +428,23 @@ impl Vault {
         let key = record::secret_key(integration);
         let now = unix_now();
         let kind = cred.kind();
-        {
-            let keys = self.keys().await;
+        self.store_sealed(key.as_ref(), &mut |keys, current| {
             let aad = record::aad(
                 Kind::IntegrationSecret,
                 integration.as_str(),
                 "",
                 keys.version,
             );
-            let sealed = self.seal(&keys, cred, aad.as_ref())?;
-            // Compare-and-swap, so a concurrent replacement cannot lose the first created_at.
-            let mut current = self
-                .store()
-                .get(Space::Records, key.as_ref())
-                .await
-                .map_err(|e| self.storage(e))?;
-            loop {
-                let created_at = match &current {
-                    Some(old) => self.secret_meta(old, integration.as_str())?.created_at,
-                    None => now,
-                };
-                let value =
-                    sealed.value(keys.version, &ClearMeta::for_secret(kind, created_at, now))?;
-                match self
-                    .store()
-                    .compare_and_swap(
-                        Space::Records,
-                        key.as_ref(),
-                        current.as_deref(),
-                        Some(value),
-                    )
-                    .await
-                    .map_err(|e| self.storage(e))?
-                {
-                    Swapped::Done => break,
-                    Swapped::Conflict { current: now_there } => current = now_there,
-                }
-            }
-        }
+            let sealed = self.seal(keys, cred, aad.as_ref())?;
+            // Kept across replacements: the compare-and-swap makes sure a concurrent one
+            // cannot lose the first created_at.
+            let created_at = match current {
+                Some(old) => self.secret_meta(old, integration.as_str())?.created_at,
+                None => now,
+            };
+            sealed.value(keys.version, &ClearMeta::for_secret(kind, created_at, now))
+        })
+        .await?;
         self.flush().await?;
         tracing::debug!(
             integration = integration.as_str(),
@@ -435,34 +454,124 @@ impl Vault {
         Ok(())
     }
 
+    /// Stores the sealed value `value` makes (from the keys in use and the record's current
+    /// value) at `key` in the records, by a compare-and-swap guarded by the write version
+    /// ([`META_WRITE_VERSION`]): a value sealed under an older version than the store's
+    /// writes use is never stored. When the guard refuses, this process takes the newer key
+    /// ([`Vault::switch_to`]) and seals again. Not flushed.
+    async fn store_sealed(&self, key: &[u8], value: &mut SealFor<'_>) -> Result<(), VaultError> {
+        loop {
+            // Held from sealing to storing (see `Inner::keys`).
+            let keys = self.keys().await;
+            let mut current = self
+                .store()
+                .get(Space::Records, key)
+                .await
+                .map_err(|e| self.storage(e))?;
+            let newer = loop {
+                let swap = Swap {
+                    key: key.to_vec(),
+                    expected: current.clone(),
+                    new: Some(value(&keys, current.as_deref())?),
+                };
+                let answer = self
+                    .store()
+                    .compare_and_swap_guarded(write_guard(keys.version), Space::Records, vec![swap])
+                    .await
+                    .map_err(|e| self.storage(e))?;
+                match answer {
+                    Guarded::Made(mut answers) => match answers.pop() {
+                        Some(Swapped::Done) if answers.is_empty() => return Ok(()),
+                        Some(Swapped::Conflict { current: now }) if answers.is_empty() => {
+                            current = now;
+                        }
+                        _ => {
+                            return Err(self.storage(RecordStoreError::Failed(
+                                "the store answered a compare-and-swap of one with another number of answers"
+                                    .into(),
+                            )))
+                        }
+                    },
+                    Guarded::Refused { current } => break current,
+                }
+            };
+            drop(keys);
+            let version = newer
+                .as_deref()
+                .and_then(|v| <[u8; 4]>::try_from(v).ok())
+                .map(u32::from_be_bytes);
+            match version {
+                Some(version) if version > self.key_version() => {
+                    if !self.switch_to(version).await? {
+                        return Err(VaultError::Corrupt {
+                            path: self.inner.path.clone(),
+                            what: format!(
+                                "its write version ({version}) names a key version that neither it nor a rotation marker holds a key check for"
+                            ),
+                        });
+                    }
+                }
+                // Another writer of this process switched meanwhile: seal again.
+                Some(version) if version == self.key_version() => {}
+                Some(version) => {
+                    return Err(VaultError::Corrupt {
+                        path: self.inner.path.clone(),
+                        what: format!(
+                        "its write version ({version}) is older than the key version in use ({})",
+                        self.key_version()
+                    ),
+                    })
+                }
+                None => {
+                    return Err(VaultError::Corrupt {
+                        path: self.inner.path.clone(),
+                        what: "the write version is missing or damaged".into(),
+                    })
+                }
+            }
+        }
+    }
+
     /// An integration's shared secret, if one is stored.
     pub async fn integration_secret(
         &self,
         integration: &str,
     ) -> Result<Option<Credential>, VaultError> {
         let integration = record::validate_id("integration", integration)?;
-        let keys = self.keys().await;
-        let Some(value) = self
-            .store()
-            .get(Space::Records, record::secret_key(integration).as_ref())
-            .await
-            .map_err(|e| self.storage(e))?
-        else {
-            return Ok(None);
-        };
-        let id = || RecordId::IntegrationSecret {
-            integration: integration.as_str().to_string(),
-        };
-        let raw = self.parse(&value, id)?;
-        let meta = self.clear_meta(&raw, id)?;
-        let aad = record::aad(
-            Kind::IntegrationSecret,
-            integration.as_str(),
-            "",
-            raw.key_version,
-        );
-        self.decrypt(&keys, &raw, aad.as_ref(), meta.kind, id)
-            .map(Some)
+        loop {
+            let keys = self.keys().await;
+            let Some(value) = self
+                .store()
+                .get(Space::Records, record::secret_key(integration).as_ref())
+                .await
+                .map_err(|e| self.storage(e))?
+            else {
+                return Ok(None);
+            };
+            let id = || RecordId::IntegrationSecret {
+                integration: integration.as_str().to_string(),
+            };
+            let raw = self.parse(&value, id)?;
+            if raw.key_version > keys.version {
+                // Sealed by another process under the key it rotates to: take that key, and
+                // read again.
+                drop(keys);
+                if self.switch_to(raw.key_version).await? {
+                    continue;
+                }
+                return Err(self.unknown_version(&id(), raw.key_version));
+            }
+            let meta = self.clear_meta(&raw, id)?;
+            let aad = record::aad(
+                Kind::IntegrationSecret,
+                integration.as_str(),
+                "",
+                raw.key_version,
+            );
+            return self
+                .decrypt(&keys, &raw, aad.as_ref(), meta.kind, id)
+                .map(Some);
+        }
     }
 
     /// Whether an integration's shared secret is stored (nothing is decrypted).
@@ -499,25 +608,18 @@ impl Vault {
     ) -> Result<(), VaultError> {
         let integration = record::validate_id("integration", integration)?;
         let account = record::validate_id("account", account)?;
-        {
-            let keys = self.keys().await;
+        let key = record::pat_key(integration, account);
+        self.store_sealed(key.as_ref(), &mut |keys, _| {
             let aad = record::aad(
                 Kind::UserPat,
                 integration.as_str(),
                 account.as_str(),
                 keys.version,
             );
-            let sealed = self.seal(&keys, cred, aad.as_ref())?;
-            let value = sealed.value(keys.version, &ClearMeta::for_pat(cred.kind(), meta))?;
-            self.store()
-                .put(
-                    Space::Records,
-                    record::pat_key(integration, account).as_ref(),
-                    value,
-                )
-                .await
-                .map_err(|e| self.storage(e))?;
-        }
+            let sealed = self.seal(keys, cred, aad.as_ref())?;
+            sealed.value(keys.version, &ClearMeta::for_pat(cred.kind(), meta))
+        })
+        .await?;
         self.flush().await?;
         tracing::debug!(
             integration = integration.as_str(),
@@ -536,33 +638,44 @@ impl Vault {
     ) -> Result<Option<(Credential, PatMeta)>, VaultError> {
         let integration = record::validate_id("integration", integration)?;
         let account = record::validate_id("account", account)?;
-        let keys = self.keys().await;
-        let Some(value) = self
-            .store()
-            .get(
-                Space::Records,
-                record::pat_key(integration, account).as_ref(),
-            )
-            .await
-            .map_err(|e| self.storage(e))?
-        else {
-            return Ok(None);
-        };
-        let id = || pat_id(integration, account);
-        let raw = self.parse(&value, id)?;
-        let meta = self.clear_meta(&raw, id)?;
-        let kind = meta.kind;
-        let pat_meta = meta
-            .into_pat_meta()
-            .ok_or_else(|| self.corrupt(&id(), "its metadata lacks the PAT fields"))?;
-        let aad = record::aad(
-            Kind::UserPat,
-            integration.as_str(),
-            account.as_str(),
-            raw.key_version,
-        );
-        let credential = self.decrypt(&keys, &raw, aad.as_ref(), kind, id)?;
-        Ok(Some((credential, pat_meta)))
+        loop {
+            let keys = self.keys().await;
+            let Some(value) = self
+                .store()
+                .get(
+                    Space::Records,
+                    record::pat_key(integration, account).as_ref(),
+                )
+                .await
+                .map_err(|e| self.storage(e))?
+            else {
+                return Ok(None);
+            };
+            let id = || pat_id(integration, account);
+            let raw = self.parse(&value, id)?;
+            if raw.key_version > keys.version {
+                // Sealed by another process under the key it rotates to: take that key, and
+                // read again.
+                drop(keys);
+                if self.switch_to(raw.key_version).await? {
+                    continue;
+                }
+                return Err(self.unknown_version(&id(), raw.key_version));
+            }
+            let meta = self.clear_meta(&raw, id)?;
+            let kind = meta.kind;
+            let pat_meta = meta
+                .into_pat_meta()
+                .ok_or_else(|| self.corrupt(&id(), "its metadata lacks the PAT fields"))?;
+            let aad = record::aad(
+                Kind::UserPat,
+                integration.as_str(),
+                account.as_str(),
+                raw.key_version,
+            );
+            let credential = self.decrypt(&keys, &raw, aad.as_ref(), kind, id)?;
+            return Ok(Some((credential, pat_meta)));
+        }
     }
 
     /// A user's PAT metadata, without decrypting the PAT.
@@ -963,13 +1076,7 @@ impl Vault {
         id: impl Fn() -> RecordId,
     ) -> Result<Credential, VaultError> {
         let Some(sealer) = keys.sealer_for(raw.key_version) else {
-            return Err(self.corrupt(
-                &id(),
-                &format!(
-                    "it is encrypted under key version {}, but this vault's key is version {}",
-                    raw.key_version, keys.version
-                ),
-            ));
+            return Err(self.unknown_version(&id(), raw.key_version));
         };
         let credential = sealer
             .open(aad, raw.nonce, raw.sealed, Credential::decode)
@@ -985,6 +1092,18 @@ impl Vault {
             return Err(self.corrupt(&id(), "its metadata names a different credential kind"));
         }
         Ok(credential)
+    }
+
+    /// A record under a key version this vault holds no key for, and that no rotation in
+    /// the store names.
+    fn unknown_version(&self, id: &RecordId, record_version: u32) -> VaultError {
+        self.corrupt(
+            id,
+            &format!(
+                "it is encrypted under key version {record_version}, but this vault's key is version {}",
+                self.key_version()
+            ),
+        )
     }
 
     fn corrupt(&self, id: &RecordId, what: &str) -> VaultError {
@@ -1032,6 +1151,10 @@ impl Keys {
     }
 }
 
+/// What [`Vault::store_sealed`] stores: a value sealed with the keys given, from the
+/// record's current value.
+type SealFor<'a> = dyn FnMut(&Keys, Option<&[u8]>) -> Result<Vec<u8>, VaultError> + Send + 'a;
+
 /// A credential encrypted, waiting for its metadata.
 struct Sealed {
     nonce: [u8; record::NONCE_LEN],
@@ -1056,6 +1179,14 @@ fn pat_id(integration: ValidId<'_>, account: ValidId<'_>) -> RecordId {
     RecordId::UserPat {
         integration: integration.as_str().to_string(),
         account: account.as_str().to_string(),
+    }
+}
+
+/// The guard of a write sealed under `key_version`: the store's writes use that version.
+fn write_guard(key_version: u32) -> Guard {
+    Guard {
+        key: META_WRITE_VERSION.to_vec(),
+        expected: key_version.to_be_bytes().to_vec(),
     }
 }
 

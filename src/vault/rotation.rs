@@ -27,6 +27,29 @@
 //!    ([`VaultError::WrongMasterKey`]).
 //! 5. **Forget.** Under the write guard the previous key is dropped (and zeroized).
 //!
+//! # Several processes on one store
+//!
+//! Replicas that share a database each hold the keys in memory. Three things keep them right
+//! while one of them rotates:
+//!
+//! - **The write version.** The setting `write-version` names the version records must be
+//!   sealed under; the marker's batch moves it to `v + 1`, guarded by it being `v` (of two
+//!   processes starting a rotation at once, one writes the marker and the other resumes it
+//!   with the same key or refuses). Every write of a sealed credential is a compare-and-swap
+//!   guarded by the write version its key is at ([`RecordStore::compare_and_swap_guarded`],
+//!   whose contract orders it against the marker's batch), so no process can store a record
+//!   under `v` once the marker is in; step 3, which starts after it, sees every record stored
+//!   under `v` before it.
+//! - **Taking the new key.** A process whose write is refused, or that reads a record of
+//!   `v + 1`, takes K′ from the file the admin installed (`<key file>.new`, given with
+//!   [`Vault::take_next_key_from`]), checks it against the marker's key check (or, once
+//!   committed, the vault's), and switches its keys as in step 2. Without that file it answers
+//!   [`VaultError::NextKeyMissing`] and reads or writes nothing with a wrong key. K′ is never
+//!   in the store: the database holds its key check and K sealed under it, which give K′ to
+//!   no one who has K.
+//! - **Forgetting.** [`Vault::catch_up_with_rotation`] (the service's reload) drops K once the
+//!   commit is in.
+//!
 //! A crash before step 1 is durable changes nothing. Between 1 and 4, K′ finishes the
 //! rotation on the next open. After 4, the vault is simply at `v + 1`.
 //!
@@ -44,15 +67,26 @@ use zeroize::Zeroizing;
 
 use super::crypto::Sealer;
 use super::record::{self, Kind, RawValue};
+use std::path::{Path, PathBuf};
+
 use super::{
-    seal_key_check, storage, verify_key_check, KeyCheckError, Keys, MasterKey, RecordId, Vault,
-    VaultError, META_KEY_CHECK, META_KEY_VERSION, SCAN_PAGE,
+    seal_key_check, storage, verify_key_check, write_guard, KeyCheckError, Keys, MasterKey,
+    RecordId, Vault, VaultError, META_KEY_CHECK, META_KEY_VERSION, META_WRITE_VERSION, SCAN_PAGE,
 };
-use crate::store::{Change, RecordStore, Space, Swap, Swapped};
+use crate::store::{Change, Guarded, RecordStore, Space, Swap, Swapped};
 
 const META_ROTATION_TO: &[u8] = b"rotation-to";
 const META_ROTATION_CHECK: &[u8] = b"rotation-check";
 const META_ROTATION_OLD_KEY: &[u8] = b"rotation-old-key";
+
+/// What to tell the admin about the file the next key is taken from.
+fn install_hint(file: &Path) -> String {
+    format!(
+        "install it as {} (a copy of the new key file of the replica that rotates, mode 0600, \
+         owned like the key file); patgate takes it from there by itself",
+        file.display()
+    )
+}
 
 /// What a finished rotation did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -75,6 +109,11 @@ pub(super) struct Pending {
 }
 
 impl Pending {
+    /// The version the rotation moves to.
+    pub(super) fn to_version(&self) -> u32 {
+        self.to_version
+    }
+
     /// The marker, if one is stored. `key_version` is the vault's committed version.
     pub(super) async fn read(
         store: &dyn RecordStore,
@@ -267,15 +306,20 @@ impl Vault {
             None => return Err(self.corrupt_vault("the key version is missing")),
         };
         let new_sealer = Sealer::new(new_key);
+        // An attempt that got past its marker (in this process or another one that shares the
+        // store) is resumed with its own key only.
+        let resume = |pending: Pending| {
+            verify_key_check(&new_sealer, &pending.check, pending.to_version)
+                .map(|()| (pending.to_version, pending.check, true))
+                .map_err(|_| VaultError::RotationInProgress {
+                    to_version: pending.to_version,
+                })
+        };
         let (to, check, resumed) = match Pending::read(store, from).await? {
             Some(pending) => {
-                // An attempt in this process failed after its marker was written.
-                verify_key_check(&new_sealer, &pending.check, pending.to_version).map_err(
-                    |_| VaultError::RotationInProgress {
-                        to_version: pending.to_version,
-                    },
-                )?;
-                (pending.to_version, pending.check, true)
+                let resumed = resume(pending)?;
+                self.rotating_to(resumed.0, new_key);
+                resumed
             }
             None => {
                 let current_check = store
@@ -297,20 +341,50 @@ impl Vault {
                     let (nonce, tag) = new_sealer.seal(aad.as_ref(), &mut buf)?;
                     RawValue::encode(to, &nonce, b"{}", &buf, &tag)
                 };
-                // Step 1: the marker, durable before any record changes.
-                store
-                    .apply(
+                // Before the marker: a writer of this process that the marker's write version
+                // refuses takes the new key from here.
+                self.rotating_to(to, new_key);
+                // Step 1: the marker, durable before any record changes. Guarded, so of two
+                // processes starting a rotation at once one writes it and the other resumes
+                // (or refuses) as above.
+                let marker = store
+                    .apply_guarded(
+                        write_guard(from),
                         Space::Settings,
                         vec![
                             Change::put(META_ROTATION_TO, to.to_be_bytes()),
                             Change::put(META_ROTATION_CHECK, check.clone()),
                             Change::put(META_ROTATION_OLD_KEY, old_key),
+                            Change::put(META_WRITE_VERSION, to.to_be_bytes()),
                         ],
                     )
                     .await
                     .map_err(|e| self.storage(e))?;
-                self.flush().await?;
-                (to, check, false)
+                match marker {
+                    Guarded::Made(()) => {
+                        self.flush().await?;
+                        (to, check, false)
+                    }
+                    Guarded::Refused { .. } => {
+                        self.inner
+                            .next
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .rotating = None;
+                        match Pending::read(store, from).await? {
+                            Some(pending) => {
+                                let resumed = resume(pending)?;
+                                self.rotating_to(resumed.0, new_key);
+                                resumed
+                            }
+                            None => {
+                                return Err(self.corrupt_vault(
+                                    "its write version moved on without a rotation marker",
+                                ))
+                            }
+                        }
+                    }
+                }
             }
         };
         // Step 2: writers switch to the new key; the old one stays for reads.
@@ -452,6 +526,7 @@ impl Vault {
                 Space::Settings,
                 vec![
                     Change::put(META_KEY_VERSION, to.to_be_bytes()),
+                    Change::put(META_WRITE_VERSION, to.to_be_bytes()),
                     Change::put(META_KEY_CHECK, check),
                     Change::remove(META_ROTATION_TO),
                     Change::remove(META_ROTATION_CHECK),
@@ -463,8 +538,204 @@ impl Vault {
         self.flush().await?;
         // Step 5: forget the old key.
         self.inner.keys.write().await.previous = None;
+        self.inner
+            .next
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .rotating = None;
         tracing::info!(path = %self.inner.path.display(), from_version = from, to_version = to, "master key rotated");
         Ok(())
+    }
+
+    /// Keeps `key` as the key of `version` that this process's writers take when the write
+    /// version refuses them before step 2 switched them (see [`Vault::switch_to`]).
+    fn rotating_to(&self, version: u32, key: &MasterKey) {
+        self.inner
+            .next
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .rotating = Some((version, key.duplicate()));
+    }
+
+    /// Tells the vault where an admin installs the key of the next version
+    /// (`<key file>.new`), for the rotations run by another process that shares the store.
+    pub fn take_next_key_from(&self, file: PathBuf) {
+        self.inner
+            .next
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .file = Some(file);
+    }
+
+    /// Makes `version` the key version this process seals under, the one before it kept for
+    /// the records not yet re-encrypted: another process rotates (a record or the write
+    /// version names `version`). The key comes from [`NextKey`] and must pass the store's key
+    /// check for `version`; without it, [`VaultError::NextKeyMissing`] says what to install,
+    /// and nothing is read or written with a wrong key. Answers `false` when the store names
+    /// no such version (no rotation to it, nor a vault at it): a record that claims it is
+    /// damaged, not new.
+    pub(super) async fn switch_to(&self, version: u32) -> Result<bool, VaultError> {
+        if self.key_version() >= version {
+            return Ok(true);
+        }
+        let Some(key) = self.next_key(version).await? else {
+            return Ok(false);
+        };
+        let sealer = Sealer::new(&key);
+        let mut keys = self.inner.keys.write().await;
+        if keys.version < version {
+            let old = std::mem::replace(
+                &mut *keys,
+                Keys {
+                    version,
+                    key,
+                    current: sealer,
+                    previous: None,
+                },
+            );
+            keys.previous = Some((old.version, old.current));
+            self.inner
+                .key_version
+                .store(version, std::sync::atomic::Ordering::Release);
+            tracing::info!(
+                path = %self.inner.path.display(),
+                from_version = old.version,
+                to_version = version,
+                "took the new master key of a rotation run by another process"
+            );
+        }
+        Ok(true)
+    }
+
+    /// The key of `version`, checked against the store's key check for it; `None` when the
+    /// store holds no key check for `version`.
+    async fn next_key(&self, version: u32) -> Result<Option<MasterKey>, VaultError> {
+        let Some(check) = self.key_check_of(version).await? else {
+            return Ok(None);
+        };
+        let (in_memory, file) = {
+            let next = self.inner.next.lock().unwrap_or_else(|p| p.into_inner());
+            let in_memory = match &next.rotating {
+                Some((v, key)) if *v == version => Some(key.duplicate()),
+                _ => None,
+            };
+            (in_memory, next.file.clone())
+        };
+        let missing = |reason: String| VaultError::NextKeyMissing { version, reason };
+        let key =
+            match (in_memory, file) {
+                (Some(key), _) => key,
+                (None, None) => return Err(missing(
+                    "this process was given no file to take it from: restart it with the new key"
+                        .into(),
+                )),
+                (None, Some(file)) => match MasterKey::load_file(&file) {
+                    Ok(key) => key,
+                    Err(VaultError::Io { source, .. })
+                        if source.kind() == std::io::ErrorKind::NotFound =>
+                    {
+                        return Err(missing(install_hint(&file)));
+                    }
+                    Err(e) => return Err(missing(format!("{e}; {}", install_hint(&file)))),
+                },
+            };
+        verify_key_check(&Sealer::new(&key), &check, version).map_err(|_| {
+            missing(
+                match &self
+                    .inner
+                    .next
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .file
+                {
+                    Some(file) => format!(
+                        "{} holds another key than the rotation's; {}",
+                        file.display(),
+                        install_hint(file)
+                    ),
+                    None => "the key given is not the rotation's".into(),
+                },
+            )
+        })?;
+        Ok(Some(key))
+    }
+
+    /// The store's key check for `version`: the rotation marker's while it moves there, the
+    /// vault's once it is there; `None` for another version.
+    async fn key_check_of(&self, version: u32) -> Result<Option<Vec<u8>>, VaultError> {
+        let store = self.store();
+        let committed = self.committed_version().await?;
+        if let Some(pending) = Pending::read(store, committed).await? {
+            if pending.to_version == version {
+                return Ok(Some(pending.check));
+            }
+        }
+        if committed != version {
+            return Ok(None);
+        }
+        store
+            .get(Space::Settings, META_KEY_CHECK)
+            .await
+            .map_err(|e| self.storage(e))
+    }
+
+    async fn committed_version(&self) -> Result<u32, VaultError> {
+        match self
+            .store()
+            .get(Space::Settings, META_KEY_VERSION)
+            .await
+            .map_err(|e| self.storage(e))?
+        {
+            Some(v) => {
+                Ok(u32::from_be_bytes(v.as_slice().try_into().map_err(
+                    |_| self.corrupt_vault("the key version is damaged"),
+                )?))
+            }
+            None => Err(self.corrupt_vault("the key version is missing")),
+        }
+    }
+
+    /// Catches up with a rotation run by another process that shares the store (the reload
+    /// of the service calls it; reads and writes do it by themselves when they meet the new
+    /// version): takes the new key of a rotation under way or committed, and once it is
+    /// committed forgets the old one. Answers the vault's committed key version and whether
+    /// this process seals under it with no older key kept.
+    pub async fn catch_up_with_rotation(&self) -> Result<(u32, bool), VaultError> {
+        let committed = self.committed_version().await?;
+        let pending = Pending::read(self.store(), committed).await?;
+        let target = pending.as_ref().map_or(committed, |p| p.to_version);
+        if !self.switch_to(target).await? {
+            return Err(self.corrupt_vault("it names a key version it holds no key check for"));
+        }
+        if pending.is_some() || self.inner.rotating.try_lock().is_err() {
+            return Ok((committed, false));
+        }
+        let mut keys = self.inner.keys.write().await;
+        if keys.version == committed {
+            if let Some((old, _)) = keys.previous.take() {
+                tracing::info!(
+                    path = %self.inner.path.display(),
+                    forgotten = old,
+                    key_version = committed,
+                    "forgot the master key a rotation retired"
+                );
+            }
+        }
+        Ok((
+            committed,
+            keys.version == committed && keys.previous.is_none(),
+        ))
+    }
+
+    /// Whether the key in `file` is the vault's committed key (checked against the store's key
+    /// check; no key is compared or shown).
+    pub async fn is_committed_key(&self, file: &Path) -> Result<bool, VaultError> {
+        let committed = self.committed_version().await?;
+        let Some(check) = self.key_check_of(committed).await? else {
+            return Ok(false);
+        };
+        let key = MasterKey::load_file(file)?;
+        Ok(verify_key_check(&Sealer::new(&key), &check, committed).is_ok())
     }
 
     fn corrupt_vault(&self, what: &str) -> VaultError {

@@ -1207,12 +1207,29 @@ impl RecordStore for Overtaken {
             self.store.compare_and_swap_many(space, swaps).await
         })
     }
+    fn compare_and_swap_guarded(
+        &self,
+        guard: crate::store::Guard,
+        space: Space,
+        swaps: Vec<Swap>,
+    ) -> crate::store::BoxFuture<'_, Result<crate::store::Guarded<Vec<Swapped>>, RecordStoreError>>
+    {
+        self.store.compare_and_swap_guarded(guard, space, swaps)
+    }
     fn apply(
         &self,
         space: Space,
         changes: Vec<Change>,
     ) -> crate::store::BoxFuture<'_, Result<(), RecordStoreError>> {
         self.store.apply(space, changes)
+    }
+    fn apply_guarded(
+        &self,
+        guard: crate::store::Guard,
+        space: Space,
+        changes: Vec<Change>,
+    ) -> crate::store::BoxFuture<'_, Result<crate::store::Guarded<()>, RecordStoreError>> {
+        self.store.apply_guarded(guard, space, changes)
     }
     fn scan<'a>(
         &'a self,
@@ -1411,4 +1428,187 @@ async fn pat_metadata_changes_only_for_the_pat_that_was_used() {
         .unwrap()
         .unwrap();
     assert_eq!(seen.expires_at, Some(1_800_000_000));
+}
+
+/// One store shared by two vaults, as two processes share a database.
+#[derive(Debug, Clone)]
+struct Shared(Arc<SledRecords>);
+
+impl RecordStore for Shared {
+    fn location(&self) -> &Path {
+        self.0.location()
+    }
+    fn get<'a>(
+        &'a self,
+        space: Space,
+        key: &'a [u8],
+    ) -> crate::store::BoxFuture<'a, Result<Option<Vec<u8>>, RecordStoreError>> {
+        self.0.get(space, key)
+    }
+    fn get_many<'a>(
+        &'a self,
+        space: Space,
+        keys: &'a [Vec<u8>],
+    ) -> crate::store::BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, RecordStoreError>> {
+        self.0.get_many(space, keys)
+    }
+    fn put<'a>(
+        &'a self,
+        space: Space,
+        key: &'a [u8],
+        value: Vec<u8>,
+    ) -> crate::store::BoxFuture<'a, Result<(), RecordStoreError>> {
+        self.0.put(space, key, value)
+    }
+    fn remove<'a>(
+        &'a self,
+        space: Space,
+        key: &'a [u8],
+    ) -> crate::store::BoxFuture<'a, Result<bool, RecordStoreError>> {
+        self.0.remove(space, key)
+    }
+    fn compare_and_swap_many(
+        &self,
+        space: Space,
+        swaps: Vec<Swap>,
+    ) -> crate::store::BoxFuture<'_, Result<Vec<Swapped>, RecordStoreError>> {
+        self.0.compare_and_swap_many(space, swaps)
+    }
+    fn compare_and_swap_guarded(
+        &self,
+        guard: crate::store::Guard,
+        space: Space,
+        swaps: Vec<Swap>,
+    ) -> crate::store::BoxFuture<'_, Result<crate::store::Guarded<Vec<Swapped>>, RecordStoreError>>
+    {
+        self.0.compare_and_swap_guarded(guard, space, swaps)
+    }
+    fn apply(
+        &self,
+        space: Space,
+        changes: Vec<Change>,
+    ) -> crate::store::BoxFuture<'_, Result<(), RecordStoreError>> {
+        self.0.apply(space, changes)
+    }
+    fn apply_guarded(
+        &self,
+        guard: crate::store::Guard,
+        space: Space,
+        changes: Vec<Change>,
+    ) -> crate::store::BoxFuture<'_, Result<crate::store::Guarded<()>, RecordStoreError>> {
+        self.0.apply_guarded(guard, space, changes)
+    }
+    fn scan<'a>(
+        &'a self,
+        space: Space,
+        prefix: &'a [u8],
+        after: Option<&'a [u8]>,
+        limit: usize,
+    ) -> crate::store::BoxFuture<'a, Result<Vec<crate::store::Entry>, RecordStoreError>> {
+        self.0.scan(space, prefix, after, limit)
+    }
+    fn count<'a>(
+        &'a self,
+        space: Space,
+        prefix: &'a [u8],
+    ) -> crate::store::BoxFuture<'a, Result<u64, RecordStoreError>> {
+        self.0.count(space, prefix)
+    }
+    fn flush(&self) -> crate::store::BoxFuture<'_, Result<(), RecordStoreError>> {
+        self.0.flush()
+    }
+}
+
+/// Once another process sharing the store wrote its rotation marker, a process still at the
+/// old key stores nothing sealed under it: without the new key its writes fail (and nothing
+/// lands), with the new key installed they go under the new version, which the rotation's
+/// pass then finds done.
+#[tokio::test]
+async fn a_process_behind_a_rotation_never_stores_under_the_old_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shared = Shared(Arc::new(
+        SledRecords::create(&tmp.path().join("v"), 1024 * 1024).unwrap(),
+    ));
+    let a = Vault::init_in(Box::new(shared.clone()), &key(1))
+        .await
+        .unwrap();
+    let b = Vault::open_in(Box::new(shared.clone()), &key(1))
+        .await
+        .unwrap();
+    b.put_user_pat("ghe", ACCOUNT_A, &token("before"), &pat_meta("alice"))
+        .await
+        .unwrap();
+    assert_eq!(a.rotate_partially(&key(2), 0).await.unwrap(), 0);
+
+    // B was given no file: the write is refused, and nothing is stored.
+    match b
+        .put_user_pat("ghe", ACCOUNT_B, &token("during"), &pat_meta("bob"))
+        .await
+    {
+        Err(VaultError::NextKeyMissing { version: 2, reason }) => {
+            assert!(reason.contains("no file"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(a.user_pat_meta("ghe", ACCOUNT_B).await.unwrap().is_none());
+    // Nor over a record already there.
+    assert!(matches!(
+        b.put_user_pat("ghe", ACCOUNT_A, &token("replaced"), &pat_meta("alice"))
+            .await,
+        Err(VaultError::NextKeyMissing { version: 2, .. })
+    ));
+
+    // A wrong key in the file is refused; the right one is taken, and B writes under it.
+    let file = tmp.path().join("master-key.new");
+    b.take_next_key_from(file.clone());
+    key(3).write_new(&file).unwrap();
+    match b
+        .put_user_pat("ghe", ACCOUNT_B, &token("during"), &pat_meta("bob"))
+        .await
+    {
+        Err(VaultError::NextKeyMissing { version: 2, reason }) => {
+            assert!(reason.contains("holds another key"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    fs::remove_file(&file).unwrap();
+    key(2).write_new(&file).unwrap();
+    b.put_user_pat("ghe", ACCOUNT_B, &token("during"), &pat_meta("bob"))
+        .await
+        .unwrap();
+    assert_eq!(b.key_version(), 2);
+    // B still reads what is under the old key; A reads what B wrote.
+    assert!(same(
+        &b.user_pat("ghe", ACCOUNT_A).await.unwrap().unwrap().0,
+        &token("before")
+    ));
+    assert!(same(
+        &a.user_pat("ghe", ACCOUNT_B).await.unwrap().unwrap().0,
+        &token("during")
+    ));
+    let version_of = |records: &[RecordSummary], account: &str| {
+        records
+            .iter()
+            .find(|r| matches!(&r.id, RecordId::UserPat { account: a, .. } if a == account))
+            .map(|r| r.key_version)
+    };
+    let records = a.list().await.unwrap();
+    assert_eq!(version_of(&records, ACCOUNT_A), Some(1), "not yet moved");
+    assert_eq!(
+        version_of(&records, ACCOUNT_B),
+        Some(2),
+        "written under the new key"
+    );
+
+    // A finishes; B forgets the old key once it sees the commit.
+    assert!(a.rotate_key(key(2)).await.unwrap().resumed);
+    assert_eq!(b.catch_up_with_rotation().await.unwrap(), (2, true));
+    assert!(b.is_committed_key(&file).await.unwrap());
+    for vault in [&a, &b] {
+        assert!(same(
+            &vault.user_pat("ghe", ACCOUNT_A).await.unwrap().unwrap().0,
+            &token("before")
+        ));
+    }
+    assert!(a.list().await.unwrap().iter().all(|r| r.key_version == 2));
 }

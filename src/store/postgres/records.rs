@@ -5,11 +5,22 @@
 //! `synchronous_commit = on`, a commit returns once its WAL is on disk (and on the
 //! synchronous standbys, when `synchronous_standby_names` names any), so every change is
 //! durable when its call returns and [`RecordStore::flush`] has nothing left to do.
+//!
+//! A guarded write ([`RecordStore::compare_and_swap_guarded`], [`RecordStore::apply_guarded`])
+//! is one transaction that first reads its guard's row `FOR SHARE` (`FOR UPDATE` when the
+//! batch may change it): every write of a setting (`apply`, `put`, a compare-and-swap) takes
+//! that row's lock too, so the two wait for each other, and under READ COMMITTED a guard read
+//! that waited sees the value the other committed. A guard row that does not exist cannot be
+//! locked, but then the guard (which always expects a value) is refused anyway.
 
 use std::path::Path;
 
+use deadpool_postgres::GenericClient;
+
 use super::{Client, Op, PgError, Postgres};
-use crate::store::{BoxFuture, Change, Entry, RecordStore, RecordStoreError, Space, Swap, Swapped};
+use crate::store::{
+    BoxFuture, Change, Entry, Guard, Guarded, RecordStore, RecordStoreError, Space, Swap, Swapped,
+};
 
 /// A compare-and-swap that kept finding the value changing under it gives up after this
 /// many tries (each try is decided by the database; a retry happens only when another
@@ -66,7 +77,7 @@ impl PgRecords {
     /// the expected one (another writer changed it in between).
     async fn swap_one(
         &self,
-        client: &Client,
+        client: &impl GenericClient,
         space_id: i16,
         swap: Swap,
     ) -> Result<Swapped, RecordStoreError> {
@@ -107,6 +118,53 @@ impl PgRecords {
         Err(RecordStoreError::Failed(
             "a compare-and-swap kept losing to other writers of the same key".into(),
         ))
+    }
+
+    /// Reads the guard's row with a lock (`FOR UPDATE` when `exclusive`) in `tx`; `Err` with
+    /// what it holds when that is not the expected value.
+    async fn check_guard(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        guard: &Guard,
+        exclusive: bool,
+        during: Op,
+    ) -> Result<Result<(), Option<Vec<u8>>>, RecordStoreError> {
+        let sql = if exclusive {
+            "SELECT value FROM patgate_records WHERE space = $1 AND key = $2 FOR UPDATE"
+        } else {
+            "SELECT value FROM patgate_records WHERE space = $1 AND key = $2 FOR SHARE"
+        };
+        let statement = tx.prepare_cached(sql).await.map_err(self.err(during))?;
+        let current: Option<Vec<u8>> = tx
+            .query_opt(&statement, &[&space(Space::Settings), &guard.key])
+            .await
+            .map_err(self.err(during))?
+            .map(|row| row.get(0));
+        Ok(match current {
+            Some(value) if value == guard.expected => Ok(()),
+            other => Err(other),
+        })
+    }
+
+    /// The changes of a batch, in `tx`.
+    async fn apply_in(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        space_: Space,
+        changes: &[Change],
+        during: Op,
+    ) -> Result<(), RecordStoreError> {
+        let put = tx.prepare_cached(PUT).await.map_err(self.err(during))?;
+        let remove = tx.prepare_cached(REMOVE).await.map_err(self.err(during))?;
+        let space_id = space(space_);
+        for change in changes {
+            match &change.value {
+                Some(value) => tx.execute(&put, &[&space_id, &change.key, value]).await,
+                None => tx.execute(&remove, &[&space_id, &change.key]).await,
+            }
+            .map_err(self.err(during))?;
+        }
+        Ok(())
     }
 }
 
@@ -216,11 +274,36 @@ impl RecordStore for PgRecords {
             futures_util::future::join_all(
                 swaps
                     .into_iter()
-                    .map(|swap| self.swap_one(&client, space_id, swap)),
+                    .map(|swap| self.swap_one(&*client, space_id, swap)),
             )
             .await
             .into_iter()
             .collect()
+        })
+    }
+
+    fn compare_and_swap_guarded(
+        &self,
+        guard: Guard,
+        space_: Space,
+        swaps: Vec<Swap>,
+    ) -> BoxFuture<'_, Result<Guarded<Vec<Swapped>>, RecordStoreError>> {
+        Box::pin(async move {
+            const DURING: Op = Op::new("records", "compare_and_swap_guarded", "a guarded compare-and-swap");
+            let mut client = self.client(DURING).await?;
+            let tx = client.transaction().await.map_err(self.err(DURING))?;
+            // The swaps may change the guard's own row only in the settings.
+            let exclusive = space_ == Space::Settings;
+            if let Err(current) = self.check_guard(&tx, &guard, exclusive, DURING).await? {
+                // Dropping the transaction rolls it back: nothing was written.
+                return Ok(Guarded::Refused { current });
+            }
+            let mut answers = Vec::with_capacity(swaps.len());
+            for swap in swaps {
+                answers.push(self.swap_one(&tx, space(space_), swap).await?);
+            }
+            tx.commit().await.map_err(self.err(DURING))?;
+            Ok(Guarded::Made(answers))
         })
     }
 
@@ -232,21 +315,29 @@ impl RecordStore for PgRecords {
         Box::pin(async move {
             const DURING: Op = Op::new("records", "apply", "writing a batch of records");
             let mut client = self.client(DURING).await?;
-            let put = client.prepare_cached(PUT).await.map_err(self.err(DURING))?;
-            let remove = client
-                .prepare_cached(REMOVE)
-                .await
-                .map_err(self.err(DURING))?;
             let tx = client.transaction().await.map_err(self.err(DURING))?;
-            let space_id = space(space_);
-            for change in &changes {
-                match &change.value {
-                    Some(value) => tx.execute(&put, &[&space_id, &change.key, value]).await,
-                    None => tx.execute(&remove, &[&space_id, &change.key]).await,
-                }
-                .map_err(self.err(DURING))?;
-            }
+            self.apply_in(&tx, space_, &changes, DURING).await?;
             tx.commit().await.map_err(self.err(DURING))
+        })
+    }
+
+    fn apply_guarded(
+        &self,
+        guard: Guard,
+        space_: Space,
+        changes: Vec<Change>,
+    ) -> BoxFuture<'_, Result<Guarded<()>, RecordStoreError>> {
+        Box::pin(async move {
+            const DURING: Op = Op::new("records", "apply_guarded", "writing a guarded batch of records");
+            let mut client = self.client(DURING).await?;
+            let tx = client.transaction().await.map_err(self.err(DURING))?;
+            let exclusive = space_ == Space::Settings;
+            if let Err(current) = self.check_guard(&tx, &guard, exclusive, DURING).await? {
+                return Ok(Guarded::Refused { current });
+            }
+            self.apply_in(&tx, space_, &changes, DURING).await?;
+            tx.commit().await.map_err(self.err(DURING))?;
+            Ok(Guarded::Made(()))
         })
     }
 

@@ -23,7 +23,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use self::watermark::Watermark;
-use super::{BoxFuture, Change, Entry, RecordStore, RecordStoreError, Space, Swap, Swapped};
+use super::{
+    BoxFuture, Change, Entry, Guard, Guarded, RecordStore, RecordStoreError, Space, Swap, Swapped,
+};
 
 #[cfg(test)]
 pub(crate) use self::watermark::{write as write_watermark, FILE as WATERMARK_FILE};
@@ -97,6 +99,10 @@ pub struct SledRecords {
     /// the count), so a flush that finds nothing new still reads a count that covers the
     /// writes another flush took over.
     counting: Mutex<()>,
+    /// Held by every write of [`Space::Settings`] and by every guarded write, from reading
+    /// the guard to the last change: the order the trait asks of guarded writes (one process
+    /// holds the store, so a lock in it orders them all).
+    settings_order: Mutex<()>,
     // Declared last, so it is released only after our sled handles are dropped. (sled's
     // background I/O may keep its own file a moment longer; `open_sled` waits that out.)
     _lock: DirLock,
@@ -186,6 +192,7 @@ impl SledRecords {
             watermark: Arc::new(Watermark::new(dir, 0)),
             written: AtomicBool::new(false),
             counting: Mutex::new(()),
+            settings_order: Mutex::new(()),
             _lock: lock,
         })
     }
@@ -214,6 +221,57 @@ impl SledRecords {
     fn tree_to_write(&self, space: Space) -> &sled::Tree {
         self.written.store(true, Ordering::Release);
         self.tree(space)
+    }
+
+    /// The settings order (see [`SledRecords::settings_order`]), for a write of `space`.
+    fn ordered(&self, space: Space) -> Option<std::sync::MutexGuard<'_, ()>> {
+        (space == Space::Settings).then(|| self.lock_settings_order())
+    }
+
+    fn lock_settings_order(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.settings_order
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the guard's setting holds its expected value; `Err` with what it holds.
+    fn check_guard(&self, guard: &Guard) -> Result<Result<(), Option<Vec<u8>>>, RecordStoreError> {
+        let current = self.settings.get(&guard.key).map_err(damage_or_failure)?;
+        Ok(match current {
+            Some(v) if *v == *guard.expected => Ok(()),
+            other => Err(other.map(|v| v.to_vec())),
+        })
+    }
+
+    fn swap_all(&self, space: Space, swaps: Vec<Swap>) -> Result<Vec<Swapped>, RecordStoreError> {
+        let tree = self.tree_to_write(space);
+        swaps
+            .into_iter()
+            .map(|swap| {
+                match tree
+                    .compare_and_swap(swap.key, swap.expected, swap.new)
+                    .map_err(damage_or_failure)?
+                {
+                    Ok(()) => Ok(Swapped::Done),
+                    Err(conflict) => Ok(Swapped::Conflict {
+                        current: conflict.current.map(|v| v.to_vec()),
+                    }),
+                }
+            })
+            .collect()
+    }
+
+    fn apply_batch(&self, space: Space, changes: Vec<Change>) -> Result<(), RecordStoreError> {
+        let mut batch = sled::Batch::default();
+        for change in changes {
+            match change.value {
+                Some(value) => batch.insert(change.key, value),
+                None => batch.remove(change.key),
+            }
+        }
+        self.tree_to_write(space)
+            .apply_batch(batch)
+            .map_err(damage_or_failure)
     }
 
     /// The generation the next flush makes durable: one more when writes came since the
@@ -285,6 +343,7 @@ impl RecordStore for SledRecords {
         key: &'a [u8],
         value: Vec<u8>,
     ) -> BoxFuture<'a, Result<(), RecordStoreError>> {
+        let _order = self.ordered(space);
         ready(
             self.tree_to_write(space)
                 .insert(key, value)
@@ -298,6 +357,7 @@ impl RecordStore for SledRecords {
         space: Space,
         key: &'a [u8],
     ) -> BoxFuture<'a, Result<bool, RecordStoreError>> {
+        let _order = self.ordered(space);
         ready(
             self.tree_to_write(space)
                 .remove(key)
@@ -311,23 +371,21 @@ impl RecordStore for SledRecords {
         space: Space,
         swaps: Vec<Swap>,
     ) -> BoxFuture<'_, Result<Vec<Swapped>, RecordStoreError>> {
-        let tree = self.tree_to_write(space);
-        ready(
-            swaps
-                .into_iter()
-                .map(|swap| {
-                    match tree
-                        .compare_and_swap(swap.key, swap.expected, swap.new)
-                        .map_err(damage_or_failure)?
-                    {
-                        Ok(()) => Ok(Swapped::Done),
-                        Err(conflict) => Ok(Swapped::Conflict {
-                            current: conflict.current.map(|v| v.to_vec()),
-                        }),
-                    }
-                })
-                .collect(),
-        )
+        let _order = self.ordered(space);
+        ready(self.swap_all(space, swaps))
+    }
+
+    fn compare_and_swap_guarded(
+        &self,
+        guard: Guard,
+        space: Space,
+        swaps: Vec<Swap>,
+    ) -> BoxFuture<'_, Result<Guarded<Vec<Swapped>>, RecordStoreError>> {
+        let _order = self.lock_settings_order();
+        ready(self.check_guard(&guard).and_then(|held| match held {
+            Ok(()) => self.swap_all(space, swaps).map(Guarded::Made),
+            Err(current) => Ok(Guarded::Refused { current }),
+        }))
     }
 
     fn apply(
@@ -335,18 +393,21 @@ impl RecordStore for SledRecords {
         space: Space,
         changes: Vec<Change>,
     ) -> BoxFuture<'_, Result<(), RecordStoreError>> {
-        let mut batch = sled::Batch::default();
-        for change in changes {
-            match change.value {
-                Some(value) => batch.insert(change.key, value),
-                None => batch.remove(change.key),
-            }
-        }
-        ready(
-            self.tree_to_write(space)
-                .apply_batch(batch)
-                .map_err(damage_or_failure),
-        )
+        let _order = self.ordered(space);
+        ready(self.apply_batch(space, changes))
+    }
+
+    fn apply_guarded(
+        &self,
+        guard: Guard,
+        space: Space,
+        changes: Vec<Change>,
+    ) -> BoxFuture<'_, Result<Guarded<()>, RecordStoreError>> {
+        let _order = self.lock_settings_order();
+        ready(self.check_guard(&guard).and_then(|held| match held {
+            Ok(()) => self.apply_batch(space, changes).map(Guarded::Made),
+            Err(current) => Ok(Guarded::Refused { current }),
+        }))
     }
 
     fn scan<'a>(
