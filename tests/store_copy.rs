@@ -156,7 +156,7 @@ async fn a_pat_stored_before_a_copy_is_served_from_the_copy_either_way() {
     assert!(copied.status.success(), "{}", stderr(&copied));
     assert!(
         stdout(&copied).contains(&format!(
-            "copied 2 record(s), 3 setting(s) from {sled} to {db}; every record decrypts from {db} (key version 1)"
+            "copied 2 record(s), 4 setting(s) from {sled} to {db}; every record decrypts from {db} (key version 1)"
         )),
         "{}",
         stdout(&copied)
@@ -167,8 +167,8 @@ async fn a_pat_stored_before_a_copy_is_served_from_the_copy_either_way() {
     );
     assert_eq!(
         rows(&url, 1).await,
-        3,
-        "format, key version, key check; not sled's own"
+        4,
+        "format, key version, key check, write version; not sled's own"
     );
 
     // A gateway on the database serves the PAT stored in sled.
@@ -212,7 +212,7 @@ async fn a_pat_stored_before_a_copy_is_served_from_the_copy_either_way() {
     assert!(copied.status.success(), "{}", stderr(&copied));
     assert!(
         stdout(&copied).contains(&format!(
-            "copied 3 record(s), 3 setting(s) from {db} to {back_arg}; every record decrypts from {back_arg} (key version 1)"
+            "copied 3 record(s), 4 setting(s) from {db} to {back_arg}; every record decrypts from {back_arg} (key version 1)"
         )),
         "{}",
         stdout(&copied)
@@ -475,7 +475,7 @@ async fn a_damaged_record_is_named_and_the_copy_it_stopped_finishes_when_run_aga
         stdout(&out)
     );
     assert!(
-        stdout(&out).contains(&format!("copied {} record(s), 3 setting(s)", PATS + 1)),
+        stdout(&out).contains(&format!("copied {} record(s), 4 setting(s)", PATS + 1)),
         "{}",
         stdout(&out)
     );

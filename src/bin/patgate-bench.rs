@@ -1112,8 +1112,8 @@ async fn setup(args: SetupArgs) -> Result<()> {
 /// The pool `patgate run` would make for `[store] kind = "postgres"`, `tls = "disable"`,
 /// with the default pool size.
 fn bench_database(url_file: &std::path::Path) -> Result<patgate::store::Postgres> {
-    let url = std::fs::read_to_string(url_file)
-        .map_err(|e| format!("{}: {e}", url_file.display()))?;
+    let url =
+        std::fs::read_to_string(url_file).map_err(|e| format!("{}: {e}", url_file.display()))?;
     patgate::store::Postgres::connect(&patgate::store::PgSettings {
         url: SecretString::from(url.trim().to_string()),
         tls: patgate::store::PgTls::Disable,

@@ -11,10 +11,12 @@
 //!    will use, so a second run takes it for an unfinished copy and makes it exactly the
 //!    source's (records the source does not hold are removed, the others written again);
 //! 2. the target's records are compared with the source's, byte for byte, and counted;
-//! 3. only then are the settings written (format, key version, key check: one batch) and
+//! 3. only then are the settings written (format, key version, key check, write version: one
+//!    batch) and
 //!    flushed: from that moment the target is a vault, and a whole one.
 //!
-//! The source is only read: it is never flushed, and a source in the middle of a key
+//! The source is only read (but opening a vault made before credential writes were guarded
+//! gives it its write version, as any open does): it is never flushed, and a source in the middle of a key
 //! rotation is refused before the vault is opened (opening it with the new key would finish
 //! the rotation, a write). A target that holds a vault is never written: when it holds
 //! exactly the source's records and settings, the copy has nothing to do.
@@ -24,13 +26,18 @@ use std::path::PathBuf;
 use super::record::{self, Kind};
 use super::{
     rotation, storage, Keys, MasterKey, RecordId, Vault, VaultError, META_FORMAT, META_KEY_CHECK,
-    META_KEY_VERSION, SCAN_PAGE,
+    META_KEY_VERSION, META_WRITE_VERSION, SCAN_PAGE,
 };
 use crate::store::{Change, Entry, RecordStore, Space};
 
 /// The settings a copy carries over, in the order they are written. Anything else in the
 /// settings space belongs to the store that keeps it (sled's write generation).
-const SETTINGS: [&[u8]; 3] = [META_FORMAT, META_KEY_VERSION, META_KEY_CHECK];
+const SETTINGS: [&[u8]; 4] = [
+    META_FORMAT,
+    META_KEY_VERSION,
+    META_KEY_CHECK,
+    META_WRITE_VERSION,
+];
 
 /// What a finished copy did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +108,7 @@ pub async fn copy_vault(
     let source = Vault::open_in(source, key).await?;
     let settings = read_settings(source.store()).await?;
     let Some(settings) = settings.into_iter().collect::<Option<Vec<_>>>() else {
-        // `open_in` found all three; a store that loses one meanwhile is damaged.
+        // `open_in` found (or, for the write version, made) all four; a store that loses one meanwhile is damaged.
         return Err(source
             .copy_damaged("a vault setting disappeared while it was copied")
             .into());

@@ -289,7 +289,11 @@ impl RecordStore for PgRecords {
         swaps: Vec<Swap>,
     ) -> BoxFuture<'_, Result<Guarded<Vec<Swapped>>, RecordStoreError>> {
         Box::pin(async move {
-            const DURING: Op = Op::new("records", "compare_and_swap_guarded", "a guarded compare-and-swap");
+            const DURING: Op = Op::new(
+                "records",
+                "compare_and_swap_guarded",
+                "a guarded compare-and-swap",
+            );
             let mut client = self.client(DURING).await?;
             let tx = client.transaction().await.map_err(self.err(DURING))?;
             // The swaps may change the guard's own row only in the settings.
@@ -328,7 +332,11 @@ impl RecordStore for PgRecords {
         changes: Vec<Change>,
     ) -> BoxFuture<'_, Result<Guarded<()>, RecordStoreError>> {
         Box::pin(async move {
-            const DURING: Op = Op::new("records", "apply_guarded", "writing a guarded batch of records");
+            const DURING: Op = Op::new(
+                "records",
+                "apply_guarded",
+                "writing a guarded batch of records",
+            );
             let mut client = self.client(DURING).await?;
             let tx = client.transaction().await.map_err(self.err(DURING))?;
             let exclusive = space_ == Space::Settings;
