@@ -125,6 +125,7 @@ run() { # LABEL CONCURRENCY PORT PIDS...
     "https://127.0.0.1:$pg_port/git/bench$path" >/dev/null
 mapfile -t pg_side < <(pg_server_pids)
 
+curl -sf "http://127.0.0.1:$pg_admin/metrics" >"$work/metrics-before"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "== interleaved: $REPS rounds x concurrency 1, 32 x sled, postgres, ${DURATION}s each" >&2
 for rep in $(seq "$REPS"); do
@@ -135,6 +136,7 @@ for rep in $(seq "$REPS"); do
         run postgres-with-db "$c" "$pg_port" "$pg_pid" "${pg_side[@]}"
     done
 done
+curl -sf "http://127.0.0.1:$pg_admin/metrics" >"$work/metrics-after"
 echo "== the replay cache's first-use check alone (concurrency 1, then 32)" >&2
 "$bench" nonces --store-url-file "$work/store-url" --count 20000 -c 1 >"$work/nonces-1.json"
 "$bench" nonces --store-url-file "$work/store-url" --count 40000 -c 32 >"$work/nonces-32.json"
@@ -143,9 +145,9 @@ elapsed=$(( $(date +%s) - started ))
 pg_version=$("$PG_BIN/postgres" --version | awk '{print $3}')
 
 python3 - "$results" "$work/nonces-1.json" "$work/nonces-32.json" "$root/BENCHMARKS.md" "$WRITE" \
-    "$REPS" "$DURATION" "$WARMUP" "$USERS" "$load_before" "$load_after" "$elapsed" "$pg_version" <<'EOF'
+    "$work/metrics-before" "$work/metrics-after" "$REPS" "$DURATION" "$WARMUP" "$USERS" "$load_before" "$load_after" "$elapsed" "$pg_version" <<'EOF'
 import json, sys, statistics
-(results, n1, n32, md_path, write, reps, duration, warmup, users, before, after, elapsed,
+(results, n1, n32, md_path, write, m_before, m_after, reps, duration, warmup, users, before, after, elapsed,
  pg_version) = sys.argv[1:]
 rows = [json.loads(l) for l in open(results)]
 def pick(label, c):
@@ -178,6 +180,26 @@ for name, f in (("1", n1), ("32", n32)):
     n = json.load(open(f))
     out.append(f"| replay-cache first use, c={name}: PostgreSQL p50 / p99 | {n['postgres']['p50_us']} / {n['postgres']['p99_us']} µs ({n['postgres']['per_second']:,.0f}/s) | — |")
     out.append(f"| replay-cache first use, c={name}: memory p50 / p99 | {n['memory']['p50_us']} / {n['memory']['p99_us']} µs | — |")
+def counts(path):
+    found = {}
+    for line in open(path):
+        name, _, value = line.rpartition(" ")
+        if name.startswith("patgate_store_operation_duration_seconds_count{") or name.startswith("patgate_requests_total{"):
+            found[name] = float(value)
+    return found
+b, a = counts(m_before), counts(m_after)
+delta = {k: a[k] - b.get(k, 0.0) for k in a}
+served = sum(v for k, v in delta.items() if k.startswith("patgate_requests_total{"))
+if served:
+    out.append("")
+    out.append(f"Database operations per request in PostgreSQL mode (from its `/metrics`, over the {served:,.0f} requests of the interleaved rounds):")
+    out.append("")
+    out.append("| store | operation | per request |")
+    out.append("|---|---|---:|")
+    for k in sorted(delta):
+        if k.startswith("patgate_store_operation_duration_seconds_count{") and delta[k] > 0:
+            labels = dict(p.split("=", 1) for p in k[k.index("{") + 1:-1].split(","))
+            out.append(f"| {labels['store'].strip(chr(34))} | {labels['operation'].strip(chr(34))} | {delta[k] / served:.3f} |")
 out.append(f"\nMeans of {reps} interleaved rounds of {duration} s after {warmup} s warm-up, {users} users with "
            f"stored PATs, Require User PAT on, HMAC, HTTP/1.1 keep-alive, TLS 1.3 mTLS in and TLS to the "
            f"upstream; PostgreSQL {pg_version} on this machine (fsync on, over loopback TCP, pool of 16); "

@@ -423,6 +423,53 @@ async fn a_rotation_through_one_replica_keeps_the_other_serving_every_pat() {
     b.stop().await;
 }
 
+/// A replica that was down while another rotated the master key (or restarted before a
+/// reload installed the staged key): its key file still holds the old key, and it opens the
+/// vault with the staged one and puts that in place, as `patgate run` does at its start.
+#[tokio::test]
+async fn a_replica_restarted_after_the_rotation_opens_with_the_staged_key() {
+    let (a, b, _host) = two_replicas(Options::default()).await;
+    assert_eq!(
+        a.client()
+            .send(&a.put_pat(ACCOUNT_A, PAT_A))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let (ok, out, err) = patgate(&a.config_path, &["vault", "rotate-key", "--stage"]).await;
+    assert!(ok, "{out}{err}");
+    let staged = std::fs::read(a.dir.path().join("master-key.new")).unwrap();
+    let b_config = b.config_path.clone();
+    let b_dir = b.dir.clone();
+    b.stop().await;
+    let (ok, out, err) = patgate(&a.config_path, &["vault", "rotate-key"]).await;
+    assert!(ok, "{out}{err}");
+
+    // The same opening as `patgate run`'s (no service answers on B's admin socket): the old
+    // key alone is refused, and nothing is served with it.
+    let (ok, out, err) = patgate(&b_config, &["vault", "list", "--json"]).await;
+    assert!(!ok, "{out}");
+    assert!(err.contains("master key"), "{err}");
+    assert!(!out.contains(ACCOUNT_A), "{out}");
+    // With the staged key installed where the rotation keeps it, B opens the vault.
+    patgate::keys::write_private(&b_dir.path().join("master-key.new"), &staged).unwrap();
+    let (ok, out, err) = patgate(&b_config, &["vault", "list", "--json"]).await;
+    assert!(
+        ok,
+        "B's old key no longer opens the vault, the staged one does: {err}"
+    );
+    assert!(err.contains("whose key was staged"), "{err}");
+    assert!(out.contains(ACCOUNT_A), "{out}");
+    assert!(!b_dir.path().join("master-key.new").exists());
+    assert_eq!(
+        std::fs::read(b_dir.path().join("master-key")).unwrap(),
+        std::fs::read(a.dir.path().join("master-key")).unwrap(),
+        "B's key file holds the key the vault is at"
+    );
+    a.stop().await;
+}
+
 /// A replica that was not given the new key answers `unavailable` (and logs what to
 /// install) rather than anything else; once the key file is installed, it serves again,
 /// without a restart.

@@ -236,32 +236,47 @@ pub(super) fn pending_key_path(config: &Config) -> PathBuf {
 
 /// `open` failed with the configured key in a way an unfinished rotation explains (the
 /// vault is mid-rotation, or already at the new key): tries the pending new key, and with a
-/// key file puts it in place.
+/// key file puts it in place. `db`: the vault is in that database (`[store] kind =
+/// "postgres"`; a replica restarted after another replica's rotation, before its reload
+/// installed the staged key), else in the sled files of `state_dir`. Answers the vault and
+/// the key that opened it.
 pub(super) async fn open_with_pending_key(
     config: &Config,
+    db: Option<&crate::store::Postgres>,
     err: VaultError,
-) -> Result<Vault, String> {
+) -> Result<(Vault, MasterKey), String> {
     let pending = pending_key_path(config);
     if !pending.exists() {
         return Err(err.to_string());
     }
     let key = MasterKey::load_file(&pending).map_err(|e| format!("{err}; and {e}"))?;
-    let vault = Vault::open_with(&config.state_dir, &key, &vault_options(config))
-        .await
-        .map_err(|e| {
-            format!(
-                "{err}; the key left by a rotation in {} does not open it either: {e}",
-                pending.display()
-            )
-        })?;
+    let opened = match db {
+        Some(db) => Vault::open_in(Box::new(db.records()), &key).await,
+        None => Vault::open_with(&config.state_dir, &key, &vault_options(config)).await,
+    };
+    let vault = opened.map_err(|e| {
+        format!(
+            "{err}; the key left by a rotation in {} does not open it either: {e}",
+            pending.display()
+        )
+    })?;
     match &config.master_key {
         MasterKeySource::File(file) => {
             crate::vault::install_pending_key(&pending, file).map_err(|e| e.to_string())?;
-            eprintln!(
-                "patgate: finished an interrupted master key rotation: {} now holds the key of version {}",
-                file.display(),
-                vault.key_version()
-            );
+            if db.is_some() {
+                eprintln!(
+                    "patgate: the vault is at master key version {}, whose key was staged in {}: {} now holds it (another replica rotated, or a rotation was interrupted)",
+                    vault.key_version(),
+                    pending.display(),
+                    file.display()
+                );
+            } else {
+                eprintln!(
+                    "patgate: finished an interrupted master key rotation: {} now holds the key of version {}",
+                    file.display(),
+                    vault.key_version()
+                );
+            }
         }
         MasterKeySource::SystemdCredential => eprintln!(
             "patgate: the vault is at key version {} and opened with {}: point the systemd credential `master-key` at that key (see README, Rotating the master key)",
@@ -269,7 +284,7 @@ pub(super) async fn open_with_pending_key(
             pending.display()
         ),
     }
-    Ok(vault)
+    Ok((vault, key))
 }
 
 /// How a rotation ended.

@@ -386,7 +386,7 @@ async fn open_sled_vault(config: &Config) -> Result<Vault, String> {
         )),
         // An interrupted key rotation: its new key is in the pending key file.
         Err(e @ (VaultError::RotationInterrupted { .. } | VaultError::WrongMasterKey { .. })) => {
-            admin::open_with_pending_key(config, e).await
+            Ok(admin::open_with_pending_key(config, None, e).await?.0)
         }
         Err(other) => Err(other.to_string()),
     }

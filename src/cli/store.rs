@@ -122,6 +122,12 @@ pub(super) async fn open_vault(
             db.location(),
             command_for("vault init", &config.source)
         )),
+        // Another replica rotated the master key, and this one's key file still holds the
+        // old key (it was restarted before a reload installed the staged one).
+        Err(e @ (VaultError::RotationInterrupted { .. } | VaultError::WrongMasterKey { .. })) => {
+            let (vault, key) = super::admin::open_with_pending_key(config, Some(db), e).await?;
+            Ok((vault, crate::runtime::shared_stores(config, db, &key)))
+        }
         Err(e) => Err(e.to_string()),
     }
 }
