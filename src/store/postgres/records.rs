@@ -291,7 +291,7 @@ impl RecordStore for PgRecords {
         Box::pin(async move {
             const DURING: Op = Op::new(
                 "records",
-                "compare_and_swap_guarded",
+                "compare-and-swap-guarded",
                 "a guarded compare-and-swap",
             );
             let mut client = self.client(DURING).await?;
@@ -334,7 +334,7 @@ impl RecordStore for PgRecords {
         Box::pin(async move {
             const DURING: Op = Op::new(
                 "records",
-                "apply_guarded",
+                "apply-guarded",
                 "writing a guarded batch of records",
             );
             let mut client = self.client(DURING).await?;
