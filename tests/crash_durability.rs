@@ -21,20 +21,15 @@ mod common;
 
 use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt as _;
-use std::os::unix::process::ExitStatusExt as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use bytes::Bytes;
+use common::process::{client, Api, Running, LIMIT};
 use common::*;
-use http::Method;
-use patgate::client::{Outgoing, SignedClient};
+use patgate::client::SignedClient;
 use patgate::vault::{Credential, MasterKey, Vault};
 use secrecy::ExposeSecret as _;
-use tokio::io::AsyncBufReadExt as _;
-use tokio::process::Child;
 
 /// PATs the writers may store: more than get acknowledged before the kill.
 const ACCOUNTS: usize = 600;
@@ -42,9 +37,6 @@ const ACCOUNTS: usize = 600;
 const WRITERS: usize = 8;
 /// The kill comes once this many writes were acknowledged.
 const KILL_AFTER_ACKS: usize = 300;
-/// Only a hang reaches this.
-const LIMIT: Duration = Duration::from_secs(120);
-
 fn account(i: usize) -> String {
     format!("crash-acct-{i:04}")
 }
@@ -58,185 +50,12 @@ fn login(i: usize) -> String {
     format!("crash-user-{i:04}")
 }
 
-/// `patgate run` as a child, with its stderr collected.
-struct Running {
-    child: Child,
-    port: u16,
-    logs: Arc<Mutex<Vec<String>>>,
-    /// How many lines `logs` holds; changes with each.
-    lines: tokio::sync::watch::Receiver<usize>,
-}
-
-impl Running {
-    /// Starts `patgate run` and waits until it serves.
-    ///
-    /// A vault this test process opened (`Setup`, or the raw sled handle that damages a
-    /// record) may hold sled's file lock a moment after it is dropped: sled's background
-    /// threads let go of it on their own time, with no event to wait on. patgate then exits
-    /// saying the vault is in use, and is started again; each try is a whole process start.
-    async fn start(setup: &Setup) -> Running {
-        for _ in 0..50 {
-            match Running::spawn(setup).await {
-                Ok(running) => return running,
-                Err(logs)
-                    if logs
-                        .iter()
-                        .any(|l| l.contains("is in use by another process")) => {}
-                Err(logs) => panic!("patgate run did not start: {logs:?}"),
-            }
-        }
-        panic!("the vault stayed locked by this test process");
-    }
-
-    /// Starts `patgate run`; `Err` with its output when it exits without serving.
-    async fn spawn(setup: &Setup) -> Result<Running, Vec<String>> {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_patgate"))
-            .args(["run", "--config", setup.config_path.to_str().unwrap()])
-            .env("RUST_LOG", "info")
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let logs = Arc::new(Mutex::new(Vec::<String>::new()));
-        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel::<String>();
-        let (lines_tx, lines_rx) = tokio::sync::watch::channel(0usize);
-        {
-            let logs = logs.clone();
-            let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-            tokio::spawn(async move {
-                let mut addr_tx = Some(addr_tx);
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if let Some(rest) = line.split("addr=").nth(1) {
-                        if let Some(tx) = addr_tx.take() {
-                            let _ = tx.send(rest.split_whitespace().next().unwrap().to_string());
-                        }
-                    }
-                    logs.lock().unwrap().push(line);
-                    lines_tx.send_modify(|n| *n += 1);
-                }
-            });
-        }
-        match tokio::time::timeout(LIMIT, addr_rx).await {
-            Ok(Ok(addr)) => {
-                let mut running = Running {
-                    child,
-                    port: addr.rsplit(':').next().unwrap().parse().unwrap(),
-                    logs,
-                    lines: lines_rx,
-                };
-                // At start patgate asks the host whether it answers; tests that count the
-                // host's requests start after that.
-                running.wait_for_log("host answers").await;
-                Ok(running)
-            }
-            // The reader ended: patgate exited without serving.
-            Ok(Err(_)) => {
-                let status = tokio::time::timeout(LIMIT, child.wait())
-                    .await
-                    .expect("patgate closed stderr but did not exit")
-                    .unwrap();
-                assert!(!status.success(), "patgate exited 0 without serving");
-                let logs = logs.lock().unwrap().clone();
-                Err(logs)
-            }
-            Err(_) => panic!("patgate run neither served nor exited in {LIMIT:?}"),
-        }
-    }
-
-    fn api(&self) -> Api {
-        Api { port: self.port }
-    }
-
-    async fn wait_for_log(&mut self, needle: &str) {
-        let logs = self.logs.clone();
-        tokio::time::timeout(
-            LIMIT,
-            self.lines
-                .wait_for(|_| logs.lock().unwrap().iter().any(|l| l.contains(needle))),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("no log line with {needle:?}"))
-        .expect("patgate's output ended");
-    }
-
-    fn logs(&self) -> Vec<String> {
-        self.logs.lock().unwrap().clone()
-    }
-
-    /// SIGTERM, and waits for a clean exit.
-    async fn stop(mut self) {
-        let pid = self.child.id().unwrap().to_string();
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let status = tokio::time::timeout(LIMIT, self.child.wait())
-            .await
-            .expect("patgate did not stop after SIGTERM")
-            .unwrap();
-        assert!(status.success(), "{status}");
-    }
-}
-
-fn client(setup: &Setup) -> SignedClient {
-    let dir = setup.dir.path();
-    SignedClient::new(
-        &dir.join("ca.pem"),
-        &dir.join("client.pem"),
-        None,
-        patgate::signature::SigningKey::ed25519_from_pkcs8_pem(APP_KEYID, &setup.signing_key_pem)
-            .unwrap(),
-        false,
-    )
-    .unwrap()
-}
-
-/// The requests the app makes, against one running patgate.
-#[derive(Debug, Clone, Copy)]
-struct Api {
-    port: u16,
-}
-
-impl Api {
-    fn url(self, path: &str) -> String {
-        format!("https://localhost:{}{path}", self.port)
-    }
-
-    fn put_pat(self, account: &str, token: &str) -> Outgoing {
-        Outgoing {
-            method: Method::PUT,
-            url: self.url(&format!("/v1/integrations/ghe/users/{account}/pat")),
-            body: Some(Bytes::from(format!(r#"{{"token":"{token}"}}"#))),
-            ..Outgoing::default()
-        }
-    }
-
-    fn pat_status(self, account: &str) -> Outgoing {
-        Outgoing {
-            method: Method::GET,
-            url: self.url(&format!("/v1/integrations/ghe/users/{account}/pat")),
-            ..Outgoing::default()
-        }
-    }
-
-    fn create_branch(self, account: &str) -> Outgoing {
-        Outgoing {
-            method: Method::POST,
-            url: self.url("/git/ghe/api/v3/repos/acme/api/git/refs"),
-            body: Some(Bytes::from_static(BRANCH_BODY.as_bytes())),
-            account: Some(account.to_string()),
-            ..Outgoing::default()
-        }
-    }
-
-    fn read(self) -> Outgoing {
-        Outgoing {
-            method: Method::GET,
-            url: self.url("/git/ghe/api/v3/repos/acme/api"),
-            ..Outgoing::default()
-        }
-    }
+/// `patgate run`, once it also answered its start-up question to the host (tests that count
+/// the host's requests start after that).
+async fn start(setup: &Setup) -> Running {
+    let mut running = Running::start(setup).await;
+    running.wait_for_log("host answers").await;
+    running
 }
 
 /// What a user sees of their PAT after the restart, through the API: `None` when none is
@@ -291,7 +110,7 @@ async fn sigkill_while_storing_pats_loses_no_acknowledged_write() {
         &Options::default(),
     )
     .await;
-    let mut run = Running::start(&setup).await;
+    let mut run = start(&setup).await;
     let api = run.api();
     let client = client(&setup);
 
@@ -342,12 +161,7 @@ async fn sigkill_while_storing_pats_loses_no_acknowledged_write() {
     kill_now.notified().await;
     let in_flight = started.load(Ordering::SeqCst) - finished.load(Ordering::SeqCst);
     let acked_at_kill = acked.lock().unwrap().len();
-    run.child.start_kill().unwrap();
-    let status = tokio::time::timeout(LIMIT, run.child.wait())
-        .await
-        .expect("patgate did not die of SIGKILL")
-        .unwrap();
-    assert_eq!(status.signal(), Some(9), "{status}");
+    run.kill().await;
     for writer in writers {
         tokio::time::timeout(LIMIT, writer)
             .await
@@ -360,7 +174,7 @@ async fn sigkill_while_storing_pats_loses_no_acknowledged_write() {
     assert_eq!(unanswered.len(), WRITERS);
 
     // The same files, a new process.
-    let run = Running::start(&setup).await;
+    let run = start(&setup).await;
     let api = run.api();
     for &i in &acked {
         assert_eq!(
@@ -465,7 +279,7 @@ async fn a_damaged_store_or_a_wrong_master_key_stops_patgate_at_start() {
     )
     .await;
     let client = client(&setup);
-    let run = Running::start(&setup).await;
+    let run = start(&setup).await;
     for (i, token) in pats.iter().enumerate() {
         let stored = client
             .send(&run.api().put_pat(&account(i), token))
@@ -551,7 +365,7 @@ async fn a_damaged_store_or_a_wrong_master_key_stops_patgate_at_start() {
     // so each refusal above was the damage.
     std::fs::remove_file(&key_file).unwrap();
     patgate::keys::write_private(&key_file, &right_key).unwrap();
-    let run = Running::start(&setup).await;
+    let run = start(&setup).await;
     assert_eq!(
         stored_pat_as_seen_by_the_host(&client, run.api(), 39).await,
         Some(login(39))
@@ -574,7 +388,7 @@ async fn one_damaged_record_is_refused_on_use_and_everything_else_is_served() {
     )
     .await;
     let client = client(&setup);
-    let run = Running::start(&setup).await;
+    let run = start(&setup).await;
     for (account, token) in [(ACCOUNT_A, PAT_A), (ACCOUNT_B, PAT_B)] {
         let stored = client
             .send(&run.api().put_pat(account, token))
@@ -608,7 +422,7 @@ async fn one_damaged_record_is_refused_on_use_and_everything_else_is_served() {
     db.flush().unwrap();
     drop((records, db));
 
-    let run = Running::start(&setup).await;
+    let run = start(&setup).await;
     let api = run.api();
     let before = host.requests().len();
     let refused = client.send(&api.create_branch(ACCOUNT_A)).await.unwrap();

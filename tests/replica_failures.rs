@@ -26,22 +26,17 @@ mod common;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::os::unix::process::ExitStatusExt as _;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::process::{client, Running, LIMIT};
 use common::*;
 use http::{Method, Request, Response};
 use http_body_util::Full;
-use patgate::client::{Outgoing, SignedClient};
 use rand_core::{OsRng, RngCore as _};
-use tokio::io::AsyncBufReadExt as _;
-use tokio::process::Child;
 
-/// Only a hang reaches this.
-const LIMIT: Duration = Duration::from_secs(120);
 /// The longest one request may take, database down or not: the pool's connect timeout
 /// (5 s by default) with room to spare. Past it a request counts as hung.
 const REQUEST_BOUND: Duration = Duration::from_secs(30);
@@ -107,162 +102,30 @@ async fn outage_ctl(action: &str) {
     );
 }
 
-/// `patgate run` as a child, with its stderr collected.
-struct Running {
-    child: Child,
-    port: u16,
-    admin: SocketAddr,
-    logs: Arc<Mutex<Vec<String>>>,
+/// One admin listener request, bounded.
+async fn admin(addr: SocketAddr, path: &str) -> Response<Bytes> {
+    tokio::time::timeout(REQUEST_BOUND, admin_request(addr, Method::GET, path))
+        .await
+        .unwrap_or_else(|_| panic!("{path} hung"))
+        .unwrap()
 }
 
-impl Running {
-    /// Starts `patgate run` on `setup`'s config and waits until it serves.
-    async fn start(setup: &Setup) -> Running {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_patgate"))
-            .args(["run", "--config", setup.config_path.to_str().unwrap()])
-            .env("RUST_LOG", "info")
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let logs = Arc::new(Mutex::new(Vec::<String>::new()));
-        let (serving_tx, serving_rx) = tokio::sync::oneshot::channel::<(String, String)>();
-        {
-            let logs = logs.clone();
-            let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-            tokio::spawn(async move {
-                let mut serving_tx = Some(serving_tx);
-                let mut api = None;
-                while let Ok(Some(line)) = lines.next_line().await {
-                    let field = |name: &str| {
-                        line.split(name)
-                            .nth(1)
-                            .map(|rest| rest.split_whitespace().next().unwrap().to_string())
-                    };
-                    if let Some(addr) = field(" addr=") {
-                        api = Some(addr);
-                    }
-                    if let (Some(admin), Some(api)) = (field(" admin="), api.clone()) {
-                        if let Some(tx) = serving_tx.take() {
-                            let _ = tx.send((api, admin));
-                        }
-                    }
-                    logs.lock().unwrap().push(line);
-                }
-            });
+/// Asks `/ready` until it answers `status` with a body that contains `saying` (a deadline
+/// only a hang reaches); answers its body.
+async fn ready_becomes(addr: SocketAddr, status: u16, saying: &str) -> String {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let ready = admin(addr, "/ready").await;
+        if ready.status() == status && String::from_utf8_lossy(ready.body()).contains(saying) {
+            return String::from_utf8_lossy(ready.body()).into_owned();
         }
-        let (api, admin) = match tokio::time::timeout(LIMIT, serving_rx).await {
-            Ok(Ok(addrs)) => addrs,
-            Ok(Err(_)) => panic!("patgate run exited: {:?}", logs.lock().unwrap()),
-            Err(_) => panic!("patgate run did not serve in {LIMIT:?}"),
-        };
-        Running {
-            child,
-            port: api.rsplit(':').next().unwrap().parse().unwrap(),
-            admin: admin.parse().unwrap(),
-            logs,
-        }
-    }
-
-    fn api(&self) -> Api {
-        Api { port: self.port }
-    }
-
-    fn logs(&self) -> Vec<String> {
-        self.logs.lock().unwrap().clone()
-    }
-
-    async fn admin(&self, path: &str) -> Response<Bytes> {
-        tokio::time::timeout(REQUEST_BOUND, admin_request(self.admin, Method::GET, path))
-            .await
-            .unwrap_or_else(|_| panic!("{path} hung"))
-            .unwrap()
-    }
-
-    /// Asks `/ready` until it answers `status` with a body that contains `saying` (a
-    /// deadline only a hang reaches); answers its body.
-    async fn ready_becomes(&self, status: u16, saying: &str) -> String {
-        let deadline = tokio::time::Instant::now() + LIMIT;
-        loop {
-            let ready = self.admin("/ready").await;
-            if ready.status() == status && String::from_utf8_lossy(ready.body()).contains(saying) {
-                return String::from_utf8_lossy(ready.body()).into_owned();
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "/ready never answered {status}: {} {}",
-                ready.status(),
-                String::from_utf8_lossy(ready.body())
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// SIGTERM, and waits for a clean exit.
-    async fn stop(mut self) {
-        let pid = self.child.id().unwrap().to_string();
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let status = tokio::time::timeout(LIMIT, self.child.wait())
-            .await
-            .expect("patgate did not stop after SIGTERM")
-            .unwrap();
-        assert!(status.success(), "{status}");
-    }
-}
-
-fn client(setup: &Setup) -> SignedClient {
-    let dir = setup.dir.path();
-    SignedClient::new(
-        &dir.join("ca.pem"),
-        &dir.join("client.pem"),
-        None,
-        patgate::signature::SigningKey::ed25519_from_pkcs8_pem(APP_KEYID, &setup.signing_key_pem)
-            .unwrap(),
-        false,
-    )
-    .unwrap()
-}
-
-/// The requests the app makes, against one running patgate.
-#[derive(Debug, Clone, Copy)]
-struct Api {
-    port: u16,
-}
-
-impl Api {
-    fn url(self, path: &str) -> String {
-        format!("https://localhost:{}{path}", self.port)
-    }
-
-    fn put_pat(self, account: &str, token: &str) -> Outgoing {
-        Outgoing {
-            method: Method::PUT,
-            url: self.url(&format!("/v1/integrations/ghe/users/{account}/pat")),
-            body: Some(Bytes::from(format!(r#"{{"token":"{token}"}}"#))),
-            ..Outgoing::default()
-        }
-    }
-
-    fn create_branch(self, account: &str) -> Outgoing {
-        Outgoing {
-            method: Method::POST,
-            url: self.url("/git/ghe/api/v3/repos/acme/api/git/refs"),
-            body: Some(Bytes::from_static(BRANCH_BODY.as_bytes())),
-            account: Some(account.to_string()),
-            ..Outgoing::default()
-        }
-    }
-
-    fn read(self) -> Outgoing {
-        Outgoing {
-            method: Method::GET,
-            url: self.url("/git/ghe/api/v3/repos/acme/api"),
-            ..Outgoing::default()
-        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/ready never answered {status}: {} {}",
+            ready.status(),
+            String::from_utf8_lossy(ready.body())
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -314,10 +177,11 @@ async fn postgres_stopped_under_load_answers_503_and_serves_again_when_it_is_bac
         ..Options::default()
     };
     let setup = Setup::with_ca(Arc::new(tempfile::tempdir().unwrap()), ca, &host, &opts).await;
-    let run = Running::start(&setup).await;
+    let mut run = Running::start(&setup).await;
+    let admin_addr = run.admin_addr().await;
     let api = run.api();
     let client = client(&setup);
-    assert_eq!(run.ready_becomes(200, "ready").await, "ready\n");
+    assert_eq!(ready_becomes(admin_addr, 200, "ready").await, "ready\n");
 
     // Acknowledged before the outage.
     for i in 0..USERS {
@@ -386,9 +250,7 @@ async fn postgres_stopped_under_load_answers_503_and_serves_again_when_it_is_bac
 
     // Down.
     outage_ctl("stop").await;
-    let why = run
-        .ready_becomes(503, "the shared store does not answer")
-        .await;
+    let why = ready_becomes(admin_addr, 503, "the shared store does not answer").await;
     assert!(
         why.starts_with(
             "not ready: the shared store does not answer: PostgreSQL (postgresql://127.0.0.1:"
@@ -413,7 +275,7 @@ async fn postgres_stopped_under_load_answers_503_and_serves_again_when_it_is_bac
         .await
         .unwrap();
     assert_unavailable(&refused);
-    let metrics = String::from_utf8_lossy(run.admin("/metrics").await.body()).into_owned();
+    let metrics = String::from_utf8_lossy(admin(admin_addr, "/metrics").await.body()).into_owned();
     assert!(metrics.contains("\npatgate_store_up 0\n"), "{metrics}");
     assert!(!metrics.contains(DB_PASSWORD));
     let failed_first_uses = metrics
@@ -428,7 +290,7 @@ async fn postgres_stopped_under_load_answers_503_and_serves_again_when_it_is_bac
 
     // Up again: the same process serves, with no restart.
     outage_ctl("start").await;
-    assert_eq!(run.ready_becomes(200, "ready").await, "ready\n");
+    assert_eq!(ready_becomes(admin_addr, 200, "ready").await, "ready\n");
     let s = seen.clone();
     wait_until(
         "requests served after the database came back",
@@ -465,7 +327,7 @@ async fn postgres_stopped_under_load_answers_503_and_serves_again_when_it_is_bac
         .await
         .unwrap();
     assert_eq!(problem_code(&absent), "user-pat-required");
-    let metrics = String::from_utf8_lossy(run.admin("/metrics").await.body()).into_owned();
+    let metrics = String::from_utf8_lossy(admin(admin_addr, "/metrics").await.body()).into_owned();
     assert!(metrics.contains("\npatgate_store_up 1\n"), "{metrics}");
     for series in [
         "patgate_store_pool_max_connections 16",
@@ -636,12 +498,7 @@ async fn sigkill_of_one_replica_while_storing_pats_loses_no_acknowledged_write()
         }));
     }
     kill_now.notified().await;
-    a.child.start_kill().unwrap();
-    let status = tokio::time::timeout(LIMIT, a.child.wait())
-        .await
-        .expect("patgate did not die of SIGKILL")
-        .unwrap();
-    assert_eq!(status.signal(), Some(9), "{status}");
+    a.kill().await;
     for writer in writers {
         tokio::time::timeout(LIMIT, writer)
             .await

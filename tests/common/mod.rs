@@ -9,6 +9,7 @@
 pub mod conformance;
 pub mod logs;
 pub mod postgres;
+pub mod process;
 
 use std::collections::HashMap;
 use std::future::Future;
