@@ -356,15 +356,6 @@ impl Forge {
     }
 }
 
-/// The same request again (a replay).
-fn copy(request: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
-    let mut again = Request::new(request.body().clone());
-    *again.method_mut() = request.method().clone();
-    *again.uri_mut() = request.uri().clone();
-    *again.headers_mut() = request.headers().clone();
-    again
-}
-
 /// The status and code of a refusal; the host must have received nothing.
 #[track_caller]
 fn refused(forge: &Forge, response: &Response<Bytes>, status: u16, code: &str) {
@@ -674,7 +665,7 @@ async fn a_tampered_body_is_refused_by_the_signature_not_with_401() {
         ..out
     };
     let request = forge.client.sign(&out).unwrap();
-    let again = copy(&request);
+    let again = replay_of(&request);
     assert_eq!(
         forge.client.send_signed(request).await.unwrap().status(),
         StatusCode::OK

@@ -416,14 +416,7 @@ async fn a_replayed_signature_is_refused_after_a_reload() {
     let (gw, _host) = Gateway::start(Options::default()).await;
     let mut conn = OneConnection::open(&gw, &gw.path("client.pem")).await;
     let original = signed(&gw.client(), &read(&gw));
-    let copy = |r: &http::Request<Full<Bytes>>| {
-        let mut c = http::Request::new(Full::new(Bytes::new()));
-        *c.method_mut() = r.method().clone();
-        *c.uri_mut() = r.uri().clone();
-        *c.headers_mut() = r.headers().clone();
-        c
-    };
-    let replay = copy(&original);
+    let replay = replay_of(&original);
     assert_eq!(conn.send_signed(&gw, original).await, Ok(StatusCode::OK));
     gw.handle.reload().await.unwrap();
     let response = gw.client().send_signed(replay).await.unwrap();

@@ -33,8 +33,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::process::{client, Running, LIMIT};
 use common::*;
-use http::{Method, Request, Response};
-use http_body_util::Full;
+use http::{Method, Response};
 use rand_core::{OsRng, RngCore as _};
 
 /// The longest one request may take, database down or not: the pool's connect timeout
@@ -129,15 +128,6 @@ async fn ready_becomes(addr: SocketAddr, status: u16, saying: &str) -> String {
     }
 }
 
-/// The same request again, byte for byte.
-fn copy_of(request: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
-    let mut copy = Request::new(Full::new(Bytes::new()));
-    *copy.method_mut() = request.method().clone();
-    *copy.uri_mut() = request.uri().clone();
-    *copy.headers_mut() = request.headers().clone();
-    copy
-}
-
 /// A 503 `unavailable` with `Retry-After`, as a replica answers while its database does
 /// not; the detail names no secret.
 fn assert_unavailable(response: &Response<Bytes>) {
@@ -193,7 +183,7 @@ async fn postgres_stopped_under_load_answers_503_and_serves_again_when_it_is_bac
     }
     // A request accepted now, to be replayed while the database is down and after.
     let accepted = client.sign(&api.read()).unwrap();
-    let replay = copy_of(&accepted);
+    let replay = replay_of(&accepted);
     assert_eq!(client.send_signed(accepted).await.unwrap().status(), 200);
 
     // The load: reads with the integration's token and actions with a user's PAT, each
@@ -267,7 +257,7 @@ async fn postgres_stopped_under_load_answers_503_and_serves_again_when_it_is_bac
     .await;
     let ok_while_down = seen.ok.load(Ordering::SeqCst);
     // The replay cache cannot be asked: the replayed request is refused, never let in.
-    let replayed = client.send_signed(copy_of(&replay)).await.unwrap();
+    let replayed = client.send_signed(replay_of(&replay)).await.unwrap();
     assert_unavailable(&replayed);
     // A PAT write is refused whole: nothing is acknowledged that was not stored.
     let refused = client
@@ -388,7 +378,7 @@ async fn a_crash_of_postgres_empties_the_replay_cache_and_lets_no_replay_in() {
         .client()
         .sign(&gw.create_branch(Some(ACCOUNT_A)))
         .unwrap();
-    let replay = copy_of(&accepted);
+    let replay = replay_of(&accepted);
     assert_eq!(
         gw.client().send_signed(accepted).await.unwrap().status(),
         201
@@ -396,7 +386,7 @@ async fn a_crash_of_postgres_empties_the_replay_cache_and_lets_no_replay_in() {
 
     // An immediate stop is a crash: PostgreSQL empties the unlogged replay cache.
     outage_ctl("crash").await;
-    let down = gw.client().send_signed(copy_of(&replay)).await.unwrap();
+    let down = gw.client().send_signed(replay_of(&replay)).await.unwrap();
     assert_unavailable(&down);
     outage_ctl("start").await;
 
@@ -404,7 +394,7 @@ async fn a_crash_of_postgres_empties_the_replay_cache_and_lets_no_replay_in() {
     // their window, so every signature that could be one of them is refused.
     let deadline = tokio::time::Instant::now() + LIMIT;
     let refused = loop {
-        let response = gw.client().send_signed(copy_of(&replay)).await.unwrap();
+        let response = gw.client().send_signed(replay_of(&replay)).await.unwrap();
         if response.status() != 503 {
             break response;
         }

@@ -93,15 +93,6 @@ async fn a_pat_stored_through_one_replica_is_used_by_the_other() {
     b.stop().await;
 }
 
-/// The same request again, byte for byte.
-fn copy_of(request: &Request<Full<bytes::Bytes>>) -> Request<Full<bytes::Bytes>> {
-    let mut copy = Request::new(Full::new(bytes::Bytes::new()));
-    *copy.method_mut() = request.method().clone();
-    *copy.uri_mut() = request.uri().clone();
-    *copy.headers_mut() = request.headers().clone();
-    copy
-}
-
 #[tokio::test]
 async fn a_request_accepted_by_one_replica_is_refused_as_a_replay_by_the_other() {
     let (a, b, host) = two_replicas(Options::default()).await;
@@ -112,7 +103,7 @@ async fn a_request_accepted_by_one_replica_is_refused_as_a_replay_by_the_other()
         ..Outgoing::default()
     };
     let request = a.client().sign(&out).unwrap();
-    let replay = copy_of(&request);
+    let replay = replay_of(&request);
     // A new client each time: a new connection, which the balancer sends where it points.
     assert_eq!(a.client().send_signed(request).await.unwrap().status(), 200);
 

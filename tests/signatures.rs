@@ -56,7 +56,7 @@ async fn replays_get_signature_replayed() {
     let (gw, host) = Gateway::start(Options::default()).await;
     let client = gw.client();
     let request = signed(&client, &gw.get("/git/ghe/api/v3/user"));
-    let copy = clone_request(&request);
+    let copy = replay_of(&request);
     assert_eq!(client.send_signed(request).await.unwrap().status(), 200);
     let response = client.send_signed(copy).await.unwrap();
     assert_eq!(response.status(), 401);
@@ -166,14 +166,6 @@ async fn a_garbled_signature_gets_signature_invalid() {
     assert_eq!(problem_code(&response), "signature-invalid");
     assert!(host.requests().is_empty());
     gw.stop().await;
-}
-
-fn clone_request(request: &http::Request<Full<Bytes>>) -> http::Request<Full<Bytes>> {
-    let mut copy = http::Request::new(Full::new(Bytes::new()));
-    *copy.method_mut() = request.method().clone();
-    *copy.uri_mut() = request.uri().clone();
-    *copy.headers_mut() = request.headers().clone();
-    copy
 }
 
 #[tokio::test]

@@ -1134,6 +1134,15 @@ pub fn signed(client: &SignedClient, out: &Outgoing) -> Request<Full<Bytes>> {
     client.sign(out).unwrap()
 }
 
+/// The same signed request again, byte for byte (a replay).
+pub fn replay_of(request: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
+    let mut again = Request::new(request.body().clone());
+    *again.method_mut() = request.method().clone();
+    *again.uri_mut() = request.uri().clone();
+    *again.headers_mut() = request.headers().clone();
+    again
+}
+
 /// Replaces the first `from` with `to` in a config file (which must contain `from`).
 pub fn edit_config(config_path: &Path, from: &str, to: &str) {
     let text = std::fs::read_to_string(config_path).unwrap();
