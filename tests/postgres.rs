@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -132,23 +131,6 @@ async fn migrate_is_idempotent_and_a_newer_schema_is_refused() {
         99,
         "a refused migrate changes nothing"
     );
-}
-
-fn patgate(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_patgate"))
-        .args(args)
-        .env_remove("PATGATE_CONFIG")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A gateway's files with `[store] kind = "postgres"` on a fresh database, and its host.

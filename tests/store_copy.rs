@@ -7,30 +7,13 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::sync::Arc;
 
 use common::postgres::{fresh_database, query};
 use common::*;
 use patgate::store::{RecordStore, SledRecords, Space};
 use patgate::vault::{Credential, MasterKey, PatMeta, Vault};
-
-fn patgate(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_patgate"))
-        .args(args)
-        .env_remove("PATGATE_CONFIG")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// `patgate store copy --from FROM --to TO --config CONFIG` and any further arguments.
 fn store_copy(config: &Path, from: &str, to: &str, more: &[&str]) -> Output {

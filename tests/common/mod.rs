@@ -1134,6 +1134,25 @@ pub fn signed(client: &SignedClient, out: &Outgoing) -> Request<Full<Bytes>> {
     client.sign(out).unwrap()
 }
 
+/// Runs the `patgate` binary with `args` (no stdin, no `PATGATE_CONFIG` from the
+/// environment) and waits for it.
+pub fn patgate(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_patgate"))
+        .args(args)
+        .env_remove("PATGATE_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+pub fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// The same signed request again, byte for byte (a replay).
 pub fn replay_of(request: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
     let mut again = Request::new(request.body().clone());
