@@ -538,40 +538,20 @@ impl Vault {
         integration: &str,
     ) -> Result<Option<Credential>, VaultError> {
         let integration = record::validate_id("integration", integration)?;
-        loop {
-            let keys = self.keys().await;
-            let Some(value) = self
-                .store()
-                .get(Space::Records, record::secret_key(integration).as_ref())
-                .await
-                .map_err(|e| self.storage(e))?
-            else {
-                return Ok(None);
-            };
-            let id = || RecordId::IntegrationSecret {
-                integration: integration.as_str().to_string(),
-            };
-            let raw = self.parse(&value, id)?;
-            if raw.key_version > keys.version {
-                // Sealed by another process under the key it rotates to: take that key, and
-                // read again.
-                drop(keys);
-                if self.switch_to(raw.key_version).await? {
-                    continue;
-                }
-                return Err(self.unknown_version(&id(), raw.key_version));
-            }
-            let meta = self.clear_meta(&raw, id)?;
+        let id = || RecordId::IntegrationSecret {
+            integration: integration.as_str().to_string(),
+        };
+        self.read_sealed(record::secret_key(integration).as_ref(), id, |keys, raw| {
+            let meta = self.clear_meta(raw, id)?;
             let aad = record::aad(
                 Kind::IntegrationSecret,
                 integration.as_str(),
                 "",
                 raw.key_version,
             );
-            return self
-                .decrypt(&keys, &raw, aad.as_ref(), meta.kind, id)
-                .map(Some);
-        }
+            self.decrypt(keys, raw, aad.as_ref(), meta.kind, id)
+        })
+        .await
     }
 
     /// Whether an integration's shared secret is stored (nothing is decrypted).
@@ -638,44 +618,27 @@ impl Vault {
     ) -> Result<Option<(Credential, PatMeta)>, VaultError> {
         let integration = record::validate_id("integration", integration)?;
         let account = record::validate_id("account", account)?;
-        loop {
-            let keys = self.keys().await;
-            let Some(value) = self
-                .store()
-                .get(
-                    Space::Records,
-                    record::pat_key(integration, account).as_ref(),
-                )
-                .await
-                .map_err(|e| self.storage(e))?
-            else {
-                return Ok(None);
-            };
-            let id = || pat_id(integration, account);
-            let raw = self.parse(&value, id)?;
-            if raw.key_version > keys.version {
-                // Sealed by another process under the key it rotates to: take that key, and
-                // read again.
-                drop(keys);
-                if self.switch_to(raw.key_version).await? {
-                    continue;
-                }
-                return Err(self.unknown_version(&id(), raw.key_version));
-            }
-            let meta = self.clear_meta(&raw, id)?;
-            let kind = meta.kind;
-            let pat_meta = meta
-                .into_pat_meta()
-                .ok_or_else(|| self.corrupt(&id(), "its metadata lacks the PAT fields"))?;
-            let aad = record::aad(
-                Kind::UserPat,
-                integration.as_str(),
-                account.as_str(),
-                raw.key_version,
-            );
-            let credential = self.decrypt(&keys, &raw, aad.as_ref(), kind, id)?;
-            return Ok(Some((credential, pat_meta)));
-        }
+        let id = || pat_id(integration, account);
+        self.read_sealed(
+            record::pat_key(integration, account).as_ref(),
+            id,
+            |keys, raw| {
+                let meta = self.clear_meta(raw, id)?;
+                let kind = meta.kind;
+                let pat_meta = meta
+                    .into_pat_meta()
+                    .ok_or_else(|| self.corrupt(&id(), "its metadata lacks the PAT fields"))?;
+                let aad = record::aad(
+                    Kind::UserPat,
+                    integration.as_str(),
+                    account.as_str(),
+                    raw.key_version,
+                );
+                let credential = self.decrypt(keys, raw, aad.as_ref(), kind, id)?;
+                Ok((credential, pat_meta))
+            },
+        )
+        .await
     }
 
     /// A user's PAT metadata, without decrypting the PAT.
@@ -1039,6 +1002,37 @@ impl Vault {
             ciphertext: buf.to_vec(),
             tag,
         })
+    }
+
+    /// The sealed record at `key`, opened by `open` with the keys' read guard held from the
+    /// fetch to the decryption; `None` when there is none. A record sealed by another process
+    /// under the key a rotation moves to makes this one take that key and read again.
+    async fn read_sealed<T>(
+        &self,
+        key: &[u8],
+        id: impl Fn() -> RecordId + Copy,
+        open: impl Fn(&Keys, &RawValue<'_>) -> Result<T, VaultError>,
+    ) -> Result<Option<T>, VaultError> {
+        loop {
+            let keys = self.keys().await;
+            let Some(value) = self
+                .store()
+                .get(Space::Records, key)
+                .await
+                .map_err(|e| self.storage(e))?
+            else {
+                return Ok(None);
+            };
+            let raw = self.parse(&value, id)?;
+            if raw.key_version > keys.version {
+                drop(keys);
+                if self.switch_to(raw.key_version).await? {
+                    continue;
+                }
+                return Err(self.unknown_version(&id(), raw.key_version));
+            }
+            return open(&keys, &raw).map(Some);
+        }
     }
 
     fn parse<'v>(
