@@ -354,12 +354,16 @@ async fn installation_tokens_are_minted_once_and_renewed_before_expiry_under_loa
     // Just before the renewal point nothing changes; past it, 24 concurrent requests make
     // exactly one renewal while the mint is held, and all go with the new token.
     clock.advance(Duration::from_secs(TOKEN_LIFETIME - RENEW_BEFORE - 2));
+    // The gateway's connection timers run on the same clock: the jump ends the idle
+    // connection (a GOAWAY that can cross the next request), so the reads go on new ones.
+    let client = gw.client();
     assert_eq!(
         client.send(&read(&gw)).await.unwrap().status(),
         StatusCode::OK
     );
     assert_eq!(host.mints(), 1);
     clock.advance(Duration::from_secs(3));
+    let client = gw.client();
     *host.hold_mints.lock().unwrap() = true;
     let before = forwarded(&host).len();
     let mut requests = tokio::task::JoinSet::new();
