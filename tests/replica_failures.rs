@@ -327,12 +327,15 @@ async fn postgres_stopped_under_load_answers_503_and_serves_again_when_it_is_bac
         assert!(metrics.contains(series), "no {series}: {metrics}");
     }
 
-    // The log: one warning for the outage and one line when it ended, whatever the number
-    // of requests refused; no error line per request, no panic, no password.
+    // The log: a warning when the outage began and a line when it ended, whatever the
+    // number of requests refused; no error line per request, no panic, no password. While
+    // PostgreSQL starts it may refuse a connection ("57P03: the database system is starting
+    // up") just after it accepted another: a second, short episode, logged the same way.
     let logs = run.logs();
     let count = |needle: &str| logs.iter().filter(|l| l.contains(needle)).count();
-    assert_eq!(count("the shared store does not answer"), 1, "{logs:#?}");
-    assert_eq!(count("the shared store answers again"), 1, "{logs:#?}");
+    let began = count("the shared store does not answer");
+    assert!((1..=2).contains(&began), "{logs:#?}");
+    assert_eq!(count("the shared store answers again"), began, "{logs:#?}");
     assert_eq!(count("panicked"), 0, "{logs:#?}");
     assert_eq!(count(DB_PASSWORD), 0, "{logs:#?}");
     assert_eq!(count("store error"), 0, "{logs:#?}");
