@@ -44,7 +44,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, QueueMode, RecyclingMethod, Runtime};
 use secrecy::{ExposeSecret as _, SecretString};
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::error::SqlState;
@@ -351,6 +351,10 @@ impl Postgres {
         };
         let pool = Pool::builder(manager)
             .max_size(settings.pool_size)
+            // The connection given back last is lent first: at low concurrency the same few
+            // connections (and their server processes, warm on a CPU) serve every request,
+            // where first-in-first-out would wake each of the pool's backends in turn.
+            .queue_mode(QueueMode::Lifo)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(settings.connect_timeout))
             .create_timeout(Some(settings.connect_timeout))
