@@ -173,7 +173,7 @@ async fn run_refuses_an_unmigrated_or_newer_schema_and_store_migrate_makes_it() 
     let migrate = patgate(&["store", "migrate", "--config", config]);
     assert!(migrate.status.success(), "{}", stderr(&migrate));
     assert!(
-        stdout(&migrate).contains("migrated the schema from version 0 to 1"),
+        stdout(&migrate).contains("migrated the schema from version 0 to 2"),
         "{}",
         stdout(&migrate)
     );
@@ -187,7 +187,7 @@ async fn run_refuses_an_unmigrated_or_newer_schema_and_store_migrate_makes_it() 
     let status = patgate(&["store", "status", "--config", config]);
     assert!(status.status.success(), "{}", stderr(&status));
     assert!(
-        stdout(&status).contains("schema version 1"),
+        stdout(&status).contains("schema version 2"),
         "{}",
         stdout(&status)
     );
@@ -214,12 +214,12 @@ async fn run_refuses_an_unmigrated_or_newer_schema_and_store_migrate_makes_it() 
         "format, key version, write version, key check"
     );
 
-    query(&url, "UPDATE patgate_schema SET version = 2").await;
+    query(&url, "UPDATE patgate_schema SET version = 3").await;
     let run = patgate(&["run", "--config", config]);
     assert!(!run.status.success());
     assert!(
         stderr(&run).contains(
-            "has patgate schema version 2, newer than this patgate knows (1): upgrade patgate"
+            "has patgate schema version 3, newer than this patgate knows (2): upgrade patgate"
         ),
         "{}",
         stderr(&run)
@@ -454,4 +454,120 @@ async fn a_hold_made_by_one_replica_holds_on_the_other() {
     ha.hold(integration, 9_000, 6_000).await.unwrap();
     assert_eq!(hb.prune(8_000).await.unwrap(), 1);
     assert_eq!(ha.prune(9_000).await.unwrap(), 0);
+}
+
+/// A replica answers hold lookups from its copy once a replay check told it the copy is
+/// current; a hold made by the other replica is in force from B's next replay check on.
+#[tokio::test]
+async fn a_hold_reaches_the_other_replica_by_its_next_replay_check() {
+    let (url, a) = migrated().await;
+    let b = pool(&url, PgTls::Disable);
+    let (ha, hb) = (a.holds(), b.holds());
+    let nb = b.nonces().with_window(300);
+    let user = HoldKey {
+        integration: "ghe",
+        account: Some("a"),
+    };
+    nb.first_use("app", "n-1", 1_300, 1_000).await.unwrap();
+    assert_eq!(hb.held(user, 1_000_000).await.unwrap(), HoldState::Free);
+
+    assert!(ha.hold(user, 2_000_000, 1_000_000).await.unwrap());
+    // B's request that passed its replay check before the hold was made goes on.
+    assert_eq!(hb.held(user, 1_000_000).await.unwrap(), HoldState::Free);
+    // The next one, admitted after it, is held.
+    nb.first_use("app", "n-2", 1_300, 1_000).await.unwrap();
+    assert_eq!(
+        hb.held(user, 1_000_000).await.unwrap(),
+        HoldState::Held(2_000_000)
+    );
+    // The copy is not the database: a hold deleted there behind patgate's back stays in
+    // force in B's copy until the version moves, and a new hold moves it.
+    query(&url, "DELETE FROM patgate_holds").await;
+    assert_eq!(
+        hb.held(user, 1_500_000).await.unwrap(),
+        HoldState::Held(2_000_000)
+    );
+    let integration = HoldKey {
+        integration: "ghe",
+        account: None,
+    };
+    ha.hold(integration, 3_000_000, 1_500_000).await.unwrap();
+    nb.first_use("app", "n-3", 1_300, 1_000).await.unwrap();
+    assert_eq!(hb.held(user, 1_500_000).await.unwrap(), HoldState::Free);
+    assert_eq!(
+        hb.held(integration, 1_500_000).await.unwrap(),
+        HoldState::Held(3_000_000)
+    );
+    // Its end is told to one lookup of the two replicas, as without the copy.
+    a.nonces()
+        .with_window(300)
+        .first_use("app", "n-4", 1_300, 1_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        ha.held(integration, 3_000_000).await.unwrap(),
+        HoldState::Ended
+    );
+    assert_eq!(
+        hb.held(integration, 3_000_000).await.unwrap(),
+        HoldState::Free
+    );
+}
+
+/// A database migrated by the patgate before schema version 2 is brought to it, keeping
+/// its replay cache and holds.
+#[tokio::test]
+async fn schema_1_is_migrated_to_2_with_its_nonces_and_holds() {
+    let url = fresh_database().await;
+    query(
+        &url,
+        "CREATE TABLE patgate_schema (id smallint PRIMARY KEY CHECK (id = 1), version integer NOT NULL)",
+    )
+    .await;
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(patgate::store::MIGRATIONS[0])
+        .await
+        .unwrap();
+    query(&url, "INSERT INTO patgate_schema VALUES (1, 1)").await;
+    query(
+        &url,
+        "SELECT patgate_first_use('app', 'old', 1300, 1000, 300)",
+    )
+    .await;
+    query(
+        &url,
+        "INSERT INTO patgate_holds VALUES ('ghe', false, '', 2000000, NULL)",
+    )
+    .await;
+
+    let db = pool(&url, PgTls::Disable);
+    assert!(matches!(
+        db.check_schema().await,
+        Err(PgError::Behind {
+            found: 1,
+            needed: 2,
+            ..
+        })
+    ));
+    let migrated = db.migrate().await.unwrap();
+    assert_eq!((migrated.from, migrated.to), (1, 2));
+    db.check_schema().await.unwrap();
+    let nonces = db.nonces().with_window(300);
+    assert!(matches!(
+        nonces.first_use("app", "old", 1_300, 1_000).await,
+        Err(NonceError::Replayed)
+    ));
+    nonces.first_use("app", "new", 1_300, 1_000).await.unwrap();
+    let integration = HoldKey {
+        integration: "ghe",
+        account: None,
+    };
+    assert_eq!(
+        db.holds().held(integration, 1_000_000).await.unwrap(),
+        HoldState::Held(2_000_000)
+    );
 }

@@ -3,14 +3,72 @@
 //! One row per held credential in `patgate_holds`; `prev_until_ms` keeps the end a hold had
 //! before the last [`HoldStore::hold`] of it, so that call can say, atomically, whether it
 //! started a new hold or made a running one longer.
+//!
+//! Holds are rare and every request looks one up, so a replica answers lookups from its own
+//! copy of the table when it knows the copy is current, and asks the database otherwise:
+//! - each [`HoldStore::hold`] adds one to `patgate_holds_version` in its statement;
+//! - each replay check (`patgate_check_nonce`, the round trip every request makes) reads
+//!   that version before it admits the request ([`Seen`]);
+//! - a lookup answers from the copy when the copy is at least at the newest version a replay
+//!   check read in the last [`SEEN_FRESH`]; else it reloads the copy (one statement, one
+//!   lookup at a time) or, with no recent replay check, asks the database as before.
+//!
+//! So a request is refused for every hold made anywhere before it passed its replay check,
+//! as when each lookup asked the database, and the database is asked again only after a
+//! hold was made. A hold whose end passed is still looked up in the database, whose
+//! `DELETE … RETURNING` tells exactly one lookup of all replicas that it ended.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::{Op, Postgres};
 use crate::store::{BoxFuture, HoldKey, HoldState, HoldStore, StoreError};
+
+/// How long a holds version read by a replay check may stand for the database's: a lookup
+/// with no replay check in this process for longer asks the database.
+const SEEN_FRESH: Duration = Duration::from_secs(1);
+
+/// The newest holds version the replay checks of this process read, and when.
+#[derive(Debug, Default)]
+pub(super) struct Seen {
+    newest: Mutex<Option<(i64, tokio::time::Instant)>>,
+}
+
+impl Seen {
+    /// A replay check read `version` (versions only grow: the newest stands).
+    pub(super) fn saw(&self, version: i64) {
+        let mut newest = self.newest.lock().unwrap_or_else(|p| p.into_inner());
+        let version = newest.map_or(version, |(v, _)| v.max(version));
+        *newest = Some((version, tokio::time::Instant::now()));
+    }
+
+    /// The newest version, when read within [`SEEN_FRESH`].
+    fn current(&self) -> Option<i64> {
+        let newest = *self.newest.lock().unwrap_or_else(|p| p.into_inner());
+        newest
+            .filter(|(_, at)| at.elapsed() < SEEN_FRESH)
+            .map(|(v, _)| v)
+    }
+}
+
+type Owned = (String, bool, String);
+
+/// A replica's copy of `patgate_holds` at one version.
+#[derive(Debug, Default)]
+struct Copy {
+    version: i64,
+    until: HashMap<Owned, u64>,
+}
 
 /// See the module docs.
 #[derive(Debug, Clone)]
 pub struct PgHolds {
     db: Postgres,
+    /// `None` until first loaded.
+    copy: Arc<Mutex<Option<Copy>>>,
+    /// Held while the copy is reloaded, so concurrent lookups reload it once.
+    reloading: Arc<tokio::sync::Mutex<()>>,
 }
 
 fn columns(key: HoldKey<'_>) -> (&str, bool, &str) {
@@ -21,6 +79,11 @@ fn columns(key: HoldKey<'_>) -> (&str, bool, &str) {
     )
 }
 
+fn owned(key: HoldKey<'_>) -> Owned {
+    let (integration, user_pat, account) = columns(key);
+    (integration.to_string(), user_pat, account.to_string())
+}
+
 fn as_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -29,13 +92,102 @@ fn as_u64(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
+/// What the copy says of one credential.
+enum InCopy {
+    /// The copy is older than the version asked for.
+    Behind,
+    Absent,
+    Until(u64),
+}
+
 impl PgHolds {
     pub(super) fn new(db: Postgres) -> PgHolds {
-        PgHolds { db }
+        PgHolds {
+            db,
+            copy: Arc::default(),
+            reloading: Arc::default(),
+        }
     }
 
     fn failed(&self, during: Op) -> impl Fn(tokio_postgres::Error) -> StoreError + '_ {
         move |e| StoreError::from(self.db.failed(during, &e))
+    }
+
+    fn copy(&self) -> std::sync::MutexGuard<'_, Option<Copy>> {
+        // Each change is one assignment or map update: a panic cannot leave it half-done.
+        self.copy.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn in_copy(&self, key: &Owned, version: i64) -> InCopy {
+        match &*self.copy() {
+            Some(copy) if copy.version >= version => match copy.until.get(key) {
+                Some(&until) => InCopy::Until(until),
+                None => InCopy::Absent,
+            },
+            _ => InCopy::Behind,
+        }
+    }
+
+    /// Loads the copy again unless another lookup brought it to `version` meanwhile.
+    async fn reload(&self, version: i64) -> Result<(), StoreError> {
+        let _one = self.reloading.lock().await;
+        if matches!(&*self.copy(), Some(copy) if copy.version >= version) {
+            return Ok(());
+        }
+        const DURING: Op = Op::new("holds", "load", "reading the host holds");
+        let client = self.db.client(DURING).await?;
+        // One statement: the version and the rows it counts, from one snapshot.
+        let statement = client
+            .prepare_cached(
+                "SELECT v.version, h.integration, h.user_pat, h.account, h.until_ms \
+                 FROM patgate_holds_version v LEFT JOIN patgate_holds h ON true WHERE v.id = 1",
+            )
+            .await
+            .map_err(self.failed(DURING))?;
+        let rows = client
+            .query(&statement, &[])
+            .await
+            .map_err(self.failed(DURING))?;
+        let mut copy = Copy::default();
+        for row in rows {
+            copy.version = row.get(0);
+            if let Some(integration) = row.get::<_, Option<String>>(1) {
+                copy.until
+                    .insert((integration, row.get(2), row.get(3)), as_u64(row.get(4)));
+            }
+        }
+        *self.copy() = Some(copy);
+        Ok(())
+    }
+
+    /// The lookup in the database: the hold, or that it ended (told to one lookup only).
+    async fn held_in_db(&self, key: HoldKey<'_>, now: u64) -> Result<HoldState, StoreError> {
+        const DURING: Op = Op::new("holds", "get", "reading a host hold");
+        let client = self.db.client(DURING).await?;
+        // The delete takes an ended hold away, and says so to this lookup only; the
+        // sub-select sees the table as the statement began.
+        let statement = client
+            .prepare_cached(
+                "WITH ended AS (DELETE FROM patgate_holds WHERE integration = $1 AND user_pat = $2 AND account = $3 AND until_ms <= $4 RETURNING 1) \
+                 SELECT (SELECT count(*) FROM ended), (SELECT until_ms FROM patgate_holds WHERE integration = $1 AND user_pat = $2 AND account = $3 AND until_ms > $4)",
+            )
+            .await
+            .map_err(self.failed(DURING))?;
+        let (integration, user_pat, account) = columns(key);
+        let row = client
+            .query_one(
+                &statement,
+                &[&integration, &user_pat, &account, &as_i64(now)],
+            )
+            .await
+            .map_err(self.failed(DURING))?;
+        let ended: i64 = row.get(0);
+        let until: Option<i64> = row.get(1);
+        Ok(match (until, ended) {
+            (Some(until), _) => HoldState::Held(as_u64(until)),
+            (None, 0) => HoldState::Free,
+            (None, _) => HoldState::Ended,
+        })
     }
 }
 
@@ -46,32 +198,33 @@ impl HoldStore for PgHolds {
         now: u64,
     ) -> BoxFuture<'a, Result<HoldState, StoreError>> {
         Box::pin(async move {
-            const DURING: Op = Op::new("holds", "get", "reading a host hold");
-            let client = self.db.client(DURING).await?;
-            // The delete takes an ended hold away, and says so to this lookup only; the
-            // sub-select sees the table as the statement began.
-            let statement = client
-                .prepare_cached(
-                    "WITH ended AS (DELETE FROM patgate_holds WHERE integration = $1 AND user_pat = $2 AND account = $3 AND until_ms <= $4 RETURNING 1) \
-                     SELECT (SELECT count(*) FROM ended), (SELECT until_ms FROM patgate_holds WHERE integration = $1 AND user_pat = $2 AND account = $3 AND until_ms > $4)",
-                )
-                .await
-                .map_err(self.failed(DURING))?;
-            let (integration, user_pat, account) = columns(key);
-            let row = client
-                .query_one(
-                    &statement,
-                    &[&integration, &user_pat, &account, &as_i64(now)],
-                )
-                .await
-                .map_err(self.failed(DURING))?;
-            let ended: i64 = row.get(0);
-            let until: Option<i64> = row.get(1);
-            Ok(match (until, ended) {
-                (Some(until), _) => HoldState::Held(as_u64(until)),
-                (None, 0) => HoldState::Free,
-                (None, _) => HoldState::Ended,
-            })
+            let Some(version) = self.db.holds_seen.current() else {
+                return self.held_in_db(key, now).await;
+            };
+            let owned = owned(key);
+            let found = match self.in_copy(&owned, version) {
+                InCopy::Behind => {
+                    self.reload(version).await?;
+                    self.in_copy(&owned, version)
+                }
+                found => found,
+            };
+            match found {
+                InCopy::Until(until) if until > now => Ok(HoldState::Held(until)),
+                // Ended: the database says whether this lookup is the one told so.
+                InCopy::Until(_) => {
+                    let state = self.held_in_db(key, now).await?;
+                    if let Some(copy) = &mut *self.copy() {
+                        if copy.until.get(&owned).is_some_and(|&until| until <= now) {
+                            copy.until.remove(&owned);
+                        }
+                    }
+                    Ok(state)
+                }
+                InCopy::Absent => Ok(HoldState::Free),
+                // A reload brings the copy to the version asked for, at least.
+                InCopy::Behind => self.held_in_db(key, now).await,
+            }
         })
     }
 
@@ -86,9 +239,10 @@ impl HoldStore for PgHolds {
             let client = self.db.client(DURING).await?;
             let statement = client
                 .prepare_cached(
-                    "INSERT INTO patgate_holds AS h (integration, user_pat, account, until_ms, prev_until_ms) VALUES ($1, $2, $3, $4, NULL) \
+                    "WITH counted AS (UPDATE patgate_holds_version SET version = version + 1 WHERE id = 1 RETURNING version) \
+                     INSERT INTO patgate_holds AS h (integration, user_pat, account, until_ms, prev_until_ms) VALUES ($1, $2, $3, $4, NULL) \
                      ON CONFLICT (integration, user_pat, account) DO UPDATE SET until_ms = GREATEST(h.until_ms, EXCLUDED.until_ms), prev_until_ms = h.until_ms \
-                     RETURNING prev_until_ms",
+                     RETURNING prev_until_ms, h.until_ms, (SELECT version FROM counted)",
                 )
                 .await
                 .map_err(self.failed(DURING))?;
@@ -101,6 +255,15 @@ impl HoldStore for PgHolds {
                 .await
                 .map_err(self.failed(DURING))?;
             let before: Option<i64> = row.get(0);
+            let (until, version): (i64, i64) = (row.get(1), row.get(2));
+            // The copy at the version before this hold is at this one with it.
+            if let Some(copy) = &mut *self.copy() {
+                if copy.version == version - 1 {
+                    copy.version = version;
+                    copy.until.insert(owned(key), as_u64(until));
+                }
+            }
+            self.db.holds_seen.saw(version);
             Ok(before.is_none_or(|before| as_u64(before) <= now))
         })
     }
@@ -120,6 +283,9 @@ impl HoldStore for PgHolds {
                 .query_one(&statement, &[&as_i64(now)])
                 .await
                 .map_err(self.failed(DURING))?;
+            if let Some(copy) = &mut *self.copy() {
+                copy.until.retain(|_, until| *until > now);
+            }
             Ok(usize::try_from(row.get::<_, i64>(0)).unwrap_or(usize::MAX))
         })
     }

@@ -66,7 +66,13 @@ use crate::metrics::{PoolLabels, StoreLabels, StoreMetrics};
 /// - `patgate_nonces` is `UNLOGGED` (no WAL write per request); `nonces.rs` says how a crash
 ///   of the database, which empties it, still lets no replay in.
 /// - `patgate_first_use` decides a nonce in one round trip (`nonces.rs`).
-pub const MIGRATIONS: &[&str] = &[r"
+///
+/// Version 2:
+/// - `patgate_holds_version` counts the holds made (`holds.rs`), and `patgate_check_nonce`
+///   (in place of `patgate_first_use`) answers it with each nonce's decision, so a replica
+///   learns in the round trip it makes anyway whether its copy of the holds is current.
+pub const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE patgate_records (
     space smallint NOT NULL,
     key bytea NOT NULL,
@@ -130,7 +136,51 @@ CREATE TABLE patgate_holds (
     prev_until_ms bigint,
     PRIMARY KEY (integration, user_pat, account)
 );
-"];
+",
+    r"
+CREATE TABLE patgate_holds_version (
+    id smallint PRIMARY KEY CHECK (id = 1),
+    version bigint NOT NULL
+);
+INSERT INTO patgate_holds_version VALUES (1, 0);
+DROP FUNCTION patgate_first_use(text, text, bigint, bigint, bigint);
+CREATE FUNCTION patgate_check_nonce(p_keyid text, p_nonce text, p_until bigint, p_now bigint, p_window bigint,
+    OUT outcome smallint, OUT holds_version bigint)
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    h bigint;
+    inserted bigint;
+BEGIN
+    -- Shared with other first uses, exclusive with a prune that moves the horizon: after
+    -- the lock, the queries below see the horizon of every prune that finished.
+    PERFORM pg_advisory_xact_lock_shared(7461626);
+    IF NOT EXISTS (SELECT 1 FROM patgate_nonces WHERE keyid = '' AND nonce = '') THEN
+        -- A crash of the database emptied the unlogged table: pairs it forgot may still be
+        -- in their window, so no signature made before now is accepted any more.
+        UPDATE patgate_nonce_horizon SET horizon = GREATEST(horizon, p_now + p_window) WHERE id = 1;
+        INSERT INTO patgate_nonces VALUES ('', '', 9223372036854775807) ON CONFLICT DO NOTHING;
+    END IF;
+    -- Read before the decision: every hold made before this request was admitted is in it.
+    SELECT version INTO holds_version FROM patgate_holds_version WHERE id = 1;
+    SELECT horizon INTO h FROM patgate_nonce_horizon WHERE id = 1;
+    IF p_until < h THEN
+        outcome := 2;
+        RETURN;
+    END IF;
+    -- A pair whose window ended may start a new one (a new signature with an old nonce).
+    INSERT INTO patgate_nonces (keyid, nonce, replay_until) VALUES (p_keyid, p_nonce, p_until)
+    ON CONFLICT (keyid, nonce) DO UPDATE SET replay_until = EXCLUDED.replay_until
+        WHERE patgate_nonces.replay_until < p_now;
+    GET DIAGNOSTICS inserted = ROW_COUNT;
+    IF inserted = 1 THEN
+        outcome := 0;
+    ELSE
+        outcome := 1;
+    END IF;
+END;
+$$;
+",
+];
 
 /// The schema version this binary reads and writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -308,6 +358,8 @@ pub struct Migrated {
 pub struct Postgres {
     pool: Pool,
     health: Arc<Health>,
+    /// The holds version the replay checks last read ([`PgHolds`]), shared by the clones.
+    holds_seen: Arc<holds::Seen>,
     /// `postgresql://host:port/dbname`: what messages name (no user, no password).
     location: String,
     location_path: PathBuf,
@@ -374,6 +426,7 @@ impl Postgres {
                 probed: tokio::sync::Mutex::new(None),
                 probe_timeout: settings.connect_timeout.min(PROBE_TIMEOUT),
             }),
+            holds_seen: Arc::default(),
             location_path: PathBuf::from(&location),
             location,
         })

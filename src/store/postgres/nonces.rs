@@ -1,5 +1,6 @@
 //! The replay cache in PostgreSQL: a nonce accepted by one replica is refused by every
-//! other, decided by one call of the `patgate_first_use` function (one round trip).
+//! other, decided by one call of the `patgate_check_nonce` function (one round trip), which
+//! also answers the holds version for [`super::PgHolds`].
 //!
 //! - Pairs are rows of the `UNLOGGED` table `patgate_nonces` (primary key `(keyid, nonce)`):
 //!   an insert with `ON CONFLICT` decides first use against every concurrent one, and costs
@@ -27,7 +28,7 @@ use crate::store::{BoxFuture, NonceError, NonceStore, StoreError};
 pub(crate) const PRUNE_EVERY_SECONDS: u64 = 10;
 
 /// The advisory lock between first uses (shared) and a prune moving the horizon
-/// (exclusive); the same number is in `patgate_first_use`.
+/// (exclusive); the same number is in `patgate_check_nonce`.
 const HORIZON_LOCK: i64 = 7_461_626;
 
 /// See the module docs.
@@ -92,7 +93,9 @@ impl PgNonces {
         let client = self.db.client(DURING).await.map_err(StoreError::from)?;
         let failed = |e: tokio_postgres::Error| StoreError::from(self.db.failed(DURING, &e));
         let statement = client
-            .prepare_cached("SELECT patgate_first_use($1, $2, $3, $4, $5)")
+            .prepare_cached(
+                "SELECT outcome, holds_version FROM patgate_check_nonce($1, $2, $3, $4, $5)",
+            )
             .await
             .map_err(failed)?;
         let row = client
@@ -108,6 +111,7 @@ impl PgNonces {
             )
             .await
             .map_err(failed)?;
+        self.db.holds_seen.saw(row.get::<_, i64>(1));
         match row.get::<_, i16>(0) {
             0 => Ok(()),
             1 => Err(NonceError::Replayed),
@@ -115,7 +119,7 @@ impl PgNonces {
             other => Err(StoreError {
                 store: "PostgreSQL",
                 unreachable: false,
-                reason: format!("patgate_first_use answered {other}"),
+                reason: format!("patgate_check_nonce answered {other}"),
             }
             .into()),
         }
