@@ -72,6 +72,9 @@ struct NoncesArgs {
     /// Checks in flight at once.
     #[arg(short, long, default_value_t = 1)]
     concurrency: u32,
+    /// Clock ticks per second (`getconf CLK_TCK`), for this process's CPU per check.
+    #[arg(long, default_value_t = 100)]
+    clk_tck: u64,
 }
 
 #[derive(Debug, Args)]
@@ -1136,6 +1139,7 @@ async fn nonces(args: NoncesArgs) -> Result<()> {
     out.insert("concurrency".into(), args.concurrency.into());
     for (name, store) in stores {
         let started = Instant::now();
+        let cpu_before = cpu_ticks(std::process::id())?;
         let next = Arc::new(std::sync::atomic::AtomicU32::new(0));
         let run = |store: Arc<dyn NonceStore>, next: Arc<std::sync::atomic::AtomicU32>| async move {
             let mut hist = Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
@@ -1166,6 +1170,9 @@ async fn nonces(args: NoncesArgs) -> Result<()> {
                 .map_err(|e| e.to_string())?;
         }
         let seconds = started.elapsed().as_secs_f64();
+        // This process's CPU (the client side of each check), per check.
+        let cpu_seconds =
+            cpu_ticks(std::process::id())?.saturating_sub(cpu_before) as f64 / args.clk_tck as f64;
         let us = |q: f64| (hist.value_at_quantile(q) as f64 / 100.0).round() / 10.0;
         out.insert(
             name.into(),
@@ -1173,6 +1180,7 @@ async fn nonces(args: NoncesArgs) -> Result<()> {
                 "p50_us": us(0.5),
                 "p99_us": us(0.99),
                 "per_second": (f64::from(args.count) / seconds).round(),
+                "cpu_us": (cpu_seconds * 1e7 / f64::from(args.count)).round() / 10.0,
             }),
         );
     }
