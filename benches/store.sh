@@ -8,7 +8,9 @@
 #
 # Environment: DURATION (seconds per measurement, default 10), REPS (default 3), USERS
 # (users with a stored PAT, default 1000), WARMUP (seconds, default 1), WRITE=0 to leave
-# BENCHMARKS.md alone. Not part of CI: it takes about 3 minutes.
+# BENCHMARKS.md alone, WORKERS=N to run both patgates on N tokio worker threads (through
+# TOKIO_WORKER_THREADS, which tokio reads; the load generator keeps its own). Not part of CI:
+# it takes about 5 minutes.
 #
 # What runs: a throw-away PostgreSQL cluster (tests/postgres-cluster.sh, installed from the
 # Debian packages when missing), with fsync turned back on so commits cost what they do in
@@ -93,10 +95,12 @@ wait_ready() { # URL: polls every 10 ms, up to 10 s
     echo "not ready: $1" >&2
     return 1
 }
-"$patgate" run -c "$work/patgate.toml" 2>>"$work/patgate-sled.log" &
+workers=()
+[ -n "${WORKERS:-}" ] && workers=(TOKIO_WORKER_THREADS="$WORKERS")
+env "${workers[@]}" "$patgate" run -c "$work/patgate.toml" 2>>"$work/patgate-sled.log" &
 sled_pid=$!
 pids+=("$sled_pid")
-"$patgate" run -c "$work/patgate-pg.toml" 2>>"$work/patgate-pg.log" &
+env "${workers[@]}" "$patgate" run -c "$work/patgate-pg.toml" 2>>"$work/patgate-pg.log" &
 pg_pid=$!
 pids+=("$pg_pid")
 wait_ready "http://127.0.0.1:$sled_admin/ready"
@@ -146,7 +150,7 @@ pg_version=$("$PG_BIN/postgres" --version | awk '{print $3}')
 
 python3 - "$results" "$work/nonces-1.json" "$work/nonces-32.json" "$root/BENCHMARKS.md" "$WRITE" \
     "$work/metrics-before" "$work/metrics-after" "$REPS" "$DURATION" "$WARMUP" "$USERS" "$load_before" "$load_after" "$elapsed" "$pg_version" <<'EOF'
-import json, sys, statistics
+import json, os, sys, statistics
 (results, n1, n32, md_path, write, m_before, m_after, reps, duration, warmup, users, before, after, elapsed,
  pg_version) = sys.argv[1:]
 rows = [json.loads(l) for l in open(results)]
@@ -159,14 +163,15 @@ cpu = lambda rs: mean(rs, lambda r: r["target_cpu_us_per_request"])
 lat = lambda rs, q: mean(rs, lambda r: r["latency_us"][q])
 rps = lambda rs: mean(rs, lambda r: r["rps"])
 errors = sum(sum(r["errors"].values()) for r in rows)
-out = ["", "| concurrency | store | req/s | CPU µs/req (patgate) | CPU µs/req (patgate + PostgreSQL) | p50 µs | p99 µs |",
-       "|---:|---|---:|---:|---:|---:|---:|"]
+out = ["", "| concurrency | store | req/s | CPU µs/req (patgate) | CPU µs/req (patgate + PostgreSQL) | context switches/req (patgate) | p50 µs | p99 µs |",
+       "|---:|---|---:|---:|---:|---:|---:|---:|"]
+cs = lambda rs: mean(rs, lambda r: r["target_context_switches_per_request"])
 for c in (1, 32):
     s = pick("sled", c)
     p = pick("postgres", c)
     w = pick("postgres-with-db", c)
-    out.append(f"| {c} | sled | {rps(s):,.0f} | {cpu(s):.1f} | — | {lat(s, 'p50'):.0f} | {lat(s, 'p99'):.0f} |")
-    out.append(f"| {c} | postgres | {rps(p):,.0f} | {cpu(p):.1f} | {cpu(w):.1f} | {lat(p, 'p50'):.0f} | {lat(p, 'p99'):.0f} |")
+    out.append(f"| {c} | sled | {rps(s):,.0f} | {cpu(s):.1f} | — | {cs(s):.1f} | {lat(s, 'p50'):.0f} | {lat(s, 'p99'):.0f} |")
+    out.append(f"| {c} | postgres | {rps(p):,.0f} | {cpu(p):.1f} | {cpu(w):.1f} | {cs(p):.1f} | {lat(p, 'p50'):.0f} | {lat(p, 'p99'):.0f} |")
 out.append("")
 out.append("| figure | measured | goal |")
 out.append("|---|---:|---:|")
@@ -205,7 +210,8 @@ if served:
 out.append(f"\nMeans of {reps} interleaved rounds of {duration} s after {warmup} s warm-up, {users} users with "
            f"stored PATs, Require User PAT on, HMAC, HTTP/1.1 keep-alive, TLS 1.3 mTLS in and TLS to the "
            f"upstream; PostgreSQL {pg_version} on this machine (fsync on, over loopback TCP, pool of 16); "
-           f"{errors} non-2xx answers in all; load average {before} before, {after} after; whole run {elapsed} s. "
+           f"{errors} non-2xx answers in all; load average {before} before, {after} after; whole run {elapsed} s; "
+           f"tokio worker threads: {os.environ.get('WORKERS') or 'one per CPU (the default)'}. "
            f"`bash benches/store.sh` reruns it.")
 text = "\n".join(out) + "\n"
 print(text)

@@ -743,6 +743,27 @@ fn cpu_ticks(pid: u32) -> Result<u64> {
     Ok(get(14)? + get(15)?)
 }
 
+/// The context switches (voluntary and not) of every thread of a process so far. A thread
+/// that ended takes its count with it: the target's threads live as long as it does.
+fn context_switches(pid: u32) -> Result<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map_err(|e| format!("/proc/{pid}/task: {e}"))?;
+    let mut total = 0;
+    for task in tasks {
+        let path = task.map_err(|e| e.to_string())?.path().join("status");
+        // A thread may end between the listing and the read.
+        let Ok(status) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        total += status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    Ok(total)
+}
+
 /// VmRSS and VmHWM of a process, in KiB.
 fn rss_kib(pid: u32) -> Result<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -868,11 +889,17 @@ async fn load(args: LoadArgs) -> Result<()> {
         .iter()
         .map(|&p| cpu_ticks(p))
         .collect::<Result<Vec<_>>>()?;
+    let switches_before = args
+        .pid
+        .iter()
+        .map(|&p| context_switches(p))
+        .sum::<Result<u64>>()?;
     let window_start = Instant::now();
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("bounds");
     let mut tally = Tally::default();
     let mut window_end = None;
     let mut cpu_after = Vec::new();
+    let mut switches_after = 0;
     let mut rss = (0, 0);
     while let Some(done) = tasks.join_next().await {
         if window_end.is_none() {
@@ -884,6 +911,11 @@ async fn load(args: LoadArgs) -> Result<()> {
                 .iter()
                 .map(|&p| cpu_ticks(p))
                 .collect::<Result<Vec<_>>>()?;
+            switches_after = args
+                .pid
+                .iter()
+                .map(|&p| context_switches(p))
+                .sum::<Result<u64>>()?;
             for &p in &args.pid {
                 let (now, peak) = rss_kib(p)?;
                 rss = (rss.0 + now, rss.1 + peak);
@@ -933,6 +965,11 @@ async fn load(args: LoadArgs) -> Result<()> {
         line["target_cpu_us_per_request"] =
             round(cpu_seconds * 1e6 / completed.max(1) as f64, 2).into();
         line["target_cpu_cores"] = round(cpu_seconds / seconds, 2).into();
+        line["target_context_switches_per_request"] = round(
+            switches_after.saturating_sub(switches_before) as f64 / completed.max(1) as f64,
+            2,
+        )
+        .into();
         line["target_rss_kib"] = rss.0.into();
         line["target_peak_rss_kib"] = rss.1.into();
     }
