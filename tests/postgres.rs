@@ -23,6 +23,7 @@ fn pool(url: &str, tls: PgTls) -> Postgres {
         tls,
         pool_size: 4,
         connect_timeout: Duration::from_secs(5),
+        statement_timeout: Duration::from_secs(5),
     })
     .unwrap()
 }
@@ -570,4 +571,42 @@ async fn schema_1_is_migrated_to_2_with_its_nonces_and_holds() {
         db.holds().held(integration, 1_000_000).await.unwrap(),
         HoldState::Held(2_000_000)
     );
+}
+
+/// A statement that waits in the database (here on a lock a test transaction holds) is
+/// cancelled after `store.statement_timeout_ms`: the request answers 503 `unavailable`
+/// instead of hanging, nothing reaches the host, and once the lock goes the same request
+/// signed anew is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_that_waits_past_statement_timeout_ms_answers_503() {
+    let (setup, host) = postgres_setup().await;
+    let mut config = std::fs::read_to_string(&setup.config_path).unwrap();
+    assert!(
+        config.trim_end().ends_with("tls = \"disable\""),
+        "[store] is last"
+    );
+    config.push_str("statement_timeout_ms = 300\n");
+    std::fs::write(&setup.config_path, config).unwrap();
+    let gw = setup.start().await;
+    let url = std::fs::read_to_string(setup.dir.path().join("store-url")).unwrap();
+    let (locker, connection) = tokio_postgres::connect(url.trim(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    locker
+        .batch_execute("BEGIN; LOCK TABLE patgate_nonces IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+
+    let read = || gw.get("/git/ghe/api/v3/repos/acme/api/branches");
+    let waited = gw.client().send(&read()).await.unwrap();
+    assert_eq!(waited.status(), 503);
+    assert_eq!(problem_code(&waited), "unavailable");
+    assert!(host.requests().is_empty(), "nothing went to the host");
+
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    let served = gw.client().send(&read()).await.unwrap();
+    assert_eq!(served.status(), 200);
+    assert_eq!(host.requests().len(), 1);
+    gw.stop().await;
 }

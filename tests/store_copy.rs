@@ -469,6 +469,7 @@ async fn a_damaged_record_is_named_and_the_copy_it_stopped_finishes_when_run_aga
                 tls: patgate::store::PgTls::Disable,
                 pool_size: 2,
                 connect_timeout: std::time::Duration::from_secs(5),
+                statement_timeout: std::time::Duration::from_secs(5),
             })
             .unwrap()
             .records(),

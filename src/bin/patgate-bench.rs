@@ -1159,6 +1159,7 @@ fn bench_database(url_file: &std::path::Path) -> Result<patgate::store::Postgres
         tls: patgate::store::PgTls::Disable,
         pool_size: 16,
         connect_timeout: Duration::from_secs(5),
+        statement_timeout: Duration::from_secs(5),
     })
     .map_err(|e| e.to_string())
 }

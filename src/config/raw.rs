@@ -654,6 +654,7 @@ mod example_file {
             ("tls", format!("\"{}\"", st::TLS)),
             ("pool_size", st::POOL_SIZE.to_string()),
             ("connect_timeout_ms", st::CONNECT_TIMEOUT_MS.to_string()),
+            ("statement_timeout_ms", st::STATEMENT_TIMEOUT_MS.to_string()),
             ("systemd_credential", "false".to_string()),
         ] {
             let line = format!("# {key} = {default}");

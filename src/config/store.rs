@@ -10,6 +10,7 @@
 //! ca_file = "/etc/patgate/db-ca.pem"
 //! pool_size = 16
 //! connect_timeout_ms = 5000
+//! statement_timeout_ms = 5000
 //! ```
 //!
 //! The connection string may hold a password, so, like the master key, it never sits in
@@ -37,6 +38,8 @@ pub(crate) mod defaults {
     pub(crate) const POOL_SIZE: usize = 16;
     /// `store.connect_timeout_ms`: also how long a request waits for a free connection.
     pub(crate) const CONNECT_TIMEOUT_MS: u64 = 5_000;
+    /// `store.statement_timeout_ms`: the longest one statement may run in the database.
+    pub(crate) const STATEMENT_TIMEOUT_MS: u64 = 5_000;
     /// Upper bound of `store.pool_size`.
     pub(crate) const POOL_SIZE_CAP: usize = 1024;
     /// Upper bound of `store.connect_timeout_ms`.
@@ -65,6 +68,8 @@ pub struct PostgresSettings {
     pub ca_file: Option<PathBuf>,
     pub pool_size: usize,
     pub connect_timeout: Duration,
+    /// The database cancels a statement that runs longer (its `statement_timeout`).
+    pub statement_timeout: Duration,
 }
 
 /// Where the connection string comes from.
@@ -102,6 +107,7 @@ pub(super) struct RawStore {
     ca_file: Option<PathBuf>,
     pool_size: Option<usize>,
     connect_timeout_ms: Option<u64>,
+    statement_timeout_ms: Option<u64>,
 }
 
 impl Default for RawStore {
@@ -114,6 +120,7 @@ impl Default for RawStore {
             ca_file: None,
             pool_size: None,
             connect_timeout_ms: None,
+            statement_timeout_ms: None,
         }
     }
 }
@@ -138,6 +145,7 @@ impl StoreSettings {
                 ("ca_file", raw.ca_file.is_some()),
                 ("pool_size", raw.pool_size.is_some()),
                 ("connect_timeout_ms", raw.connect_timeout_ms.is_some()),
+                ("statement_timeout_ms", raw.statement_timeout_ms.is_some()),
             ];
             if let Some((key, _)) = postgres_only.iter().find(|(_, set)| *set) {
                 return Err(err(key, "is for `kind = \"postgres\"` only"));
@@ -181,12 +189,25 @@ impl StoreSettings {
                 ),
             ));
         }
+        let statement_timeout = raw
+            .statement_timeout_ms
+            .unwrap_or(defaults::STATEMENT_TIMEOUT_MS);
+        if !(1..=defaults::CONNECT_TIMEOUT_CAP_MS).contains(&statement_timeout) {
+            return Err(err(
+                "statement_timeout_ms",
+                &format!(
+                    "must be between 1 and {} (ms)",
+                    defaults::CONNECT_TIMEOUT_CAP_MS
+                ),
+            ));
+        }
         Ok(StoreSettings::Postgres(PostgresSettings {
             url,
             tls,
             ca_file: raw.ca_file.map(resolve),
             pool_size,
             connect_timeout: Duration::from_millis(timeout),
+            statement_timeout: Duration::from_millis(statement_timeout),
         }))
     }
 }
@@ -277,9 +298,10 @@ mod tests {
                 ca_file: None,
                 pool_size: defaults::POOL_SIZE,
                 connect_timeout: Duration::from_millis(defaults::CONNECT_TIMEOUT_MS),
+                statement_timeout: Duration::from_millis(defaults::STATEMENT_TIMEOUT_MS),
             })
         );
-        let pg = parse("kind = \"postgres\"\nsystemd_credential = true\nca_file = \"db-ca.pem\"\npool_size = 3\nconnect_timeout_ms = 70").unwrap();
+        let pg = parse("kind = \"postgres\"\nsystemd_credential = true\nca_file = \"db-ca.pem\"\npool_size = 3\nconnect_timeout_ms = 70\nstatement_timeout_ms = 80").unwrap();
         assert_eq!(
             pg,
             StoreSettings::Postgres(PostgresSettings {
@@ -288,6 +310,7 @@ mod tests {
                 ca_file: Some("/etc/patgate/db-ca.pem".into()),
                 pool_size: 3,
                 connect_timeout: Duration::from_millis(70),
+                statement_timeout: Duration::from_millis(80),
             })
         );
         let StoreSettings::Postgres(pg) =
@@ -321,6 +344,14 @@ mod tests {
             (
                 "kind = \"postgres\"\nurl_file = \"u\"\nconnect_timeout_ms = 0",
                 "store.connect_timeout_ms",
+            ),
+            (
+                "kind = \"postgres\"\nurl_file = \"u\"\nstatement_timeout_ms = 0",
+                "store.statement_timeout_ms",
+            ),
+            (
+                "kind = \"postgres\"\nurl_file = \"u\"\nstatement_timeout_ms = 600001",
+                "store.statement_timeout_ms",
             ),
             // The connection string itself never goes in this file.
             (

@@ -32,6 +32,7 @@ pub fn connect_postgres(file: &Path, settings: &PostgresSettings) -> Result<Post
         tls,
         pool_size: settings.pool_size,
         connect_timeout: settings.connect_timeout,
+        statement_timeout: settings.statement_timeout,
     })
     .map_err(|e| format!("{}: store: {e}", file.display()))
 }

@@ -209,6 +209,9 @@ pub struct PgSettings {
     pub pool_size: usize,
     /// How long a connection may take to open, and a request wait for a free connection.
     pub connect_timeout: Duration,
+    /// The database's `statement_timeout` on every connection: it cancels a statement that
+    /// runs longer.
+    pub statement_timeout: Duration,
 }
 
 /// Why the database could not be used.
@@ -386,6 +389,14 @@ impl Postgres {
             .map_err(|e| PgError::Url(e.to_string()))?;
         config.connect_timeout(settings.connect_timeout);
         config.application_name("patgate");
+        // Set at connection start (after the connection string's own `options`, so this one
+        // wins): no statement of patgate's waits longer, whatever it waits on.
+        let options = format!(
+            "{} -c statement_timeout={}",
+            config.get_options().unwrap_or_default(),
+            settings.statement_timeout.as_millis()
+        );
+        config.options(options.trim_start());
         let location = location(&config);
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
