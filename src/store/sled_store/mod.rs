@@ -40,11 +40,8 @@ const GENERATION: &[u8] = b"generation";
 pub(crate) const LOCK_FILE: &str = "vault.lock";
 /// The file sled keeps its data in; its absence means there is no store.
 pub(crate) const DB_FILE: &str = "db";
-/// How long opening waits for sled's own file lock once it holds `vault.lock`. Holding
-/// `vault.lock`, the only holder of sled's lock can be a store of this process that was just
-/// dropped, whose writes are still in sled's I/O pool: their fsync on a busy disk took over
-/// 2 s in CI (a 2 s wait failed a test there). Waiting cannot take long in any other case.
-const SLED_LOCK_WAIT: Duration = Duration::from_secs(30);
+/// How long opening waits for sled's own file lock once it holds `vault.lock`.
+const SLED_LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// A file-system operation that failed.
 #[derive(Debug, thiserror::Error)]
