@@ -58,20 +58,9 @@ if [ -z "$nginx" ]; then
     nginx=/usr/sbin/nginx
 fi
 
-base=/tmp
-[ -d /dev/shm ] && [ -w /dev/shm ] && base=/dev/shm
-work=$(mktemp -d "$base/patgate-bench.XXXXXX")
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+# shellcheck source=lib.sh
+source "$root/benches/lib.sh"
+bench_work patgate-bench
 up_port=$(free_port)
 pg_port=$(free_port)
 ng_port=$(free_port)
@@ -86,14 +75,6 @@ echo "== certificates, keys, vault with $USERS users' PATs" >&2
     --key "$work/upstream-key.pem" >"$work/upstream.addr" &
 pids+=($!)
 
-wait_ready() { # URL: polls every 10 ms, up to 10 s
-    for _ in $(seq 1000); do
-        curl -sfo /dev/null "$1" && return 0
-        sleep 0.01
-    done
-    echo "not ready: $1" >&2
-    return 1
-}
 
 # patgate: Require User PAT on, requests act as USERS users with stored PATs.
 start_patgate() { # CONFIG -> sets pg_pid, ready_ms

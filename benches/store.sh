@@ -51,21 +51,10 @@ pg_server_pids() {
     pgrep -P "$postmaster"
 }
 
-base=/tmp
-[ -d /dev/shm ] && [ -w /dev/shm ] && base=/dev/shm
-work=$(mktemp -d "$base/patgate-store-bench.XXXXXX")
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-    pg_cluster_stop
-}
-trap cleanup EXIT
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+# shellcheck source=lib.sh
+source "$root/benches/lib.sh"
+bench_at_exit() { pg_cluster_stop; }
+bench_work patgate-store-bench
 up_port=$(free_port)
 sled_port=$(free_port)
 sled_admin=$(free_port)
@@ -87,14 +76,6 @@ sed -i "s|$work/admin.sock|$work/admin-pg.sock|" "$work/patgate-pg.toml"
     --key "$work/upstream-key.pem" >"$work/upstream.addr" &
 pids+=($!)
 
-wait_ready() { # URL: polls every 10 ms, up to 10 s
-    for _ in $(seq 1000); do
-        curl -sfo /dev/null "$1" && return 0
-        sleep 0.01
-    done
-    echo "not ready: $1" >&2
-    return 1
-}
 workers=()
 [ -n "${WORKERS:-}" ] && workers=(TOKIO_WORKER_THREADS="$WORKERS")
 env "${workers[@]}" "$patgate" run -c "$work/patgate.toml" 2>>"$work/patgate-sled.log" &

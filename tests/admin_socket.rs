@@ -13,7 +13,7 @@ use std::sync::Arc;
 use common::*;
 use http::Method;
 use patgate::adminsock::client::{self, AdminClientError};
-use patgate::vault::{MasterKey, Vault, VaultError};
+use patgate::vault::{MasterKey, VaultError};
 
 /// Runs the real binary; `uid` runs it as another user (needs root).
 fn patgate_as(
@@ -678,7 +678,7 @@ async fn rotate_key_while_serving_fails_no_request() {
     // After a restart: the key file's new key opens the vault, the old key does not.
     let old = MasterKey::load_file(&old_key_copy).unwrap();
     let state = setup.dir.path().join("state");
-    let opened = retry_locked(|| Vault::open(&state, &old)).await;
+    let opened = open_vault(&state, &old).await;
     assert!(
         matches!(opened, Err(VaultError::WrongMasterKey { key_version: 2 })),
         "{opened:?}"
@@ -706,23 +706,6 @@ async fn rotate_key_while_serving_fails_no_request() {
         Some(format!("Bearer {INTEGRATION_TOKEN}").as_str())
     );
     gw.stop().await;
-}
-
-/// `Vault::open`, retried while a vault dropped a moment ago still lets go of its lock.
-async fn retry_locked<F>(open: impl Fn() -> F) -> Result<Vault, VaultError>
-where
-    F: std::future::Future<Output = Result<Vault, VaultError>>,
-{
-    let mut tries = 0;
-    loop {
-        match open().await {
-            Err(VaultError::Locked { .. }) if tries < 100 => {
-                tries += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-            other => return other,
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -757,9 +740,7 @@ async fn rotate_key_on_a_stopped_service_and_recovery_of_an_unfinished_one() {
     {
         let current = MasterKey::load_file(&key_file).unwrap();
         let state = setup.dir.path().join("state");
-        let vault = retry_locked(|| Vault::open(&state, &current))
-            .await
-            .unwrap();
+        let vault = open_vault(&state, &current).await.unwrap();
         let rotation = vault
             .rotate_key(MasterKey::load_file(&pending).unwrap())
             .await

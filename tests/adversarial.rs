@@ -305,9 +305,7 @@ async fn two_integrations() -> (Gateway, RecordingHost, RecordingHost) {
     let setup = Setup::with_ca(dir.clone(), ca, &host, &opts).await;
     {
         let key = patgate::vault::MasterKey::load_file(&dir.path().join("master-key")).unwrap();
-        let vault = patgate::vault::Vault::open(&dir.path().join("state"), &key)
-            .await
-            .unwrap();
+        let vault = open_vault(&dir.path().join("state"), &key).await.unwrap();
         vault
             .put_integration_secret(
                 "other",

@@ -662,9 +662,7 @@ async fn a_secret_typed_at_a_terminal_is_not_echoed() {
     );
     assert!(shown.trim_end().ends_with("exit 0"), "{shown}");
     let key = patgate::vault::MasterKey::load_file(&dir.path().join("master-key")).unwrap();
-    let vault = patgate::vault::Vault::open(&dir.path().join("state"), &key)
-        .await
-        .unwrap();
+    let vault = open_vault(&dir.path().join("state"), &key).await.unwrap();
     let stored = vault
         .integration_secret(INTEGRATION_ID)
         .await
@@ -703,9 +701,7 @@ async fn config_check_names_an_integration_without_its_secret() {
     );
 
     let key = patgate::vault::MasterKey::load_file(&_dir.path().join("master-key")).unwrap();
-    let vault = patgate::vault::Vault::open(&_dir.path().join("state"), &key)
-        .await
-        .unwrap();
+    let vault = open_vault(&_dir.path().join("state"), &key).await.unwrap();
     assert!(vault
         .delete_integration_secret(INTEGRATION_ID)
         .await

@@ -22,13 +22,12 @@ mod common;
 use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use common::process::{client, Api, Running, LIMIT};
+use common::process::{client, kill_during_pat_writes, Api, KilledWrites, Running};
 use common::*;
 use patgate::client::SignedClient;
-use patgate::vault::{Credential, MasterKey, Vault};
+use patgate::vault::{Credential, MasterKey};
 use secrecy::ExposeSecret as _;
 
 /// PATs the writers may store: more than get acknowledged before the kill.
@@ -111,67 +110,21 @@ async fn sigkill_while_storing_pats_loses_no_acknowledged_write() {
     )
     .await;
     let mut run = start(&setup).await;
-    let api = run.api();
     let client = client(&setup);
-
-    // Writers take accounts in turn and store each one's PAT once; the kill comes when
-    // KILL_AFTER_ACKS were acknowledged, with the other writers' requests in flight. A writer
-    // stops at its first request that gets no answer.
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Arc::new(AtomicUsize::new(0));
-    let finished = Arc::new(AtomicUsize::new(0));
-    let acked = Arc::new(Mutex::new(Vec::<usize>::new()));
-    let unanswered = Arc::new(Mutex::new(Vec::<usize>::new()));
-    let kill_now = Arc::new(tokio::sync::Notify::new());
-    let mut writers = Vec::new();
-    for _ in 0..WRITERS {
-        let (next, started, finished) = (next.clone(), started.clone(), finished.clone());
-        let (acked, unanswered) = (acked.clone(), unanswered.clone());
-        let (kill_now, client) = (kill_now.clone(), client.clone());
-        writers.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                assert!(i < ACCOUNTS, "{ACCOUNTS} writes and still no kill");
-                started.fetch_add(1, Ordering::SeqCst);
-                let answer = client.send(&api.put_pat(&account(i), &pat(i))).await;
-                finished.fetch_add(1, Ordering::SeqCst);
-                match answer {
-                    Ok(response) => {
-                        assert_eq!(
-                            response.status(),
-                            200,
-                            "{}",
-                            String::from_utf8_lossy(response.body())
-                        );
-                        let mut acked = acked.lock().unwrap();
-                        acked.push(i);
-                        if acked.len() == KILL_AFTER_ACKS {
-                            kill_now.notify_one();
-                        }
-                    }
-                    // Killed: the connection was reset or refused.
-                    Err(_) => {
-                        unanswered.lock().unwrap().push(i);
-                        return;
-                    }
-                }
-            }
-        }));
-    }
-    kill_now.notified().await;
-    let in_flight = started.load(Ordering::SeqCst) - finished.load(Ordering::SeqCst);
-    let acked_at_kill = acked.lock().unwrap().len();
-    run.kill().await;
-    for writer in writers {
-        tokio::time::timeout(LIMIT, writer)
-            .await
-            .expect("a writer hung after the kill")
-            .unwrap();
-    }
-    let acked = acked.lock().unwrap().clone();
-    let unanswered = unanswered.lock().unwrap().clone();
-    assert!(acked.len() >= KILL_AFTER_ACKS);
-    assert_eq!(unanswered.len(), WRITERS);
+    // The kill comes with the other writers' requests in flight.
+    let KilledWrites {
+        acked,
+        unanswered,
+        acked_at_kill,
+        in_flight_at_kill: in_flight,
+    } = kill_during_pat_writes(
+        &mut run,
+        &client,
+        (WRITERS, ACCOUNTS, KILL_AFTER_ACKS),
+        account,
+        pat,
+    )
+    .await;
 
     // The same files, a new process.
     let run = start(&setup).await;
@@ -203,7 +156,7 @@ async fn sigkill_while_storing_pats_loses_no_acknowledged_write() {
 
     // And straight from the vault: every acknowledged PAT decrypts to exactly what was sent.
     let key = MasterKey::load_file(&setup.dir.path().join("master-key")).unwrap();
-    let vault = Vault::open(&setup.dir.path().join("state"), &key)
+    let vault = open_vault(&setup.dir.path().join("state"), &key)
         .await
         .unwrap();
     for &i in &acked {

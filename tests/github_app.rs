@@ -734,9 +734,7 @@ async fn set_secret_stores_a_github_app_after_asking_the_host() {
 
     // While the service is stopped, a wrong key in the vault makes `config check` fail.
     let key = patgate::vault::MasterKey::load_file(&dir.path().join("master-key")).unwrap();
-    let vault = patgate::vault::Vault::open(&dir.path().join("state"), &key)
-        .await
-        .unwrap();
+    let vault = open_vault(&dir.path().join("state"), &key).await.unwrap();
     vault
         .put_integration_secret(
             "ghe",

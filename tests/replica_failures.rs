@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::process::{client, Running, LIMIT};
+use common::process::{client, kill_during_pat_writes, KilledWrites, Running, LIMIT};
 use common::*;
 use http::{Method, Response};
 use rand_core::{OsRng, RngCore as _};
@@ -371,12 +371,7 @@ async fn a_crash_of_postgres_empties_the_replay_cache_and_lets_no_replay_in() {
     };
     let setup = Setup::with_ca(Arc::new(tempfile::tempdir().unwrap()), ca, &host, &opts).await;
     let gw = setup.start().await;
-    let stored = gw
-        .client()
-        .send(&gw.put_pat(ACCOUNT_A, PAT_A))
-        .await
-        .unwrap();
-    assert_eq!(stored.status(), 200);
+    gw.put_pat_ok(ACCOUNT_A, PAT_A).await;
     let accepted = gw
         .client()
         .sign(&gw.create_branch(Some(ACCOUNT_A)))
@@ -449,59 +444,19 @@ async fn sigkill_of_one_replica_while_storing_pats_loses_no_acknowledged_write()
     };
     let setup = Setup::with_ca(Arc::new(tempfile::tempdir().unwrap()), ca, &host, &opts).await;
     let mut a = Running::start(&setup).await;
-    let api = a.api();
     let client = client(&setup);
 
-    // Writers take accounts in turn and store each one's PAT once; the kill comes when
-    // KILL_AFTER_ACKS were acknowledged, with the other writers' requests in flight. A
-    // writer stops at its first request that gets no answer.
-    let next = Arc::new(AtomicUsize::new(0));
-    let acked = Arc::new(Mutex::new(Vec::<usize>::new()));
-    let unanswered = Arc::new(Mutex::new(Vec::<usize>::new()));
-    let kill_now = Arc::new(tokio::sync::Notify::new());
-    let mut writers = Vec::new();
-    for _ in 0..WRITERS {
-        let (next, acked, unanswered) = (next.clone(), acked.clone(), unanswered.clone());
-        let (kill_now, client) = (kill_now.clone(), client.clone());
-        writers.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                assert!(i < WRITES, "{WRITES} writes and still no kill");
-                match client.send(&api.put_pat(&account(i), &pat(i))).await {
-                    Ok(response) => {
-                        assert_eq!(
-                            response.status(),
-                            200,
-                            "{}",
-                            String::from_utf8_lossy(response.body())
-                        );
-                        let mut acked = acked.lock().unwrap();
-                        acked.push(i);
-                        if acked.len() == KILL_AFTER_ACKS {
-                            kill_now.notify_one();
-                        }
-                    }
-                    // Killed: the connection was reset or refused.
-                    Err(_) => {
-                        unanswered.lock().unwrap().push(i);
-                        return;
-                    }
-                }
-            }
-        }));
-    }
-    kill_now.notified().await;
-    a.kill().await;
-    for writer in writers {
-        tokio::time::timeout(LIMIT, writer)
-            .await
-            .expect("a writer hung after the kill")
-            .unwrap();
-    }
-    let acked = acked.lock().unwrap().clone();
-    let unanswered = unanswered.lock().unwrap().clone();
-    assert!(acked.len() >= KILL_AFTER_ACKS);
-    assert_eq!(unanswered.len(), WRITERS);
+    // The kill comes with the other writers' requests in flight.
+    let KilledWrites {
+        acked, unanswered, ..
+    } = kill_during_pat_writes(
+        &mut a,
+        &client,
+        (WRITERS, WRITES, KILL_AFTER_ACKS),
+        account,
+        pat,
+    )
+    .await;
 
     // Replica B, on the same database: every acknowledged PAT reaches the host as sent.
     let b = setup.replica().start().await;

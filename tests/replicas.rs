@@ -65,8 +65,7 @@ impl Balancer {
 #[tokio::test]
 async fn a_pat_stored_through_one_replica_is_used_by_the_other() {
     let (a, b, host) = two_replicas(Options::default()).await;
-    let stored = a.client().send(&a.put_pat(ACCOUNT_A, PAT_A)).await.unwrap();
-    assert_eq!(stored.status(), 200);
+    a.put_pat_ok(ACCOUNT_A, PAT_A).await;
 
     let created = b
         .client()
@@ -256,22 +255,8 @@ async fn assert_serves(gw: &Gateway, host: &RecordingHost, account: &str, token:
 async fn a_rotation_through_one_replica_keeps_the_other_serving_every_pat() {
     const FILLERS: usize = 400;
     let (a, b, host) = two_replicas(Options::default()).await;
-    assert_eq!(
-        a.client()
-            .send(&a.put_pat(ACCOUNT_A, PAT_A))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        b.client()
-            .send(&b.put_pat(ACCOUNT_B, PAT_B))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    a.put_pat_ok(ACCOUNT_A, PAT_A).await;
+    b.put_pat_ok(ACCOUNT_B, PAT_B).await;
     // More records, so that the rotation takes a while under B's load.
     for i in 0..FILLERS {
         let gw = if i % 2 == 0 { &a } else { &b };
@@ -360,14 +345,7 @@ async fn a_rotation_through_one_replica_keeps_the_other_serving_every_pat() {
     assert_serves(&a, &host, ACCOUNT_B, PAT_B).await;
     let (account, token) = ("after-rotation", "ghp_afterrotation");
     host.add_user(token, account, "repo");
-    assert_eq!(
-        b.client()
-            .send(&b.put_pat(account, token))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    b.put_pat_ok(account, token).await;
     for (account, token) in written
         .iter()
         .chain([&(account.to_string(), token.to_string())])
@@ -420,14 +398,7 @@ async fn a_rotation_through_one_replica_keeps_the_other_serving_every_pat() {
 #[tokio::test]
 async fn a_replica_restarted_after_the_rotation_opens_with_the_staged_key() {
     let (a, b, _host) = two_replicas(Options::default()).await;
-    assert_eq!(
-        a.client()
-            .send(&a.put_pat(ACCOUNT_A, PAT_A))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    a.put_pat_ok(ACCOUNT_A, PAT_A).await;
     let (ok, out, err) = patgate(&a.config_path, &["vault", "rotate-key", "--stage"]).await;
     assert!(ok, "{out}{err}");
     let staged = std::fs::read(a.dir.path().join("master-key.new")).unwrap();
@@ -468,14 +439,7 @@ async fn a_replica_restarted_after_the_rotation_opens_with_the_staged_key() {
 async fn a_replica_without_the_new_key_refuses_until_it_is_installed() {
     let logs = common::logs::global("info");
     let (a, b, host) = two_replicas(Options::default()).await;
-    assert_eq!(
-        a.client()
-            .send(&a.put_pat(ACCOUNT_A, PAT_A))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    a.put_pat_ok(ACCOUNT_A, PAT_A).await;
     assert_serves(&b, &host, ACCOUNT_A, PAT_A).await;
     let (ok, out, err) = patgate(&a.config_path, &["vault", "rotate-key"]).await;
     assert!(ok, "{out}{err}");

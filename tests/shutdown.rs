@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use patgate::vault::{MasterKey, Vault};
+use patgate::vault::MasterKey;
 
 /// A gateway with Require User PAT in front of a host that holds every request until the
 /// test releases it.
@@ -34,17 +34,7 @@ async fn held_gateway(grace_seconds: u64) -> (Gateway, RecordingHost) {
 /// When the vault on disk says `account` last used its PAT (the gateway must be stopped).
 async fn last_used_on_disk(dir: &std::path::Path, account: &str) -> Option<u64> {
     let key = MasterKey::load_file(&dir.join("master-key")).unwrap();
-    // sled's background flusher may hold the lock a moment after the gateway let go.
-    let mut tries = 0;
-    let vault = loop {
-        match Vault::open(&dir.join("state"), &key).await {
-            Err(patgate::vault::VaultError::Locked { .. }) if tries < 100 => {
-                tries += 1;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            other => break other.unwrap(),
-        }
-    };
+    let vault = open_vault(&dir.join("state"), &key).await.unwrap();
     vault
         .user_pat_meta(INTEGRATION_ID, account)
         .await

@@ -299,9 +299,7 @@ async fn soak_nothing_grows_under_mixed_load() {
     // The stored PAT of user A, straight into the vault before the service opens it.
     {
         let key = patgate::vault::MasterKey::load_file(&dir.path().join("master-key")).unwrap();
-        let vault = patgate::vault::Vault::open(&dir.path().join("state"), &key)
-            .await
-            .unwrap();
+        let vault = open_vault(&dir.path().join("state"), &key).await.unwrap();
         let meta = patgate::vault::PatMeta {
             host_login: "alice".into(),
             scopes: vec!["repo".into()],
@@ -465,9 +463,7 @@ async fn soak_nothing_grows_under_mixed_load() {
     verdict.unwrap();
     // Every PAT written is still there and decrypts (the service is stopped, the vault free).
     let key = patgate::vault::MasterKey::load_file(&dir.path().join("master-key")).unwrap();
-    let vault = patgate::vault::Vault::open(&dir.path().join("state"), &key)
-        .await
-        .unwrap();
+    let vault = open_vault(&dir.path().join("state"), &key).await.unwrap();
     let written = counters.written.load(Ordering::Relaxed);
     assert_ne!(written, 0, "no PAT write succeeded");
     for n in (0..WRITERS).filter(|n| written & (1 << n) != 0) {

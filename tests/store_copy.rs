@@ -92,15 +92,12 @@ fn key_of(setup: &Setup) -> MasterKey {
 /// The sled store in `dir`, once the last holder let go of it (a dropped vault's lock may
 /// linger a moment in this process).
 async fn sled_store(dir: &Path) -> SledRecords {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match SledRecords::open(dir, 1024 * 1024) {
-            Err(patgate::store::SledOpenError::Locked) if std::time::Instant::now() < deadline => {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-            other => return other.unwrap(),
-        }
-    }
+    retry_locked(
+        |e| matches!(e, patgate::store::SledOpenError::Locked),
+        || std::future::ready(SledRecords::open(dir, 1024 * 1024)),
+    )
+    .await
+    .unwrap()
 }
 
 fn state(setup: &Setup) -> PathBuf {
@@ -124,12 +121,7 @@ fn pat_meta() -> PatMeta {
 async fn a_pat_stored_before_a_copy_is_served_from_the_copy_either_way() {
     let (setup, host) = sled_setup().await;
     let gw = setup.start().await;
-    let stored = gw
-        .client()
-        .send(&gw.put_pat(ACCOUNT_A, PAT_A))
-        .await
-        .unwrap();
-    assert_eq!(stored.status(), 200);
+    gw.put_pat_ok(ACCOUNT_A, PAT_A).await;
     gw.stop().await;
 
     let url = add_postgres(&setup, true).await;
@@ -167,12 +159,7 @@ async fn a_pat_stored_before_a_copy_is_served_from_the_copy_either_way() {
         Some(&*format!("Bearer {PAT_A}"))
     );
     // A second PAT, stored on the database only.
-    let stored = gw
-        .client()
-        .send(&gw.put_pat(ACCOUNT_B, PAT_B))
-        .await
-        .unwrap();
-    assert_eq!(stored.status(), 200);
+    gw.put_pat_ok(ACCOUNT_B, PAT_B).await;
     gw.stop().await;
 
     // The database now holds a vault that the sled files are not a copy of: never written over.
@@ -386,7 +373,7 @@ async fn a_damaged_record_is_named_and_the_copy_it_stopped_finishes_when_run_aga
     const PATS: usize = 300;
     let (setup, _host) = sled_setup().await;
     {
-        let vault = Vault::open(&state(&setup), &key_of(&setup)).await.unwrap();
+        let vault = open_vault(&state(&setup), &key_of(&setup)).await.unwrap();
         for i in 0..PATS {
             vault
                 .put_user_pat(

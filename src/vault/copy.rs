@@ -23,7 +23,7 @@
 
 use std::path::PathBuf;
 
-use super::record::{self, Kind};
+use super::record;
 use super::{
     rotation, storage, Keys, MasterKey, RecordId, Vault, VaultError, META_FORMAT, META_KEY_CHECK,
     META_KEY_VERSION, META_WRITE_VERSION, SCAN_PAGE,
@@ -370,18 +370,9 @@ impl Vault {
     fn open_record(&self, keys: &Keys, key: &[u8], value: &[u8]) -> Result<RecordId, VaultError> {
         let summary = self.summary(key, value)?;
         let id = summary.id;
-        let (kind, integration, account) = match &id {
-            RecordId::IntegrationSecret { integration } => {
-                (Kind::IntegrationSecret, integration.as_str(), "")
-            }
-            RecordId::UserPat {
-                integration,
-                account,
-            } => (Kind::UserPat, integration.as_str(), account.as_str()),
-        };
         let raw = self.parse(value, || id.clone())?;
         let meta = self.clear_meta(&raw, || id.clone())?;
-        let aad = record::aad(kind, integration, account, raw.key_version);
+        let aad = id.aad(raw.key_version);
         self.decrypt(keys, &raw, aad.as_ref(), meta.kind, || id.clone())?;
         Ok(id)
     }

@@ -88,6 +88,21 @@ pub enum RecordId {
     },
 }
 
+impl RecordId {
+    /// The AAD the record is sealed with under key version `key_version` (see [`aad`]).
+    pub(crate) fn aad(&self, key_version: u32) -> IdBytes {
+        match self {
+            RecordId::IntegrationSecret { integration } => {
+                aad(Kind::IntegrationSecret, integration, "", key_version)
+            }
+            RecordId::UserPat {
+                integration,
+                account,
+            } => aad(Kind::UserPat, integration, account, key_version),
+        }
+    }
+}
+
 impl fmt::Display for RecordId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -491,23 +491,14 @@ impl Vault {
         value: &[u8],
         to: u32,
     ) -> Result<Option<Vec<u8>>, VaultError> {
-        let (kind, integration, account) = match id {
-            RecordId::IntegrationSecret { integration } => {
-                (Kind::IntegrationSecret, integration.as_str(), "")
-            }
-            RecordId::UserPat {
-                integration,
-                account,
-            } => (Kind::UserPat, integration.as_str(), account.as_str()),
-        };
         let raw = self.parse(value, || id.clone())?;
         if raw.key_version == to {
             return Ok(None);
         }
         let meta = self.clear_meta(&raw, || id.clone())?;
-        let old_aad = record::aad(kind, integration, account, raw.key_version);
+        let old_aad = id.aad(raw.key_version);
         let credential = self.decrypt(keys, &raw, old_aad.as_ref(), meta.kind, || id.clone())?;
-        let new_aad = record::aad(kind, integration, account, to);
+        let new_aad = id.aad(to);
         let sealed = self.seal(keys, &credential, new_aad.as_ref())?;
         Ok(Some(RawValue::encode(
             to,

@@ -703,19 +703,11 @@ level = "{level}"
             let stores = patgate::runtime::shared_stores(&config, &db, &key);
             return self.serve(config, Arc::new(vault), stores).await;
         }
-        // The vault made by `Setup` (or a stopped gateway) may still be letting go of its
-        // lock for a moment after it was dropped (sled's background flusher holds it), so a
-        // lock held right after start is retried briefly instead of failing the test.
-        let mut tries = 0;
-        let vault = loop {
-            match Vault::open(&config.state_dir, &key).await {
-                Err(patgate::vault::VaultError::Locked { .. }) if tries < 100 => {
-                    tries += 1;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                other => break Arc::new(other.map_err(|e| format!("opening the vault: {e}"))?),
-            }
-        };
+        let vault = Arc::new(
+            open_vault(&config.state_dir, &key)
+                .await
+                .map_err(|e| format!("opening the vault: {e}"))?,
+        );
         let stores = patgate::store::Stores::embedded(config.signatures.nonce_cache_entries);
         self.serve(config, vault, stores).await
     }
@@ -922,6 +914,21 @@ impl Gateway {
             body: Some(Bytes::from(format!(r#"{{"token":"{token}"}}"#))),
             ..Outgoing::default()
         }
+    }
+
+    /// Stores `token` for `account` through the API, as the app does, and asserts the 200.
+    pub async fn put_pat_ok(&self, account: &str, token: &str) {
+        let stored = self
+            .client()
+            .send(&self.put_pat(account, token))
+            .await
+            .unwrap();
+        assert_eq!(
+            stored.status(),
+            200,
+            "{account}: {}",
+            String::from_utf8_lossy(stored.body())
+        );
     }
 
     /// `POST /v1/…/users/{account}/connect-link`, as the app sends it.
@@ -1253,4 +1260,40 @@ pub async fn connect_proxy(route_to: Option<SocketAddr>) -> (SocketAddr, Arc<Mut
         }
     });
     (addr, targets)
+}
+
+/// `open()` again, every 20 ms for up to 10 s, while `locked` says what it answered is a
+/// lock held. In a test process a store dropped a moment ago may still look locked: a
+/// concurrent test spawning a child process gives the child a copy of every open descriptor
+/// (the lock files' too, and so their locks) until the child's exec, and sled's background
+/// I/O lets go of its own file a moment after the last handle.
+pub async fn retry_locked<T, E, F>(
+    locked: impl Fn(&E) -> bool,
+    mut open: impl FnMut() -> F,
+) -> Result<T, E>
+where
+    F: Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match open().await {
+            Err(e) if locked(&e) && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// [`Vault::open`] of a vault this test process (or a gateway it stopped) just let go of
+/// (see [`retry_locked`]).
+pub async fn open_vault(
+    dir: &std::path::Path,
+    key: &MasterKey,
+) -> Result<Vault, patgate::vault::VaultError> {
+    retry_locked(
+        |e| matches!(e, patgate::vault::VaultError::Locked { .. }),
+        || Vault::open(dir, key),
+    )
+    .await
 }

@@ -218,3 +218,90 @@ impl Api {
         }
     }
 }
+
+/// What a SIGKILL in the middle of PAT writes left (see [`kill_during_pat_writes`]).
+pub struct KilledWrites {
+    /// The accounts whose write was acknowledged (200).
+    pub acked: Vec<usize>,
+    /// The accounts whose write got no answer: one per writer.
+    pub unanswered: Vec<usize>,
+    /// How many writes were acknowledged, and how many in flight, when the kill was ordered.
+    pub acked_at_kill: usize,
+    pub in_flight_at_kill: usize,
+}
+
+/// `writers` writers take accounts `0, 1, …` in turn (at most `accounts`) and store
+/// `pat(i)` for `account(i)` once each through `running`'s API; `running` is SIGKILLed once
+/// `kill_after` writes were acknowledged, with the other writers' requests in flight. Every
+/// answer before the kill is a 200; a writer stops at its first request that gets none.
+pub async fn kill_during_pat_writes(
+    running: &mut Running,
+    client: &SignedClient,
+    (writers, accounts, kill_after): (usize, usize, usize),
+    account: fn(usize) -> String,
+    pat: fn(usize) -> String,
+) -> KilledWrites {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let api = running.api();
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Arc::new(AtomicUsize::new(0));
+    let finished = Arc::new(AtomicUsize::new(0));
+    let acked = Arc::new(Mutex::new(Vec::<usize>::new()));
+    let unanswered = Arc::new(Mutex::new(Vec::<usize>::new()));
+    let kill_now = Arc::new(tokio::sync::Notify::new());
+    let mut tasks = Vec::new();
+    for _ in 0..writers {
+        let (next, started, finished) = (next.clone(), started.clone(), finished.clone());
+        let (acked, unanswered) = (acked.clone(), unanswered.clone());
+        let (kill_now, client) = (kill_now.clone(), client.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                assert!(i < accounts, "{accounts} writes and still no kill");
+                started.fetch_add(1, Ordering::SeqCst);
+                let answer = client.send(&api.put_pat(&account(i), &pat(i))).await;
+                finished.fetch_add(1, Ordering::SeqCst);
+                match answer {
+                    Ok(response) => {
+                        assert_eq!(
+                            response.status(),
+                            200,
+                            "{}",
+                            String::from_utf8_lossy(response.body())
+                        );
+                        let mut acked = acked.lock().unwrap();
+                        acked.push(i);
+                        if acked.len() == kill_after {
+                            kill_now.notify_one();
+                        }
+                    }
+                    // Killed: the connection was reset or refused.
+                    Err(_) => {
+                        unanswered.lock().unwrap().push(i);
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+    kill_now.notified().await;
+    let in_flight_at_kill = started.load(Ordering::SeqCst) - finished.load(Ordering::SeqCst);
+    let acked_at_kill = acked.lock().unwrap().len();
+    running.kill().await;
+    for task in tasks {
+        tokio::time::timeout(LIMIT, task)
+            .await
+            .expect("a writer hung after the kill")
+            .unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    let unanswered = unanswered.lock().unwrap().clone();
+    assert!(acked.len() >= kill_after);
+    assert_eq!(unanswered.len(), writers);
+    KilledWrites {
+        acked,
+        unanswered,
+        acked_at_kill,
+        in_flight_at_kill,
+    }
+}

@@ -160,27 +160,40 @@ impl PgHolds {
         Ok(())
     }
 
+    /// One statement `sql` on one credential's row: `$1`–`$3` its key, `$4` `n`.
+    async fn on_row(
+        &self,
+        during: Op,
+        sql: &str,
+        key: HoldKey<'_>,
+        n: u64,
+    ) -> Result<tokio_postgres::Row, StoreError> {
+        let client = self.db.client(during).await?;
+        let statement = client
+            .prepare_cached(sql)
+            .await
+            .map_err(self.failed(during))?;
+        let (integration, user_pat, account) = columns(key);
+        client
+            .query_one(&statement, &[&integration, &user_pat, &account, &as_i64(n)])
+            .await
+            .map_err(self.failed(during))
+    }
+
     /// The lookup in the database: the hold, or that it ended (told to one lookup only).
     async fn held_in_db(&self, key: HoldKey<'_>, now: u64) -> Result<HoldState, StoreError> {
         const DURING: Op = Op::new("holds", "get", "reading a host hold");
-        let client = self.db.client(DURING).await?;
         // The delete takes an ended hold away, and says so to this lookup only; the
         // sub-select sees the table as the statement began.
-        let statement = client
-            .prepare_cached(
+        let row = self
+            .on_row(
+                DURING,
                 "WITH ended AS (DELETE FROM patgate_holds WHERE integration = $1 AND user_pat = $2 AND account = $3 AND until_ms <= $4 RETURNING 1) \
                  SELECT (SELECT count(*) FROM ended), (SELECT until_ms FROM patgate_holds WHERE integration = $1 AND user_pat = $2 AND account = $3 AND until_ms > $4)",
+                key,
+                now,
             )
-            .await
-            .map_err(self.failed(DURING))?;
-        let (integration, user_pat, account) = columns(key);
-        let row = client
-            .query_one(
-                &statement,
-                &[&integration, &user_pat, &account, &as_i64(now)],
-            )
-            .await
-            .map_err(self.failed(DURING))?;
+            .await?;
         let ended: i64 = row.get(0);
         let until: Option<i64> = row.get(1);
         Ok(match (until, ended) {
@@ -236,24 +249,17 @@ impl HoldStore for PgHolds {
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(async move {
             const DURING: Op = Op::new("holds", "hold", "holding a credential");
-            let client = self.db.client(DURING).await?;
-            let statement = client
-                .prepare_cached(
+            let row = self
+                .on_row(
+                    DURING,
                     "WITH counted AS (UPDATE patgate_holds_version SET version = version + 1 WHERE id = 1 RETURNING version) \
                      INSERT INTO patgate_holds AS h (integration, user_pat, account, until_ms, prev_until_ms) VALUES ($1, $2, $3, $4, NULL) \
                      ON CONFLICT (integration, user_pat, account) DO UPDATE SET until_ms = GREATEST(h.until_ms, EXCLUDED.until_ms), prev_until_ms = h.until_ms \
                      RETURNING prev_until_ms, h.until_ms, (SELECT version FROM counted)",
+                    key,
+                    until,
                 )
-                .await
-                .map_err(self.failed(DURING))?;
-            let (integration, user_pat, account) = columns(key);
-            let row = client
-                .query_one(
-                    &statement,
-                    &[&integration, &user_pat, &account, &as_i64(until)],
-                )
-                .await
-                .map_err(self.failed(DURING))?;
+                .await?;
             let before: Option<i64> = row.get(0);
             let (until, version): (i64, i64) = (row.get(1), row.get(2));
             // The copy at the version before this hold is at this one with it.
