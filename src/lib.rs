@@ -23,7 +23,7 @@
 //! | who is calling; host adapters (pure); the connector to hosts; rate limits and holds | [`authn`], [`hosts`], [`upstream`], [`ratelimit`] |
 //! | the encrypted vault; connect links; what replicas would share | [`vault`], [`links`], [`store`] |
 //! | signatures (pure); the credential policy (pure); the config; JWT cryptography | [`signature`], [`policy`], [`config`], `jwt` |
-//! | time, ids, TLS material, metrics, logs, audit | [`clock`], [`ids`], [`tls`], [`metrics`], [`telemetry`], `audit` |
+//! | time, the data plane's cores, ids, TLS material, metrics, logs, audit | [`clock`], [`cores`], [`ids`], [`tls`], [`metrics`], [`telemetry`], `audit` |
 //! | development: the signing client, dev PKI, keys, the demo host | [`client`], [`devpki`], [`keys`], `demo` |
 
 mod admin;
@@ -38,6 +38,7 @@ pub mod client;
 pub mod clock;
 pub mod config;
 mod connect;
+pub mod cores;
 mod demo;
 pub mod devpki;
 mod error;

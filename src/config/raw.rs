@@ -44,6 +44,8 @@ pub mod defaults {
     pub const SHUTDOWN_GRACE_SECONDS: u64 = 30;
     /// Upper bound for `service.shutdown_grace_seconds`.
     pub const SHUTDOWN_GRACE_CAP_SECONDS: u64 = 3600;
+    /// Upper bound for `service.workers`.
+    pub const WORKERS_CAP: i64 = 256;
     /// `vault.cache_capacity_mib`: sled's page cache, in MiB. Small, so the memory the vault
     /// takes does not grow with the number of stored PATs; a PAT outside the cache is read
     /// from the file when used, about 10 µs more (BENCHMARKS.md has both figures).
@@ -178,12 +180,16 @@ fn d_client_certificate() -> ClientCertificateMode {
 pub(super) struct RawService {
     #[serde(default = "d_shutdown_grace")]
     pub(super) shutdown_grace_seconds: u64,
+    /// `"auto"` (the default) or a count; checked in validate.
+    #[serde(default)]
+    pub(super) workers: Option<toml::Value>,
 }
 
 impl Default for RawService {
     fn default() -> Self {
         RawService {
             shutdown_grace_seconds: d_shutdown_grace(),
+            workers: None,
         }
     }
 }

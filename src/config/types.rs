@@ -18,6 +18,9 @@ pub struct ServiceSettings {
     /// After SIGTERM: how long in-flight requests get to finish before their connections
     /// are closed. systemd's `TimeoutStopSec` must be longer.
     pub shutdown_grace: Duration,
+    /// The api listener's data-plane cores: threads, each with its own socket, runtime and
+    /// upstream pools (`service.workers`; one per usable CPU by default). Fixed at start.
+    pub workers: usize,
 }
 
 /// How the vault's store is opened.

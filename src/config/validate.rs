@@ -81,8 +81,25 @@ impl Validator<'_> {
                 format!("must be at most {}", defaults::SHUTDOWN_GRACE_CAP_SECONDS),
             ));
         }
+        let workers = match &raw.service.workers {
+            None => crate::cores::usable_cpus().get(),
+            Some(toml::Value::String(auto)) if auto == "auto" => crate::cores::usable_cpus().get(),
+            Some(toml::Value::Integer(n)) if (1..=defaults::WORKERS_CAP).contains(n) => {
+                usize::try_from(*n).unwrap_or(1)
+            }
+            Some(_) => {
+                return Err(self.err(
+                    "service.workers",
+                    format!(
+                        "must be \"auto\" (one per usable CPU) or a number from 1 to {}",
+                        defaults::WORKERS_CAP
+                    ),
+                ))
+            }
+        };
         let service = ServiceSettings {
             shutdown_grace: Duration::from_secs(raw.service.shutdown_grace_seconds),
+            workers,
         };
         let cache_mib = raw.vault.cache_capacity_mib;
         if !(1..=defaults::VAULT_CACHE_CAPACITY_CAP_MIB).contains(&cache_mib) {
@@ -851,6 +868,17 @@ mod tests {
         ))
         .unwrap_err();
         assert_eq!(err.key, "service.shutdown_grace_seconds");
+        let auto = crate::cores::usable_cpus().get();
+        assert_eq!(cfg.service.workers, auto);
+        for (set, want) in [("\"auto\"", auto), ("1", 1), ("256", 256)] {
+            let cfg = parse(&format!("{MINIMAL}[service]\nworkers = {set}\n")).unwrap();
+            assert_eq!(cfg.service.workers, want, "{set}");
+        }
+        for bad in ["0", "257", "-1", "\"many\"", "\"\"", "2.5", "true"] {
+            let err = parse(&format!("{MINIMAL}[service]\nworkers = {bad}\n")).unwrap_err();
+            assert_eq!(err.key, "service.workers", "{bad}");
+            assert!(err.reason.contains("\"auto\""), "{bad}: {err}");
+        }
         let with_crl = MINIMAL.replacen("[api]\n", "[api]\ncrl = [\"crl.pem\", \"/abs.der\"]\n", 1);
         let cfg = parse(&with_crl).unwrap();
         assert_eq!(cfg.api.crl.len(), 2);
