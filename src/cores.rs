@@ -27,3 +27,12 @@ pub fn current() -> Option<usize> {
 pub fn usable_cpus() -> NonZeroUsize {
     std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)
 }
+
+/// Which of `shares` per-core things (one for the main runtime, then one per core) this
+/// thread uses: 0 off the data plane, else 1 + its core, wrapped into range.
+pub(crate) fn share(shares: usize) -> usize {
+    match (current(), shares) {
+        (_, 0 | 1) | (None, _) => 0,
+        (Some(core), n) => 1 + core % (n - 1),
+    }
+}

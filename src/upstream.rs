@@ -1,6 +1,11 @@
-//! The connector to git hosts: one pooled HTTP/1.1 + HTTP/2 client per integration, over
+//! The connector to git hosts: pooled HTTP/1.1 + HTTP/2 clients per integration, over
 //! rustls with the integration's roots, with connect and response timeouts, directly or
 //! through the integration's HTTP CONNECT proxy (TLS end to end).
+//!
+//! Each integration has one pool per data-plane core and one for the main runtime
+//! ([`crate::cores`]): a connection to the host is made, driven and reused by the thread
+//! that serves the requests on it, so a request and its upstream connection never wake
+//! another thread. The pools share the TLS configuration (roots, session cache).
 //!
 //! Kept apart from the listener side (as Pingora keeps connectors apart from listeners) so
 //! that failures are blamed on the right party: anything from here is the host's or the
@@ -9,6 +14,7 @@
 use std::error::Error as StdError;
 use std::future::Future as _;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -79,10 +85,11 @@ impl Pool {
 /// What patgate calls itself in `User-Agent`.
 const USER_AGENT: &str = concat!("patgate/", env!("CARGO_PKG_VERSION"));
 
-/// A pooled client for one integration's host.
+/// The pooled clients for one integration's host: index 0 for the main runtime, then one per
+/// data-plane core ([`crate::cores::share`]).
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    client: Pool,
+    pools: Arc<[Pool]>,
     /// `https://host[:port]` plus the base URL's path prefix (no trailing slash).
     base: String,
     connect_timeout: Duration,
@@ -92,29 +99,36 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(integration: &Integration, clock: &Clock) -> Result<Upstream, TlsError> {
+    /// The clients for `integration`'s host, for a data plane of `cores` cores.
+    pub fn new(
+        integration: &Integration,
+        clock: &Clock,
+        cores: usize,
+    ) -> Result<Upstream, TlsError> {
         let roots = tls::upstream_roots(integration.roots, integration.extra_ca.as_deref())?;
         let tls_config = tls::upstream_client_config(roots)?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(integration.connect_timeout));
-        let https = HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config)
-            .https_only()
-            .enable_all_versions();
+        let https = || {
+            HttpsConnectorBuilder::new()
+                .with_tls_config(tls_config.clone())
+                .https_only()
+                .enable_all_versions()
+        };
         let mut builder = Client::builder(TokioExecutor::new());
         builder
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_timer(hyper_util::rt::TokioTimer::new());
-        let client = match &integration.proxy {
-            None => Pool::Direct(builder.build(https.wrap_connector(http))),
-            Some(proxy) => {
-                Pool::Proxied(builder.build(https.wrap_connector(Tunnel::new(proxy.clone(), http))))
-            }
+        let pool = || match &integration.proxy {
+            None => Pool::Direct(builder.build(https().wrap_connector(http.clone()))),
+            Some(proxy) => Pool::Proxied(
+                builder.build(https().wrap_connector(Tunnel::new(proxy.clone(), http.clone()))),
+            ),
         };
         Ok(Upstream {
-            client,
+            pools: (0..=cores).map(|_| pool()).collect(),
             base: integration
                 .base_url
                 .to_string()
@@ -152,7 +166,10 @@ impl Upstream {
             .entry(http::header::USER_AGENT)
             .or_insert(http::HeaderValue::from_static(USER_AGENT));
         match (self.clock)
-            .timeout(self.request_timeout, self.client.request(request))
+            .timeout(
+                self.request_timeout,
+                self.pools[crate::cores::share(self.pools.len())].request(request),
+            )
             .await
         {
             Err(_) => Err(UpstreamError::Timeout {

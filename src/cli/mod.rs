@@ -742,8 +742,9 @@ async fn set_secret(args: SetSecretArgs) -> CliResult {
         print_secret_stored(&args.id, &credential, host_login);
         return Ok(ExitCode::SUCCESS);
     }
-    let runtime = IntegrationRuntime::build(&config.source, index, integration, &Clock::system())
-        .map_err(|e| e.to_string())?;
+    let runtime =
+        IntegrationRuntime::build(&config.source, index, integration, &Clock::system(), 0)
+            .map_err(|e| e.to_string())?;
     runtime.adapter().accepts(&credential).map_err(|e| {
         format!(
             "integration `{}` ({}): {e}",
@@ -917,8 +918,9 @@ async fn pat(command: PatCommand) -> CliResult {
         .await
         .map_err(|e| e.to_string())?;
     let integration = &config.integrations[index];
-    let runtime = IntegrationRuntime::build(&config.source, index, integration, &Clock::system())
-        .map_err(|e| e.to_string())?;
+    let runtime =
+        IntegrationRuntime::build(&config.source, index, integration, &Clock::system(), 0)
+            .map_err(|e| e.to_string())?;
     let meta = match action {
         "set" => {
             let input = read_pat_input(args.access_key_id.clone())?;

@@ -76,7 +76,7 @@ pub fn check_materials(config: &Config, clock: &Clock) -> Result<Materials, Conf
     for (index, integration) in config.integrations.iter().enumerate() {
         integrations.insert(
             integration.id.clone(),
-            IntegrationRuntime::build(file, index, integration, clock)?,
+            IntegrationRuntime::build(file, index, integration, clock, config.service.workers)?,
         );
     }
     let connect_tls = config

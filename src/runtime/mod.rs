@@ -50,15 +50,17 @@ pub struct IntegrationRuntime {
 }
 
 impl IntegrationRuntime {
-    /// The adapter and the upstream client for one configured integration (`index` is its
-    /// place in the file, for errors).
+    /// The adapter and the upstream clients for one configured integration (`index` is its
+    /// place in the file, for errors), for a data plane of `cores` cores (0 for a command
+    /// that serves nothing).
     pub fn build(
         file: &Path,
         index: usize,
         config: &Integration,
         clock: &Clock,
+        cores: usize,
     ) -> Result<Self, ConfigError> {
-        let upstream = Upstream::new(config, clock)
+        let upstream = Upstream::new(config, clock, cores)
             .map_err(|e| ConfigError::new(file, format!("integrations[{index}].extra_ca"), e))?;
         Ok(IntegrationRuntime {
             adapter: adapter_for(config),

@@ -194,7 +194,7 @@ pub(super) async fn detect_releases(
                         ),
                     )
                 };
-                let upstream = Upstream::new(integration, clock).map_err(|e| fail(&e))?;
+                let upstream = Upstream::new(integration, clock, 0).map_err(|e| fail(&e))?;
                 let secret = vault
                     .integration_secret(&integration.id)
                     .await
