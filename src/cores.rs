@@ -22,6 +22,11 @@ pub fn current() -> Option<usize> {
     CORE.with(Cell::get)
 }
 
+/// Marks this thread as core `index` of the data plane, for as long as it lives.
+pub(crate) fn enter(index: usize) {
+    CORE.with(|core| core.set(Some(index)));
+}
+
 /// The CPUs this process may use: its affinity mask and its cgroup's CPU quota, rounded
 /// down (std's `available_parallelism`), at least 1. The default number of cores.
 pub fn usable_cpus() -> NonZeroUsize {
@@ -34,5 +39,29 @@ pub(crate) fn share(shares: usize) -> usize {
     match (current(), shares) {
         (_, 0 | 1) | (None, _) => 0,
         (Some(core), n) => 1 + core % (n - 1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_thread_off_the_data_plane_uses_the_main_share() {
+        assert_eq!(current(), None);
+        assert_eq!(share(3), 0);
+    }
+
+    #[test]
+    fn a_core_uses_its_own_share_and_wraps_when_there_are_fewer() {
+        std::thread::spawn(|| {
+            enter(1);
+            assert_eq!(current(), Some(1));
+            assert_eq!(share(3), 2);
+            assert_eq!(share(2), 1);
+            assert_eq!(share(1), 0);
+        })
+        .join()
+        .unwrap();
     }
 }

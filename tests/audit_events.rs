@@ -7,9 +7,9 @@ mod common;
 
 use common::*;
 
-// A current-thread test with its own logger: the gateway's tasks run on this thread, so the
-// thread's default subscriber sees their events.
-#[tokio::test(flavor = "current_thread")]
+// The logger this test sets is the process's (the gateway serves on threads of its own):
+// the test is alone in its binary, so no other test logs into it.
+#[tokio::test]
 async fn api_audit_events_name_the_client_and_key_and_every_link_issued() {
     let (gw, host) = Gateway::start(Options {
         connect_ttl_seconds: Some(600),
@@ -27,7 +27,7 @@ async fn api_audit_events_name_the_client_and_key_and_every_link_issued() {
         false,
     )
     .unwrap();
-    let _logger = tracing::subscriber::set_default(subscriber);
+    tracing::subscriber::set_global_default(subscriber).unwrap();
     let client = gw.client();
 
     // A user without a PAT: the 403 carries a setup link, and that link is audited.
@@ -62,7 +62,6 @@ async fn api_audit_events_name_the_client_and_key_and_every_link_issued() {
         .await
         .unwrap();
     assert_eq!(accepted.status(), 201);
-    drop(_logger);
     gw.stop().await;
 
     let events: Vec<serde_json::Value> = captured

@@ -5,10 +5,9 @@ mod common;
 
 use common::*;
 
-// Single-threaded, so the logger this test sets (for its own thread only) sees every event
-// of the gateway it drives; alone in its binary, so no other test's thread registers a
-// callsite while this one's logger is in place (tracing caches a callsite's interest).
-#[tokio::test(flavor = "current_thread")]
+// The logger this test sets is the process's (the gateway serves on threads of its own):
+// the test is alone in its binary, so no other test logs into it.
+#[tokio::test]
 async fn json_decision_lines_and_the_audit_file() {
     let (gw, host) = Gateway::start(Options {
         extra_toml: "format = \"json\"\naudit_file = \"audit/patgate-audit.jsonl\"\n".into(),
@@ -22,7 +21,7 @@ async fn json_decision_lines_and_the_audit_file() {
     std::fs::create_dir(gw.path("audit")).unwrap();
     let captured = common::logs::Captured::default();
     let subscriber = patgate::telemetry::subscriber(&config.log, captured.writer(), false).unwrap();
-    let _logger = tracing::subscriber::set_default(subscriber);
+    tracing::subscriber::set_global_default(subscriber).unwrap();
     {
         use std::os::unix::fs::PermissionsExt as _;
         let mode = std::fs::metadata(&audit_path).unwrap().permissions().mode();
@@ -120,6 +119,5 @@ async fn json_decision_lines_and_the_audit_file() {
             .count(),
         2
     );
-    drop(_logger);
     gw.stop().await;
 }

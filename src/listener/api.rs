@@ -39,7 +39,6 @@ pub(super) async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
-    announce_forge(&current.load().config().api);
     loop {
         let admitted = tokio::select! {
             admitted = super::admit_next(&listener, "api listener", &current, &gate, super::MAX_API) => admitted,
@@ -106,15 +105,16 @@ async fn serve_connection(
     let handshake = clock
         .timeout(
             timeouts.handshake_left(&clock, accepted.accepted),
-            acceptor.accept(tcp),
+            acceptor.accept(tcp).into_fallible(),
         )
         .await;
     let tls = match handshake {
         Ok(Ok(tls)) => tls,
-        Ok(Err(err)) => {
+        Ok(Err((err, tcp))) => {
             let reason = crate::tls::handshake_refusal_reason(&err);
             accepted.gate.handshake_refused(reason);
             tracing::info!(%peer, error = %err, reason, "TLS handshake refused");
+            limits::linger(tcp, &clock).await;
             return;
         }
         Err(_) => {
@@ -210,7 +210,7 @@ fn source_allowed(api: &ApiListener, peer: SocketAddr) -> bool {
 
 /// Says at start whether, and from where, the listener takes calls without a client
 /// certificate.
-fn announce_forge(api: &ApiListener) {
+pub(super) fn announce_forge(api: &ApiListener) {
     if !api.client_certificate.takes_forge_calls() {
         return;
     }

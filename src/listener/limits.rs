@@ -401,6 +401,33 @@ pub(super) fn body_deadline(runtime: &crate::runtime::Runtime) -> crate::inbound
     )
 }
 
+/// How long, and how much, a refused TLS handshake's connection is read after the alert.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 64 * 1024;
+
+/// Closes a connection whose TLS handshake was refused so that the client reads the alert:
+/// the write side is shut (the alert is out, then FIN) and what the client still sends (in
+/// TLS 1.3, its first request right after its certificate) is read and dropped until it
+/// closes, for at most [`LINGER`] and [`LINGER_BYTES`]. Closing at once with that request
+/// unread makes the kernel answer with a reset, which can reach the client before it has
+/// read the alert: it would see "connection closed" instead of "unknown CA".
+pub(super) async fn linger(mut tcp: tokio::net::TcpStream, clock: &Clock) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    if tcp.shutdown().await.is_err() {
+        return;
+    }
+    let drain = async {
+        let mut buf = [0u8; 4096];
+        let mut read = 0;
+        while read < LINGER_BYTES {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => read += n,
+            }
+        }
+    };
+    let _ = clock.timeout(LINGER, drain).await;
+}
 /// Serves `conn` until it ends, the server stops (`stop` turns true: a graceful close) or
 /// its client has been idle or slow for too long ([`Activity`]). An idle connection gets a
 /// graceful close (HTTP/2: GOAWAY) and `timeouts.head` more to let go before it is

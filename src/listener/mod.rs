@@ -18,6 +18,7 @@ mod admin;
 pub mod adminsock;
 mod api;
 mod connect;
+mod cores;
 mod http;
 mod limits;
 
@@ -33,6 +34,7 @@ use crate::runtime::{Current, ReloadReport, Runtime};
 use crate::vault::PAT_USE_FLUSH_INTERVAL;
 
 pub use adminsock::{AdminSocket, AdminSocketError};
+pub use cores::ApiSockets;
 pub(crate) use limits::ensure_descriptors;
 
 /// A listener's cap on open connections: the config key (for the log) and how to read it.
@@ -97,7 +99,8 @@ async fn admit_next(
 /// The sockets a [`Server`] serves, bound before it runs.
 #[derive(Debug)]
 pub struct Listeners {
-    pub api: TcpListener,
+    /// One socket per data-plane core (`service.workers`), on `api.listen`.
+    pub api: ApiSockets,
     /// The connect page's, when `[connect]` is configured.
     pub connect: Option<TcpListener>,
     /// `/live`, `/ready`, `/metrics`, unless `admin.listen = ""`.
@@ -123,7 +126,8 @@ impl Listeners {
                 .await
                 .map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))
         };
-        let api = bind("api.listen", config.api.listen).await?;
+        let api = ApiSockets::bind(config.api.listen, config.service.workers)
+            .map_err(|e| format!("cannot listen on {} (api.listen): {e}", config.api.listen))?;
         let connect = match (&config.connect, connect) {
             (Some(_), Some(bound)) => Some(bound),
             (Some(connect), None) => Some(bind("connect.listen", connect.listen).await?),
@@ -145,7 +149,7 @@ impl Listeners {
     }
 
     pub fn api_addr(&self) -> Option<SocketAddr> {
-        self.api.local_addr().ok()
+        Some(self.api.local_addr())
     }
 
     pub fn connect_addr(&self) -> Option<SocketAddr> {
@@ -312,16 +316,22 @@ impl Server {
                 admin_stopped,
             ))
         });
-        api::serve(
-            current.clone(),
+        api::announce_forge(&current.load().config().api);
+        let (close, closing) = tokio::sync::watch::channel(false);
+        let mut cores = cores::start(
             listeners.api,
-            api_gate.clone(),
-            stopped.clone(),
-            cut_rx,
-            shutdown,
-        )
-        .await;
-        // Not ready from now on; the api socket is closed, so new connections are refused.
+            &cores::Shared {
+                current: current.clone(),
+                gate: api_gate.clone(),
+                stop: stopped.clone(),
+                cut: cut_rx,
+                closing,
+            },
+        );
+        shutdown.await;
+        let _ = close.send(true);
+        cores.closed().await;
+        // Not ready from now on; the api sockets are closed, so new connections are refused.
         metrics.ready.set(0);
         let _ = stop.send(true);
         // The socket file is gone once this returns.
@@ -349,6 +359,7 @@ impl Server {
             Ok(()) => tracing::info!("vault flushed"),
             Err(err) => tracing::error!(error = %err, "vault flush at shutdown failed"),
         }
+        cores.finish().await;
         let _ = stop_admin.send(true);
         if let Some(admin) = admin {
             let _ = admin.await;

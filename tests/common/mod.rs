@@ -28,7 +28,7 @@ use hyper_util::server::conn::auto;
 use patgate::client::{Outgoing, SignedClient};
 use patgate::clock::{Clock, ManualClock};
 use patgate::devpki::{ClientName, DevCa, Issued};
-use patgate::listener::{AdminSocket, Listeners, Server, ServerHandle};
+use patgate::listener::{AdminSocket, ApiSockets, Listeners, Server, ServerHandle};
 use patgate::runtime::Runtime;
 use patgate::signature::SigningKey;
 use patgate::vault::{Credential, MasterKey, Vault};
@@ -815,7 +815,11 @@ level = "{level}"
             }),
         };
         Listeners {
-            api: bind().await,
+            api: ApiSockets::bind(
+                "127.0.0.1:0".parse().unwrap(),
+                runtime.config().service.workers,
+            )
+            .unwrap(),
             connect,
             admin: Some(bind().await),
             admin_socket: AdminSocket::bind(&runtime.config().admin.socket)
