@@ -44,10 +44,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, QueueMode, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    ConfigConnectImpl, Manager, ManagerConfig, Pool, QueueMode, RecyclingMethod, Runtime,
+};
 use secrecy::{ExposeSecret as _, SecretString};
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::error::SqlState;
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::{NoTls, Socket};
 
 pub use holds::PgHolds;
 pub use links::PgLinks;
@@ -348,6 +352,66 @@ impl Drop for Client {
     }
 }
 
+/// Opens the pool's connections on the runtime that made the pool (the process's main
+/// runtime), whichever thread asks for one. A connection's socket and its task belong to the
+/// runtime that opened it; opened from an api core (`listener/cores.rs`), it would end with
+/// that core's runtime at shutdown while other cores still use it, and every query of
+/// another core would go through that core's thread. Opening a connection is rare (the pool
+/// keeps them), so the hop to the main runtime costs nothing that shows.
+struct OnMainRuntime<T> {
+    tls: T,
+    /// The runtime that made the pool; none outside one (the connection then belongs to the
+    /// runtime that asks, as deadpool does by default).
+    main: Option<tokio::runtime::Handle>,
+}
+
+impl<T> OnMainRuntime<T> {
+    fn new(tls: T) -> OnMainRuntime<T> {
+        OnMainRuntime {
+            tls,
+            main: tokio::runtime::Handle::try_current().ok(),
+        }
+    }
+}
+
+impl<T> deadpool_postgres::Connect for OnMainRuntime<T>
+where
+    T: MakeTlsConnect<Socket> + Clone + Sync + Send + 'static,
+    T::Stream: Sync + Send,
+    T::TlsConnect: Sync + Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    fn connect(
+        &self,
+        pg_config: &tokio_postgres::Config,
+    ) -> futures_util::future::BoxFuture<
+        '_,
+        Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>,
+    > {
+        let open = ConfigConnectImpl {
+            tls: self.tls.clone(),
+        };
+        let config = pg_config.clone();
+        let Some(main) = self.main.clone() else {
+            return Box::pin(async move { open.connect(&config).await });
+        };
+        let here = ConfigConnectImpl {
+            tls: self.tls.clone(),
+        };
+        Box::pin(async move {
+            let opened = main.spawn({
+                let config = config.clone();
+                async move { open.connect(&config).await }
+            });
+            match opened.await {
+                Ok(outcome) => outcome,
+                // The main runtime is shutting down: open it here, as deadpool would.
+                Err(_) => here.connect(&config).await,
+            }
+        })
+    }
+}
+
 /// What `migrate` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Migrated {
@@ -404,12 +468,12 @@ impl Postgres {
         let manager = match &settings.tls {
             PgTls::Disable => {
                 config.ssl_mode(SslMode::Disable);
-                Manager::from_config(config, tokio_postgres::NoTls, manager_config)
+                Manager::from_connect(config, OnMainRuntime::new(NoTls), manager_config)
             }
             PgTls::Require(client) => {
                 config.ssl_mode(SslMode::Require);
                 let tls = tokio_postgres_rustls::MakeRustlsConnect::new((**client).clone());
-                Manager::from_config(config, tls, manager_config)
+                Manager::from_connect(config, OnMainRuntime::new(tls), manager_config)
             }
         };
         let pool = Pool::builder(manager)
