@@ -88,11 +88,14 @@ start_patgate() { # CONFIG -> sets pg_pid, ready_ms
     ready_ms=$(( (t1 - t0) / 1000000 ))
 }
 start_patgate "$work/patgate.toml"
-restart_patgate() { # [VAR=value ...]: the same config and vault, another environment
+restart_patgate() { # [VAR=value ...]: the same vault, another environment (and PG_CONFIG)
     kill "$pg_pid"
     wait "$pg_pid" 2>/dev/null || true
-    PG_ENV="$*" start_patgate "$work/patgate.toml"
+    PG_ENV="$*" start_patgate "${PG_CONFIG:-$work/patgate.toml}"
 }
+# The same config on one data-plane core (README, "Cores") and one control thread.
+cp "$work/patgate.toml" "$work/patgate-1core.toml"
+printf '\n[service]\nworkers = 1\n' >>"$work/patgate-1core.toml"
 
 token=$(cat "$work/integration.token")
 mkdir -p "$work/nginx"
@@ -222,7 +225,7 @@ EOF
 fi
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-echo "== interleaved: $REPS rounds x concurrency 1, 32 x direct, nginx, patgate (hmac, ed25519), then patgate hmac on 1 worker thread at 32, ${DURATION}s each" >&2
+echo "== interleaved: $REPS rounds x concurrency 1, 32 x direct, nginx, patgate (hmac, ed25519), then patgate hmac on 1 core at 32, ${DURATION}s each" >&2
 for rep in $(seq "$REPS"); do
     for c in 1 32; do
         direct "$c" "$DURATION"
@@ -230,9 +233,9 @@ for rep in $(seq "$REPS"); do
         via_patgate "$c" "$DURATION" hmac
         via_patgate "$c" "$DURATION" ed25519
     done
-    # The same, on one worker thread instead of one per CPU (README, "Worker threads").
-    restart_patgate TOKIO_WORKER_THREADS=1
-    PG_LABEL=patgate-hmac-1thread via_patgate 32 "$DURATION" hmac
+    # The same, on one core instead of one per CPU (README, "Cores").
+    PG_CONFIG=$work/patgate-1core.toml restart_patgate TOKIO_WORKER_THREADS=1
+    PG_LABEL=patgate-hmac-1core via_patgate 32 "$DURATION" hmac
     restart_patgate
 done
 echo "== new connection (full mutual-TLS handshake) per request, concurrency 32" >&2
@@ -296,7 +299,7 @@ def table(title, c, newconn=False, proto="http/1.1", labels=("direct", "nginx", 
         out.append(f"| {l} | {rps:,.0f} | {rn:.2f} | {rd:.2f} | {lat('p50'):.0f} | {lat('p90'):.0f} | {lat('p99'):.0f} | {lat('max'):.0f} | "
                    + ("–" if cpu != cpu else f"{cpu:.1f}") + f" | {errs or 0} |")
 table("Concurrency 1, HTTP/1.1 keep-alive", 1)
-table("Concurrency 32, HTTP/1.1 keep-alive", 32, labels=("direct", "nginx", "patgate-hmac", "patgate-ed25519", "patgate-hmac-1thread"))
+table("Concurrency 32, HTTP/1.1 keep-alive", 32, labels=("direct", "nginx", "patgate-hmac", "patgate-ed25519", "patgate-hmac-1core"))
 table("New connection (full mutual-TLS 1.3 handshake) per request, concurrency 32", 32, True, labels=("nginx", "patgate-hmac"))
 table("HTTP/2, concurrency 32 (one round)", 32, False, "h2", labels=("nginx", "patgate-hmac"))
 if big:

@@ -8,8 +8,8 @@
 #
 # Environment: DURATION (seconds per measurement, default 10), REPS (default 3), USERS
 # (users with a stored PAT, default 1000), WARMUP (seconds, default 1), WRITE=0 to leave
-# BENCHMARKS.md alone, WORKERS=N to run both patgates on N tokio worker threads (through
-# TOKIO_WORKER_THREADS, which tokio reads; the load generator keeps its own). Not part of CI:
+# BENCHMARKS.md alone, WORKERS=N to run both patgates on N data-plane cores (`[service]
+# workers`, README "Cores"; the load generator keeps its own threads). Not part of CI:
 # it takes about 5 minutes.
 #
 # What runs: a throw-away PostgreSQL cluster (tests/postgres-cluster.sh, installed from the
@@ -76,12 +76,13 @@ sed -i "s|$work/admin.sock|$work/admin-pg.sock|" "$work/patgate-pg.toml"
     --key "$work/upstream-key.pem" >"$work/upstream.addr" &
 pids+=($!)
 
-workers=()
-[ -n "${WORKERS:-}" ] && workers=(TOKIO_WORKER_THREADS="$WORKERS")
-env "${workers[@]}" "$patgate" run -c "$work/patgate.toml" 2>>"$work/patgate-sled.log" &
+if [ -n "${WORKERS:-}" ]; then
+    printf '\n[service]\nworkers = %s\n' "$WORKERS" | tee -a "$work/patgate.toml" >>"$work/patgate-pg.toml"
+fi
+"$patgate" run -c "$work/patgate.toml" 2>>"$work/patgate-sled.log" &
 sled_pid=$!
 pids+=("$sled_pid")
-env "${workers[@]}" "$patgate" run -c "$work/patgate-pg.toml" 2>>"$work/patgate-pg.log" &
+"$patgate" run -c "$work/patgate-pg.toml" 2>>"$work/patgate-pg.log" &
 pg_pid=$!
 pids+=("$pg_pid")
 wait_ready "http://127.0.0.1:$sled_admin/ready"
@@ -192,7 +193,7 @@ out.append(f"\nMeans of {reps} interleaved rounds of {duration} s after {warmup}
            f"stored PATs, Require User PAT on, HMAC, HTTP/1.1 keep-alive, TLS 1.3 mTLS in and TLS to the "
            f"upstream; PostgreSQL {pg_version} on this machine (fsync on, over loopback TCP, pool of 16); "
            f"{errors} non-2xx answers in all; load average {before} before, {after} after; whole run {elapsed} s; "
-           f"tokio worker threads: {os.environ.get('WORKERS') or 'one per CPU (the default)'}. "
+           f"data-plane cores: {os.environ.get('WORKERS') or 'one per CPU (the default)'}. "
            f"`bash benches/store.sh` reruns it.")
 text = "\n".join(out) + "\n"
 print(text)
