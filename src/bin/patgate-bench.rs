@@ -145,6 +145,10 @@ struct LoadArgs {
     /// Clock ticks per second of /proc/PID/stat (`getconf CLK_TCK`).
     #[arg(long, default_value_t = 100)]
     clk_tck: u64,
+    /// The upstream's port on 127.0.0.1: the TCP connections the `--pid` processes hold
+    /// open to it at the end of the window are reported.
+    #[arg(long)]
+    upstream_port: Option<u16>,
 }
 
 #[derive(Debug, Args)]
@@ -192,6 +196,10 @@ struct UpstreamArgs {
     /// Worker threads (default: tokio's, one per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// Also answer the same way in plain HTTP/1.1 here (a second reference for a proxy
+    /// whose upstream needs no TLS); its address is printed on a second line.
+    #[arg(long)]
+    plain_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -764,6 +772,49 @@ fn context_switches(pid: u32) -> Result<u64> {
     Ok(total)
 }
 
+/// The established TCP connections process `pid` holds to port `port` (its sockets, by
+/// inode, found in its network namespace's /proc tables).
+fn connections_to(pid: u32, port: u16) -> Result<u64> {
+    let mut inodes = std::collections::HashSet::new();
+    let fds =
+        std::fs::read_dir(format!("/proc/{pid}/fd")).map_err(|e| format!("/proc/{pid}/fd: {e}"))?;
+    for fd in fds.flatten() {
+        // A descriptor may close between the listing and the read.
+        let Ok(link) = std::fs::read_link(fd.path()) else {
+            continue;
+        };
+        let link = link.to_string_lossy();
+        if let Some(inode) = link
+            .strip_prefix("socket:[")
+            .and_then(|l| l.strip_suffix(']'))
+        {
+            inodes.insert(inode.to_string());
+        }
+    }
+    let mut count = 0;
+    for table in ["tcp", "tcp6"] {
+        let path = format!("/proc/{pid}/net/{table}");
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            let (Some(remote), Some(state), Some(inode)) =
+                (fields.get(2), fields.get(3), fields.get(9))
+            else {
+                continue;
+            };
+            let remote_port = remote
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if *state == "01" && remote_port == Some(port) && inodes.contains(*inode) {
+                count += 1;
+            }
+        }
+    }
+    Ok(count)
+}
+
 /// VmRSS and VmHWM of a process, in KiB.
 fn rss_kib(pid: u32) -> Result<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -901,6 +952,7 @@ async fn load(args: LoadArgs) -> Result<()> {
     let mut cpu_after = Vec::new();
     let mut switches_after = 0;
     let mut rss = (0, 0);
+    let mut upstream_connections = 0;
     while let Some(done) = tasks.join_next().await {
         if window_end.is_none() {
             // The first worker to finish marks the end of the window (the others finish the
@@ -919,6 +971,9 @@ async fn load(args: LoadArgs) -> Result<()> {
             for &p in &args.pid {
                 let (now, peak) = rss_kib(p)?;
                 rss = (rss.0 + now, rss.1 + peak);
+                if let Some(port) = args.upstream_port {
+                    upstream_connections += connections_to(p, port)?;
+                }
             }
         }
         let (h, t) = done.map_err(|e| e.to_string())?;
@@ -972,6 +1027,9 @@ async fn load(args: LoadArgs) -> Result<()> {
         .into();
         line["target_rss_kib"] = rss.0.into();
         line["target_peak_rss_kib"] = rss.1.into();
+        if args.upstream_port.is_some() {
+            line["target_upstream_connections"] = upstream_connections.into();
+        }
     }
     println!("{line}");
     Ok(())
@@ -993,6 +1051,26 @@ async fn upstream(args: UpstreamArgs) -> Result<()> {
         .map_err(|e| format!("bind {}: {e}", args.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     println!("{addr}");
+    if let Some(plain) = args.plain_listen {
+        let plain = TcpListener::bind(plain)
+            .await
+            .map_err(|e| format!("bind {plain}: {e}"))?;
+        println!("{}", plain.local_addr().map_err(|e| e.to_string())?);
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = plain.accept().await else {
+                    continue;
+                };
+                let _ = tcp.set_nodelay(true);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(answer);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+        });
+    }
     let acceptor = TlsAcceptor::from(Arc::new(tls));
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
