@@ -181,6 +181,73 @@ async fn config_check_reports_a_host_that_does_not_answer() {
     assert!(out.status.success(), "{}", text(&out));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_check_reads_the_pinned_forge_key_set() {
+    let ca = std::sync::Arc::new(patgate::devpki::DevCa::generate("check CA").unwrap());
+    let host = RecordingHost::start(&ca, HostMode::Normal).await;
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let opts = Options {
+        api_toml: "client_certificate = \"optional\"\n".into(),
+        extra_toml: "[forge]\njwks_url = \"\"\njwks_file = \"forge-jwks.json\"\n[[forge.apps]]\nid = \"ari:cloud:ecosystem::app/3f6c8e2a-1b7d-4c59-9a0e-5d2f7b8c1a44\"\ninstallation_ids = [\"7a1e0c55\"]\n".into(),
+        ..Options::default()
+    };
+    let setup = Setup::with_ca(dir.clone(), ca.clone(), &host, &opts).await;
+    let file = setup.config_path.to_str().unwrap().to_string();
+    let jwks = dir.path().join("forge-jwks.json");
+    let check = |file: String| {
+        tokio::task::spawn_blocking(move || {
+            patgate(&["config", "check", "--offline", file.as_str()], None)
+        })
+    };
+
+    // The file is missing: the check fails, naming the key and the file.
+    let out = check(file.clone()).await.unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let message = text(&out);
+    assert!(
+        message.contains(&format!(
+            "{file}: forge.jwks_file: cannot read {}",
+            jwks.display()
+        )),
+        "{message}"
+    );
+
+    // A key set with no key patgate can use (an EC key; RS256 only) fails too.
+    std::fs::write(
+        &jwks,
+        r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"k","x":"AAAA","y":"AAAA"}]}"#,
+    )
+    .unwrap();
+    let out = check(file.clone()).await.unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let message = text(&out);
+    assert!(
+        message.contains(&format!(
+            "{file}: forge.jwks_file: {} holds no RSA key",
+            jwks.display()
+        )),
+        "{message}"
+    );
+
+    // A usable key: the check passes.
+    let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
+    let public = rsa::traits::PublicKeyParts::n(&key.to_public_key()).to_bytes_be();
+    let e = rsa::traits::PublicKeyParts::e(&key.to_public_key()).to_bytes_be();
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    std::fs::write(
+        &jwks,
+        format!(
+            r#"{{"keys":[{{"kty":"RSA","alg":"RS256","use":"sig","kid":"k1","n":"{}","e":"{}"}}]}}"#,
+            b64(&public),
+            b64(&e)
+        ),
+    )
+    .unwrap();
+    let out = check(file).await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}
+
 #[test]
 fn the_example_config_passes_the_syntax_check() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/patgate.example.toml");

@@ -67,6 +67,10 @@ pub fn check_materials(config: &Config, clock: &Clock) -> Result<Materials, Conf
     let api_cert_not_after =
         crate::tls::not_after(&api.cert).map_err(|e| ConfigError::new(file, "api.cert", e))?;
     let keys = load_app_keys(config)?;
+    if let Some(forge) = &config.forge {
+        crate::authn::forge::check_settings(forge)
+            .map_err(|(key, e)| ConfigError::new(file, key, e))?;
+    }
     let window = Window::new(
         config.signatures.max_skew.as_secs(),
         config.signatures.max_validity.as_secs(),

@@ -41,7 +41,9 @@ pub use keys::{JwksUrl, KeySet};
 pub const ISSUER: &str = "forge/invocation-token";
 
 /// Why a Forge call was refused. Details help the app team; before the token's signature is
-/// verified they say nothing about which check failed.
+/// verified they say nothing about which check failed, except a `kid` no key set holds (the
+/// `kid` is in the token's readable header and the key set is public, and it is what a key
+/// rotation that patgate has not caught up with looks like: docs/protocol.md).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ForgeError {
     /// No `Authorization: Bearer` on a connection without a client certificate.
@@ -152,6 +154,27 @@ pub struct ForgeToken {
     validation: Arc<Validation>,
     verifier: Verifier,
     nonces: Arc<dyn NonceStore>,
+}
+
+/// Reads what `[forge]` names, as `patgate config check` and every start and reload do: the
+/// pinned JWKS file (it must hold a usable key) and the JWKS URL's CA certificates. Nothing is
+/// fetched. Errors name the config key.
+pub fn check_settings(settings: &ForgeSettings) -> Result<(), (&'static str, String)> {
+    if let Some(path) = &settings.jwks_file {
+        keys::read_file(path).map_err(|e| ("forge.jwks_file", e))?;
+    }
+    if settings.jwks_url.is_some() {
+        crate::tls::upstream_roots(settings.jwks_roots, settings.jwks_extra_ca.as_deref())
+            .map_err(|e| {
+                let key = if settings.jwks_extra_ca.is_some() {
+                    "forge.jwks_extra_ca"
+                } else {
+                    "forge.jwks_roots"
+                };
+                (key, e.to_string())
+            })?;
+    }
+    Ok(())
 }
 
 impl ForgeToken {
