@@ -24,6 +24,7 @@ use crate::error::{Problem, RequestError};
 use crate::inbound::{self, REQUEST_ID_HEADER};
 use crate::pipeline::{self, Summary};
 use crate::runtime::{Current, Runtime};
+use crate::upstream::UpstreamError;
 
 use super::limits::{self, Activity, Gate, Timeouts, Tracked, Watched};
 
@@ -307,11 +308,12 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
+    let arrived = runtime.clock().elapsed();
     let request_id = inbound::request_id(req.headers());
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let mut summary = Summary::default();
-    let outcome = route(runtime, connection, req, &request_id, &mut summary).await;
+    let outcome = route(runtime, connection, req, &request_id, &mut summary, arrived).await;
     let (mut response, problem) = match outcome {
         Ok(response) => (response, None),
         Err(err) => {
@@ -348,20 +350,56 @@ async fn handle(
     response
 }
 
+/// How long a Forge caller's request may take, from its arrival to patgate's answer head:
+/// Forge gives up on a call after 25 s (its remote contract), and a second of that is left
+/// for the network. Whatever the time goes to (the JWKS fetch for an unknown key, the
+/// request body, a GitHub App token, the host), past this the app gets patgate's
+/// `504 upstream-timeout` rather than Forge's own error.
+const FORGE_ANSWER_WITHIN: Duration = Duration::from_secs(24);
+
 async fn route(
     runtime: &Runtime,
     connection: &Connection,
     req: Request<Incoming>,
     request_id: &str,
     summary: &mut Summary,
+    arrived: Duration,
 ) -> Result<Response<ResponseBody>, RequestError> {
-    let caller = pipeline::authenticate(runtime, connection, &req).await?;
+    let clock = runtime.clock();
+    let forge_left = || FORGE_ANSWER_WITHIN.saturating_sub(clock.elapsed().saturating_sub(arrived));
+    let caller = if connection.certificate.is_none() && runtime.config().forge.is_some() {
+        clock
+            .timeout(
+                forge_left(),
+                pipeline::authenticate(runtime, connection, &req),
+            )
+            .await
+            .unwrap_or(Err(RequestError::Upstream(UpstreamError::Timeout {
+                after: FORGE_ANSWER_WITHIN,
+            })))?
+    } else {
+        pipeline::authenticate(runtime, connection, &req).await?
+    };
     summary.auth = Some(caller.method);
     summary.client = Some(caller.client.clone());
-    let response = match Route::of(req.uri().path()) {
-        Route::Git => pipeline::git(runtime, &caller, req, request_id, summary).await?,
-        Route::Api => crate::api::handle(runtime, &caller, req, request_id, summary).await?,
-        Route::Unknown => return Err(RequestError::NotFound),
+    let work = async {
+        match Route::of(req.uri().path()) {
+            Route::Git => pipeline::git(runtime, &caller, req, request_id, summary).await,
+            Route::Api => crate::api::handle(runtime, &caller, req, request_id, summary).await,
+            Route::Unknown => Err(RequestError::NotFound),
+        }
+    };
+    let response = if caller.method.is_forge() {
+        match clock.timeout(forge_left(), work).await {
+            Ok(outcome) => outcome?,
+            Err(_) => {
+                return Err(RequestError::Upstream(UpstreamError::Timeout {
+                    after: FORGE_ANSWER_WITHIN,
+                }))
+            }
+        }
+    } else {
+        work.await?
     };
     // Forge takes a 401 for a refused invocation token: the host's own 401 (the credential
     // patgate sent was refused) must reach a Forge caller as something else.
