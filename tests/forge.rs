@@ -148,6 +148,13 @@ fn fit(now: u64, principal: Option<&str>) -> String {
     jwt(&claims(now, principal), Alg::Rs256(0, KID1))
 }
 
+/// `fit(now, Some(ACCOUNT_A))` with its claims edited.
+fn edited(now: u64, edit: impl FnOnce(&mut Value)) -> String {
+    let mut claims = claims(now, Some(ACCOUNT_A));
+    edit(&mut claims);
+    jwt(&claims, Alg::Rs256(0, KID1))
+}
+
 // ---- the JWKS server and the egress proxy --------------------------------------------------
 
 /// An HTTPS server on 127.0.0.1 serving a JWKS document the test changes.
@@ -239,6 +246,14 @@ struct Setup {
     client_certificate: &'static str,
     /// More keys in `[api]`.
     api: String,
+    /// More keys in `[forge]` (e.g. `leeway_seconds`).
+    forge: String,
+    /// Which installations the app allows (`installation_ids` and/or `cloud_ids`).
+    allowed: String,
+    /// More keys in the app's `[[forge.apps]]` (e.g. `signature_keyids`).
+    app: String,
+    /// More TOML after `[forge]` (e.g. `[rate_limits.client]`).
+    extra: String,
 }
 
 impl Default for Setup {
@@ -249,6 +264,10 @@ impl Default for Setup {
             require_user_pat: true,
             client_certificate: "optional",
             api: String::new(),
+            forge: String::new(),
+            allowed: format!("installation_ids = [\"{INSTALLATION}\"]\n"),
+            app: String::new(),
+            extra: String::new(),
         }
     }
 }
@@ -285,8 +304,8 @@ async fn start_with(ca: Arc<DevCa>, setup: Setup) -> Forge {
             setup.client_certificate, setup.api
         ),
         extra_toml: format!(
-            "[forge]\n{source}[[forge.apps]]\nid = \"{APP_ID}\"\ninstallation_ids = [\"{INSTALLATION}\"]\nrequire_signature = {}\n",
-            setup.require_signature
+            "[forge]\n{source}{}[[forge.apps]]\nid = \"{APP_ID}\"\n{}require_signature = {}\n{}{}",
+            setup.forge, setup.allowed, setup.require_signature, setup.app, setup.extra
         ),
         ..Options::default()
     };
@@ -368,6 +387,22 @@ fn refused(forge: &Forge, response: &Response<Bytes>, status: u16, code: &str) {
     assert!(
         forge.host.requests().is_empty(),
         "the host received {:?}",
+        forge.host.requests()
+    );
+}
+
+/// [`refused`], for one case of a table: a failure names the case.
+#[track_caller]
+fn refused_case(forge: &Forge, case: &str, response: &Response<Bytes>, status: u16, code: &str) {
+    assert_eq!(
+        (response.status().as_u16(), problem_code(response).as_str()),
+        (status, code),
+        "{case}: {}",
+        String::from_utf8_lossy(response.body())
+    );
+    assert!(
+        forge.host.requests().is_empty(),
+        "{case}: the host received {:?}",
         forge.host.requests()
     );
 }
@@ -493,16 +528,9 @@ async fn tokens_that_are_not_valid_are_refused_with_401() {
             "forge-token-invalid",
         ),
         (
-            "HS256 with the RSA public key",
+            // The one HS* case: every HS256 token stops at the algorithm, whatever the secret.
+            "HS256 with the RSA public key as the HMAC secret",
             jwt(&claims(now, Some(ACCOUNT_A)), Alg::Hs256(public_der, KID1)),
-            "forge-token-invalid",
-        ),
-        (
-            "HS256 with the JWK's n",
-            jwt(
-                &claims(now, Some(ACCOUNT_A)),
-                Alg::Hs256(rsa_key(0).n().to_bytes_be(), KID1),
-            ),
             "forge-token-invalid",
         ),
         (
@@ -513,14 +541,55 @@ async fn tokens_that_are_not_valid_are_refused_with_401() {
     ];
     for (case, token, code) in cases {
         let response = forge.read(&token).await;
+        refused_case(&forge, case, &response, 401, code);
+    }
+}
+
+#[tokio::test]
+async fn the_default_leeway_of_five_seconds_is_the_edge() {
+    // `forge.leeway_seconds` is not set: the documented default, 5 s, applies to `exp`,
+    // `nbf` and `iat`. The gateway's clock stands still, so the edges are exact.
+    let forge = start(Setup::default()).await;
+    let now = forge.now();
+    let at = |exp: u64, nbf: u64, iat: u64| {
+        edited(now, |c| {
+            c["exp"] = json!(exp);
+            c["nbf"] = json!(nbf);
+            c["iat"] = json!(iat);
+        })
+    };
+    let accepted = [
+        ("expired 2 s ago", at(now - 2, now - 27, now - 27)),
+        ("expired 5 s ago", at(now - 5, now - 30, now - 30)),
+        ("iat 5 s ahead", at(now + 25, now, now + 5)),
+        ("nbf 5 s ahead", at(now + 30, now + 5, now)),
+    ];
+    for (i, (case, token)) in accepted.iter().enumerate() {
+        let response = forge.read(token).await;
         assert_eq!(
-            (response.status().as_u16(), problem_code(&response).as_str()),
-            (401, code),
+            response.status(),
+            StatusCode::OK,
             "{case}: {}",
             String::from_utf8_lossy(response.body())
         );
+        assert_eq!(forge.host.requests().len(), i + 1, "{case}");
     }
-    assert!(forge.host.requests().is_empty());
+    forge.host.requests.lock().unwrap().clear();
+    for (case, token) in [
+        ("expired 6 s ago", at(now - 6, now - 31, now - 31)),
+        ("expired 10 s ago", at(now - 10, now - 35, now - 35)),
+        (
+            "only iat in the future, 6 s ahead",
+            at(now + 25, now, now + 6),
+        ),
+        (
+            "only nbf in the future, 6 s ahead",
+            at(now + 31, now + 6, now),
+        ),
+    ] {
+        let response = forge.read(&token).await;
+        refused_case(&forge, case, &response, 401, "forge-token-expired");
+    }
 }
 
 #[tokio::test]
@@ -536,6 +605,60 @@ async fn another_installation_or_environment_is_403() {
     development["app"]["environment"]["type"] = json!("DEVELOPMENT");
     let response = forge.read(&jwt(&development, Alg::Rs256(0, KID1))).await;
     refused(&forge, &response, 403, "forge-installation-not-allowed");
+}
+
+/// The Jira site of [`claims`].
+const CLOUD_ID: &str = "5e3b6c2d-0000-4000-8000-00000000cafe";
+const OTHER_CLOUD_ID: &str = "9a7f3e1d-0000-4000-8000-00000000beef";
+
+/// A FIT of the app installed on the site `cloud`, its installation's contexts `contexts`.
+fn on_site(now: u64, cloud: &str, contexts: Value) -> String {
+    edited(now, |c| {
+        c["app"]["installation"]["contexts"] = contexts;
+        c["app"]["apiBaseUrl"] = json!(format!("https://api.atlassian.com/ex/jira/{cloud}"));
+        c["context"]["cloudId"] = json!(cloud);
+    })
+}
+
+#[tokio::test]
+async fn an_app_allowed_by_cloud_id_takes_that_site_only() {
+    let forge = start(Setup {
+        allowed: format!("cloud_ids = [\"{CLOUD_ID}\"]\n"),
+        ..Setup::default()
+    })
+    .await;
+    let now = forge.now();
+    // No installation id is allowed: only the site, named by an installation context as an
+    // ARI or as an object with `cloudId`, lets the token in.
+    let site = |cloud: &str| json!([format!("ari:cloud:jira::site/{cloud}")]);
+    let object = |cloud: &str| json!([{ "cloudId": cloud }]);
+    for (i, (case, contexts)) in [("site ARI", site(CLOUD_ID)), ("object", object(CLOUD_ID))]
+        .into_iter()
+        .enumerate()
+    {
+        let response = forge.read(&on_site(now, CLOUD_ID, contexts)).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "{case}: {}",
+            String::from_utf8_lossy(response.body())
+        );
+        assert_eq!(forge.host.requests().len(), i + 1, "{case}");
+    }
+    forge.host.requests.lock().unwrap().clear();
+    for (case, contexts) in [
+        ("another site's ARI", site(OTHER_CLOUD_ID)),
+        ("another site's object", object(OTHER_CLOUD_ID)),
+    ] {
+        let response = forge.read(&on_site(now, OTHER_CLOUD_ID, contexts)).await;
+        refused_case(
+            &forge,
+            case,
+            &response,
+            403,
+            "forge-installation-not-allowed",
+        );
+    }
 }
 
 #[tokio::test]
@@ -568,6 +691,99 @@ async fn the_principal_is_the_acting_user() {
     let response = forge.client.send(&pat_status(ACCOUNT_A)).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(json(&response)["configured"], true, "{:?}", json(&response));
+}
+
+#[tokio::test]
+async fn a_forge_caller_stores_a_pat_for_its_principal_only() {
+    const NEW_PAT_A: &str = "ghp_UserANewPatDoNotLeak0123456789abcdef";
+    let forge = start(Setup::default()).await;
+    forge.host.add_user(NEW_PAT_A, "alice", "repo");
+    let now = forge.now();
+    // A's token, A in Patgate-Account, a PUT of the PAT of `of`.
+    let put = |of: &str, pat: &str| Outgoing {
+        account: Some(ACCOUNT_A.into()),
+        ..forge.with_token(forge.gw.put_pat(of, pat), &fit(now, Some(ACCOUNT_A)))
+    };
+    // Another user's PAT: refused before the host is asked to check it.
+    let response = forge.client.send(&put(ACCOUNT_B, PAT_B)).await.unwrap();
+    refused(&forge, &response, 403, "forge-account-mismatch");
+    // B still has none.
+    let response = forge
+        .create_branch(Some(ACCOUNT_B), &fit(now, Some(ACCOUNT_B)))
+        .await;
+    refused(&forge, &response, 403, "user-pat-required");
+    // The principal's own: checked with the host, stored, and used for A's next action.
+    let response = forge.client.send(&put(ACCOUNT_A, NEW_PAT_A)).await.unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(response.body())
+    );
+    assert_eq!(
+        forge.host.last().authorization(),
+        Some(format!("Bearer {NEW_PAT_A}").as_str())
+    );
+    let response = forge
+        .create_branch(Some(ACCOUNT_A), &fit(now, Some(ACCOUNT_A)))
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(response.headers()["patgate-credential"], "user");
+    assert_eq!(
+        forge.host.last().authorization(),
+        Some(format!("Bearer {NEW_PAT_A}").as_str())
+    );
+}
+
+#[tokio::test]
+async fn the_client_tier_counts_per_app_installation() {
+    let forge = start(Setup {
+        allowed: format!("installation_ids = [\"{INSTALLATION}\", \"{OTHER_INSTALLATION}\"]\n"),
+        extra: "[rate_limits.client]\nreads = { requests = 2, window_seconds = 60 }\n".into(),
+        ..Setup::default()
+    })
+    .await;
+    let now = forge.now();
+    for _ in 0..2 {
+        assert_eq!(
+            forge.read(&fit(now, Some(ACCOUNT_A))).await.status(),
+            StatusCode::OK
+        );
+    }
+    // The third read of this installation, for A, then as a system call: one client.
+    let system = forge.with_token(
+        forge.gw.get("/git/ghe/api/v3/repos/acme/api/branches"),
+        &fit(now, None),
+    );
+    for (case, response) in [
+        ("for A", forge.read(&fit(now, Some(ACCOUNT_A))).await),
+        ("system call", forge.client.send(&system).await.unwrap()),
+    ] {
+        assert_eq!(
+            (response.status().as_u16(), problem_code(&response).as_str()),
+            (429, "rate-limited"),
+            "{case}: {}",
+            String::from_utf8_lossy(response.body())
+        );
+        assert_eq!(
+            response.headers()["ratelimit-policy"],
+            "\"client-reads\";q=2;w=60",
+            "{case}"
+        );
+        assert_eq!(forge.host.requests().len(), 2, "{case} reached the host");
+    }
+    assert!(forge
+        .gw
+        .metrics()
+        .await
+        .contains("patgate_rate_limited_total{tier=\"client\",shadow=\"false\"} 2\n"));
+    // Another installation of the same app is another client.
+    let mut elsewhere = claims(now, Some(ACCOUNT_A));
+    elsewhere["app"]["installationId"] = json!(OTHER_INSTALLATION);
+    elsewhere["app"]["installation"]["id"] = json!(OTHER_INSTALLATION);
+    let response = forge.read(&jwt(&elsewhere, Alg::Rs256(0, KID1))).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(forge.host.requests().len(), 3);
 }
 
 #[tokio::test]
@@ -676,6 +892,44 @@ async fn a_tampered_body_is_refused_by_the_signature_not_with_401() {
 }
 
 #[tokio::test]
+async fn signature_keyids_refuse_another_app_key() {
+    // The app signs with the HMAC key only; the Ed25519 key is configured in [[app_keys]]
+    // (the Connect-era app's) but not this app's.
+    let forge = start(Setup {
+        app: format!("signature_keyids = [\"{HMAC_KEYID}\"]\n"),
+        ..Setup::default()
+    })
+    .await;
+    let now = forge.now();
+    let response = forge.read(&fit(now, Some(ACCOUNT_A))).await;
+    refused(&forge, &response, 403, "forge-signature-invalid");
+    assert!(
+        String::from_utf8_lossy(response.body()).contains("signature_keyids"),
+        "{}",
+        String::from_utf8_lossy(response.body())
+    );
+    let hmac =
+        SignedClient::without_certificate(&forge.gw.path("ca.pem"), forge.gw.hmac_key(), false)
+            .unwrap()
+            .with_clock(forge.gw.clock.clone());
+    let out = Outgoing {
+        account: Some(ACCOUNT_A.into()),
+        ..forge.with_token(
+            forge.gw.get("/git/ghe/api/v3/repos/acme/api/branches"),
+            &fit(now, Some(ACCOUNT_A)),
+        )
+    };
+    let response = hmac.send(&out).await.unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(response.body())
+    );
+    assert_eq!(forge.host.requests().len(), 1);
+}
+
+#[tokio::test]
 async fn without_the_signature_a_token_carries_one_request_of_any_shape() {
     let forge = start(Setup {
         require_signature: false,
@@ -695,7 +949,8 @@ async fn without_the_signature_a_token_carries_one_request_of_any_shape() {
     let response = forge.unsigned(out).await;
     assert_eq!(response.status(), StatusCode::CREATED);
     assert_eq!(forge.host.last().body.as_ref(), tampered);
-    // ... once: the same token for another request (or the same one again) is refused.
+    // ... once: any later request with the same token is refused, here a create branch
+    // with the app's own body, then a read.
     forge.host.requests.lock().unwrap().clear();
     let response = forge
         .unsigned(forge.with_token(forge.gw.create_branch(Some(ACCOUNT_A)), &token))
@@ -769,6 +1024,29 @@ async fn with_require_user_pat_off_actions_use_the_integration_account() {
 }
 
 #[tokio::test]
+async fn a_system_call_reads_with_the_integration_token() {
+    let forge = start(Setup::default()).await;
+    // No principal, so no Patgate-Account: the app itself reads.
+    let out = forge.with_token(
+        forge.gw.get("/git/ghe/api/v3/repos/acme/api/branches"),
+        &fit(forge.now(), None),
+    );
+    let response = forge.client.send(&out).await.unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(response.body())
+    );
+    assert_eq!(response.headers()["patgate-credential"], "integration");
+    assert_eq!(forge.host.requests().len(), 1);
+    assert_eq!(
+        forge.host.last().authorization(),
+        Some(format!("Bearer {INTEGRATION_TOKEN}").as_str())
+    );
+}
+
+#[tokio::test]
 async fn the_hosts_401_reaches_a_forge_caller_as_403() {
     let forge = start(Setup::default()).await;
     // Refused with the user's PAT: the user is asked for a new one (never a 401).
@@ -821,10 +1099,58 @@ async fn source_ranges_close_other_addresses() {
 }
 
 #[tokio::test]
+async fn the_listener_says_at_start_where_forge_calls_may_come_from() {
+    let logs = logs::global("debug");
+    // The line is logged before the listener accepts: once a call is answered, it is there.
+    let ranges = start(Setup {
+        api: "forge_source_cidrs = [\"127.0.0.0/8\", \"203.0.113.77/32\"]\n".into(),
+        ..Setup::default()
+    })
+    .await;
+    assert_eq!(
+        ranges
+            .read(&fit(ranges.now(), Some(ACCOUNT_A)))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let lines = logs.lines(&[
+        "takes Forge calls without a client certificate from these ranges only",
+        "sources=127.0.0.0/8,203.0.113.77/32",
+    ]);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("INFO") && lines[0].contains("client_certificate=\"optional\""),
+        "{}",
+        lines[0]
+    );
+    // Without ranges, a warning. It names no listener, and other gateways of this binary
+    // log it too: this checks its level and wording.
+    let any = start(Setup {
+        client_certificate: "none",
+        ..Setup::default()
+    })
+    .await;
+    assert_eq!(
+        any.read(&fit(any.now(), Some(ACCOUNT_A))).await.status(),
+        StatusCode::OK
+    );
+    let lines = logs.lines(&[
+        "WARN",
+        "client_certificate=\"none\"",
+        "takes Forge calls without a client certificate from any address (api.forge_source_cidrs is empty)",
+    ]);
+    assert!(!lines.is_empty(), "{}", logs.text());
+}
+
+#[tokio::test]
 async fn a_new_key_in_the_pinned_file_counts_after_a_reload() {
     let forge = start(Setup::default()).await;
     let now = forge.now();
     let new = jwt(&claims(now, Some(ACCOUNT_A)), Alg::Rs256(1, KID2));
+    // Precondition of the reload check below, not a case of its own (the unknown kid is one
+    // of `tokens_that_are_not_valid_are_refused_with_401`): before the reload the new key's
+    // token is refused, so its 200 after the reload is the reload's doing.
     refused(&forge, &forge.read(&new).await, 401, "forge-token-invalid");
     // Both keys, then the new one alone.
     write(forge.gw.dir.path(), FILE, &jwks(&[(KID1, 0), (KID2, 1)]));
@@ -912,6 +1238,56 @@ async fn the_url_is_fetched_again_for_an_unknown_kid_once_per_cooldown() {
         .metrics()
         .await
         .contains("patgate_forge_jwks_fetches_total{result=\"ok\"} 3"));
+}
+
+#[tokio::test]
+async fn the_url_is_fetched_again_once_the_set_is_older_than_its_max_age() {
+    let ca = Arc::new(DevCa::generate("patgate test CA").unwrap());
+    let server = JwksServer::start(&ca, jwks(&[(KID1, 0)])).await;
+    let forge = start_with(
+        ca,
+        Setup {
+            keys: Keys::Url(server.url(), None),
+            forge: "jwks_max_age_seconds = 120\n".into(),
+            ..Setup::default()
+        },
+    )
+    .await;
+    assert_eq!(server.fetches(), 1, "fetched at start");
+    // Rotation at Atlassian; nothing asks for the new kid.
+    server.serve(jwks(&[(KID2, 1)]));
+    // Past the cool-down, within the age: the set is kept, /ready fetches nothing.
+    forge.manual.advance(Duration::from_secs(61));
+    assert_eq!(
+        forge.gw.admin_request(Method::GET, "/ready").await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(server.fetches(), 1);
+    assert_eq!(
+        forge
+            .read(&fit(forge.now(), Some(ACCOUNT_A)))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    // Past the age: /ready fetches the set again, which replaces the old one.
+    forge.manual.advance(Duration::from_secs(60));
+    assert_eq!(
+        forge.gw.admin_request(Method::GET, "/ready").await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(server.fetches(), 2);
+    let now = forge.now();
+    let new = jwt(&claims(now, Some(ACCOUNT_A)), Alg::Rs256(1, KID2));
+    assert_eq!(forge.read(&new).await.status(), StatusCode::OK);
+    forge.host.requests.lock().unwrap().clear();
+    refused(
+        &forge,
+        &forge.read(&fit(now, Some(ACCOUNT_A))).await,
+        401,
+        "forge-token-invalid",
+    );
+    assert_eq!(server.fetches(), 2, "no fetch within the cool-down");
 }
 
 #[tokio::test]
