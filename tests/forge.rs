@@ -1431,3 +1431,93 @@ async fn a_token_made_by_pyjwt_is_accepted() {
         Some(format!("Bearer {PAT_A}").as_str())
     );
 }
+
+/// A Forge caller's whole request gets 24 s, whatever it waits for: here a body that never
+/// arrives in full. The body's own deadline (`connections.body_read_timeout_ms`, 30 s) would
+/// answer 408 after Forge gave up (25 s); the app gets `504 upstream-timeout` first.
+#[tokio::test]
+async fn a_forge_call_is_answered_within_24_seconds_whatever_it_waits_for() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let forge = start(Setup::default()).await;
+    let out = forge.with_token(
+        forge.gw.create_branch(Some(ACCOUNT_A)),
+        &fit(forge.now(), Some(ACCOUNT_A)),
+    );
+    let body = out.body.clone().unwrap();
+    let request = forge.client.sign(&out).unwrap();
+    let mut head = format!(
+        "POST {} HTTP/1.1\r\nhost: localhost:{}\r\n",
+        request.uri().path_and_query().unwrap(),
+        forge.gw.addr.port()
+    );
+    for (name, value) in request.headers() {
+        head.push_str(&format!("{name}: {}\r\n", value.to_str().unwrap()));
+    }
+    if !request.headers().contains_key(http::header::CONTENT_LENGTH) {
+        head.push_str(&format!("content-length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+
+    // A TLS connection without a client certificate, as Forge makes.
+    let roots = patgate::tls::root_store(&forge.gw.path("ca.pem")).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(patgate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(forge.gw.addr).await.unwrap();
+    let mut conn = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    // The head and one byte of the body; the rest never comes.
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(&body[..1]).await.unwrap();
+    conn.flush().await.unwrap();
+
+    let started = forge.gw.clock.elapsed();
+    let mut answer = Vec::new();
+    let read = forge
+        .gw
+        .while_time_moves(Duration::from_millis(500), async {
+            let mut chunk = [0u8; 4096];
+            loop {
+                match conn.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        answer.extend_from_slice(&chunk[..n]);
+                        if let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let text = String::from_utf8_lossy(&answer);
+                            let length: usize = text
+                                .lines()
+                                .find_map(|l| {
+                                    l.to_ascii_lowercase()
+                                        .strip_prefix("content-length: ")
+                                        .map(|v| v.trim().parse().unwrap())
+                                })
+                                .unwrap_or(0);
+                            if answer.len() >= end + 4 + length {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            forge.gw.clock.elapsed()
+        });
+    let answered = tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("no answer while the clock moved");
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    assert!(text.starts_with("HTTP/1.1 504"), "{text}");
+    let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
+    let problem: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(problem["code"], "upstream-timeout", "{body}");
+    // Not before 24 s of the clock (and well before the body's own 30 s).
+    let waited = answered - started;
+    assert!(waited >= Duration::from_secs(24), "{waited:?}");
+    assert!(forge.host.requests().is_empty());
+}
