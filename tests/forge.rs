@@ -696,8 +696,9 @@ async fn the_principal_is_the_acting_user() {
 #[tokio::test]
 async fn a_forge_caller_stores_a_pat_for_its_principal_only() {
     const NEW_PAT_A: &str = "ghp_UserANewPatDoNotLeak0123456789abcdef";
+    let logs = logs::global("debug");
     let forge = start(Setup::default()).await;
-    forge.host.add_user(NEW_PAT_A, "alice", "repo");
+    forge.host.add_user(NEW_PAT_A, "alice-forge-put", "repo");
     let now = forge.now();
     // A's token, A in Patgate-Account, a PUT of the PAT of `of`.
     let put = |of: &str, pat: &str| Outgoing {
@@ -724,6 +725,19 @@ async fn a_forge_caller_stores_a_pat_for_its_principal_only() {
         forge.host.last().authorization(),
         Some(format!("Bearer {NEW_PAT_A}").as_str())
     );
+    // The audit event says how the caller was authenticated and who it was.
+    let stored = logs
+        .lines(&["event=\"pat-stored\"", "alice-forge-put"])
+        .join("\n");
+    assert!(
+        stored.contains("auth=\"forge-token+signature\""),
+        "{stored}"
+    );
+    assert!(
+        stored.contains("actor=\"forge:3f6c8e2a-1b7d-4c59-9a0e-5d2f7b8c1a44:7a1e0c55-2f4b-4d3e-8b6a-0c9d1e2f3a4b\" key_id=\"app-ed25519\""),
+        "{stored}"
+    );
+    assert!(!stored.contains(NEW_PAT_A), "{stored}");
     let response = forge
         .create_branch(Some(ACCOUNT_A), &fit(now, Some(ACCOUNT_A)))
         .await;
@@ -1520,4 +1534,22 @@ async fn a_forge_call_is_answered_within_24_seconds_whatever_it_waits_for() {
     let waited = answered - started;
     assert!(waited >= Duration::from_secs(24), "{waited:?}");
     assert!(forge.host.requests().is_empty());
+}
+
+/// Isolated Cloud is not supported (docs/protocol.md): an `icLabel` claim selects no other
+/// key set. A token carrying one verifies only with a key patgate was given; one signed by a
+/// key it does not hold is refused like any unknown key.
+#[tokio::test]
+async fn an_isolated_cloud_label_selects_no_other_key_set() {
+    let forge = start(Setup::default()).await;
+    let now = forge.now();
+    let with_label = |kid_key: Alg| {
+        let mut claims = claims(now, Some(ACCOUNT_A));
+        claims["icLabel"] = json!("ic-example");
+        jwt(&claims, kid_key)
+    };
+    let response = forge.read(&with_label(Alg::Rs256(1, KID2))).await;
+    refused(&forge, &response, 401, "forge-token-invalid");
+    let response = forge.read(&with_label(Alg::Rs256(0, KID1))).await;
+    assert_eq!(response.status(), StatusCode::OK, "{response:?}");
 }
