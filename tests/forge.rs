@@ -439,6 +439,14 @@ async fn a_valid_token_with_the_signature_reaches_the_host_without_forges_tokens
         .to_string();
     let line = logs.lines(&[&request_id, "patgate::access"]).join("\n");
     assert!(line.contains("auth=\"forge-token+signature\""), "{line}");
+    // Counted like any other caller's request.
+    let metrics = forge.gw.metrics().await;
+    assert!(
+        metrics.contains(
+            "patgate_requests_total{integration=\"ghe\",operation=\"read\",credential=\"integration\",status=\"200\"} 1"
+        ),
+        "{metrics}"
+    );
     assert!(
         line.contains("client=forge:3f6c8e2a-1b7d-4c59-9a0e-5d2f7b8c1a44:7a1e0c55"),
         "{line}"
