@@ -143,7 +143,8 @@ impl AppHost {
             return Err("iss");
         }
         // GitHub: iat a little in the past (clock drift), exp at most 10 minutes ahead.
-        if iat > now || now - iat > 120 || exp <= now || exp - iat > 600 || exp > now + 600 {
+        // patgate backdates iat by 60 s: a token whose iat is not at least 30 s old is refused here.
+        if iat + 30 > now || now - iat > 120 || exp <= now || exp - iat > 600 || exp > now + 600 {
             return Err("iat/exp");
         }
         Ok(())

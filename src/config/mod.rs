@@ -236,6 +236,28 @@ mod tests {
     }
 
     #[test]
+    fn a_pat_expiry_warning_past_a_year_is_refused() {
+        let with = |days: &str| {
+            parse(&MINIMAL.replace(
+                "kind = \"github\"",
+                &format!("kind = \"github\"\npat_expiry_warning_days = {days}"),
+            ))
+        };
+        assert_eq!(
+            with("365").unwrap().integrations[0].pat_expiry_warning,
+            std::time::Duration::from_secs(365 * 86_400)
+        );
+        assert_eq!(
+            with("0").unwrap().integrations[0].pat_expiry_warning,
+            std::time::Duration::ZERO
+        );
+        let err = with("366").unwrap_err();
+        assert_eq!(err.key, "integrations[0].pat_expiry_warning_days");
+        assert_eq!(err.reason, "must be 0 to 365");
+        assert!(with("-1").is_err());
+    }
+
+    #[test]
     fn unknown_kind_is_refused() {
         let err = parse(&MINIMAL.replace("\"github\"", "\"gitea\"")).unwrap_err();
         assert_eq!(err.key, "integrations[0].kind");
