@@ -653,6 +653,32 @@ async fn set_secret_stores_a_github_app_after_asking_the_host() {
 
     // Not a key at all: refused before the host is asked.
     let asked = host.seen().len();
+    // Without the App id or the installation id: refused, nothing asked.
+    for (ids, missing) in [
+        (
+            ["--type", "github-app", "--installation-id", "77"],
+            "--app-id",
+        ),
+        (
+            ["--type", "github-app", "--app-id", "4242"],
+            "--installation-id",
+        ),
+    ] {
+        let out = {
+            let config = config.clone();
+            let key = pem(app_key());
+            tokio::task::spawn_blocking(move || set_secret(&config, &ids, &key))
+                .await
+                .unwrap()
+        };
+        assert_eq!(out.status.code(), Some(1), "{}", output(&out));
+        assert!(
+            output(&out).contains(&format!("{missing} is required with --type github-app")),
+            "{}",
+            output(&out)
+        );
+        assert_eq!(host.seen().len(), asked);
+    }
     let out = cli(args(&[]), "-----BEGIN NOTHING-----\n".into())
         .await
         .unwrap();

@@ -921,6 +921,19 @@ mod tests {
             HeaderValue::from_static("partial-results; organizations=21955855,20582480"),
         );
         assert_eq!(gh.sso_authorization_url(StatusCode::FORBIDDEN, &h), None);
+        // Only an https URL is handed to the app (a link it shows a user).
+        for bad in [
+            "required; url=http://github.com/orgs/octo-org/sso",
+            "required; url=javascript:alert(1)",
+            "required; url=",
+        ] {
+            h.insert("x-github-sso", HeaderValue::from_static(bad));
+            assert_eq!(
+                gh.sso_authorization_url(StatusCode::FORBIDDEN, &h),
+                None,
+                "{bad}"
+            );
+        }
 
         for (value, at) in [
             ("2026-12-31 23:59:59 UTC", Some(1_798_761_599)),
