@@ -15,6 +15,10 @@
 //!   same error without asking GitHub again, so a wrong key does not turn each request into a
 //!   JWT exchange. A token that is still valid keeps serving while renewals fail.
 //! - Tokens live in memory only, never in the vault.
+//! - The App's record is decrypted only when a token must be minted: while the token in
+//!   memory is fresh and the vault's record is the one it was minted from (its
+//!   [`SecretStamp`], read from the clear header), requests and `/ready` use the token and
+//!   the private key stays sealed.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,7 +34,7 @@ use crate::hosts::HostIdentity;
 use crate::jwt::{KeyError, RsaSigningKey};
 use crate::metrics::{AppTokenLabels, IntegrationLabels, Metrics};
 use crate::upstream::Upstream;
-use crate::vault::Credential;
+use crate::vault::{Credential, SecretStamp};
 
 /// How long before `expires_at` a token is renewed.
 pub(crate) const RENEW_BEFORE: u64 = 5 * 60;
@@ -201,6 +205,10 @@ struct SlotKey {
 #[derive(Debug)]
 struct Slot {
     key: SlotKey,
+    /// The vault record the App was read from when its token was last asked for: while the
+    /// record is unchanged, [`AppTokens::fresh_for`] hands out the token without the App's
+    /// key being unsealed.
+    stamp: RwLock<Option<SecretStamp>>,
     current: RwLock<Option<Minted>>,
     /// Held while minting: one mint at a time. Holds the last failure, while it answers.
     minting: tokio::sync::Mutex<Option<Failure>>,
@@ -261,15 +269,33 @@ impl AppTokens {
         slot.clone()
     }
 
-    /// A token for `app`: the one in memory while it is fresh, else a new one (one mint at
-    /// a time; see the module).
+    /// The fresh token of `target`'s integration, if it was minted from the vault record
+    /// `stamp` names (so for the same App, installation and host): the App's key need not be
+    /// unsealed to use it.
+    pub(crate) fn fresh_for(&self, target: &Target<'_>, stamp: SecretStamp) -> Option<Lease> {
+        let slot = {
+            let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            slots.get(&target.integration.id)?.clone()
+        };
+        if slot.key.base_url != target.integration.base_url.to_string()
+            || *slot.stamp.read().unwrap_or_else(|p| p.into_inner()) != Some(stamp)
+        {
+            return None;
+        }
+        slot.lease(target.clock.unix_now(), fresh)
+    }
+
+    /// A token for `app`, read from the vault record `stamp` names: the one in memory while
+    /// it is fresh, else a new one (one mint at a time; see the module).
     pub(crate) async fn token(
         &self,
         target: &Target<'_>,
         app: &App<'_>,
+        stamp: SecretStamp,
         metrics: &Metrics,
     ) -> Result<Lease, Arc<AppTokenError>> {
         let slot = self.slot(target, app);
+        *slot.stamp.write().unwrap_or_else(|p| p.into_inner()) = Some(stamp);
         if let Some(lease) = slot.lease(target.clock.unix_now(), fresh) {
             return Ok(lease);
         }
@@ -287,10 +313,12 @@ impl AppTokens {
         &self,
         target: &Target<'_>,
         app: &App<'_>,
+        stamp: SecretStamp,
         refused: &Lease,
         metrics: &Metrics,
     ) -> Result<Lease, Arc<AppTokenError>> {
         let slot = self.slot(target, app);
+        *slot.stamp.write().unwrap_or_else(|p| p.into_inner()) = Some(stamp);
         let mut failure = slot.minting.lock().await;
         let now = target.clock.unix_now();
         if let Some(lease) = slot.lease(now, fresh) {
@@ -409,6 +437,7 @@ impl Slot {
     fn new(key: SlotKey) -> Arc<Slot> {
         Arc::new(Slot {
             key,
+            stamp: RwLock::new(None),
             current: RwLock::new(None),
             minting: tokio::sync::Mutex::new(None),
         })

@@ -801,3 +801,71 @@ async fn set_secret_stores_a_github_app_after_asking_the_host() {
         output(&check)
     );
 }
+
+/// The installation token in memory serves while the vault holds the App it was minted from
+/// (a new record of the same App changes nothing); a secret stored since, of another kind,
+/// goes at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_stored_since_the_token_was_minted_is_the_one_used() {
+    const REPLACED: &str = "ghp_ReplacedIntegrationTokenDoNotLeak0123";
+    let (gw, host, _setup) = app_gateway(app_credential(), true).await;
+    let client = gw.client();
+    assert_eq!(
+        client.send(&read(&gw)).await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(host.mints(), 1);
+    let first = host.issued()[0].clone();
+
+    // The admin stores the same App again: the token minted for it still serves.
+    gw.runtime
+        .vault()
+        .put_integration_secret("ghe", &app_credential())
+        .await
+        .unwrap();
+    assert_eq!(
+        client.send(&read(&gw)).await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(host.mints(), 1);
+    assert_eq!(forwarded(&host).last().unwrap().2, bearer(&first));
+
+    // Another installation of the App: the token of installation 77 is not used for it. (This
+    // host knows only 77, so the mint for 78 is refused and the app gets 503.)
+    gw.runtime
+        .vault()
+        .put_integration_secret(
+            "ghe",
+            &Credential::GithubApp {
+                app_id: APP_ID,
+                installation_id: 78,
+                private_key: pem(app_key()).into(),
+            },
+        )
+        .await
+        .unwrap();
+    let forwarded_before = forwarded(&host).len();
+    let response = client.send(&read(&gw)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(forwarded(&host).len(), forwarded_before);
+    assert_eq!(
+        host.seen().last().unwrap().path,
+        "/api/v3/app/installations/78/access_tokens"
+    );
+
+    // The admin replaces the App with a token: that token goes with the next request.
+    host.valid.lock().unwrap().insert(REPLACED.to_string());
+    gw.runtime
+        .vault()
+        .put_integration_secret("ghe", &Credential::Token(REPLACED.to_string().into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        client.send(&read(&gw)).await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(forwarded(&host).last().unwrap().2, bearer(REPLACED));
+    // The mint for 77 and the refused one for 78: none for the token.
+    assert_eq!(host.mints(), 2);
+    gw.stop().await;
+}

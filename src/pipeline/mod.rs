@@ -38,7 +38,7 @@ use crate::inbound;
 use crate::policy::{self, Decision, Facts, Operation};
 use crate::ratelimit::{self, HoldCredential};
 use crate::runtime::{IntegrationRuntime, Runtime};
-use crate::vault::{Credential, PatMeta};
+use crate::vault::{Credential, PatMeta, SecretStamp};
 
 pub(crate) use summary::Summary;
 
@@ -241,13 +241,14 @@ pub(crate) fn setup_url(
 }
 
 /// The credential to send with: refused while the host holds it, else the user's PAT (its
-/// use recorded; with what the vault knows of it) or the integration's secret from the vault.
+/// use recorded; with what the vault knows of it) or the integration's credential
+/// ([`integration_credential`]).
 pub(crate) async fn credential(
     runtime: &Runtime,
     integration: &IntegrationRuntime,
     account: Option<&AccountId>,
     decided: Decided,
-) -> Result<(Credential, Option<PatMeta>), RequestError> {
+) -> Result<(Credential, Option<PatMeta>, Option<AppUse>), RequestError> {
     let id = integration.id();
     let held = hold_credential(decided.decision, account);
     runtime
@@ -262,62 +263,95 @@ pub(crate) async fn credential(
                 .record(id, account.as_str(), runtime.clock().unix_now());
             decided
                 .user_pat
-                .map(|(credential, meta)| (credential, Some(meta)))
+                .map(|(credential, meta)| (credential, Some(meta), None))
+                .ok_or_else(|| RequestError::NoSecret(id.to_string()))
         }
-        _ => runtime
-            .vault()
-            .integration_secret(id)
-            .await?
-            .map(|credential| (credential, None)),
+        _ => integration_credential(runtime, integration)
+            .await
+            .map(|(credential, app)| (credential, None, app)),
     }
-    .ok_or_else(|| RequestError::NoSecret(id.to_string()))
 }
 
-/// A GitHub App integration account, exchanged for its installation token: the App (to
-/// renew with) and the lease of the token.
+/// The integration's credential as the host takes it: its secret from the vault, or for a
+/// GitHub App an installation token. While the token in memory is fresh and the vault's
+/// record is the one it was minted from, the token is used without decrypting the record:
+/// the App's private key is unsealed only to sign a JWT ([`crate::app_tokens`]).
+async fn integration_credential(
+    runtime: &Runtime,
+    integration: &IntegrationRuntime,
+) -> Result<(Credential, Option<AppUse>), RequestError> {
+    let id = integration.id();
+    if integration.config().kind == crate::config::HostKind::Github {
+        if let Some(stamp) = runtime.vault().integration_secret_stamp(id).await? {
+            if stamp.is_github_app() {
+                let target = integration.app_target();
+                if let Some(lease) = runtime.app_tokens().fresh_for(&target, stamp) {
+                    let token = lease.credential.clone();
+                    return Ok((token, Some(AppUse { lease })));
+                }
+            }
+        }
+    }
+    let (credential, stamp) = runtime
+        .vault()
+        .integration_secret_stamped(id)
+        .await?
+        .ok_or_else(|| RequestError::NoSecret(id.to_string()))?;
+    installation_token(runtime, integration, credential, stamp).await
+}
+
+/// A GitHub App integration account, exchanged for its installation token: the lease of the
+/// token (to renew exactly that one after a 401). The App itself is not kept: a renewal reads
+/// it again (another App stored meanwhile gets a slot, and a token, of its own).
 #[derive(Debug)]
 pub(crate) struct AppUse {
-    app: Credential,
     lease: Lease,
 }
 
-/// The credential as the host takes it: a GitHub App becomes its installation token
-/// ([`crate::app_tokens`]); anything else is sent as it is.
-pub(crate) async fn installation_token(
+/// The credential as the host takes it: a GitHub App (read from the vault record `stamp`
+/// names) becomes its installation token ([`crate::app_tokens`]); anything else is sent as
+/// it is.
+async fn installation_token(
     runtime: &Runtime,
     integration: &IntegrationRuntime,
     credential: Credential,
+    stamp: SecretStamp,
 ) -> Result<(Credential, Option<AppUse>), RequestError> {
     let Some(app) = App::of(&credential) else {
         return Ok((credential, None));
     };
     let lease = runtime
         .app_tokens()
-        .token(&integration.app_target(), &app, runtime.metrics())
+        .token(&integration.app_target(), &app, stamp, runtime.metrics())
         .await
         .map_err(RequestError::AppToken)?;
     let token = lease.credential.clone();
-    Ok((
-        token,
-        Some(AppUse {
-            app: credential,
-            lease,
-        }),
-    ))
+    Ok((token, Some(AppUse { lease })))
 }
 
-/// A new installation token after the host refused `used`'s (one attempt).
+/// A new installation token after the host refused `used`'s (one attempt). The App is read
+/// (and its key unsealed) to sign the new JWT; if the admin replaced the App meanwhile, the
+/// credential stored now is what goes.
 async fn renewed_installation_token(
     runtime: &Runtime,
     integration: &IntegrationRuntime,
     used: &AppUse,
 ) -> Result<Credential, RequestError> {
-    let app = App::of(&used.app).expect("an AppUse holds a GitHub App");
+    let id = integration.id();
+    let (credential, stamp) = runtime
+        .vault()
+        .integration_secret_stamped(id)
+        .await?
+        .ok_or_else(|| RequestError::NoSecret(id.to_string()))?;
+    let Some(app) = App::of(&credential) else {
+        return Ok(credential);
+    };
     let lease = runtime
         .app_tokens()
         .renew(
             &integration.app_target(),
             &app,
+            stamp,
             &used.lease,
             runtime.metrics(),
         )
@@ -366,9 +400,8 @@ pub(crate) async fn git(
     let decided = policy(runtime, caller, integration, account.as_ref(), operation).await?;
     let decision = decided.decision;
     summary.credential = Some(decision);
-    let (credential, user_pat) =
+    let (credential, user_pat, app) =
         credential(runtime, integration, account.as_ref(), decided).await?;
-    let (credential, app) = installation_token(runtime, integration, credential).await?;
     let again = app.as_ref().map(|_| read.clone());
     let outbound = |read, credential, user_pat| forward::Outbound {
         read,

@@ -420,8 +420,23 @@ impl Runtime {
             if integration.config.kind != HostKind::Github {
                 continue;
             }
-            let credential = match self.vault.integration_secret(integration.id()).await {
-                Ok(Some(credential @ Credential::GithubApp { .. })) => credential,
+            let target = integration.app_target();
+            // A fresh token minted from the record as it is now: the App's key stays sealed.
+            match self.vault.integration_secret_stamp(integration.id()).await {
+                Ok(Some(stamp)) if !stamp.is_github_app() => continue,
+                Ok(Some(stamp)) if self.app_tokens.fresh_for(&target, stamp).is_some() => continue,
+                Ok(_) => {}
+                Err(err) => {
+                    failing.push(format!("integration `{}`: {err}", integration.id()));
+                    continue;
+                }
+            }
+            let (credential, stamp) = match self
+                .vault
+                .integration_secret_stamped(integration.id())
+                .await
+            {
+                Ok(Some((credential @ Credential::GithubApp { .. }, stamp))) => (credential, stamp),
                 Ok(_) => continue,
                 Err(err) => {
                     failing.push(format!("integration `{}`: {err}", integration.id()));
@@ -431,8 +446,11 @@ impl Runtime {
             let Some(app) = app_tokens::App::of(&credential) else {
                 continue;
             };
-            let target = integration.app_target();
-            if let Err(err) = self.app_tokens.token(&target, &app, &self.metrics).await {
+            if let Err(err) = self
+                .app_tokens
+                .token(&target, &app, stamp, &self.metrics)
+                .await
+            {
                 failing.push(err.to_string());
             }
         }

@@ -59,6 +59,32 @@ pub use self::master_key::{
 pub use self::record::{PatMeta, PatRefusal, RecordId, MAX_ID_LEN};
 pub use self::rotation::Rotation;
 
+/// Which write of an integration's secret a record is, told without decrypting it: the key
+/// version and nonce it was sealed with (a fresh nonce at every write, a re-seal by a key
+/// rotation included) and whether it holds a GitHub App. What lets a GitHub App's installation
+/// token be reused while the App's key stays sealed ([`crate::app_tokens`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SecretStamp {
+    key_version: u32,
+    nonce: [u8; record::NONCE_LEN],
+    github_app: bool,
+}
+
+impl SecretStamp {
+    fn of(raw: &record::RawValue<'_>, kind: credential::CredentialKind) -> SecretStamp {
+        SecretStamp {
+            key_version: raw.key_version,
+            nonce: *raw.nonce,
+            github_app: kind == credential::CredentialKind::GithubApp,
+        }
+    }
+
+    /// Whether the record holds a GitHub App.
+    pub(crate) fn is_github_app(&self) -> bool {
+        self.github_app
+    }
+}
+
 use self::credential::CredentialKind;
 use self::crypto::Sealer;
 use self::record::{ClearMeta, Kind, RawValue, ValidId};
@@ -552,6 +578,53 @@ impl Vault {
             self.decrypt(keys, raw, aad.as_ref(), meta.kind, id)
         })
         .await
+    }
+
+    /// The integration's secret with the [`SecretStamp`] of the record it was read from (one
+    /// read: the stamp is that credential's).
+    pub(crate) async fn integration_secret_stamped(
+        &self,
+        integration: &str,
+    ) -> Result<Option<(Credential, SecretStamp)>, VaultError> {
+        let integration = record::validate_id("integration", integration)?;
+        let id = || RecordId::IntegrationSecret {
+            integration: integration.as_str().to_string(),
+        };
+        self.read_sealed(record::secret_key(integration).as_ref(), id, |keys, raw| {
+            let meta = self.clear_meta(raw, id)?;
+            let aad = record::aad(
+                Kind::IntegrationSecret,
+                integration.as_str(),
+                "",
+                raw.key_version,
+            );
+            let credential = self.decrypt(keys, raw, aad.as_ref(), meta.kind, id)?;
+            Ok((credential, SecretStamp::of(raw, meta.kind)))
+        })
+        .await
+    }
+
+    /// The [`SecretStamp`] of the integration's secret as stored now, read from its clear
+    /// header and metadata: nothing is decrypted.
+    pub(crate) async fn integration_secret_stamp(
+        &self,
+        integration: &str,
+    ) -> Result<Option<SecretStamp>, VaultError> {
+        let integration = record::validate_id("integration", integration)?;
+        let id = || RecordId::IntegrationSecret {
+            integration: integration.as_str().to_string(),
+        };
+        let Some(value) = self
+            .store()
+            .get(Space::Records, record::secret_key(integration).as_ref())
+            .await
+            .map_err(|e| self.storage(e))?
+        else {
+            return Ok(None);
+        };
+        let raw = self.parse(&value, id)?;
+        let meta = self.clear_meta(&raw, id)?;
+        Ok(Some(SecretStamp::of(&raw, meta.kind)))
     }
 
     /// Whether an integration's shared secret is stored (nothing is decrypted).
