@@ -20,6 +20,8 @@ struct Kind {
     create_branch: fn(&Gateway) -> Outgoing,
     /// The header the host saw the PAT in, as the host received it.
     carried: fn(&Recorded) -> Option<String>,
+    /// More keys for the integration (a TFS release, so none is detected).
+    integration_toml: &'static str,
 }
 
 fn github_branch(gw: &Gateway) -> Outgoing {
@@ -48,12 +50,13 @@ fn azure_branch(gw: &Gateway) -> Outgoing {
     }
 }
 
-const KINDS: [Kind; 3] = [
+const KINDS: [Kind; 4] = [
     Kind {
         kind: "github",
         base_path: "",
         create_branch: github_branch,
         carried: |seen| seen.authorization().map(str::to_string),
+        integration_toml: "",
     },
     Kind {
         kind: "gitlab",
@@ -64,12 +67,21 @@ const KINDS: [Kind; 3] = [
                 .get("private-token")
                 .map(|v| format!("PRIVATE-TOKEN {}", v.to_str().unwrap()))
         },
+        integration_toml: "",
     },
     Kind {
         kind: "azure-devops",
         base_path: "/fabrikam",
         create_branch: azure_branch,
         carried: |seen| seen.authorization().map(str::to_string),
+        integration_toml: "",
+    },
+    Kind {
+        kind: "tfs",
+        base_path: "/tfs/DefaultCollection",
+        create_branch: azure_branch,
+        carried: |seen| seen.authorization().map(str::to_string),
+        integration_toml: "version = 2022",
     },
 ];
 
@@ -79,6 +91,7 @@ async fn start(kind: &Kind, clock: Option<ManualClock>) -> (Gateway, RecordingHo
     let opts = Options {
         kind: kind.kind,
         base_url: Some(format!("{}{}", host.base_url(), kind.base_path)),
+        integration_toml: kind.integration_toml.into(),
         require_user_pat: true,
         connect_ttl_seconds: Some(600),
         clock,
@@ -146,6 +159,12 @@ async fn a_pat_the_host_refuses_is_marked_and_the_user_asked_for_a_new_one() {
         host.answer_next(StatusCode::UNAUTHORIZED, &[]);
         let response = client.send(&(kind.create_branch)(&gw)).await.unwrap();
         assert_eq!(response.status(), StatusCode::FORBIDDEN, "{}", kind.kind);
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json",
+            "{}",
+            kind.kind
+        );
         let problem = body(&response);
         assert_eq!(problem["code"], "user-pat-refused", "{}", kind.kind);
         let setup = problem["setup_url"].as_str().unwrap();
@@ -153,11 +172,17 @@ async fn a_pat_the_host_refuses_is_marked_and_the_user_asked_for_a_new_one() {
         // The host got the request once, with the user's PAT; nothing of its answer passes.
         assert_eq!(host.requests().len(), before + 1);
         let seen = host.last();
+        assert_eq!(seen.method, Method::POST, "{}", kind.kind);
         let carried = (kind.carried)(&seen).unwrap();
         match kind.kind {
             "gitlab" => assert_eq!(carried, format!("PRIVATE-TOKEN {PAT_A}")),
             "github" => assert_eq!(carried, format!("Bearer {PAT_A}")),
-            _ => assert!(carried.starts_with("Basic "), "{carried}"),
+            // Azure DevOps and TFS: Basic with an empty user name and the PAT.
+            _ => {
+                use base64::Engine as _;
+                let basic = base64::engine::general_purpose::STANDARD.encode(format!(":{PAT_A}"));
+                assert_eq!(carried, format!("Basic {basic}"), "{}", kind.kind);
+            }
         }
         assert!(!String::from_utf8_lossy(response.body()).contains("scripted answer"));
 
