@@ -433,6 +433,7 @@ async fn installation_tokens_are_minted_once_and_renewed_before_expiry_under_loa
 
 #[tokio::test]
 async fn a_refused_token_is_renewed_once_and_a_failed_renewal_is_a_clear_503() {
+    let logs = logs::global("trace");
     let (gw, host, _setup) = app_gateway(app_credential(), false).await;
     let client = gw.client();
     assert_eq!(
@@ -490,6 +491,25 @@ async fn a_refused_token_is_renewed_once_and_a_failed_renewal_is_a_clear_503() {
         ]
     );
     assert_eq!(host.seen()[seen_before].authorization, bearer(&second));
+    // The log says so, naming the integration, the App and the host's answer; no token and
+    // no key in any line.
+    let warned = logs
+        .lines(&[
+            "could not get a GitHub App installation token",
+            "integration=ghe",
+        ])
+        .into_iter()
+        .filter(|l| l.contains(&format!("installation {INSTALLATION_ID}")) && l.contains("404"))
+        .count();
+    assert!(warned >= 1, "{}", logs.text());
+    let text = logs.text();
+    for secret in [first.as_str(), second.as_str()] {
+        assert!(!text.contains(secret), "a token is in the logs");
+    }
+    assert!(
+        !text.contains(&key_fragment(&pem(app_key()))),
+        "the key is in the logs"
+    );
 
     // Within the retry interval a request answers the same without reaching the host.
     let seen_before = host.seen().len();
