@@ -946,9 +946,29 @@ async fn vault_list_at_a_terminal_is_a_table() {
 /// times, and `--integration` / `--account` filter both forms.
 #[tokio::test]
 async fn vault_list_prints_json_on_request_and_filters() {
+    // B's PAT expires at the end of 2026 (as the host said when it was stored).
+    const B_EXPIRES: u64 = 1_798_761_599;
     let (gw, _host) = Gateway::start(Options::default()).await;
     gw.store_pat(ACCOUNT_A, PAT_A).await;
-    gw.store_pat(ACCOUNT_B, PAT_B).await;
+    gw.runtime
+        .vault()
+        .put_user_pat(
+            "ghe",
+            ACCOUNT_B,
+            &patgate::vault::Credential::Token(PAT_B.to_string().into()),
+            &patgate::vault::PatMeta {
+                host_login: "test-b".into(),
+                scopes: vec!["repo".into()],
+                validated_at: 0,
+                created_at: 0,
+                updated_at: 0,
+                last_used_at: None,
+                refused: None,
+                expires_at: Some(B_EXPIRES),
+            },
+        )
+        .await
+        .unwrap();
     let config = gw.config_path.to_str().unwrap().to_string();
     let _dir = gw.dir.clone();
     gw.stop().await;
@@ -990,6 +1010,30 @@ async fn vault_list_prints_json_on_request_and_filters() {
         serde_json::from_str(&list(&["--json", "--account", ACCOUNT_B])).unwrap();
     assert_eq!(only_b.len(), 1);
     assert_eq!(only_b[0]["account"], ACCOUNT_B);
+    assert_eq!(
+        only_b[0]["expires_at"], "2026-12-31T23:59:59Z",
+        "{:?}",
+        only_b[0]
+    );
+    assert!(pat["expires_at"].is_null(), "{pat}");
+    // `pat status` says when it expires too (as the /v1 status answer does).
+    let out = patgate(
+        &[
+            "pat",
+            "status",
+            "--integration",
+            "ghe",
+            "--account",
+            ACCOUNT_B,
+            "--config",
+            &config,
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["expires_at"], "2026-12-31T23:59:59Z", "{status}");
+    assert!(!text(&out).contains(PAT_B));
     let table_b = list(&["--integration", "ghe", "--account", ACCOUNT_B]);
     assert_eq!(table_b.lines().count(), 2, "{table_b}");
     assert!(table_b.contains(ACCOUNT_B) && !table_b.contains(ACCOUNT_A));
