@@ -285,9 +285,17 @@ fn token_state(ctx: &PageContext<'_>, meta: &PatMeta) -> String {
     };
     let mut out = String::new();
     if let Some(refused) = meta.refused {
+        // Azure DevOps answers a token that lacks a scope the way it answers a revoked one
+        // (401; docs/protocol.md, the refusal table).
+        let why = match ctx.integration.config().kind {
+            crate::config::HostKind::AzureDevops | crate::config::HostKind::Tfs => {
+                "it has probably expired or been revoked, or it lacks the Code (Read &amp; write) scope (Azure DevOps answers all three the same way)"
+            }
+            _ => "it has probably expired or been revoked",
+        };
         let _ = write!(
             out,
-            "<p class=\"err\" id=\"token-refused\" role=\"alert\">The git host refused this token on {} (HTTP {}): it has probably expired or been revoked. \
+            "<p class=\"err\" id=\"token-refused\" role=\"alert\">The git host refused this token on {} (HTTP {}): {why}. \
 Make a new token and enter it below; actions that need your token fail until you do.</p>",
             date(refused.at),
             refused.host_status

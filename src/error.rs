@@ -455,7 +455,7 @@ pub(crate) enum RequestError {
     #[error("the git host answered 401 to the {credential} credential patgate sent{hint}", hint = if *credential == "user" { "; the user's PAT may be revoked or expired: they can replace it on the connect page" } else { "; an admin must check the integration's secret" })]
     HostUnauthorized { credential: &'static str },
     /// The host refused the user's PAT on an action (expired, revoked); the PAT is marked.
-    #[error("the git host answered {host_status} to this user's personal access token: it may have expired or been revoked. The user can enter a new one on the connect page{}", if setup_url.is_some() { " (setup_url)" } else { "" })]
+    #[error("the git host answered {host_status} to this user's personal access token: it may have expired or been revoked (Azure DevOps answers the same to a token without a scope it needs). The user can enter a new one on the connect page{}", if setup_url.is_some() { " (setup_url)" } else { "" })]
     UserPatRefused {
         host_status: u16,
         setup_url: Option<String>,

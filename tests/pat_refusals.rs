@@ -201,6 +201,13 @@ async fn a_pat_the_host_refuses_is_marked_and_the_user_asked_for_a_new_one() {
         );
         assert!(shown.contains("refused this token"), "{shown}");
         assert!(shown.contains("HTTP 401"), "{shown}");
+        // Azure DevOps and TFS answer a PAT without the scope it needs with 401 as well.
+        assert_eq!(
+            shown.contains("lacks the Code (Read &amp; write) scope"),
+            matches!(kind.kind, "azure-devops" | "tfs"),
+            "{}: {shown}",
+            kind.kind
+        );
 
         // Refused again: the first refusal's time stays.
         host.answer_next(StatusCode::UNAUTHORIZED, &[]);
