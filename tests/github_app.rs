@@ -82,6 +82,8 @@ struct Seen {
 #[derive(Debug)]
 struct AppHost {
     clock: Clock,
+    /// The API's root: `/api/v3` for GitHub Enterprise Server, empty for api.github.com.
+    prefix: &'static str,
     seen: Mutex<Vec<Seen>>,
     /// Installation tokens it issued, in order.
     issued: Mutex<Vec<String>>,
@@ -166,9 +168,9 @@ impl AppHost {
             authorization: authorization.clone(),
         });
         let bearer = authorization.strip_prefix("Bearer ").unwrap_or("");
-        let installation = format!("/api/v3/app/installations/{INSTALLATION_ID}");
+        let installation = format!("{}/app/installations/{INSTALLATION_ID}", self.prefix);
         let tokens = format!("{installation}/access_tokens");
-        if path.starts_with("/api/v3/app/") {
+        if path.starts_with(&format!("{}/app/", self.prefix)) {
             if let Err(why) = self.check_jwt(bearer) {
                 return respond(
                     StatusCode::UNAUTHORIZED,
@@ -236,12 +238,20 @@ fn respond(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
 
 /// Starts the App host; answers it and its base URL.
 async fn app_host(ca: &DevCa, clock: Clock) -> (Arc<AppHost>, String) {
-    let issued = ca.issue_server(&["localhost", "127.0.0.1"]).unwrap();
+    app_host_at(ca, clock, "/api/v3").await
+}
+
+/// [`app_host`] with its API at `prefix`; its certificate names api.github.com too.
+async fn app_host_at(ca: &DevCa, clock: Clock, prefix: &'static str) -> (Arc<AppHost>, String) {
+    let issued = ca
+        .issue_server(&["localhost", "127.0.0.1", "api.github.com"])
+        .unwrap();
     let acceptor = TlsAcceptor::from(Arc::new(server_config(&issued)));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let host = Arc::new(AppHost {
         clock,
+        prefix,
         seen: Mutex::default(),
         issued: Mutex::default(),
         valid: Mutex::default(),
@@ -309,7 +319,7 @@ fn bearer(token: &str) -> String {
 fn forwarded(host: &AppHost) -> Vec<(String, String, String)> {
     host.seen()
         .into_iter()
-        .filter(|s| !s.path.starts_with("/api/v3/app/"))
+        .filter(|s| !s.path.contains("/app/installations/"))
         .map(|s| (s.method, s.path, s.authorization))
         .collect()
 }
@@ -887,5 +897,65 @@ async fn a_secret_stored_since_the_token_was_minted_is_the_one_used() {
     assert_eq!(forwarded(&host).last().unwrap().2, bearer(REPLACED));
     // The mint for 77 and the refused one for 78: none for the token.
     assert_eq!(host.mints(), 2);
+    gw.stop().await;
+}
+
+/// On github.com the App's calls and the forwarded request go to api.github.com's root (no
+/// `/api/v3`), here through the integration's proxy to the stand-in.
+#[tokio::test]
+async fn a_github_com_app_mints_and_forwards_at_the_api_root() {
+    let clock = ManualClock::new();
+    let ca = Arc::new(DevCa::generate("patgate test CA").unwrap());
+    let unused = RecordingHost::start(&ca, HostMode::Normal).await;
+    let (host, base_url) = app_host_at(&ca, clock.clock(), "").await;
+    let port: u16 = base_url.rsplit(':').next().unwrap().parse().unwrap();
+    let (proxy, tunnels) = connect_proxy(Some(([127, 0, 0, 1], port).into())).await;
+    let setup = Setup::with_ca(
+        Arc::new(tempfile::tempdir().unwrap()),
+        ca,
+        &unused,
+        &Options {
+            base_url: Some("https://api.github.com".into()),
+            integration_toml: format!("proxy = \"http://{proxy}\""),
+            integration_secret: Some(app_credential()),
+            clock: Some(clock),
+            ..Options::default()
+        },
+    )
+    .await;
+    let gw = setup.start().await;
+    let response = gw
+        .client()
+        .send(&gw.get("/git/ghe/repos/acme/api/branches"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let seen = host.seen();
+    let mint = seen
+        .iter()
+        .find(|s| s.method == "POST")
+        .unwrap_or_else(|| panic!("{seen:?}"));
+    assert_eq!(
+        mint.path,
+        format!("/app/installations/{INSTALLATION_ID}/access_tokens")
+    );
+    assert!(mint.authorization.starts_with("Bearer ey"), "{seen:?}");
+    let first = host.issued()[0].clone();
+    assert_eq!(
+        forwarded(&host),
+        [(
+            "GET".to_string(),
+            "/repos/acme/api/branches".to_string(),
+            bearer(&first)
+        )]
+    );
+    let tunnels = tunnels.lock().unwrap().clone();
+    assert!(!tunnels.is_empty());
+    assert!(
+        tunnels
+            .iter()
+            .all(|line| line == "CONNECT api.github.com:443 HTTP/1.1"),
+        "{tunnels:?}"
+    );
     gw.stop().await;
 }
