@@ -362,3 +362,41 @@ async fn gitlab_expiry_is_asked_for_when_the_pat_is_stored() {
     assert_eq!(seen["expires_soon"], false);
     gw.stop().await;
 }
+
+/// `pat_expiry_warning_days` sets when "expires soon" starts; past the expiry the status,
+/// the page and the `expired` bucket say so.
+#[tokio::test]
+async fn the_warning_window_is_the_integrations_and_an_expired_pat_is_counted() {
+    let clock = ManualClock::new();
+    let now = clock.clock().unix_now();
+    let kind = Kind {
+        integration_toml: "pat_expiry_warning_days = 20",
+        ..KINDS[0]
+    };
+    let (gw, host) = start(&kind, Some(clock.clone())).await;
+    host.expiries
+        .lock()
+        .unwrap()
+        .insert(PAT_A.into(), now + 10 * DAY);
+    let response = gw
+        .client()
+        .send(&gw.put_pat(ACCOUNT_A, PAT_A))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    // Ten days left, inside a 20-day window (outside the default 7).
+    assert_eq!(status(&gw).await["expires_soon"], true);
+
+    clock.advance(std::time::Duration::from_secs(11 * DAY));
+    let seen = status(&gw).await;
+    assert_eq!(seen["expires_at"], rfc3339(now + 10 * DAY));
+    let shown = page(&gw, &link(&gw).await).await;
+    assert!(shown.contains("This token expired on"), "{shown}");
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains("patgate_user_pats_expiring{integration=\"ghe\",within=\"expired\"} 1"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(ACCOUNT_A));
+    gw.stop().await;
+}
