@@ -360,6 +360,39 @@ async fn gitlab_expiry_is_asked_for_when_the_pat_is_stored() {
     let seen = status(&gw).await;
     assert!(seen["expires_at"].is_null());
     assert_eq!(seen["expires_soon"], false);
+
+    // GitLab before 15.5 has no such endpoint (404): the PAT is stored, its expiry unknown.
+    host.gitlab_before_15_5
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    host.expiries
+        .lock()
+        .unwrap()
+        .insert(PAT_A.into(), 1_803_902_400 + 3_600);
+    let response = gw
+        .client()
+        .send(&gw.put_pat(ACCOUNT_A, PAT_A))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let asked = host.last();
+    assert!(
+        asked
+            .path_and_query
+            .ends_with("/api/v4/personal_access_tokens/self"),
+        "{asked:?}"
+    );
+    assert_eq!(
+        asked
+            .headers
+            .get("private-token")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        PAT_A
+    );
+    let seen = status(&gw).await;
+    assert!(seen["expires_at"].is_null(), "{seen}");
+    assert_eq!(seen["configured"], true);
     gw.stop().await;
 }
 

@@ -116,6 +116,8 @@ pub struct RecordingHost {
     /// `GitHub-Authentication-Token-Expiration`, GitLab's `/personal_access_tokens/self`
     /// says its `expires_at` date.
     pub expiries: Arc<Mutex<HashMap<String, u64>>>,
+    /// Answers like GitLab before 15.5, which has no `/personal_access_tokens/self` (404).
+    pub gitlab_before_15_5: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl RecordingHost {
@@ -135,6 +137,7 @@ impl RecordingHost {
             gate: Arc::new(tokio::sync::Semaphore::new(0)),
             scripted: Arc::default(),
             expiries: Arc::default(),
+            gitlab_before_15_5: Arc::default(),
         };
         host.add_user(INTEGRATION_TOKEN, "integration-bot", "repo");
         host.add_user(PAT_A, "alice", "repo, read:org");
@@ -247,6 +250,12 @@ impl RecordingHost {
             .ends_with("/api/v4/personal_access_tokens/self")
             && user.is_some()
         {
+            if self
+                .gitlab_before_15_5
+                .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                return respond(StatusCode::NOT_FOUND, &[], r#"{"error":"404 Not Found"}"#);
+            }
             let date = expiry.map(|at| rfc3339(at)[..10].to_string());
             return respond(
                 StatusCode::OK,
