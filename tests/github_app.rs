@@ -93,6 +93,8 @@ struct AppHost {
     refuse_mint: Mutex<Option<StatusCode>>,
     /// Mints wait for a permit while `hold_mints` is set.
     hold_mints: Mutex<bool>,
+    /// While set, the installation grants contents read only (no write).
+    read_only: Mutex<bool>,
     mint_gate: tokio::sync::Semaphore,
     mint_arrived: tokio::sync::Semaphore,
 }
@@ -178,6 +180,11 @@ impl AppHost {
                 );
             }
             if method == "GET" && path == installation {
+                let contents = if *self.read_only.lock().unwrap() {
+                    "read"
+                } else {
+                    "write"
+                };
                 return respond(
                     StatusCode::OK,
                     &serde_json::json!({
@@ -185,7 +192,7 @@ impl AppHost {
                         "app_id": APP_ID,
                         "app_slug": "jira-patgate",
                         "account": {"login": "acme", "type": "Organization"},
-                        "permissions": {"contents": "write", "metadata": "read", "pull_requests": "write"},
+                        "permissions": {"contents": contents, "metadata": "read", "pull_requests": "write"},
                         "repository_selection": "selected"
                     })
                     .to_string(),
@@ -257,6 +264,7 @@ async fn app_host_at(ca: &DevCa, clock: Clock, prefix: &'static str) -> (Arc<App
         valid: Mutex::default(),
         refuse_mint: Mutex::default(),
         hold_mints: Mutex::default(),
+        read_only: Mutex::default(),
         mint_gate: tokio::sync::Semaphore::new(0),
         mint_arrived: tokio::sync::Semaphore::new(0),
     });
@@ -715,6 +723,21 @@ async fn set_secret_stores_a_github_app_after_asking_the_host() {
     assert_eq!(out.status.code(), Some(1), "{}", output(&out));
     assert!(output(&out).contains("private key"), "{}", output(&out));
     assert_eq!(host.seen().len(), asked);
+
+    // An installation that grants no write on contents: refused, naming what it needs and
+    // what it has, and not stored.
+    *host.read_only.lock().unwrap() = true;
+    let out = cli(args(&[]), pem(app_key())).await.unwrap();
+    *host.read_only.lock().unwrap() = false;
+    assert_eq!(out.status.code(), Some(1), "{}", output(&out));
+    assert!(output(&out).contains("not stored"), "{}", output(&out));
+    assert!(
+        output(&out).contains("Contents: read and write") && output(&out).contains("contents:read"),
+        "{}",
+        output(&out)
+    );
+    assert!(!output(&out).contains(&key_fragment(&pem(app_key()))));
+    let asked = host.seen().len();
 
     // The App's key from a file: the installation is named, a token was minted.
     let key_file = dir.path().join("app.pem");
