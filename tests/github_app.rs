@@ -982,3 +982,49 @@ async fn a_github_com_app_mints_and_forwards_at_the_api_root() {
     );
     gw.stop().await;
 }
+
+/// A GitHub App is for `github` integrations only: on another kind it is refused before the
+/// host is asked or the vault opened.
+#[tokio::test]
+async fn a_github_app_on_a_gitlab_integration_is_refused() {
+    let ca = Arc::new(DevCa::generate("patgate test CA").unwrap());
+    let host = RecordingHost::start(&ca, HostMode::Normal).await;
+    let setup = Setup::with_ca(
+        Arc::new(tempfile::tempdir().unwrap()),
+        ca,
+        &host,
+        &Options {
+            kind: "gitlab",
+            ..Options::default()
+        },
+    )
+    .await;
+    let config = setup.config_path.to_str().unwrap().to_string();
+    let asked = host.requests().len();
+    let out = tokio::task::spawn_blocking(move || {
+        set_secret(
+            &config,
+            &[
+                "--type",
+                "github-app",
+                "--app-id",
+                "4242",
+                "--installation-id",
+                "77",
+            ],
+            &pem(app_key()),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", output(&out));
+    assert!(
+        output(&out).contains(
+            "integration `ghe` (gitlab): a github-app credential cannot be used with this host"
+        ),
+        "{}",
+        output(&out)
+    );
+    assert!(!output(&out).contains(&key_fragment(&pem(app_key()))));
+    assert_eq!(host.requests().len(), asked);
+}
