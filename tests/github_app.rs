@@ -810,6 +810,22 @@ async fn set_secret_stores_a_github_app_after_asking_the_host() {
         output(&out)
     );
     assert!(!output(&out).contains(&key_fragment(&pem(app_key()))));
+    // The same way with another App's key: the host refuses its JWT, nothing is stored, and
+    // the service goes on with the App it had.
+    let out = cli(args(&["--private-key-file", "-"]), pem(other_key()))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", output(&out));
+    assert!(
+        output(&out).contains("not stored") && output(&out).contains("401"),
+        "{}",
+        output(&out)
+    );
+    assert!(!output(&out).contains(&key_fragment(&pem(other_key()))));
+    assert_eq!(
+        gw.client().send(&read(&gw)).await.unwrap().status(),
+        StatusCode::OK
+    );
     gw.stop().await;
 
     // While the service is stopped, a wrong key in the vault makes `config check` fail.
