@@ -1044,3 +1044,64 @@ async fn a_github_app_on_a_gitlab_integration_is_refused() {
     assert!(!output(&out).contains(&key_fragment(&pem(app_key()))));
     assert_eq!(host.requests().len(), asked);
 }
+
+/// `patgate run` asks for the first installation token at start, before any request: when
+/// GitHub refuses, the log says so at once, naming the integration and the installation.
+#[tokio::test]
+async fn a_mint_that_fails_at_start_is_logged_naming_the_integration() {
+    use tokio::io::AsyncBufReadExt as _;
+    let ca = Arc::new(DevCa::generate("patgate test CA").unwrap());
+    let unused = RecordingHost::start(&ca, HostMode::Normal).await;
+    let (host, base_url) = app_host(&ca, Clock::system()).await;
+    *host.refuse_mint.lock().unwrap() = Some(StatusCode::NOT_FOUND);
+    let setup = Setup::with_ca(
+        Arc::new(tempfile::tempdir().unwrap()),
+        ca,
+        &unused,
+        &Options {
+            base_url: Some(base_url),
+            integration_secret: Some(app_credential()),
+            ..Options::default()
+        },
+    )
+    .await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_patgate"))
+        .args(["run", "--config", setup.config_path.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let warned = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            seen.push(line.clone());
+            if line.contains("WARN")
+                && line.contains("could not get a GitHub App installation token")
+            {
+                return line;
+            }
+        }
+        panic!("patgate run ended without the warning: {seen:#?}");
+    })
+    .await
+    .expect("no warning about the installation token at start");
+    assert!(warned.contains("integration=ghe"), "{warned}");
+    assert!(
+        warned.contains(&format!("installation {INSTALLATION_ID}")) && warned.contains("404"),
+        "{warned}"
+    );
+    assert!(!warned.contains(&key_fragment(&pem(app_key()))));
+    // Asked once, for the token; nothing else but the start's reachability probe (no
+    // credential).
+    assert_eq!(host.mints(), 1);
+    let others = forwarded(&host);
+    assert!(
+        others
+            .iter()
+            .all(|(method, _, auth)| method == "HEAD" && auth.is_empty()),
+        "{others:?}"
+    );
+    child.kill().await.unwrap();
+}
