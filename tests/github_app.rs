@@ -1105,3 +1105,43 @@ async fn a_mint_that_fails_at_start_is_logged_naming_the_integration() {
     );
     child.kill().await.unwrap();
 }
+
+/// Many requests refused with the same revoked token make one renewal between them: each
+/// goes again once, with the one new token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_refusals_of_one_token_share_one_renewal() {
+    let (gw, host, _setup) = app_gateway(app_credential(), false).await;
+    let client = gw.client();
+    assert_eq!(
+        client.send(&read(&gw)).await.unwrap().status(),
+        StatusCode::OK
+    );
+    let first = host.issued()[0].clone();
+    host.revoke(&first);
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..12 {
+        let client = client.clone();
+        let out = read(&gw);
+        requests.spawn(async move { client.send(&out).await.unwrap().status() });
+    }
+    while let Some(status) = requests.join_next().await {
+        assert_eq!(status.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(host.mints(), 2, "{:?}", host.seen());
+    let second = host.issued()[1].clone();
+    let sent = forwarded(&host);
+    // The first read, then each of the 12 once with the revoked token (all of them began
+    // with it) or not at all, and once with the new one.
+    let with_new = sent
+        .iter()
+        .filter(|(_, _, a)| *a == bearer(&second))
+        .count();
+    let with_old = sent[1..]
+        .iter()
+        .filter(|(_, _, a)| *a == bearer(&first))
+        .count();
+    assert_eq!(with_new, 12, "{sent:?}");
+    assert!(with_old <= 12, "{sent:?}");
+    assert_eq!(sent.len(), 1 + with_old + with_new, "{sent:?}");
+    gw.stop().await;
+}
