@@ -38,7 +38,7 @@ use crate::inbound;
 use crate::policy::{self, Decision, Facts, Operation};
 use crate::ratelimit::{self, HoldCredential};
 use crate::runtime::{IntegrationRuntime, Runtime};
-use crate::vault::{Credential, PatMeta, SecretStamp};
+use crate::vault::{Credential, PatMeta, SecretStamp, Stamped};
 
 pub(crate) use summary::Summary;
 
@@ -281,22 +281,32 @@ async fn integration_credential(
     integration: &IntegrationRuntime,
 ) -> Result<(Credential, Option<AppUse>), RequestError> {
     let id = integration.id();
-    if integration.config().kind == crate::config::HostKind::Github {
-        if let Some(stamp) = runtime.vault().integration_secret_stamp(id).await? {
-            if stamp.is_github_app() {
-                let target = integration.app_target();
-                if let Some(lease) = runtime.app_tokens().fresh_for(&target, stamp) {
-                    let token = lease.credential.clone();
-                    return Ok((token, Some(AppUse { lease })));
-                }
-            }
-        }
-    }
-    let (credential, stamp) = runtime
+    let target = integration.app_target();
+    let github = integration.config().kind == crate::config::HostKind::Github;
+    // One read of the record; decrypted only when no fresh token of this App serves.
+    let fresh = std::sync::OnceLock::new();
+    let stamped = runtime
         .vault()
-        .integration_secret_stamped(id)
+        .integration_secret_unless(id, |stamp| {
+            github
+                && stamp.is_github_app()
+                && fresh
+                    .get_or_init(|| runtime.app_tokens().fresh_for(&target, stamp))
+                    .is_some()
+        })
         .await?
         .ok_or_else(|| RequestError::NoSecret(id.to_string()))?;
+    let (credential, stamp) = match stamped {
+        Stamped::Read(credential, stamp) => (credential, stamp),
+        Stamped::Skipped => {
+            let lease = fresh
+                .into_inner()
+                .flatten()
+                .expect("skipped only with a fresh token");
+            let token = lease.credential.clone();
+            return Ok((token, Some(AppUse { lease })));
+        }
+    };
     installation_token(runtime, integration, credential, stamp).await
 }
 
@@ -338,11 +348,13 @@ async fn renewed_installation_token(
     used: &AppUse,
 ) -> Result<Credential, RequestError> {
     let id = integration.id();
-    let (credential, stamp) = runtime
+    let Some(Stamped::Read(credential, stamp)) = runtime
         .vault()
-        .integration_secret_stamped(id)
+        .integration_secret_unless(id, |_| false)
         .await?
-        .ok_or_else(|| RequestError::NoSecret(id.to_string()))?;
+    else {
+        return Err(RequestError::NoSecret(id.to_string()));
+    };
     let Some(app) = App::of(&credential) else {
         return Ok(credential);
     };

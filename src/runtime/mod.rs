@@ -34,7 +34,7 @@ use crate::ratelimit::RateLimits;
 use crate::signature::Verifier;
 use crate::store::{LinkStore, NonceStore, Postgres, Stores};
 use crate::upstream::Upstream;
-use crate::vault::{Credential, PatUses, Vault, VaultError};
+use crate::vault::{Credential, PatUses, Stamped, Vault, VaultError};
 
 pub use materials::{check_materials, load_app_keys, read_private_base64_file, Materials};
 pub use reload::{ReloadReport, RESTART_ONLY};
@@ -422,21 +422,16 @@ impl Runtime {
             }
             let target = integration.app_target();
             // A fresh token minted from the record as it is now: the App's key stays sealed.
-            match self.vault.integration_secret_stamp(integration.id()).await {
-                Ok(Some(stamp)) if !stamp.is_github_app() => continue,
-                Ok(Some(stamp)) if self.app_tokens.fresh_for(&target, stamp).is_some() => continue,
-                Ok(_) => {}
-                Err(err) => {
-                    failing.push(format!("integration `{}`: {err}", integration.id()));
-                    continue;
-                }
-            }
-            let (credential, stamp) = match self
+            let stamped = self
                 .vault
-                .integration_secret_stamped(integration.id())
-                .await
-            {
-                Ok(Some((credential @ Credential::GithubApp { .. }, stamp))) => (credential, stamp),
+                .integration_secret_unless(integration.id(), |stamp| {
+                    !stamp.is_github_app() || self.app_tokens.fresh_for(&target, stamp).is_some()
+                })
+                .await;
+            let (credential, stamp) = match stamped {
+                Ok(Some(Stamped::Read(credential @ Credential::GithubApp { .. }, stamp))) => {
+                    (credential, stamp)
+                }
                 Ok(_) => continue,
                 Err(err) => {
                     failing.push(format!("integration `{}`: {err}", integration.id()));

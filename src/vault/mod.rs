@@ -70,6 +70,14 @@ pub(crate) struct SecretStamp {
     github_app: bool,
 }
 
+/// What [`Vault::integration_secret_unless`] answers.
+#[derive(Debug)]
+pub(crate) enum Stamped {
+    /// Not decrypted: the caller did not need it.
+    Skipped,
+    Read(Credential, SecretStamp),
+}
+
 impl SecretStamp {
     fn of(raw: &record::RawValue<'_>, kind: credential::CredentialKind) -> SecretStamp {
         SecretStamp {
@@ -581,17 +589,23 @@ impl Vault {
     }
 
     /// The integration's secret with the [`SecretStamp`] of the record it was read from (one
-    /// read: the stamp is that credential's).
-    pub(crate) async fn integration_secret_stamped(
+    /// read: the stamp is that credential's), unless `skip` says, from the stamp alone, that
+    /// it is not needed: then nothing is decrypted and only the stamp is answered.
+    pub(crate) async fn integration_secret_unless(
         &self,
         integration: &str,
-    ) -> Result<Option<(Credential, SecretStamp)>, VaultError> {
+        skip: impl Fn(SecretStamp) -> bool,
+    ) -> Result<Option<Stamped>, VaultError> {
         let integration = record::validate_id("integration", integration)?;
         let id = || RecordId::IntegrationSecret {
             integration: integration.as_str().to_string(),
         };
         self.read_sealed(record::secret_key(integration).as_ref(), id, |keys, raw| {
             let meta = self.clear_meta(raw, id)?;
+            let stamp = SecretStamp::of(raw, meta.kind);
+            if skip(stamp) {
+                return Ok(Stamped::Skipped);
+            }
             let aad = record::aad(
                 Kind::IntegrationSecret,
                 integration.as_str(),
@@ -599,32 +613,9 @@ impl Vault {
                 raw.key_version,
             );
             let credential = self.decrypt(keys, raw, aad.as_ref(), meta.kind, id)?;
-            Ok((credential, SecretStamp::of(raw, meta.kind)))
+            Ok(Stamped::Read(credential, stamp))
         })
         .await
-    }
-
-    /// The [`SecretStamp`] of the integration's secret as stored now, read from its clear
-    /// header and metadata: nothing is decrypted.
-    pub(crate) async fn integration_secret_stamp(
-        &self,
-        integration: &str,
-    ) -> Result<Option<SecretStamp>, VaultError> {
-        let integration = record::validate_id("integration", integration)?;
-        let id = || RecordId::IntegrationSecret {
-            integration: integration.as_str().to_string(),
-        };
-        let Some(value) = self
-            .store()
-            .get(Space::Records, record::secret_key(integration).as_ref())
-            .await
-            .map_err(|e| self.storage(e))?
-        else {
-            return Ok(None);
-        };
-        let raw = self.parse(&value, id)?;
-        let meta = self.clear_meta(&raw, id)?;
-        Ok(Some(SecretStamp::of(&raw, meta.kind)))
     }
 
     /// Whether an integration's shared secret is stored (nothing is decrypted).
