@@ -117,6 +117,13 @@ http {
     fastcgi_temp_path $work/nginx/fastcgi;
     uwsgi_temp_path $work/nginx/uwsgi;
     scgi_temp_path $work/nginx/scgi;
+    # Both servers: TLS 1.3, client certificates from the bench CA.
+    ssl_protocols TLSv1.3;
+    ssl_certificate $work/server.pem;
+    ssl_certificate_key $work/server-key.pem;
+    ssl_client_certificate $work/ca.pem;
+    ssl_verify_client on;
+    keepalive_requests 1000000;
     upstream githost {
         server 127.0.0.1:$up_port;
         keepalive 64;
@@ -127,12 +134,6 @@ http {
     }
     server {
         listen 127.0.0.1:$ng_port ssl http2;
-        ssl_protocols TLSv1.3;
-        ssl_certificate $work/server.pem;
-        ssl_certificate_key $work/server-key.pem;
-        ssl_client_certificate $work/ca.pem;
-        ssl_verify_client on;
-        keepalive_requests 1000000;
         location /git/bench/ {
             proxy_pass https://githost/;
             proxy_http_version 1.1;
@@ -148,12 +149,6 @@ http {
     }
     server {
         listen 127.0.0.1:$ngp_port ssl;
-        ssl_protocols TLSv1.3;
-        ssl_certificate $work/server.pem;
-        ssl_certificate_key $work/server-key.pem;
-        ssl_client_certificate $work/ca.pem;
-        ssl_verify_client on;
-        keepalive_requests 1000000;
         location /git/bench/ {
             proxy_pass http://githost_plain/;
             proxy_http_version 1.1;

@@ -253,7 +253,9 @@ fn valid(minted: &Minted, now: u64) -> bool {
 }
 
 impl AppTokens {
-    fn slot(&self, target: &Target<'_>, app: &App<'_>) -> Arc<Slot> {
+    /// The slot of `target`'s integration for `app`, read from the vault record `stamp`
+    /// names (a slot of another host, App or installation starts over).
+    fn slot(&self, target: &Target<'_>, app: &App<'_>, stamp: SecretStamp) -> Arc<Slot> {
         let key = SlotKey {
             base_url: target.integration.base_url.to_string(),
             app_id: app.app_id,
@@ -266,6 +268,7 @@ impl AppTokens {
         if slot.key != key {
             *slot = Slot::new(key);
         }
+        *slot.stamp.write().unwrap_or_else(|p| p.into_inner()) = Some(stamp);
         slot.clone()
     }
 
@@ -294,8 +297,7 @@ impl AppTokens {
         stamp: SecretStamp,
         metrics: &Metrics,
     ) -> Result<Lease, Arc<AppTokenError>> {
-        let slot = self.slot(target, app);
-        *slot.stamp.write().unwrap_or_else(|p| p.into_inner()) = Some(stamp);
+        let slot = self.slot(target, app, stamp);
         if let Some(lease) = slot.lease(target.clock.unix_now(), fresh) {
             return Ok(lease);
         }
@@ -317,8 +319,7 @@ impl AppTokens {
         refused: &Lease,
         metrics: &Metrics,
     ) -> Result<Lease, Arc<AppTokenError>> {
-        let slot = self.slot(target, app);
-        *slot.stamp.write().unwrap_or_else(|p| p.into_inner()) = Some(stamp);
+        let slot = self.slot(target, app, stamp);
         let mut failure = slot.minting.lock().await;
         let now = target.clock.unix_now();
         if let Some(lease) = slot.lease(now, fresh) {

@@ -950,25 +950,16 @@ async fn vault_list_prints_json_on_request_and_filters() {
     const B_EXPIRES: u64 = 1_798_761_599;
     let (gw, _host) = Gateway::start(Options::default()).await;
     gw.store_pat(ACCOUNT_A, PAT_A).await;
-    gw.runtime
-        .vault()
-        .put_user_pat(
-            "ghe",
-            ACCOUNT_B,
-            &patgate::vault::Credential::Token(PAT_B.to_string().into()),
-            &patgate::vault::PatMeta {
-                host_login: "test-b".into(),
-                scopes: vec!["repo".into()],
-                validated_at: 0,
-                created_at: 0,
-                updated_at: 0,
-                last_used_at: None,
-                refused: None,
-                expires_at: Some(B_EXPIRES),
-            },
-        )
-        .await
-        .unwrap();
+    gw.store_pat_with(
+        ACCOUNT_B,
+        PAT_B,
+        &patgate::vault::PatMeta {
+            host_login: "test-b".into(),
+            expires_at: Some(B_EXPIRES),
+            ..pat_meta()
+        },
+    )
+    .await;
     let config = gw.config_path.to_str().unwrap().to_string();
     let _dir = gw.dir.clone();
     gw.stop().await;

@@ -1049,7 +1049,6 @@ async fn a_github_app_on_a_gitlab_integration_is_refused() {
 /// GitHub refuses, the log says so at once, naming the integration and the installation.
 #[tokio::test]
 async fn a_mint_that_fails_at_start_is_logged_naming_the_integration() {
-    use tokio::io::AsyncBufReadExt as _;
     let ca = Arc::new(DevCa::generate("patgate test CA").unwrap());
     let unused = RecordingHost::start(&ca, HostMode::Normal).await;
     let (host, base_url) = app_host(&ca, Clock::system()).await;
@@ -1065,28 +1064,11 @@ async fn a_mint_that_fails_at_start_is_logged_naming_the_integration() {
         },
     )
     .await;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_patgate"))
-        .args(["run", "--config", setup.config_path.to_str().unwrap()])
-        .env("RUST_LOG", "info")
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    let warned = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            seen.push(line.clone());
-            if line.contains("WARN")
-                && line.contains("could not get a GitHub App installation token")
-            {
-                return line;
-            }
-        }
-        panic!("patgate run ended without the warning: {seen:#?}");
-    })
-    .await
-    .expect("no warning about the installation token at start");
+    let mut running = process::Running::start(&setup).await;
+    let warned = running
+        .wait_for_log("could not get a GitHub App installation token")
+        .await;
+    assert!(warned.contains("WARN"), "{warned}");
     assert!(warned.contains("integration=ghe"), "{warned}");
     assert!(
         warned.contains(&format!("installation {INSTALLATION_ID}")) && warned.contains("404"),
@@ -1103,7 +1085,7 @@ async fn a_mint_that_fails_at_start_is_logged_naming_the_integration() {
             .all(|(method, _, auth)| method == "HEAD" && auth.is_empty()),
         "{others:?}"
     );
-    child.kill().await.unwrap();
+    running.kill().await;
 }
 
 /// Many requests refused with the same revoked token make one renewal between them: each

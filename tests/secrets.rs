@@ -175,12 +175,7 @@ async fn trace_logs_and_answers_hold_no_secret() {
     let meta = patgate::vault::PatMeta {
         host_login: "alice".into(),
         scopes: Vec::new(),
-        validated_at: 0,
-        created_at: 0,
-        updated_at: 0,
-        last_used_at: None,
-        refused: None,
-        expires_at: None,
+        ..pat_meta()
     };
     gw.runtime
         .vault()

@@ -302,13 +302,7 @@ async fn soak_nothing_grows_under_mixed_load() {
         let vault = open_vault(&dir.path().join("state"), &key).await.unwrap();
         let meta = patgate::vault::PatMeta {
             host_login: "alice".into(),
-            scopes: vec!["repo".into()],
-            validated_at: 0,
-            created_at: 0,
-            updated_at: 0,
-            last_used_at: None,
-            refused: None,
-            expires_at: None,
+            ..pat_meta()
         };
         vault
             .put_user_pat(

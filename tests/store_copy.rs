@@ -13,7 +13,7 @@ use std::sync::Arc;
 use common::postgres::{fresh_database, query};
 use common::*;
 use patgate::store::{RecordStore, SledRecords, Space};
-use patgate::vault::{Credential, MasterKey, PatMeta, Vault};
+use patgate::vault::{Credential, MasterKey, Vault};
 
 /// `patgate store copy --from FROM --to TO --config CONFIG` and any further arguments.
 fn store_copy(config: &Path, from: &str, to: &str, more: &[&str]) -> Output {
@@ -102,19 +102,6 @@ async fn sled_store(dir: &Path) -> SledRecords {
 
 fn state(setup: &Setup) -> PathBuf {
     setup.dir.path().join("state")
-}
-
-fn pat_meta() -> PatMeta {
-    PatMeta {
-        host_login: "test".into(),
-        scopes: vec!["repo".into()],
-        validated_at: 0,
-        created_at: 0,
-        updated_at: 0,
-        last_used_at: None,
-        refused: None,
-        expires_at: None,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

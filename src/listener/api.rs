@@ -367,6 +367,11 @@ async fn route(
 ) -> Result<Response<ResponseBody>, RequestError> {
     let clock = runtime.clock();
     let forge_left = || FORGE_ANSWER_WITHIN.saturating_sub(clock.elapsed().saturating_sub(arrived));
+    let too_late = || {
+        RequestError::Upstream(UpstreamError::Timeout {
+            after: FORGE_ANSWER_WITHIN,
+        })
+    };
     let caller = if connection.certificate.is_none() && runtime.config().forge.is_some() {
         clock
             .timeout(
@@ -374,9 +379,7 @@ async fn route(
                 pipeline::authenticate(runtime, connection, &req),
             )
             .await
-            .unwrap_or(Err(RequestError::Upstream(UpstreamError::Timeout {
-                after: FORGE_ANSWER_WITHIN,
-            })))?
+            .unwrap_or_else(|_| Err(too_late()))?
     } else {
         pipeline::authenticate(runtime, connection, &req).await?
     };
@@ -390,14 +393,10 @@ async fn route(
         }
     };
     let response = if caller.method.is_forge() {
-        match clock.timeout(forge_left(), work).await {
-            Ok(outcome) => outcome?,
-            Err(_) => {
-                return Err(RequestError::Upstream(UpstreamError::Timeout {
-                    after: FORGE_ANSWER_WITHIN,
-                }))
-            }
-        }
+        clock
+            .timeout(forge_left(), work)
+            .await
+            .unwrap_or_else(|_| Err(too_late()))?
     } else {
         work.await?
     };

@@ -571,21 +571,15 @@ impl Vault {
         &self,
         integration: &str,
     ) -> Result<Option<Credential>, VaultError> {
-        let integration = record::validate_id("integration", integration)?;
-        let id = || RecordId::IntegrationSecret {
-            integration: integration.as_str().to_string(),
-        };
-        self.read_sealed(record::secret_key(integration).as_ref(), id, |keys, raw| {
-            let meta = self.clear_meta(raw, id)?;
-            let aad = record::aad(
-                Kind::IntegrationSecret,
-                integration.as_str(),
-                "",
-                raw.key_version,
-            );
-            self.decrypt(keys, raw, aad.as_ref(), meta.kind, id)
-        })
-        .await
+        Ok(
+            match self
+                .integration_secret_unless(integration, |_| false)
+                .await?
+            {
+                Some(Stamped::Read(credential, _)) => Some(credential),
+                Some(Stamped::Skipped) | None => None,
+            },
+        )
     }
 
     /// The integration's secret with the [`SecretStamp`] of the record it was read from (one

@@ -1049,23 +1049,18 @@ impl Gateway {
 
     /// Stores a PAT straight into the running vault.
     pub async fn store_pat(&self, account: &str, token: &str) {
-        let meta = patgate::vault::PatMeta {
-            host_login: "test".into(),
-            scopes: vec!["repo".into()],
-            validated_at: 0,
-            created_at: 0,
-            updated_at: 0,
-            last_used_at: None,
-            refused: None,
-            expires_at: None,
-        };
+        self.store_pat_with(account, token, &pat_meta()).await;
+    }
+
+    /// [`Gateway::store_pat`] with this metadata.
+    pub async fn store_pat_with(&self, account: &str, token: &str, meta: &patgate::vault::PatMeta) {
         self.runtime
             .vault()
             .put_user_pat(
                 "ghe",
                 account,
                 &Credential::Token(token.to_string().into()),
-                &meta,
+                meta,
             )
             .await
             .unwrap();
@@ -1187,6 +1182,20 @@ pub fn edit_config(config_path: &Path, from: &str, to: &str) {
     let text = std::fs::read_to_string(config_path).unwrap();
     assert!(text.contains(from), "the config has no `{from}`");
     std::fs::write(config_path, text.replacen(from, to, 1)).unwrap();
+}
+
+/// The metadata [`Gateway::store_pat`] stores: host login `test`, scope `repo`, no expiry.
+pub fn pat_meta() -> patgate::vault::PatMeta {
+    patgate::vault::PatMeta {
+        host_login: "test".into(),
+        scopes: vec!["repo".into()],
+        validated_at: 0,
+        created_at: 0,
+        updated_at: 0,
+        last_used_at: None,
+        refused: None,
+        expires_at: None,
+    }
 }
 
 /// Runs `future` while `clock` moves on by `step` every 10 ms of real time (see
