@@ -221,6 +221,8 @@ pub struct StoreMetrics {
     pub pool_max: Gauge,
     /// Operations waiting for a free connection, read at scrape time.
     pub pool_waiting: Gauge,
+    /// Record reads answered from the records this replica keeps, without the database.
+    pub records_kept_reads: Counter,
 }
 
 /// Store latency buckets in seconds: 0.25 ms (a prepared statement on a near database) to
@@ -242,6 +244,7 @@ impl Default for StoreMetrics {
             pool_connections: Family::default(),
             pool_max: Gauge::default(),
             pool_waiting: Gauge::default(),
+            records_kept_reads: Counter::default(),
         }
     }
 }
@@ -485,6 +488,11 @@ impl Metrics {
             "store_pool_waiting",
             "Operations waiting for a free connection to the shared store's database",
             store.pool_waiting.clone(),
+        );
+        registry.register(
+            "store_records_kept_reads",
+            "Vault record reads answered from the records this replica keeps, current as of its last replay check, without asking the database",
+            store.records_kept_reads.clone(),
         );
     }
 

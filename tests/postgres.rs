@@ -22,6 +22,7 @@ fn pool(url: &str, tls: PgTls) -> Postgres {
         url: url.to_string().into(),
         tls,
         pool_size: 4,
+        cores: 0,
         connect_timeout: Duration::from_secs(5),
         statement_timeout: Duration::from_secs(5),
     })
@@ -174,7 +175,10 @@ async fn run_refuses_an_unmigrated_or_newer_schema_and_store_migrate_makes_it() 
     let migrate = patgate(&["store", "migrate", "--config", config]);
     assert!(migrate.status.success(), "{}", stderr(&migrate));
     assert!(
-        stdout(&migrate).contains("migrated the schema from version 0 to 2"),
+        stdout(&migrate).contains(&format!(
+            "migrated the schema from version 0 to {}",
+            patgate::store::SCHEMA_VERSION
+        )),
         "{}",
         stdout(&migrate)
     );
@@ -188,7 +192,10 @@ async fn run_refuses_an_unmigrated_or_newer_schema_and_store_migrate_makes_it() 
     let status = patgate(&["store", "status", "--config", config]);
     assert!(status.status.success(), "{}", stderr(&status));
     assert!(
-        stdout(&status).contains("schema version 2"),
+        stdout(&status).contains(&format!(
+            "schema version {}",
+            patgate::store::SCHEMA_VERSION
+        )),
         "{}",
         stdout(&status)
     );
@@ -215,13 +222,19 @@ async fn run_refuses_an_unmigrated_or_newer_schema_and_store_migrate_makes_it() 
         "format, key version, write version, key check"
     );
 
-    query(&url, "UPDATE patgate_schema SET version = 3").await;
+    let known = patgate::store::SCHEMA_VERSION;
+    query(
+        &url,
+        &format!("UPDATE patgate_schema SET version = {}", known + 1),
+    )
+    .await;
     let run = patgate(&["run", "--config", config]);
     assert!(!run.status.success());
     assert!(
-        stderr(&run).contains(
-            "has patgate schema version 3, newer than this patgate knows (2): upgrade patgate"
-        ),
+        stderr(&run).contains(&format!(
+            "has patgate schema version {}, newer than this patgate knows ({known}): upgrade patgate",
+            known + 1
+        )),
         "{}",
         stderr(&run)
     );
@@ -515,10 +528,10 @@ async fn a_hold_reaches_the_other_replica_by_its_next_replay_check() {
     );
 }
 
-/// A database migrated by the patgate before schema version 2 is brought to it, keeping
-/// its replay cache and holds.
+/// A database migrated by the patgate before schema version 2 is brought to the current
+/// version, keeping its records, replay cache and holds.
 #[tokio::test]
-async fn schema_1_is_migrated_to_2_with_its_nonces_and_holds() {
+async fn schema_1_is_migrated_to_the_current_schema_with_its_records_nonces_and_holds() {
     let url = fresh_database().await;
     query(
         &url,
@@ -544,18 +557,26 @@ async fn schema_1_is_migrated_to_2_with_its_nonces_and_holds() {
         "INSERT INTO patgate_holds VALUES ('ghe', false, '', 2000000, NULL)",
     )
     .await;
+    query(
+        &url,
+        "INSERT INTO patgate_records VALUES (0, 'kept', 'sealed')",
+    )
+    .await;
 
     let db = pool(&url, PgTls::Disable);
     assert!(matches!(
         db.check_schema().await,
         Err(PgError::Behind {
             found: 1,
-            needed: 2,
+            needed: patgate::store::SCHEMA_VERSION,
             ..
         })
     ));
     let migrated = db.migrate().await.unwrap();
-    assert_eq!((migrated.from, migrated.to), (1, 2));
+    assert_eq!(
+        (migrated.from, migrated.to),
+        (1, patgate::store::SCHEMA_VERSION)
+    );
     db.check_schema().await.unwrap();
     let nonces = db.nonces().with_window(300);
     assert!(matches!(
@@ -571,6 +592,89 @@ async fn schema_1_is_migrated_to_2_with_its_nonces_and_holds() {
         db.holds().held(integration, 1_000_000).await.unwrap(),
         HoldState::Held(2_000_000)
     );
+    assert_eq!(
+        db.records().get(Space::Records, b"kept").await.unwrap(),
+        Some(b"sealed".to_vec())
+    );
+}
+
+/// A replica keeps the records it read and answers from them once a replay check told it
+/// they are current; a record written through the other replica is read from B's next
+/// replay check on, and B's own writes at once.
+#[tokio::test]
+async fn a_record_written_by_one_replica_is_read_by_the_other_from_its_next_replay_check() {
+    let (url, a) = migrated().await;
+    let b = pool(&url, PgTls::Disable);
+    let (ra, rb) = (a.records(), b.records());
+    let nb = b.nonces().with_window(300);
+    let get = |key: &'static [u8]| {
+        let rb = rb.clone();
+        async move { rb.get(Space::Records, key).await.unwrap() }
+    };
+    ra.put(Space::Records, b"pat", b"v1".to_vec())
+        .await
+        .unwrap();
+    nb.first_use("app", "n-1", 1_300, 1_000).await.unwrap();
+    assert_eq!(get(b"pat").await, Some(b"v1".to_vec()));
+    assert_eq!(get(b"absent").await, None);
+
+    // What B answers from is its own: a change made behind patgate's back is not seen
+    // until the version moves.
+    query(&url, "UPDATE patgate_records SET value = 'by hand'").await;
+    assert_eq!(get(b"pat").await, Some(b"v1".to_vec()));
+    assert!(
+        b.metrics().records_kept_reads.get() >= 1,
+        "answered without the database"
+    );
+
+    // A writes: B's request admitted before the write still reads what it was; the next
+    // one, admitted after it, reads the new value, and an absent record now present.
+    ra.put(Space::Records, b"pat", b"v2".to_vec())
+        .await
+        .unwrap();
+    ra.put(Space::Records, b"absent", b"now".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(get(b"pat").await, Some(b"v1".to_vec()));
+    nb.first_use("app", "n-2", 1_300, 1_000).await.unwrap();
+    assert_eq!(get(b"pat").await, Some(b"v2".to_vec()));
+    assert_eq!(get(b"absent").await, Some(b"now".to_vec()));
+
+    // A removes it; a batch and a compare-and-swap move the version too.
+    assert!(ra.remove(Space::Records, b"pat").await.unwrap());
+    nb.first_use("app", "n-3", 1_300, 1_000).await.unwrap();
+    assert_eq!(get(b"pat").await, None);
+    ra.apply(
+        Space::Records,
+        vec![patgate::store::Change::put(b"pat".to_vec(), b"v3".to_vec())],
+    )
+    .await
+    .unwrap();
+    nb.first_use("app", "n-4", 1_300, 1_000).await.unwrap();
+    assert_eq!(get(b"pat").await, Some(b"v3".to_vec()));
+    let dyn_a: &dyn RecordStore = &ra;
+    dyn_a
+        .compare_and_swap(Space::Records, b"pat", Some(b"v3"), Some(b"v4".to_vec()))
+        .await
+        .unwrap();
+    nb.first_use("app", "n-5", 1_300, 1_000).await.unwrap();
+    assert_eq!(get(b"pat").await, Some(b"v4".to_vec()));
+
+    // B's own write is read back at once, with no replay check between.
+    rb.put(Space::Records, b"pat", b"by b".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(get(b"pat").await, Some(b"by b".to_vec()));
+
+    // With no replay check for longer than a second, B asks the database again.
+    query(
+        &url,
+        "UPDATE patgate_records SET value = 'by hand' WHERE key = 'pat'",
+    )
+    .await;
+    assert_eq!(get(b"pat").await, Some(b"by b".to_vec()));
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(get(b"pat").await, Some(b"by hand".to_vec()));
 }
 
 /// A statement that waits in the database (here on a lock a test transaction holds) is

@@ -442,6 +442,7 @@ async fn a_damaged_record_is_named_and_the_copy_it_stopped_finishes_when_run_aga
                 url: url.clone().into(),
                 tls: patgate::store::PgTls::Disable,
                 pool_size: 2,
+                cores: 0,
                 connect_timeout: std::time::Duration::from_secs(5),
                 statement_timeout: std::time::Duration::from_secs(5),
             })

@@ -1236,6 +1236,7 @@ fn bench_database(url_file: &std::path::Path) -> Result<patgate::store::Postgres
         url: SecretString::from(url.trim().to_string()),
         tls: patgate::store::PgTls::Disable,
         pool_size: 16,
+        cores: 0,
         connect_timeout: Duration::from_secs(5),
         statement_timeout: Duration::from_secs(5),
     })

@@ -26,7 +26,7 @@ fn postgres_settings<'a>(config: &'a Config, what: &str) -> Result<&'a PostgresS
 pub(super) async fn migrate(config_path: &Path) -> CliResult {
     let config = load_config(config_path)?;
     let settings = postgres_settings(&config, "patgate store migrate")?;
-    let db = crate::runtime::connect_postgres(&config.source, settings)?;
+    let db = crate::runtime::connect_postgres(&config.source, settings, config.service.workers)?;
     let done = db.migrate().await.map_err(|e| e.to_string())?;
     if done.from == done.to {
         outln!(
@@ -49,7 +49,7 @@ pub(super) async fn migrate(config_path: &Path) -> CliResult {
 pub(super) async fn status(config_path: &Path) -> CliResult {
     let config = load_config(config_path)?;
     let settings = postgres_settings(&config, "patgate store status")?;
-    let db = crate::runtime::connect_postgres(&config.source, settings)?;
+    let db = crate::runtime::connect_postgres(&config.source, settings, config.service.workers)?;
     let found = db.schema_version().await.map_err(|e| e.to_string())?;
     outln!(
         "{}: schema version {found} (this patgate: {})",
@@ -78,7 +78,7 @@ pub(super) async fn check(config: &Config, offline: bool) -> Result<(), String> 
     let StoreSettings::Postgres(settings) = &config.store else {
         return Ok(());
     };
-    let db = crate::runtime::connect_postgres(&config.source, settings)?;
+    let db = crate::runtime::connect_postgres(&config.source, settings, config.service.workers)?;
     if offline {
         return Ok(());
     }
@@ -102,7 +102,7 @@ pub(super) async fn open_database(config: &Config) -> Result<Option<Postgres>, S
     let StoreSettings::Postgres(settings) = &config.store else {
         return Ok(None);
     };
-    let db = crate::runtime::connect_postgres(&config.source, settings)?;
+    let db = crate::runtime::connect_postgres(&config.source, settings, config.service.workers)?;
     db.check_schema()
         .await
         .map_err(|e| with_command(e, config))?;
@@ -195,7 +195,7 @@ pub(super) async fn copy(args: &CopyArgs) -> CliResult {
     } else {
         "state_dir"
     };
-    let db = crate::runtime::connect_postgres(&config.source, settings)?;
+    let db = crate::runtime::connect_postgres(&config.source, settings, config.service.workers)?;
     let cache = config.vault.cache_capacity_bytes;
     // The source first: nothing is made on the target's side for a source that cannot be read.
     let (source, target): (Box<dyn RecordStore>, Box<dyn RecordStore>) = match args.from {

@@ -11,8 +11,13 @@ use crate::vault::MasterKey;
 const LINK_KEY_LABEL: &[u8] = b"patgate connect link key v1";
 
 /// The pool `[store] kind = "postgres"` names (no connection is opened yet): reads the
-/// connection string and the CA file. `file` is the config, for messages.
-pub fn connect_postgres(file: &Path, settings: &PostgresSettings) -> Result<Postgres, String> {
+/// connection string and the CA file. `file` is the config, for messages; `cores`, the
+/// data-plane cores (`service.workers`), each of which gets a pool of its own.
+pub fn connect_postgres(
+    file: &Path,
+    settings: &PostgresSettings,
+    cores: usize,
+) -> Result<Postgres, String> {
     let url =
         read_store_url(&settings.url).map_err(|e| format!("{}: store: {e}", file.display()))?;
     let tls = if settings.tls {
@@ -31,6 +36,7 @@ pub fn connect_postgres(file: &Path, settings: &PostgresSettings) -> Result<Post
         url,
         tls,
         pool_size: settings.pool_size,
+        cores,
         connect_timeout: settings.connect_timeout,
         statement_timeout: settings.statement_timeout,
     })

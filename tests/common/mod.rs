@@ -843,7 +843,7 @@ fn open_postgres(config: &patgate::config::Config) -> patgate::store::Postgres {
     let patgate::config::StoreSettings::Postgres(settings) = &config.store else {
         panic!("not a postgres config");
     };
-    patgate::runtime::connect_postgres(&config.source, settings).unwrap()
+    patgate::runtime::connect_postgres(&config.source, settings, config.service.workers).unwrap()
 }
 
 impl Gateway {

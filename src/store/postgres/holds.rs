@@ -8,9 +8,9 @@
 //! copy of the table when it knows the copy is current, and asks the database otherwise:
 //! - each [`HoldStore::hold`] adds one to `patgate_holds_version` in its statement;
 //! - each replay check (`patgate_check_nonce`, the round trip every request makes) reads
-//!   that version before it admits the request ([`Seen`]);
+//!   that version before it admits the request ([`super::Seen`]);
 //! - a lookup answers from the copy when the copy is at least at the newest version a replay
-//!   check read in the last [`SEEN_FRESH`]; else it reloads the copy (one statement, one
+//!   check read in the last [`super::SEEN_FRESH`]; else it reloads the copy (one statement, one
 //!   lookup at a time) or, with no recent replay check, asks the database as before.
 //!
 //! So a request is refused for every hold made anywhere before it passed its replay check,
@@ -20,37 +20,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use super::{Op, Postgres};
 use crate::store::{BoxFuture, HoldKey, HoldState, HoldStore, StoreError};
-
-/// How long a holds version read by a replay check may stand for the database's: a lookup
-/// with no replay check in this process for longer asks the database.
-const SEEN_FRESH: Duration = Duration::from_secs(1);
-
-/// The newest holds version the replay checks of this process read, and when.
-#[derive(Debug, Default)]
-pub(super) struct Seen {
-    newest: Mutex<Option<(i64, tokio::time::Instant)>>,
-}
-
-impl Seen {
-    /// A replay check read `version` (versions only grow: the newest stands).
-    pub(super) fn saw(&self, version: i64) {
-        let mut newest = self.newest.lock().unwrap_or_else(|p| p.into_inner());
-        let version = newest.map_or(version, |(v, _)| v.max(version));
-        *newest = Some((version, tokio::time::Instant::now()));
-    }
-
-    /// The newest version, when read within [`SEEN_FRESH`].
-    fn current(&self) -> Option<i64> {
-        let newest = *self.newest.lock().unwrap_or_else(|p| p.into_inner());
-        newest
-            .filter(|(_, at)| at.elapsed() < SEEN_FRESH)
-            .map(|(v, _)| v)
-    }
-}
 
 type Owned = (String, bool, String);
 

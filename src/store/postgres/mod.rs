@@ -44,14 +44,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::{
-    ConfigConnectImpl, Manager, ManagerConfig, Pool, QueueMode, RecyclingMethod, Runtime,
-};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, QueueMode, RecyclingMethod, Runtime};
 use secrecy::{ExposeSecret as _, SecretString};
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
-use tokio_postgres::{NoTls, Socket};
+use tokio_postgres::NoTls;
 
 pub use holds::PgHolds;
 pub use links::PgLinks;
@@ -75,6 +72,11 @@ use crate::metrics::{PoolLabels, StoreLabels, StoreMetrics};
 /// - `patgate_holds_version` counts the holds made (`holds.rs`), and `patgate_check_nonce`
 ///   (in place of `patgate_first_use`) answers it with each nonce's decision, so a replica
 ///   learns in the round trip it makes anyway whether its copy of the holds is current.
+///
+/// Version 3:
+/// - `patgate_records_version` counts the writes of `patgate_records` (`records.rs`: every
+///   writing transaction adds one as its last statement), and `patgate_check_nonce` answers
+///   it too, so a replica learns whether the records it keeps are current.
 pub const MIGRATIONS: &[&str] = &[
     r"
 CREATE TABLE patgate_records (
@@ -184,6 +186,51 @@ BEGIN
 END;
 $$;
 ",
+    r"
+CREATE TABLE patgate_records_version (
+    id smallint PRIMARY KEY CHECK (id = 1),
+    version bigint NOT NULL
+);
+INSERT INTO patgate_records_version VALUES (1, 0);
+DROP FUNCTION patgate_check_nonce(text, text, bigint, bigint, bigint);
+CREATE FUNCTION patgate_check_nonce(p_keyid text, p_nonce text, p_until bigint, p_now bigint, p_window bigint,
+    OUT outcome smallint, OUT holds_version bigint, OUT records_version bigint)
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    h bigint;
+    inserted bigint;
+BEGIN
+    -- Shared with other first uses, exclusive with a prune that moves the horizon: after
+    -- the lock, the queries below see the horizon of every prune that finished.
+    PERFORM pg_advisory_xact_lock_shared(7461626);
+    IF NOT EXISTS (SELECT 1 FROM patgate_nonces WHERE keyid = '' AND nonce = '') THEN
+        -- A crash of the database emptied the unlogged table: pairs it forgot may still be
+        -- in their window, so no signature made before now is accepted any more.
+        UPDATE patgate_nonce_horizon SET horizon = GREATEST(horizon, p_now + p_window) WHERE id = 1;
+        INSERT INTO patgate_nonces VALUES ('', '', 9223372036854775807) ON CONFLICT DO NOTHING;
+    END IF;
+    -- Read before the decision: every hold made and every record written before this
+    -- request was admitted is counted in them.
+    SELECT version INTO holds_version FROM patgate_holds_version WHERE id = 1;
+    SELECT version INTO records_version FROM patgate_records_version WHERE id = 1;
+    SELECT horizon INTO h FROM patgate_nonce_horizon WHERE id = 1;
+    IF p_until < h THEN
+        outcome := 2;
+        RETURN;
+    END IF;
+    -- A pair whose window ended may start a new one (a new signature with an old nonce).
+    INSERT INTO patgate_nonces (keyid, nonce, replay_until) VALUES (p_keyid, p_nonce, p_until)
+    ON CONFLICT (keyid, nonce) DO UPDATE SET replay_until = EXCLUDED.replay_until
+        WHERE patgate_nonces.replay_until < p_now;
+    GET DIAGNOSTICS inserted = ROW_COUNT;
+    IF inserted = 1 THEN
+        outcome := 0;
+    ELSE
+        outcome := 1;
+    END IF;
+END;
+$$;
+",
 ];
 
 /// The schema version this binary reads and writes.
@@ -209,8 +256,11 @@ pub struct PgSettings {
     /// It may hold a password: it never reaches a log or an error message.
     pub url: SecretString,
     pub tls: PgTls,
-    /// Connections in the pool, at most.
+    /// Connections to the database, at most, shared out among the pools (see
+    /// [`Postgres::connect`]).
     pub pool_size: usize,
+    /// The data-plane cores ([`crate::cores`]): each has a pool of its own.
+    pub cores: usize,
     /// How long a connection may take to open, and a request wait for a free connection.
     pub connect_timeout: Duration,
     /// The database's `statement_timeout` on every connection: it cancels a statement that
@@ -352,63 +402,33 @@ impl Drop for Client {
     }
 }
 
-/// Opens the pool's connections on the runtime that made the pool (the process's main
-/// runtime), whichever thread asks for one. A connection's socket and its task belong to the
-/// runtime that opened it; opened from an api core (`listener/cores.rs`), it would end with
-/// that core's runtime at shutdown while other cores still use it, and every query of
-/// another core would go through that core's thread. Opening a connection is rare (the pool
-/// keeps them), so the hop to the main runtime costs nothing that shows.
-struct OnMainRuntime<T> {
-    tls: T,
-    /// The runtime that made the pool; none outside one (the connection then belongs to the
-    /// runtime that asks, as deadpool does by default).
-    main: Option<tokio::runtime::Handle>,
+/// How long a version read by a replay check may stand for the database's: a lookup with
+/// no replay check in this process for longer asks the database.
+pub(crate) const SEEN_FRESH: Duration = Duration::from_secs(1);
+
+/// The newest version of a table of changes (`patgate_holds_version`,
+/// `patgate_records_version`) that this process read, and when: by a replay check (which
+/// reads both before it admits its request) or by a write of its own (which answers the
+/// version it made).
+#[derive(Debug, Default)]
+pub(crate) struct Seen {
+    newest: std::sync::Mutex<Option<(i64, tokio::time::Instant)>>,
 }
 
-impl<T> OnMainRuntime<T> {
-    fn new(tls: T) -> OnMainRuntime<T> {
-        OnMainRuntime {
-            tls,
-            main: tokio::runtime::Handle::try_current().ok(),
-        }
+impl Seen {
+    /// `version` was read just now (versions only grow: the newest stands).
+    pub(crate) fn saw(&self, version: i64) {
+        let mut newest = self.newest.lock().unwrap_or_else(|p| p.into_inner());
+        let version = newest.map_or(version, |(v, _)| v.max(version));
+        *newest = Some((version, tokio::time::Instant::now()));
     }
-}
 
-impl<T> deadpool_postgres::Connect for OnMainRuntime<T>
-where
-    T: MakeTlsConnect<Socket> + Clone + Sync + Send + 'static,
-    T::Stream: Sync + Send,
-    T::TlsConnect: Sync + Send,
-    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
-{
-    fn connect(
-        &self,
-        pg_config: &tokio_postgres::Config,
-    ) -> futures_util::future::BoxFuture<
-        '_,
-        Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>,
-    > {
-        let open = ConfigConnectImpl {
-            tls: self.tls.clone(),
-        };
-        let config = pg_config.clone();
-        let Some(main) = self.main.clone() else {
-            return Box::pin(async move { open.connect(&config).await });
-        };
-        let here = ConfigConnectImpl {
-            tls: self.tls.clone(),
-        };
-        Box::pin(async move {
-            let opened = main.spawn({
-                let config = config.clone();
-                async move { open.connect(&config).await }
-            });
-            match opened.await {
-                Ok(outcome) => outcome,
-                // The main runtime is shutting down: open it here, as deadpool would.
-                Err(_) => here.connect(&config).await,
-            }
-        })
+    /// The newest version, when read within [`SEEN_FRESH`].
+    pub(crate) fn current(&self) -> Option<i64> {
+        let newest = *self.newest.lock().unwrap_or_else(|p| p.into_inner());
+        newest
+            .filter(|(_, at)| at.elapsed() < SEEN_FRESH)
+            .map(|(v, _)| v)
     }
 }
 
@@ -419,14 +439,20 @@ pub struct Migrated {
     pub to: u32,
 }
 
-/// The pool of connections to one database. Cheap to clone (the clones share the pool,
-/// its metrics and what it knows of the database's health).
+/// The pools of connections to one database: index 0 for the main runtime, then one per
+/// data-plane core ([`crate::cores::share`]). A connection's socket and its task belong to
+/// the runtime that opened it, and each pool is only used from its own runtime, so a query
+/// never leaves the thread of the request that made it. Cheap to clone (the clones share
+/// the pools, their metrics and what they know of the database's health).
 #[derive(Clone)]
 pub struct Postgres {
-    pool: Pool,
+    pools: Arc<[Pool]>,
     health: Arc<Health>,
     /// The holds version the replay checks last read ([`PgHolds`]), shared by the clones.
-    holds_seen: Arc<holds::Seen>,
+    holds_seen: Arc<Seen>,
+    /// The records version the replay checks and this process's writes last read
+    /// ([`PgRecords`]), shared by the clones.
+    records_seen: Arc<Seen>,
     /// `postgresql://host:port/dbname`: what messages name (no user, no password).
     location: String,
     location_path: PathBuf,
@@ -436,7 +462,10 @@ impl std::fmt::Debug for Postgres {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Postgres")
             .field("location", &self.location)
-            .field("pool", &self.pool.status())
+            .field(
+                "pools",
+                &self.pools.iter().map(Pool::status).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -462,39 +491,49 @@ impl Postgres {
         );
         config.options(options.trim_start());
         let location = location(&config);
-        let manager_config = ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        };
-        let manager = match &settings.tls {
-            PgTls::Disable => {
-                config.ssl_mode(SslMode::Disable);
-                Manager::from_connect(config, OnMainRuntime::new(NoTls), manager_config)
-            }
-            PgTls::Require(client) => {
-                config.ssl_mode(SslMode::Require);
-                let tls = tokio_postgres_rustls::MakeRustlsConnect::new((**client).clone());
-                Manager::from_connect(config, OnMainRuntime::new(tls), manager_config)
-            }
-        };
-        let pool = Pool::builder(manager)
-            .max_size(settings.pool_size)
-            // The connection given back last is lent first: at low concurrency the same few
-            // connections (and their server processes, warm on a CPU) serve every request,
-            // where first-in-first-out would wake each of the pool's backends in turn.
-            .queue_mode(QueueMode::Lifo)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(settings.connect_timeout))
-            .create_timeout(Some(settings.connect_timeout))
-            .recycle_timeout(Some(settings.connect_timeout))
-            .build()
-            .map_err(|e| PgError::Pool(e.to_string()))?;
+        let shares = settings.cores + 1;
+        let sizes = pool_sizes(settings.pool_size, shares);
+        let pools = sizes
+            .iter()
+            .map(|&size| {
+                let manager_config = ManagerConfig {
+                    recycling_method: RecyclingMethod::Fast,
+                };
+                let manager = match &settings.tls {
+                    PgTls::Disable => {
+                        let mut config = config.clone();
+                        config.ssl_mode(SslMode::Disable);
+                        Manager::from_config(config, NoTls, manager_config)
+                    }
+                    PgTls::Require(client) => {
+                        let mut config = config.clone();
+                        config.ssl_mode(SslMode::Require);
+                        let tls = tokio_postgres_rustls::MakeRustlsConnect::new((**client).clone());
+                        Manager::from_config(config, tls, manager_config)
+                    }
+                };
+                Pool::builder(manager)
+                    .max_size(size)
+                    // The connection given back last is lent first: at low concurrency the
+                    // same few connections (and their server processes, warm on a CPU)
+                    // serve every request, where first-in-first-out would wake each of the
+                    // pool's backends in turn.
+                    .queue_mode(QueueMode::Lifo)
+                    .runtime(Runtime::Tokio1)
+                    .wait_timeout(Some(settings.connect_timeout))
+                    .create_timeout(Some(settings.connect_timeout))
+                    .recycle_timeout(Some(settings.connect_timeout))
+                    .build()
+                    .map_err(|e| PgError::Pool(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let metrics = StoreMetrics::default();
         metrics
             .pool_max
-            .set(i64::try_from(settings.pool_size).unwrap_or(i64::MAX));
+            .set(i64::try_from(sizes.iter().sum::<usize>()).unwrap_or(i64::MAX));
         metrics.up.set(1);
         Ok(Postgres {
-            pool,
+            pools: pools.into(),
             health: Arc::new(Health {
                 metrics,
                 failing: AtomicBool::new(false),
@@ -502,6 +541,7 @@ impl Postgres {
                 probe_timeout: settings.connect_timeout.min(PROBE_TIMEOUT),
             }),
             holds_seen: Arc::default(),
+            records_seen: Arc::default(),
             location_path: PathBuf::from(&location),
             location,
         })
@@ -514,18 +554,23 @@ impl Postgres {
 
     /// Sets the pool's gauges from its state now (at scrape time).
     pub fn observe_pool(&self) {
-        let status = self.pool.status();
+        let (mut size, mut available, mut waiting) = (0, 0, 0);
+        for status in self.pools.iter().map(Pool::status) {
+            size += status.size;
+            available += status.available;
+            waiting += status.waiting;
+        }
         let metrics = &self.health.metrics;
         let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         metrics
             .pool_connections
             .get_or_create(&PoolLabels { state: "idle" })
-            .set(gauge(status.available));
+            .set(gauge(available));
         metrics
             .pool_connections
             .get_or_create(&PoolLabels { state: "in-use" })
-            .set(gauge(status.size.saturating_sub(status.available)));
-        metrics.pool_waiting.set(gauge(status.waiting));
+            .set(gauge(size.saturating_sub(available)));
+        metrics.pool_waiting.set(gauge(waiting));
     }
 
     /// Whether the database answers, as far as the pool knows: `false` from the first
@@ -615,7 +660,8 @@ impl Postgres {
     /// A connection from the pool for one operation `op` (see the module docs).
     pub(crate) async fn client(&self, op: Op) -> Result<Client, PgError> {
         let started = tokio::time::Instant::now();
-        match self.pool.get().await {
+        let pool = &self.pools[crate::cores::share(self.pools.len())];
+        match pool.get().await {
             Ok(object) => {
                 // A connection opened just now proves the database answers; one kept in
                 // the pool proves nothing (it may not have seen the database go yet).
@@ -769,6 +815,17 @@ impl Postgres {
     }
 }
 
+/// The connections each of `shares` pools (the main runtime's, then the cores') may open,
+/// `pool_size` for them all: equal shares, what does not divide going to the cores, and at
+/// least 1 each (so a process with more pools than `pool_size` opens a few more).
+fn pool_sizes(pool_size: usize, shares: usize) -> Vec<usize> {
+    let shares = shares.max(1);
+    let (base, extra) = (pool_size / shares, pool_size % shares);
+    (0..shares)
+        .map(|i| (base + usize::from(i > 0 && i <= extra)).max(1))
+        .collect()
+}
+
 fn version(v: i32) -> u32 {
     u32::try_from(v).unwrap_or(0)
 }
@@ -847,5 +904,18 @@ impl Every {
                 .last
                 .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pool_sizes;
+
+    #[test]
+    fn the_pool_size_is_shared_out_among_the_main_runtime_and_the_cores() {
+        assert_eq!(pool_sizes(16, 3), [5, 6, 5]);
+        assert_eq!(pool_sizes(16, 1), [16]);
+        assert_eq!(pool_sizes(4, 5), [1, 1, 1, 1, 1], "at least one each");
+        assert_eq!(pool_sizes(9, 3), [3, 3, 3]);
     }
 }

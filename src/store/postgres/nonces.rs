@@ -1,6 +1,7 @@
 //! The replay cache in PostgreSQL: a nonce accepted by one replica is refused by every
 //! other, decided by one call of the `patgate_check_nonce` function (one round trip), which
-//! also answers the holds version for [`super::PgHolds`].
+//! also answers the holds version for [`super::PgHolds`] and the records version for
+//! [`super::PgRecords`].
 //!
 //! - Pairs are rows of the `UNLOGGED` table `patgate_nonces` (primary key `(keyid, nonce)`):
 //!   an insert with `ON CONFLICT` decides first use against every concurrent one, and costs
@@ -94,7 +95,7 @@ impl PgNonces {
         let failed = |e: tokio_postgres::Error| StoreError::from(self.db.failed(DURING, &e));
         let statement = client
             .prepare_cached(
-                "SELECT outcome, holds_version FROM patgate_check_nonce($1, $2, $3, $4, $5)",
+                "SELECT outcome, holds_version, records_version FROM patgate_check_nonce($1, $2, $3, $4, $5)",
             )
             .await
             .map_err(failed)?;
@@ -112,6 +113,7 @@ impl PgNonces {
             .await
             .map_err(failed)?;
         self.db.holds_seen.saw(row.get::<_, i64>(1));
+        self.db.records_seen.saw(row.get::<_, i64>(2));
         match row.get::<_, i16>(0) {
             0 => Ok(()),
             1 => Err(NonceError::Replayed),

@@ -12,8 +12,33 @@
 //! that row's lock too, so the two wait for each other, and under READ COMMITTED a guard read
 //! that waited sees the value the other committed. A guard row that does not exist cannot be
 //! locked, but then the guard (which always expects a value) is refused anyway.
+//!
+//! # The records a replica keeps
+//! Every request reads its credential's record, and records change rarely (a PAT stored or
+//! replaced, the last-use times every 30 s), so a replica keeps the records it read and
+//! answers [`RecordStore::get`] from them when it knows they are current, as
+//! [`super::PgHolds`] does with the holds:
+//! - every writing transaction adds one to `patgate_records_version` as its last statement
+//!   (so the row's lock is the last one it takes, held only while it commits: a writer
+//!   never waits for anything holding it, and no lock cycle can go through it) and reads
+//!   the new version back, which this replica notes ([`super::Seen`]) once it committed;
+//! - each replay check (`patgate_check_nonce`) reads that version before it admits its
+//!   request;
+//! - a read from the database reads the version with the record, in one statement (one
+//!   snapshot), and keeps the pair;
+//! - a kept record answers a read when it is at least at the newest version this process
+//!   read within [`super::SEEN_FRESH`]; otherwise the database is asked.
+//!
+//! So a request is served the record as it was after every write acknowledged (anywhere)
+//! before it passed its replay check, as when each read asked the database, and the
+//! database is asked again only after a write. Reads with no replay check of their own
+//! (the connect page, the admin socket) may be served what a replay check of the last
+//! second saw. A record changed in the database behind patgate's back (SQL by hand) is not
+//! seen until the version moves. At most [`KEPT_RECORDS`] records are kept.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use deadpool_postgres::GenericClient;
 
@@ -29,10 +54,28 @@ const SWAP_TRIES: usize = 64;
 
 const SWAP: Op = Op::new("records", "compare-and-swap", "a compare-and-swap");
 
+/// The most records a replica keeps (module docs): with sealed records of a few hundred
+/// bytes, a few MiB at most. Past it, the kept records are forgotten and kept again as read.
+pub(crate) const KEPT_RECORDS: usize = 16_384;
+
+/// A record as read from the database at one `patgate_records_version`; `None`: absent.
+#[derive(Debug)]
+struct Kept {
+    value: Option<Vec<u8>>,
+    version: i64,
+}
+
+/// The records kept, one map per [`Space`].
+#[derive(Debug, Default)]
+struct Keeping {
+    spaces: [HashMap<Vec<u8>, Kept>; 2],
+}
+
 /// See the module docs.
 #[derive(Debug, Clone)]
 pub struct PgRecords {
     db: Postgres,
+    kept: Arc<Mutex<Keeping>>,
 }
 
 fn space(space: Space) -> i16 {
@@ -59,9 +102,83 @@ fn failed(e: PgError) -> RecordStoreError {
     RecordStoreError::Failed(Box::new(e))
 }
 
+fn slot(space: Space) -> usize {
+    match space {
+        Space::Records => 0,
+        Space::Settings => 1,
+    }
+}
+
+/// The last statement of every writing transaction (module docs).
+const BUMP: &str =
+    "UPDATE patgate_records_version SET version = version + 1 WHERE id = 1 RETURNING version";
+
 impl PgRecords {
     pub(super) fn new(db: Postgres) -> PgRecords {
-        PgRecords { db }
+        PgRecords {
+            db,
+            kept: Arc::default(),
+        }
+    }
+
+    fn kept(&self) -> std::sync::MutexGuard<'_, Keeping> {
+        // Each change is one map update: a panic cannot leave it half-done.
+        self.kept.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The kept record of `key`, when it is current (module docs).
+    fn kept_current(&self, space_: Space, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        let newest = self.db.records_seen.current()?;
+        let kept = self.kept();
+        let record = kept.spaces[slot(space_)].get(key)?;
+        if record.version < newest {
+            return None;
+        }
+        self.db.metrics().records_kept_reads.inc();
+        Some(record.value.clone())
+    }
+
+    fn keep(&self, space_: Space, key: &[u8], value: Option<Vec<u8>>, version: i64) {
+        let mut kept = self.kept();
+        if kept.spaces.iter().map(HashMap::len).sum::<usize>() >= KEPT_RECORDS {
+            for space in &mut kept.spaces {
+                space.clear();
+            }
+        }
+        kept.spaces[slot(space_)].insert(key.to_vec(), Kept { value, version });
+    }
+
+    /// Adds one to the records version, as the last statement of `tx` (module docs);
+    /// answers the version made, for [`PgRecords::committed`] once `tx` committed.
+    async fn bump(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        during: Op,
+    ) -> Result<i64, RecordStoreError> {
+        let statement = tx.prepare_cached(BUMP).await.map_err(self.err(during))?;
+        let row = tx
+            .query_one(&statement, &[])
+            .await
+            .map_err(self.err(during))?;
+        Ok(row.get(0))
+    }
+
+    /// A transaction that made records `version` committed: no record kept from before it
+    /// answers a read of this process any more.
+    fn committed(&self, version: i64) {
+        self.db.records_seen.saw(version);
+    }
+
+    /// Commits `tx` after adding one to the records version.
+    async fn commit(
+        &self,
+        tx: deadpool_postgres::Transaction<'_>,
+        during: Op,
+    ) -> Result<(), RecordStoreError> {
+        let version = self.bump(&tx, during).await?;
+        tx.commit().await.map_err(self.err(during))?;
+        self.committed(version);
+        Ok(())
     }
 
     async fn client(&self, during: Op) -> Result<Client, RecordStoreError> {
@@ -180,16 +297,25 @@ impl RecordStore for PgRecords {
     ) -> BoxFuture<'a, Result<Option<Vec<u8>>, RecordStoreError>> {
         Box::pin(async move {
             const DURING: Op = Op::new("records", "get", "reading a record");
+            if let Some(kept) = self.kept_current(space_, key) {
+                return Ok(kept);
+            }
             let client = self.client(DURING).await?;
+            // The version and the record from one snapshot; a row even when the record is
+            // absent.
             let statement = client
-                .prepare_cached("SELECT value FROM patgate_records WHERE space = $1 AND key = $2")
+                .prepare_cached(
+                    "SELECT v.version, r.value FROM patgate_records_version v LEFT JOIN patgate_records r ON r.space = $1 AND r.key = $2 WHERE v.id = 1",
+                )
                 .await
                 .map_err(self.err(DURING))?;
             let row = client
-                .query_opt(&statement, &[&space(space_), &key])
+                .query_one(&statement, &[&space(space_), &key])
                 .await
                 .map_err(self.err(DURING))?;
-            Ok(row.map(|row| row.get(0)))
+            let value: Option<Vec<u8>> = row.get(1);
+            self.keep(space_, key, value.clone(), row.get(0));
+            Ok(value)
         })
     }
 
@@ -228,13 +354,13 @@ impl RecordStore for PgRecords {
     ) -> BoxFuture<'a, Result<(), RecordStoreError>> {
         Box::pin(async move {
             const DURING: Op = Op::new("records", "put", "writing a record");
-            let client = self.client(DURING).await?;
-            let statement = client.prepare_cached(PUT).await.map_err(self.err(DURING))?;
-            client
-                .execute(&statement, &[&space(space_), &key, &value])
+            let mut client = self.client(DURING).await?;
+            let tx = client.transaction().await.map_err(self.err(DURING))?;
+            let statement = tx.prepare_cached(PUT).await.map_err(self.err(DURING))?;
+            tx.execute(&statement, &[&space(space_), &key, &value])
                 .await
                 .map_err(self.err(DURING))?;
-            Ok(())
+            self.commit(tx, DURING).await
         })
     }
 
@@ -245,15 +371,14 @@ impl RecordStore for PgRecords {
     ) -> BoxFuture<'a, Result<bool, RecordStoreError>> {
         Box::pin(async move {
             const DURING: Op = Op::new("records", "remove", "removing a record");
-            let client = self.client(DURING).await?;
-            let statement = client
-                .prepare_cached(REMOVE)
-                .await
-                .map_err(self.err(DURING))?;
-            let removed = client
+            let mut client = self.client(DURING).await?;
+            let tx = client.transaction().await.map_err(self.err(DURING))?;
+            let statement = tx.prepare_cached(REMOVE).await.map_err(self.err(DURING))?;
+            let removed = tx
                 .execute(&statement, &[&space(space_), &key])
                 .await
                 .map_err(self.err(DURING))?;
+            self.commit(tx, DURING).await?;
             Ok(removed > 0)
         })
     }
@@ -264,21 +389,32 @@ impl RecordStore for PgRecords {
         swaps: Vec<Swap>,
     ) -> BoxFuture<'_, Result<Vec<Swapped>, RecordStoreError>> {
         Box::pin(async move {
-            // One connection, one statement per swap, each decided on its own as the
+            // One transaction, one statement per swap, each decided on its own as the
             // contract says. The statements are all sent before any answer is awaited:
             // tokio-postgres pipelines them, and the server runs them in the order sent, so
             // the batch costs one round trip (plus one per swap that lost a race and is
-            // tried again), not one per swap.
-            let client = self.client(SWAP).await?;
+            // tried again), not one per swap. They run in key order, so two batches that
+            // share keys (two replicas writing last-use times) lock them in the same order
+            // and cannot wait for each other in a cycle; the answers keep the swaps' order.
+            let mut client = self.client(SWAP).await?;
+            let tx = client.transaction().await.map_err(self.err(SWAP))?;
             let space_id = space(space_);
-            futures_util::future::join_all(
-                swaps
+            let mut order: Vec<usize> = (0..swaps.len()).collect();
+            order.sort_by(|&a, &b| swaps[a].key.cmp(&swaps[b].key));
+            let mut swaps: Vec<Option<Swap>> = swaps.into_iter().map(Some).collect();
+            let sorted: Vec<Swap> = order.iter().filter_map(|&i| swaps[i].take()).collect();
+            let answers = futures_util::future::join_all(
+                sorted
                     .into_iter()
-                    .map(|swap| self.swap_one(&*client, space_id, swap)),
+                    .map(|swap| self.swap_one(&tx, space_id, swap)),
             )
-            .await
-            .into_iter()
-            .collect()
+            .await;
+            let mut in_order: Vec<Option<Swapped>> = (0..order.len()).map(|_| None).collect();
+            for (&i, answer) in order.iter().zip(answers) {
+                in_order[i] = Some(answer?);
+            }
+            self.commit(tx, SWAP).await?;
+            Ok(in_order.into_iter().flatten().collect())
         })
     }
 
@@ -306,7 +442,7 @@ impl RecordStore for PgRecords {
             for swap in swaps {
                 answers.push(self.swap_one(&tx, space(space_), swap).await?);
             }
-            tx.commit().await.map_err(self.err(DURING))?;
+            self.commit(tx, DURING).await?;
             Ok(Guarded::Made(answers))
         })
     }
@@ -321,7 +457,7 @@ impl RecordStore for PgRecords {
             let mut client = self.client(DURING).await?;
             let tx = client.transaction().await.map_err(self.err(DURING))?;
             self.apply_in(&tx, space_, &changes, DURING).await?;
-            tx.commit().await.map_err(self.err(DURING))
+            self.commit(tx, DURING).await
         })
     }
 
@@ -344,7 +480,7 @@ impl RecordStore for PgRecords {
                 return Ok(Guarded::Refused { current });
             }
             self.apply_in(&tx, space_, &changes, DURING).await?;
-            tx.commit().await.map_err(self.err(DURING))?;
+            self.commit(tx, DURING).await?;
             Ok(Guarded::Made(()))
         })
     }
