@@ -368,6 +368,69 @@ async fn a_database_crash_that_empties_the_replay_cache_lets_no_replay_in() {
     );
 }
 
+/// A database that stops answering without closing its connection (its server process
+/// stopped here with SIGSTOP, as a host gone silent or a network dropping packets would) is
+/// an unreachable store once `statement_timeout` and a second have passed: the replay check
+/// is refused, never accepted, and the request does not wait for TCP to give up.
+#[tokio::test]
+async fn a_database_that_goes_silent_is_refused_after_statement_timeout_not_waited_for() {
+    let (url, _) = migrated().await;
+    let db = Postgres::connect(&PgSettings {
+        url: url.clone().into(),
+        tls: PgTls::Disable,
+        pool_size: 1,
+        cores: 0,
+        connect_timeout: Duration::from_secs(5),
+        statement_timeout: Duration::from_secs(1),
+    })
+    .unwrap();
+    let nonces = db.nonces().with_window(300);
+    nonces.first_use("app", "n-1", 1_300, 1_000).await.unwrap();
+    let backend = query(
+        &url,
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'patgate'",
+    )
+    .await;
+    assert_eq!(backend.len(), 1, "the pool's one connection");
+    let pid = backend[0].get::<_, i32>(0).to_string();
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    // The guard only keeps a broken build from hanging the suite.
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(30),
+        nonces.first_use("app", "n-2", 1_300, 1_000),
+    )
+    .await;
+    let records = tokio::time::timeout(
+        Duration::from_secs(30),
+        db.records().get(Space::Records, b"k"),
+    )
+    .await;
+    signal("-CONT");
+    match outcome.expect("the replay check waited for the silent database") {
+        Err(NonceError::Store(e)) => {
+            assert!(e.unreachable, "{e}");
+            assert!(e.reason.contains("no answer within 2000 ms"), "{e}");
+        }
+        other => panic!("not refused: {other:?}"),
+    }
+    assert!(
+        records
+            .expect("the read waited for the silent database")
+            .is_err(),
+        "no record read from a silent database"
+    );
+    assert!(!db.answering());
+    // Once it answers again, so does the store.
+    nonces.first_use("app", "n-3", 1_300, 1_000).await.unwrap();
+}
+
 #[tokio::test]
 async fn a_database_that_does_not_answer_is_an_error_never_an_accept() {
     // A port nothing listens on.

@@ -176,41 +176,50 @@ impl PgHolds {
     }
 }
 
+impl PgHolds {
+    /// [`HoldStore::held`], unbounded.
+    async fn lookup(&self, key: HoldKey<'_>, now: u64) -> Result<HoldState, StoreError> {
+        let Some(version) = self.db.holds_seen.current() else {
+            return self.held_in_db(key, now).await;
+        };
+        let owned = owned(key);
+        let found = match self.in_copy(&owned, version) {
+            InCopy::Behind => {
+                self.reload(version).await?;
+                self.in_copy(&owned, version)
+            }
+            found => found,
+        };
+        match found {
+            InCopy::Until(until) if until > now => Ok(HoldState::Held(until)),
+            // Ended: the database says whether this lookup is the one told so.
+            InCopy::Until(_) => {
+                let state = self.held_in_db(key, now).await?;
+                if let Some(copy) = &mut *self.copy() {
+                    if copy.until.get(&owned).is_some_and(|&until| until <= now) {
+                        copy.until.remove(&owned);
+                    }
+                }
+                Ok(state)
+            }
+            InCopy::Absent => Ok(HoldState::Free),
+            // A reload brings the copy to the version asked for, at least.
+            InCopy::Behind => self.held_in_db(key, now).await,
+        }
+    }
+}
+
 impl HoldStore for PgHolds {
     fn held<'a>(
         &'a self,
         key: HoldKey<'a>,
         now: u64,
     ) -> BoxFuture<'a, Result<HoldState, StoreError>> {
-        Box::pin(async move {
-            let Some(version) = self.db.holds_seen.current() else {
-                return self.held_in_db(key, now).await;
-            };
-            let owned = owned(key);
-            let found = match self.in_copy(&owned, version) {
-                InCopy::Behind => {
-                    self.reload(version).await?;
-                    self.in_copy(&owned, version)
-                }
-                found => found,
-            };
-            match found {
-                InCopy::Until(until) if until > now => Ok(HoldState::Held(until)),
-                // Ended: the database says whether this lookup is the one told so.
-                InCopy::Until(_) => {
-                    let state = self.held_in_db(key, now).await?;
-                    if let Some(copy) = &mut *self.copy() {
-                        if copy.until.get(&owned).is_some_and(|&until| until <= now) {
-                            copy.until.remove(&owned);
-                        }
-                    }
-                    Ok(state)
-                }
-                InCopy::Absent => Ok(HoldState::Free),
-                // A reload brings the copy to the version asked for, at least.
-                InCopy::Behind => self.held_in_db(key, now).await,
-            }
-        })
+        const DURING: Op = Op::new("holds", "get", "looking up a host hold");
+        Box::pin(
+            self.db
+                .within(DURING, self.lookup(key, now), StoreError::from),
+        )
     }
 
     fn hold<'a>(

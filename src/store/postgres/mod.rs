@@ -359,6 +359,10 @@ pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 const PROBE: Op = Op::new("probe", "select-1", "checking that the database answers");
 
+/// How much longer than `statement_timeout` a request waits for the database's answer
+/// ([`Postgres::within`]): enough for the database to answer a cancelled statement itself.
+pub(crate) const ANSWER_MARGIN: Duration = Duration::from_secs(1);
+
 /// What the pool knows of the database's health, shared by its clones.
 struct Health {
     metrics: StoreMetrics,
@@ -368,6 +372,8 @@ struct Health {
     /// health checks that ask meanwhile wait for its answer rather than send their own.
     probed: tokio::sync::Mutex<Option<(tokio::time::Instant, Result<(), PgError>)>>,
     probe_timeout: Duration,
+    /// `statement_timeout` + [`ANSWER_MARGIN`].
+    answer_within: Duration,
 }
 
 /// A connection borrowed from the pool for one operation: the operation's time is
@@ -539,6 +545,7 @@ impl Postgres {
                 failing: AtomicBool::new(false),
                 probed: tokio::sync::Mutex::new(None),
                 probe_timeout: settings.connect_timeout.min(PROBE_TIMEOUT),
+                answer_within: settings.statement_timeout + ANSWER_MARGIN,
             }),
             holds_seen: Arc::default(),
             records_seen: Arc::default(),
@@ -688,6 +695,36 @@ impl Postgres {
                 };
                 self.lost(op, &e);
                 Err(e)
+            }
+        }
+    }
+
+    /// `operation`, the database's part of a request (a replay check, a record read, a hold
+    /// lookup), bounded on this side: the database cancels a statement that runs past
+    /// `statement_timeout`, but one that cannot answer at all (its host gone without a
+    /// reset, the network dropping packets, the server process stopped) would leave the
+    /// request waiting for TCP to give up, minutes later. Past `statement_timeout` +
+    /// [`ANSWER_MARGIN`] the operation is dropped and answers [`PgError::Unreachable`]
+    /// (through `wrap`), counted and logged as an outage.
+    pub(crate) async fn within<T, E>(
+        &self,
+        op: Op,
+        operation: impl std::future::Future<Output = Result<T, E>>,
+        wrap: impl FnOnce(PgError) -> E,
+    ) -> Result<T, E> {
+        match tokio::time::timeout(self.health.answer_within, operation).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                let e = PgError::Unreachable {
+                    location: self.location.clone(),
+                    during: op.during,
+                    reason: format!(
+                        "no answer within {} ms",
+                        self.health.answer_within.as_millis()
+                    ),
+                };
+                self.lost(op, &e);
+                Err(wrap(e))
             }
         }
     }

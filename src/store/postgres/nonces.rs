@@ -141,7 +141,13 @@ impl NonceStore for PgNonces {
         now: u64,
     ) -> BoxFuture<'a, Result<(), NonceError>> {
         Box::pin(async move {
-            let outcome = self.insert(keyid, nonce, replay_until, now).await;
+            const DURING: Op = Op::new("nonces", "first-use", "checking a nonce");
+            let outcome = self
+                .db
+                .within(DURING, self.insert(keyid, nonce, replay_until, now), |e| {
+                    StoreError::from(e).into()
+                })
+                .await;
             if self.pruned.due(now, PRUNE_EVERY_SECONDS) {
                 // Off the request: a prune that fails is tried again next time.
                 let this = self.clone();

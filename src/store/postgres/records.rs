@@ -148,6 +148,25 @@ impl PgRecords {
         kept.spaces[slot(space_)].insert(key.to_vec(), Kept { value, version });
     }
 
+    /// A record and the records version from the database, kept (module docs).
+    async fn read(&self, space_: Space, key: &[u8]) -> Result<Option<Vec<u8>>, RecordStoreError> {
+        const DURING: Op = Op::new("records", "get", "reading a record");
+        let client = self.client(DURING).await?;
+        // The version and the record from one snapshot; a row even when the record is
+        // absent.
+        let statement = client
+            .prepare_cached(READ)
+            .await
+            .map_err(self.err(DURING))?;
+        let row = client
+            .query_one(&statement, &[&space(space_), &key])
+            .await
+            .map_err(self.err(DURING))?;
+        let value: Option<Vec<u8>> = row.get(1);
+        self.keep(space_, key, value.clone(), row.get(0));
+        Ok(value)
+    }
+
     /// Adds one to the records version, as the last statement of `tx` (module docs);
     /// answers the version made, for [`PgRecords::committed`] once `tx` committed.
     async fn bump(
@@ -300,22 +319,7 @@ impl RecordStore for PgRecords {
             if let Some(kept) = self.kept_current(space_, key) {
                 return Ok(kept);
             }
-            let client = self.client(DURING).await?;
-            // The version and the record from one snapshot; a row even when the record is
-            // absent.
-            let statement = client
-                .prepare_cached(
-                    "SELECT v.version, r.value FROM patgate_records_version v LEFT JOIN patgate_records r ON r.space = $1 AND r.key = $2 WHERE v.id = 1",
-                )
-                .await
-                .map_err(self.err(DURING))?;
-            let row = client
-                .query_one(&statement, &[&space(space_), &key])
-                .await
-                .map_err(self.err(DURING))?;
-            let value: Option<Vec<u8>> = row.get(1);
-            self.keep(space_, key, value.clone(), row.get(0));
-            Ok(value)
+            self.db.within(DURING, self.read(space_, key), failed).await
         })
     }
 
@@ -565,6 +569,7 @@ impl RecordStore for PgRecords {
 
 const PUT: &str = "INSERT INTO patgate_records (space, key, value) VALUES ($1, $2, $3) ON CONFLICT (space, key) DO UPDATE SET value = EXCLUDED.value";
 const REMOVE: &str = "DELETE FROM patgate_records WHERE space = $1 AND key = $2";
+const READ: &str = "SELECT v.version, r.value FROM patgate_records_version v LEFT JOIN patgate_records r ON r.space = $1 AND r.key = $2 WHERE v.id = 1";
 
 #[cfg(test)]
 mod tests {
