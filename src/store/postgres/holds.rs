@@ -24,6 +24,9 @@ use std::sync::{Arc, Mutex};
 use super::{Op, Postgres};
 use crate::store::{BoxFuture, HoldKey, HoldState, HoldStore, StoreError};
 
+/// A hold lookup in the database, and the bound on a whole lookup ([`Postgres::within`]).
+const GET: Op = Op::new("holds", "get", "reading a host hold");
+
 type Owned = (String, bool, String);
 
 /// A replica's copy of `patgate_holds` at one version.
@@ -154,12 +157,11 @@ impl PgHolds {
 
     /// The lookup in the database: the hold, or that it ended (told to one lookup only).
     async fn held_in_db(&self, key: HoldKey<'_>, now: u64) -> Result<HoldState, StoreError> {
-        const DURING: Op = Op::new("holds", "get", "reading a host hold");
         // The delete takes an ended hold away, and says so to this lookup only; the
         // sub-select sees the table as the statement began.
         let row = self
             .on_row(
-                DURING,
+                GET,
                 "WITH ended AS (DELETE FROM patgate_holds WHERE integration = $1 AND user_pat = $2 AND account = $3 AND until_ms <= $4 RETURNING 1) \
                  SELECT (SELECT count(*) FROM ended), (SELECT until_ms FROM patgate_holds WHERE integration = $1 AND user_pat = $2 AND account = $3 AND until_ms > $4)",
                 key,
@@ -215,11 +217,7 @@ impl HoldStore for PgHolds {
         key: HoldKey<'a>,
         now: u64,
     ) -> BoxFuture<'a, Result<HoldState, StoreError>> {
-        const DURING: Op = Op::new("holds", "get", "looking up a host hold");
-        Box::pin(
-            self.db
-                .within(DURING, self.lookup(key, now), StoreError::from),
-        )
+        Box::pin(self.db.within(GET, self.lookup(key, now), StoreError::from))
     }
 
     fn hold<'a>(

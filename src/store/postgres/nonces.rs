@@ -25,6 +25,9 @@ use std::sync::Arc;
 use super::{Every, Op, Postgres};
 use crate::store::{BoxFuture, NonceError, NonceStore, StoreError};
 
+/// A replay check, and its bound ([`Postgres::within`]).
+const FIRST_USE: Op = Op::new("nonces", "first-use", "checking a nonce");
+
 /// How often (seconds of the caller's clock) each replica prunes expired pairs.
 pub(crate) const PRUNE_EVERY_SECONDS: u64 = 10;
 
@@ -90,9 +93,8 @@ impl PgNonces {
         replay_until: u64,
         now: u64,
     ) -> Result<(), NonceError> {
-        const DURING: Op = Op::new("nonces", "first-use", "checking a nonce");
-        let client = self.db.client(DURING).await.map_err(StoreError::from)?;
-        let failed = |e: tokio_postgres::Error| StoreError::from(self.db.failed(DURING, &e));
+        let client = self.db.client(FIRST_USE).await.map_err(StoreError::from)?;
+        let failed = |e: tokio_postgres::Error| StoreError::from(self.db.failed(FIRST_USE, &e));
         let statement = client
             .prepare_cached(
                 "SELECT outcome, holds_version, records_version FROM patgate_check_nonce($1, $2, $3, $4, $5)",
@@ -141,12 +143,13 @@ impl NonceStore for PgNonces {
         now: u64,
     ) -> BoxFuture<'a, Result<(), NonceError>> {
         Box::pin(async move {
-            const DURING: Op = Op::new("nonces", "first-use", "checking a nonce");
             let outcome = self
                 .db
-                .within(DURING, self.insert(keyid, nonce, replay_until, now), |e| {
-                    StoreError::from(e).into()
-                })
+                .within(
+                    FIRST_USE,
+                    self.insert(keyid, nonce, replay_until, now),
+                    |e| StoreError::from(e).into(),
+                )
                 .await;
             if self.pruned.due(now, PRUNE_EVERY_SECONDS) {
                 // Off the request: a prune that fails is tried again next time.

@@ -54,6 +54,9 @@ const SWAP_TRIES: usize = 64;
 
 const SWAP: Op = Op::new("records", "compare-and-swap", "a compare-and-swap");
 
+/// A record read from the database, and the bound on it ([`Postgres::within`]).
+const GET: Op = Op::new("records", "get", "reading a record");
+
 /// The most records a replica keeps (module docs): with sealed records of a few hundred
 /// bytes, a few MiB at most. Past it, the kept records are forgotten and kept again as read.
 pub(crate) const KEPT_RECORDS: usize = 16_384;
@@ -150,18 +153,14 @@ impl PgRecords {
 
     /// A record and the records version from the database, kept (module docs).
     async fn read(&self, space_: Space, key: &[u8]) -> Result<Option<Vec<u8>>, RecordStoreError> {
-        const DURING: Op = Op::new("records", "get", "reading a record");
-        let client = self.client(DURING).await?;
+        let client = self.client(GET).await?;
         // The version and the record from one snapshot; a row even when the record is
         // absent.
-        let statement = client
-            .prepare_cached(READ)
-            .await
-            .map_err(self.err(DURING))?;
+        let statement = client.prepare_cached(READ).await.map_err(self.err(GET))?;
         let row = client
             .query_one(&statement, &[&space(space_), &key])
             .await
-            .map_err(self.err(DURING))?;
+            .map_err(self.err(GET))?;
         let value: Option<Vec<u8>> = row.get(1);
         self.keep(space_, key, value.clone(), row.get(0));
         Ok(value)
@@ -315,11 +314,10 @@ impl RecordStore for PgRecords {
         key: &'a [u8],
     ) -> BoxFuture<'a, Result<Option<Vec<u8>>, RecordStoreError>> {
         Box::pin(async move {
-            const DURING: Op = Op::new("records", "get", "reading a record");
             if let Some(kept) = self.kept_current(space_, key) {
                 return Ok(kept);
             }
-            self.db.within(DURING, self.read(space_, key), failed).await
+            self.db.within(GET, self.read(space_, key), failed).await
         })
     }
 
@@ -403,10 +401,9 @@ impl RecordStore for PgRecords {
             let mut client = self.client(SWAP).await?;
             let tx = client.transaction().await.map_err(self.err(SWAP))?;
             let space_id = space(space_);
-            let mut order: Vec<usize> = (0..swaps.len()).collect();
-            order.sort_by(|&a, &b| swaps[a].key.cmp(&swaps[b].key));
-            let mut swaps: Vec<Option<Swap>> = swaps.into_iter().map(Some).collect();
-            let sorted: Vec<Swap> = order.iter().filter_map(|&i| swaps[i].take()).collect();
+            let mut indexed: Vec<(usize, Swap)> = swaps.into_iter().enumerate().collect();
+            indexed.sort_by(|a, b| a.1.key.cmp(&b.1.key));
+            let (order, sorted): (Vec<usize>, Vec<Swap>) = indexed.into_iter().unzip();
             let answers = futures_util::future::join_all(
                 sorted
                     .into_iter()
